@@ -1,0 +1,5 @@
+if(HOPPER_SANITIZE)
+  string(REPLACE ";" "," _hp_san "${HOPPER_SANITIZE}")
+  add_compile_options(-fsanitize=${_hp_san} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=${_hp_san})
+endif()

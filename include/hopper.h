@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file hopper.h
+ * @brief libhopper: a persistent, crash-safe, byte-bounded MPSC queue.
+ *
+ * A queue is a directory `DIR/NAME/` holding a lock file, a checkpoint file
+ * and numbered segment files (see docs/FORMAT.md, the normative on-disk
+ * specification). Records are opaque byte strings of 0..max_record_bytes
+ * bytes. Every record gets a 64-bit sequence number when it is accepted;
+ * sequence numbers grow by one per record and are never reused for a record
+ * that was reported accepted.
+ *
+ * @section model_sec Memory and disk
+ * Records are held in an in-memory deque up to `memory_bytes` of payload.
+ * Past that budget they spill to segment files as CRC-protected,
+ * deflate-compressed frames (several records per frame), up to `disk_bytes`
+ * of files on disk (headers included). The receiver always gets records in
+ * sequence order: memory and disk together form one FIFO.
+ *
+ * @section threads_sec Threading model
+ * One `hopper_queue` handle is shared by all threads. Any number of threads
+ * may call hopper_send() / hopper_send_batch() concurrently. Exactly one
+ * thread at a time may act as the consumer (hopper_recv(), hopper_recv_ack(),
+ * hopper_ack()); calling consumer functions from two threads at once is
+ * undefined. hopper_stats_get() and hopper_shutdown() may be called from any
+ * thread. hopper_close() must be called once, after every other call on the
+ * handle has returned.
+ *
+ * The library starts one background thread per queue only when the fsync
+ * policy is HOPPER_FSYNC_INTERVAL; it performs the periodic fdatasync and is
+ * joined by hopper_close(). The library never logs, never installs signal
+ * handlers and never calls exit().
+ *
+ * @section durability_sec Durability
+ * | mode                     | clean close + reopen | kill -9 of the process          | power loss                     |
+ * |--------------------------|----------------------|---------------------------------|--------------------------------|
+ * | MEMORY, any fsync        | nothing lost         | records only in memory are lost | also unsynced disk records     |
+ * | DISK, fsync NEVER        | nothing lost         | nothing lost                    | unsynced records may be lost   |
+ * | DISK, fsync INTERVAL(T)  | nothing lost         | nothing lost                    | at most the last T of records  |
+ * | DISK, fsync ALWAYS       | nothing lost         | nothing lost                    | nothing lost                   |
+ *
+ * In MEMORY mode a record that reached a segment file (because memory was
+ * full) is never lost by a kill -9. Delivery is at-least-once: records that
+ * were received but not acknowledged (and not yet recorded in the checkpoint,
+ * see `checkpoint_interval_ms`) are delivered again after a reopen.
+ *
+ * @section caveats_sec Caveats
+ * - One process, one opener: a second hopper_open() of the same queue (from
+ *   this or another process) fails with HOPPER_ELOCKED.
+ * - A failed write, fsync or rename on the persistence path makes the queue
+ *   fail stickily: every later call returns HOPPER_EFAILED until the handle
+ *   is closed and the queue reopened.
+ * - The disk budget may be exceeded by at most one frame header
+ *   (HOPPER_FRAME_OVERHEAD bytes) per queue; in practice it is not exceeded.
+ *
+ * Every fallible function returns 0 on success or a negative code: either
+ * `-errno` (for example -ENOMEM, -EINVAL, -EMFILE) or one of HOPPER_E*.
+ * hopper_strerror() renders any code.
+ */
+#ifndef HOPPER_INCLUDE_HOPPER_H
+#define HOPPER_INCLUDE_HOPPER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define HOPPER_API __attribute__((visibility("default")))
+#else
+#define HOPPER_API
+#endif
+
+#define HOPPER_VERSION_MAJOR 0
+#define HOPPER_VERSION_MINOR 1
+#define HOPPER_VERSION_PATCH 0
+
+/** Library error codes, all negative and far from -errno values.
+ *  Append-only: values are never renumbered. */
+#define HOPPER_ERRNO_MAP(XX)                                                                   \
+    XX(ECLOSED, -1001, "queue is shut down")                                                   \
+    XX(ECORRUPT, -1002, "on-disk data failed validation")                                      \
+    XX(EVERSION, -1003, "unsupported on-disk format version")                                  \
+    XX(ETOOBIG, -1004, "record exceeds the configured maximum size")                          \
+    XX(EFULL, -1005, "memory and disk budgets exhausted")                                      \
+    XX(EFAILED, -1006, "queue failed after an I/O error; close and reopen")                   \
+    XX(ELOCKED, -1007, "queue directory is in use by another opener")                         \
+    XX(ENEEDMORE, -1008, "decoder needs more bytes")
+
+enum {
+#define HOPPER_XX_(name, val, msg) HOPPER_##name = (val),
+    HOPPER_ERRNO_MAP(HOPPER_XX_)
+#undef HOPPER_XX_
+};
+
+/** Render any return code (0, -errno or HOPPER_E*). Never returns NULL.
+ *  Ownership: the string is static. Thread safety: any thread. */
+HOPPER_API const char *hopper_strerror(int err);
+
+/** Short symbolic name of a code ("EFULL", "ENOSPC", "OK"). Never NULL. */
+HOPPER_API const char *hopper_err_name(int err);
+
+/** Runtime version as (major << 16) | (minor << 8) | patch. */
+HOPPER_API unsigned hopper_version(void);
+/** Runtime version as "major.minor.patch". Static string. */
+HOPPER_API const char *hopper_version_string(void);
+
+/** Fsync policies. */
+enum hopper_fsync {
+    HOPPER_FSYNC_NEVER = 0,    /**< leave it to the kernel (and to close) */
+    HOPPER_FSYNC_INTERVAL = 1, /**< fdatasync at most fsync_interval_ms after a write */
+    HOPPER_FSYNC_ALWAYS = 2,   /**< group commit: fdatasync before send returns */
+};
+
+/** Durability modes (see @ref durability_sec). */
+enum hopper_durability {
+    HOPPER_DURABILITY_MEMORY = 0, /**< memory first, spill when the memory budget is full */
+    HOPPER_DURABILITY_DISK = 1,   /**< every record is in a segment file before send returns */
+};
+
+/** Bytes of framing per frame on disk (FORMAT.md §3). */
+#define HOPPER_FRAME_OVERHEAD 40u
+/** Bytes of a segment header (FORMAT.md §2). */
+#define HOPPER_SEGMENT_HEADER 32u
+
+/** Open options. Initialise with hopper_opts_init() and change fields. */
+typedef struct hopper_opts {
+    size_t struct_size;           /**< set by hopper_opts_init() */
+    uint64_t memory_bytes;        /**< payload bytes held in memory; default 8 MiB */
+    uint64_t disk_bytes;          /**< bytes of files on disk; default 1 GiB; >= 64 KiB */
+    uint64_t segment_bytes;       /**< rotate segments past this size; default 64 MiB */
+    int compression;              /**< 0 = off, 1..9 = deflate level; default 1 */
+    int fsync;                    /**< enum hopper_fsync; default HOPPER_FSYNC_INTERVAL */
+    uint32_t fsync_interval_ms;   /**< for HOPPER_FSYNC_INTERVAL; default 1000 */
+    int durability;               /**< enum hopper_durability; default MEMORY */
+    uint32_t max_record_bytes;    /**< default 16 MiB; at most 256 MiB */
+    uint32_t checkpoint_interval_ms; /**< persist the ack position at most this
+                                      *  often (also at segment reclaim and close); default 1000 */
+} hopper_opts;
+
+/** Fill `opts` with the defaults. Thread safety: any thread. */
+HOPPER_API void hopper_opts_init(hopper_opts *opts);
+
+/** An opaque queue handle. */
+typedef struct hopper_queue hopper_queue;
+
+/**
+ * Open (creating if needed) the queue `name` under `dir`, recovering what
+ * was left on disk: the consumer resumes right after the last acknowledged
+ * record. Damaged data never makes open fail: a torn tail is truncated, a
+ * corrupt frame is skipped (and counted), an unreadable segment is renamed
+ * `*.bad` beside a `*.bad.why` note. Files that are not the queue's are
+ * ignored.
+ *
+ * @param[in]  dir   existing directory; the queue lives in dir/name/ (created 0700)
+ * @param[in]  name  queue name, 1..128 characters of [A-Za-z0-9_.-], not "." or ".."
+ * @param[in]  opts  options, or NULL for the defaults; copied
+ * @param[out] out   set to NULL on entry, to the handle on success
+ * Ownership: on success *out is owned by the caller; release with hopper_close().
+ * Thread safety: any thread.
+ * @return 0 on success, or one of: -EINVAL (bad name or option), -ENOMEM,
+ *   -EMFILE/-ENFILE (no file descriptors), -EACCES, -ENOENT (dir missing),
+ *   -ENOSPC, -EIO or another -errno from the file system, HOPPER_ELOCKED
+ *   (another opener holds the queue).
+ */
+HOPPER_API int hopper_open(const char *dir, const char *name, const hopper_opts *opts,
+                           hopper_queue **out);
+
+/**
+ * Close the queue gracefully: stop the background thread, write every record
+ * still held only in memory (MEMORY mode) to the segment files, fdatasync,
+ * write the checkpoint, release the lock. Close + reopen loses nothing and
+ * keeps order. The handle is freed even when an error is returned.
+ * Accepts NULL (returns 0).
+ * Ownership: consumes `q`. Thread safety: call once, when no other call on
+ *   `q` is in progress.
+ * @return 0 on success, or one of: HOPPER_EFAILED (the queue had failed;
+ *   records only in memory could not be saved), HOPPER_EFULL (the disk budget
+ *   or the file system had no room for the in-memory records; they are lost
+ *   and counted), -EIO or another -errno from write/fsync/rename.
+ */
+HOPPER_API int hopper_close(hopper_queue *q);
+
+/**
+ * Wake every waiter and refuse further sends: hopper_send() returns
+ * HOPPER_ECLOSED; hopper_recv() still returns what is stored and then
+ * HOPPER_ECLOSED instead of blocking. Idempotent.
+ * Thread safety: any thread.
+ */
+HOPPER_API void hopper_shutdown(hopper_queue *q);
+
+/** One record to send. */
+typedef struct hopper_iovec {
+    const void *data; /**< may be NULL when len is 0 */
+    size_t len;
+} hopper_iovec;
+
+/**
+ * Send one record. The payload is copied (or written) before the call
+ * returns; the caller may reuse the buffer at once. On success the record is
+ * visible to the receiver immediately. In DISK mode it is in a segment file
+ * (and fdatasynced with HOPPER_FSYNC_ALWAYS) when the call returns.
+ *
+ * @param[in] timeout_ms 0 = do not wait for space; -1 = wait forever; N = wait at most N ms
+ * Ownership: `data` is borrowed for the duration of the call.
+ * Thread safety: any number of threads concurrently.
+ * @return 0 on success, or one of: HOPPER_EFULL (no room in the budgets or
+ *   the file system reported ENOSPC/EDQUOT, within the timeout; the record was
+ *   not accepted), HOPPER_ETOOBIG (len > max_record_bytes), HOPPER_ECLOSED
+ *   (hopper_shutdown() was called), HOPPER_EFAILED (sticky I/O failure),
+ *   -ENOMEM, -EINVAL.
+ */
+HOPPER_API int hopper_send(hopper_queue *q, const void *data, size_t len, int timeout_ms);
+
+/**
+ * Send `n` records atomically with respect to admission: either all are
+ * accepted (with consecutive sequence numbers) or none is.
+ * Ownership, thread safety: as hopper_send().
+ * @return as hopper_send(); HOPPER_ETOOBIG also when the batch can never fit
+ *   the budgets.
+ */
+HOPPER_API int hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n,
+                                 int timeout_ms);
+
+/** A received record. */
+typedef struct hopper_record {
+    const void *data; /**< library-owned; see hopper_recv() for its lifetime */
+    size_t len;
+    uint64_t seq; /**< sequence number; pass it to hopper_ack() */
+} hopper_record;
+
+/**
+ * Receive the next record in sequence order.
+ *
+ * @param[out] rec filled on success. `rec->data` is owned by the queue and is
+ *   valid only until the next hopper_recv()/hopper_recv_ack() or hopper_close()
+ *   on this queue; do not modify or free it.
+ * @param[in] timeout_ms 0 = poll; -1 = wait forever; N = wait at most N ms
+ * Thread safety: the single consumer thread only.
+ * @return 0 on success, or one of: -EAGAIN (poll found nothing), -ETIMEDOUT,
+ *   HOPPER_ECLOSED (shut down and nothing left), HOPPER_EFAILED, -ENOMEM,
+ *   -EMFILE/-EIO or another -errno from reading a segment (retryable; the
+ *   record is not skipped).
+ */
+HOPPER_API int hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms);
+
+/**
+ * Acknowledge every record with sequence number <= `seq`. Acknowledged
+ * records are never delivered again once the checkpoint is written (at most
+ * checkpoint_interval_ms later, at segment reclaim and at close). Segment
+ * files whose records are all acknowledged are deleted (checkpoint first).
+ * Acknowledging a position not yet received is clamped to the last received.
+ * Thread safety: the single consumer thread only.
+ * @return 0 on success, or one of: HOPPER_EFAILED, -EIO or another -errno
+ *   from writing the checkpoint (sticky).
+ */
+HOPPER_API int hopper_ack(hopper_queue *q, uint64_t seq);
+
+/** hopper_recv() followed by hopper_ack() of the record returned (at-most-once
+ *  from the caller's point of view once the checkpoint is written).
+ *  @return as hopper_recv() and hopper_ack(). */
+HOPPER_API int hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_ms);
+
+/** Write the checkpoint now (fsynced) if the ack position moved.
+ *  Thread safety: the consumer thread. @return 0, HOPPER_EFAILED or -errno. */
+HOPPER_API int hopper_sync(hopper_queue *q);
+
+/** Queue statistics. Gauges describe the moment of the call. */
+typedef struct hopper_stats {
+    size_t struct_size;           /**< set by the caller to sizeof(hopper_stats) */
+    uint64_t mem_records;         /**< records held in memory */
+    uint64_t mem_bytes;           /**< payload bytes held in memory */
+    uint64_t disk_records;        /**< records in segment files not yet reclaimed */
+    uint64_t disk_raw_bytes;      /**< payload bytes of those records */
+    uint64_t disk_bytes;          /**< bytes of segment + checkpoint files */
+    uint64_t segments;            /**< segment files */
+    uint64_t backlog_records;     /**< accepted and not yet acknowledged */
+    uint64_t oldest_age_ms;       /**< age of the oldest unacknowledged record, 0 if none */
+    uint64_t sent;                /**< records accepted since open */
+    uint64_t received;            /**< records delivered since open */
+    uint64_t acked;               /**< records acknowledged since open */
+    uint64_t redelivered;         /**< deliveries of records delivered before a reopen */
+    uint64_t full_rejections;     /**< sends refused with HOPPER_EFULL */
+    uint64_t corrupt_frames;      /**< damaged frames skipped (open and read) */
+    uint64_t corrupt_bytes;       /**< bytes skipped with them */
+    uint64_t quarantined_bytes;   /**< bytes of segments renamed *.bad */
+    uint64_t lost_records;        /**< records known lost (close without room) */
+    uint64_t torn_bytes;          /**< bytes cut from a torn tail at open */
+    uint64_t fsyncs;              /**< fdatasync calls on segment files */
+    uint64_t fsync_ns_total;      /**< time spent in them */
+    uint64_t next_seq;            /**< sequence number the next record will get */
+    int failed;                   /**< 0, or the sticky error code */
+} hopper_stats;
+
+/** Fill `st` (whose struct_size the caller sets). Thread safety: any thread.
+ *  @return 0, or -EINVAL (NULL or struct_size too small). */
+HOPPER_API int hopper_stats_get(hopper_queue *q, hopper_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HOPPER_INCLUDE_HOPPER_H */

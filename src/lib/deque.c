@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/* Ring of hp_entry; capacity doubles when full. Invariant: count <= cap and
+ * cap is 0 or a power of two, so index arithmetic is a mask. */
+#include "deque.h"
+
+#include <stdlib.h>
+
+static int
+grow(hp_deque *d)
+{
+    size_t ncap = d->cap ? d->cap * 2 : 64;
+    hp_entry *n = malloc(ncap * sizeof(*n));
+    if (n == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < d->count; i++) {
+        n[i] = d->ring[(d->head + i) & (d->cap - 1)];
+    }
+    free(d->ring);
+    d->ring = n;
+    d->cap = ncap;
+    d->head = 0;
+    return 0;
+}
+
+int
+hp_deque_push(hp_deque *d, uint64_t seq, uint64_t ts_ms, const void *data, uint32_t len)
+{
+    if (d->count == d->cap) {
+        HP_GUARD(grow(d));
+    }
+    uint8_t *copy = NULL;
+    if (len > 0) {
+        copy = malloc(len);
+        if (copy == NULL) {
+            return -ENOMEM;
+        }
+        memcpy(copy, data, len);
+    }
+    hp_entry *e = &d->ring[(d->head + d->count) & (d->cap - 1)];
+    e->seq = seq;
+    e->ts_ms = ts_ms;
+    e->data = copy;
+    e->len = len;
+    d->count++;
+    return 0;
+}
+
+hp_entry *
+hp_deque_at(hp_deque *d, size_t i)
+{
+    return &d->ring[(d->head + i) & (d->cap - 1)];
+}
+
+void
+hp_deque_pop_front(hp_deque *d)
+{
+    hp_entry *e = hp_deque_at(d, 0);
+    free(e->data);
+    e->data = NULL;
+    d->head = (d->head + 1) & (d->cap - 1);
+    d->count--;
+}
+
+void
+hp_deque_pop_back(hp_deque *d)
+{
+    hp_entry *e = hp_deque_at(d, d->count - 1);
+    free(e->data);
+    e->data = NULL;
+    d->count--;
+}
+
+void
+hp_deque_free(hp_deque *d)
+{
+    while (d->count > 0) {
+        hp_deque_pop_front(d);
+    }
+    free(d->ring);
+    memset(d, 0, sizeof(*d));
+}

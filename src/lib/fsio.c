@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* File I/O with EINTR and short-transfer handling, plus the fault hook. */
+#include "fsio.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+hp_fault_fn hp_fault_hook;
+
+int
+hp_fs_open(const char *path, int flags, int mode)
+{
+    HP_GUARD(hp_fault("open"));
+    int fd;
+    do {
+        fd = open(path, flags | O_CLOEXEC, mode);
+    } while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+int
+hp_fs_openat(int dirfd, const char *name, int flags, int mode)
+{
+    HP_GUARD(hp_fault("open"));
+    int fd;
+    do {
+        fd = openat(dirfd, name, flags | O_CLOEXEC, mode);
+    } while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+int
+hp_fs_write_all(int fd, const void *p, size_t n)
+{
+    HP_GUARD(hp_fault("write"));
+    const uint8_t *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (w == 0) {
+            return -EIO;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+ssize_t
+hp_fs_pread_full(int fd, void *p, size_t n, uint64_t off)
+{
+    HP_GUARD(hp_fault("pread"));
+    uint8_t *c = p;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, c + got, n - got, (off_t)(off + got));
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (r == 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+int
+hp_fs_fdatasync(int fd)
+{
+    HP_GUARD(hp_fault("fsync"));
+    return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+int
+hp_fs_fsync(int fd)
+{
+    HP_GUARD(hp_fault("fsync"));
+    return fsync(fd) < 0 ? -errno : 0;
+}
+
+int
+hp_fs_renameat(int dirfd, const char *from, const char *to)
+{
+    HP_GUARD(hp_fault("rename"));
+    return renameat(dirfd, from, dirfd, to) < 0 ? -errno : 0;
+}
+
+int
+hp_fs_unlinkat(int dirfd, const char *name)
+{
+    HP_GUARD(hp_fault("unlink"));
+    return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+}
+
+int
+hp_fs_ftruncate(int fd, uint64_t len)
+{
+    HP_GUARD(hp_fault("ftruncate"));
+    int rc;
+    do {
+        rc = ftruncate(fd, (off_t)len);
+    } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : 0;
+}
+
+void
+hp_fs_close(int fd)
+{
+    if (fd >= 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+}
+
+int
+hp_fs_atomic_write(int dirfd, const char *name, const void *p, size_t n)
+{
+    char tmp[256];
+    int len = snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+    HP_ENSURE(len > 0 && (size_t)len < sizeof(tmp), -ENAMETOOLONG);
+    /* A stale temp file from a crash is ours to replace. */
+    (void)unlinkat(dirfd, tmp, 0);
+    int fd = hp_fs_openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+        return fd;
+    }
+    /* write -> fsync -> rename -> fsync(dir): after a crash either the old or
+     * the new content is under `name`, never a torn mix. */
+    int rc = hp_fs_write_all(fd, p, n);
+    if (rc == 0) {
+        rc = hp_fs_fsync(fd);
+    }
+    hp_fs_close(fd);
+    if (rc == 0) {
+        rc = hp_fs_renameat(dirfd, tmp, name);
+    }
+    if (rc < 0) {
+        (void)unlinkat(dirfd, tmp, 0);
+        return rc;
+    }
+    rc = hp_fault("fsync_dir");
+    if (rc == 0 && fsync(dirfd) < 0) {
+        rc = -errno;
+    }
+    return rc;
+}

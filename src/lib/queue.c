@@ -1,0 +1,1851 @@
+/* SPDX-License-Identifier: MIT */
+/* hopper_queue: the in-memory deque, the segment set, the senders' group
+ * commit and the single consumer, composed under one mutex.
+ *
+ * Logical order. Every accepted record gets the next sequence number. The
+ * unacknowledged records form one FIFO made of two parts:
+ *   [M: records held in memory] [D: records readable only from disk]
+ * Every record of M precedes every record of D. A new record goes to M only
+ * while D is empty (no unread run and no pending D write) and the memory
+ * budget has room; otherwise it goes to D. The consumer reads M first, then
+ * D through `runs` (contiguous frame ranges of segment files, in sequence
+ * order). In DISK mode every record is also written to the segment files and
+ * M is a read-ahead cache whose entries become visible once written.
+ *
+ * Group commit. Senders append encoded records to `pend` under `mu` and park
+ * on a stack waiter linked into the pending batch. A sender whose batch is not
+ * yet taken and who finds no writer active becomes the writer: it takes the
+ * whole batch, drops `mu`, compresses (reusing one deflate context), writes,
+ * fdatasyncs (per policy), retakes `mu`, publishes runs and sizes, and marks
+ * the batch's waiters done. Disk I/O never happens under `mu`.
+ *
+ * The writer role (`writer_active`) is held by at most one thread: a sender,
+ * the interval syncer or close. Only its holder touches `active_fd`,
+ * `active_size`, `enc` and `wbuf`.
+ *
+ * Lock order: `mu` is the only lock. Condvars: `not_empty` (consumer waits),
+ * `not_full` (senders wait for budget), `written` (senders wait for their
+ * batch or for the writer role; the syncer waits here too).
+ *
+ * Crash safety of reclaim: the checkpoint (ack position) is written
+ * tmp -> fsync -> rename -> fsync(dir) BEFORE any segment whose records are all
+ * acknowledged is unlinked; the directory is fsynced after the unlinks. A crash
+ * in between leaves a fully acknowledged segment that the next open deletes.
+ */
+#include "internal.h"
+
+#include "buf.h"
+#include "crc32c.h"
+#include "deque.h"
+#include "fsio.h"
+#include "record.h"
+#include "segment.h"
+#include "sync.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CKPT_NAME "checkpoint"
+#define CKPT_MAGIC 0x504b4348u /* "HCKP" */
+#define CKPT_VERSION 1u
+#define CKPT_SIZE 32u
+#define LOCK_NAME "LOCK"
+#define ENOSPC_BACKOFF_NS 500000000ull
+
+typedef struct hp_run {
+    uint64_t seg_id;
+    uint64_t off;       /* first frame */
+    uint64_t end;       /* end of the last frame */
+    uint64_t first_seq; /* first record of the first frame */
+    uint64_t last_seq;  /* last record of the last frame */
+    uint64_t ts_ms;     /* timestamp of the first frame */
+} hp_run;
+
+typedef struct hp_seginfo {
+    uint64_t id;
+    uint64_t bytes;   /* file size */
+    uint64_t records; /* records in valid frames */
+    uint64_t raw;     /* payload bytes of those */
+    uint64_t max_seq; /* largest record seq + 1, 0 when empty */
+} hp_seginfo;
+
+typedef struct hp_waiter {
+    int done;
+    int rc;
+    struct hp_waiter *next;
+} hp_waiter;
+
+/* A batch of encoded records waiting to be written. */
+typedef struct hp_batch {
+    hp_buf raw;           /* count x (u32 len, bytes) */
+    uint64_t first_seq;   /* of the first record in raw */
+    uint32_t count;
+    uint64_t d_count;     /* records of the batch that belong to D */
+    uint64_t ts_ms;
+    hp_waiter *waiters;
+} hp_batch;
+
+/* A frame the writer produced, published under mu afterwards. */
+typedef struct hp_written {
+    uint64_t seg_id;
+    uint64_t off;
+    uint64_t first_seq;
+    uint32_t count;
+    uint64_t raw;
+    uint64_t bytes; /* header + stored */
+    uint64_t ts_ms;
+} hp_written;
+
+/* A segment the writer created or extended during one batch. */
+typedef struct hp_touched {
+    uint64_t id;
+    uint64_t size_before; /* 0 = created in this batch */
+} hp_touched;
+
+/* Consumer-owned disk read state (touched only by the consumer thread). */
+typedef struct hp_reader {
+    int fd;
+    uint64_t seg_id;
+    hp_window win;
+    hp_decoder dec;
+    hp_buf raw;        /* decoded body of the current frame */
+    size_t raw_pos;    /* next record in raw */
+    uint64_t rec_seq;  /* seq of the record at raw_pos */
+    uint32_t left;     /* records left in raw */
+    uint64_t next_off; /* next frame to read in seg_id */
+    int positioned;    /* next_off is meaningful for seg_id */
+} hp_reader;
+
+#define ARR(T)                                                                                 \
+    struct {                                                                                   \
+        T *v;                                                                                  \
+        size_t n;                                                                              \
+        size_t cap;                                                                            \
+    }
+
+struct hopper_queue {
+    hopper_opts o;     /* immutable after open */
+    uint64_t max_raw;  /* immutable: largest frame body accepted */
+    int dirfd;         /* immutable */
+    int lockfd;        /* immutable */
+
+    pthread_mutex_t mu;
+    pthread_cond_t not_empty;
+    pthread_cond_t not_full;
+    pthread_cond_t written;
+
+    int failed;      /* [mu] sticky error code, 0 if healthy */
+    int shutdown;    /* [mu] hopper_shutdown() was called */
+    int closing;     /* [mu] close in progress: stops the syncer */
+    uint64_t next_seq; /* [mu] */
+
+    hp_deque mem;        /* [mu] M, plus delivered-unacknowledged entries */
+    uint64_t mem_bytes;  /* [mu] payload bytes in mem */
+    size_t mem_read;     /* [mu] index in mem of the next undelivered entry */
+    uint64_t visible_next; /* [mu] DISK mode: entries below this seq are written */
+
+    hp_batch pend;           /* [mu] batch being filled */
+    hp_batch spare;          /* [writer] batch being written (buffer reuse) */
+    uint64_t d_pending;      /* [mu] D records in pend or being written */
+    uint64_t inflight_reserve; /* [mu] disk reservation of the batch being written */
+    int writer_active;       /* [mu] */
+    uint64_t enospc_until_ns; /* [mu] refuse disk admission until then */
+    int dirty;               /* [mu] written data not yet fdatasynced */
+    uint64_t last_sync_ns;   /* [mu] */
+
+    ARR(hp_seginfo) segs; /* [mu] sorted by id */
+    ARR(hp_run) runs;     /* [mu] unread D ranges in seq order; front is being read */
+    size_t runs_head;     /* [mu] index of the first live run */
+    uint64_t disk_bytes;  /* [mu] segment files + checkpoint */
+    uint64_t next_seg_id; /* [mu] */
+    uint64_t active_id;   /* [mu] id of the segment being appended, 0 = none */
+    int active_fd;        /* [writer] */
+    uint64_t active_size; /* [writer] */
+
+    uint64_t read_seq;       /* [mu] every seq below was delivered (or skipped) */
+    uint64_t ack_next;       /* [mu] every seq below is acknowledged */
+    uint64_t ckpt_ack;       /* [consumer] ack_next stored in the checkpoint */
+    uint64_t ckpt_ns;        /* [consumer] when it was written */
+    uint64_t redeliver_below; /* immutable: seqs below were delivered before open */
+
+    hp_reader rd;   /* [consumer] */
+    hp_buf rbuf;    /* [consumer] copy of the memory record last returned */
+    hp_encoder enc; /* [writer] */
+    hp_buf wbuf;    /* [writer] encoded frames */
+    ARR(hp_written) wlist; /* [writer] */
+    ARR(hp_touched) touched; /* [writer] */
+
+    pthread_t syncer;
+    int has_syncer;
+
+    /* Counters: written under mu or by the consumer, read by stats. */
+    _Atomic uint64_t c_sent, c_received, c_acked, c_redelivered, c_full, c_corrupt_frames,
+        c_corrupt_bytes, c_quarantined, c_lost, c_fsyncs, c_fsync_ns, c_torn;
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+#define ARR_PUSH(a, val, rc)                                                                   \
+    do {                                                                                       \
+        (rc) = 0;                                                                              \
+        if ((a).n == (a).cap) {                                                                \
+            size_t nc_ = (a).cap ? (a).cap * 2 : 16;                                           \
+            void *nv_ = realloc((a).v, nc_ * sizeof(*(a).v));                                  \
+            if (nv_ == NULL) {                                                                 \
+                (rc) = -ENOMEM;                                                                \
+                break;                                                                         \
+            }                                                                                  \
+            (a).v = nv_;                                                                       \
+            (a).cap = nc_;                                                                     \
+        }                                                                                      \
+        (a).v[(a).n++] = (val);                                                                \
+    } while (0)
+
+static uint64_t
+deadline_after(int timeout_ms)
+{
+    if (timeout_ms < 0) {
+        return UINT64_MAX;
+    }
+    return hp_now_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+}
+
+/* Disk bytes a batch of `raw` encoded bytes may take, at worst: stored frames
+ * are never larger than raw, plus a header per frame and per segment it may
+ * open (FORMAT.md §3.3). */
+static uint64_t
+reserve_for(const hopper_queue *q, uint64_t raw)
+{
+    if (raw == 0) {
+        return 0;
+    }
+    return raw + HP_FRAME_HDR * (raw / HP_FRAME_TARGET + 1) +
+           HP_SEG_HDR * (raw / q->o.segment_bytes + 1);
+}
+
+static size_t
+runs_live(const hopper_queue *q)
+{
+    return q->runs.n - q->runs_head;
+}
+
+/* D is non-empty while a run is unread or a D record waits to be written. */
+static int
+d_active(const hopper_queue *q)
+{
+    return runs_live(q) > 0 || q->d_pending > 0;
+}
+
+static void
+fail_locked(hopper_queue *q, int rc)
+{
+    if (!q->failed) {
+        q->failed = rc < 0 ? rc : HOPPER_EFAILED;
+    }
+    pthread_cond_broadcast(&q->not_empty);
+    pthread_cond_broadcast(&q->not_full);
+    pthread_cond_broadcast(&q->written);
+}
+
+static int
+failed_rc(const hopper_queue *q)
+{
+    (void)q;
+    return HOPPER_EFAILED;
+}
+
+static hp_seginfo *
+seg_find(hopper_queue *q, uint64_t id)
+{
+    for (size_t i = 0; i < q->segs.n; i++) {
+        if (q->segs.v[i].id == id) {
+            return &q->segs.v[i];
+        }
+    }
+    return NULL;
+}
+
+/* ---- options ---------------------------------------------------------- */
+
+void
+hopper_opts_init(hopper_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->struct_size = sizeof(*o);
+    o->memory_bytes = 8u << 20;
+    o->disk_bytes = 1ull << 30;
+    o->segment_bytes = 64u << 20;
+    o->compression = 1;
+    o->fsync = HOPPER_FSYNC_INTERVAL;
+    o->fsync_interval_ms = 1000;
+    o->durability = HOPPER_DURABILITY_MEMORY;
+    o->max_record_bytes = 16u << 20;
+    o->checkpoint_interval_ms = 1000;
+}
+
+static int
+check_opts(const hopper_opts *o)
+{
+    HP_ENSURE(o->struct_size >= sizeof(hopper_opts), -EINVAL);
+    HP_ENSURE(o->disk_bytes >= 64u * 1024u, -EINVAL);
+    HP_ENSURE(o->segment_bytes >= 4096u && o->segment_bytes <= (1ull << 40), -EINVAL);
+    HP_ENSURE(o->compression >= 0 && o->compression <= 9, -EINVAL);
+    HP_ENSURE(o->fsync >= HOPPER_FSYNC_NEVER && o->fsync <= HOPPER_FSYNC_ALWAYS, -EINVAL);
+    HP_ENSURE(o->fsync != HOPPER_FSYNC_INTERVAL || o->fsync_interval_ms > 0, -EINVAL);
+    HP_ENSURE(o->durability == HOPPER_DURABILITY_MEMORY ||
+                  o->durability == HOPPER_DURABILITY_DISK,
+              -EINVAL);
+    HP_ENSURE(o->max_record_bytes <= (256u << 20), -EINVAL);
+    return 0;
+}
+
+static int
+check_name(const char *name)
+{
+    size_t n = strlen(name);
+    HP_ENSURE(n >= 1 && n <= 128, -EINVAL);
+    HP_ENSURE(strcmp(name, ".") != 0 && strcmp(name, "..") != 0, -EINVAL);
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '.' || c == '-';
+        HP_ENSURE(ok, -EINVAL);
+    }
+    return 0;
+}
+
+/* ---- checkpoint (FORMAT.md §4) ---------------------------------------- */
+
+static int
+ckpt_write(hopper_queue *q, uint64_t ack_next, uint64_t read_next)
+{
+    uint8_t b[CKPT_SIZE];
+    hp_put_u32(b, CKPT_MAGIC);
+    hp_put_u16(b + 4, CKPT_VERSION);
+    hp_put_u16(b + 6, CKPT_SIZE);
+    hp_put_u64(b + 8, ack_next);
+    hp_put_u64(b + 16, read_next);
+    hp_put_u32(b + 24, 0);
+    hp_put_u32(b + 28, hp_crc32c_extend(0, b, 28));
+    return hp_fs_atomic_write(q->dirfd, CKPT_NAME, b, sizeof(b));
+}
+
+/* Returns 0 with the positions, 1 when there is no usable checkpoint (missing
+ * or damaged: then everything on disk is delivered again), < 0 on I/O. */
+static int
+ckpt_read(hopper_queue *q, uint64_t *ack_next, uint64_t *read_next)
+{
+    *ack_next = 0;
+    *read_next = 0;
+    int fd = hp_fs_openat(q->dirfd, CKPT_NAME, O_RDONLY, 0);
+    if (fd == -ENOENT) {
+        return 1;
+    }
+    if (fd < 0) {
+        return fd;
+    }
+    uint8_t b[CKPT_SIZE];
+    ssize_t r = hp_fs_pread_full(fd, b, sizeof(b), 0);
+    hp_fs_close(fd);
+    if (r < 0) {
+        return (int)r;
+    }
+    if ((size_t)r != CKPT_SIZE || hp_get_u32(b) != CKPT_MAGIC ||
+        hp_get_u16(b + 4) != CKPT_VERSION || hp_get_u16(b + 6) != CKPT_SIZE ||
+        hp_get_u32(b + 28) != hp_crc32c_extend(0, b, 28)) {
+        return 1;
+    }
+    *ack_next = hp_get_u64(b + 8);
+    *read_next = hp_get_u64(b + 16);
+    return 0;
+}
+
+/* ---- writer ------------------------------------------------------------ */
+
+static void
+batch_reset(hp_batch *b)
+{
+    hp_buf_reset(&b->raw);
+    b->first_seq = 0;
+    b->count = 0;
+    b->d_count = 0;
+    b->ts_ms = 0;
+    b->waiters = NULL;
+}
+
+static void
+waiters_finish(hp_waiter *w, int rc)
+{
+    while (w != NULL) {
+        hp_waiter *next = w->next; /* w lives on a sender's stack */
+        w->rc = rc;
+        w->done = 1;
+        w = next;
+    }
+}
+
+static int
+touch(hopper_queue *q, uint64_t id, uint64_t size_before)
+{
+    for (size_t i = 0; i < q->touched.n; i++) {
+        if (q->touched.v[i].id == id) {
+            return 0;
+        }
+    }
+    int rc;
+    hp_touched t = {.id = id, .size_before = size_before};
+    ARR_PUSH(q->touched, t, rc);
+    return rc;
+}
+
+/* Flush wbuf into the active segment. [writer] */
+static int
+flush_wbuf(hopper_queue *q)
+{
+    if (q->wbuf.len == 0) {
+        return 0;
+    }
+    int rc = hp_fs_write_all(q->active_fd, q->wbuf.data, q->wbuf.len);
+    if (rc < 0) {
+        return rc;
+    }
+    q->active_size += q->wbuf.len;
+    q->wbuf.len = 0;
+    return 0;
+}
+
+/* Make sure a frame of `frame_bytes` fits the active segment, rotating if not.
+ * [writer] */
+static int
+ensure_room(hopper_queue *q, uint64_t frame_bytes, uint64_t first_seq, uint64_t new_id)
+{
+    int full = q->active_fd >= 0 && q->active_size + q->wbuf.len > HP_SEG_HDR &&
+               q->active_size + q->wbuf.len + frame_bytes > q->o.segment_bytes;
+    if (q->active_fd >= 0 && !full) {
+        return 0;
+    }
+    if (q->active_fd >= 0) {
+        HP_GUARD(flush_wbuf(q));
+        /* A sealed segment is made durable before it stops being active. */
+        if (q->o.fsync != HOPPER_FSYNC_NEVER) {
+            HP_GUARD(hp_fs_fdatasync(q->active_fd));
+        }
+        hp_fs_close(q->active_fd);
+        q->active_fd = -1;
+    }
+    int fd;
+    HP_GUARD(touch(q, new_id, 0));
+    HP_GUARD(hp_seg_create(q->dirfd, new_id, first_seq, &fd));
+    q->active_fd = fd;
+    q->active_size = HP_SEG_HDR;
+    return 1;
+}
+
+/* Encode `b` into frames and append them to the segment files. Runs without
+ * mu, in the writer role. `*next_id` is the id for a new segment and is
+ * advanced when one is created; `*active_id` follows the active segment. */
+static int
+write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *active_id,
+            int do_sync)
+{
+    q->wlist.n = 0;
+    size_t pos = 0;
+    uint64_t seq = b->first_seq;
+    const uint8_t *raw = b->raw.data;
+    int rc = 0;
+    if (q->active_fd >= 0) {
+        rc = touch(q, *active_id, q->active_size);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    while (pos < b->raw.len) {
+        /* Greedy framing: take records until the body reaches the target. */
+        size_t start = pos;
+        uint32_t n = 0;
+        while (pos < b->raw.len && (n == 0 || pos - start < HP_FRAME_TARGET)) {
+            uint32_t len = hp_get_u32(raw + pos);
+            pos += HP_REC_PREFIX + len;
+            n++;
+        }
+        size_t body = pos - start;
+        rc = ensure_room(q, HP_FRAME_HDR + body, seq, *next_id);
+        if (rc < 0) {
+            return rc;
+        }
+        if (rc == 1) {
+            *active_id = *next_id;
+            (*next_id)++;
+        }
+        uint64_t off = q->active_size + q->wbuf.len;
+        size_t before = q->wbuf.len;
+        rc = hp_rec_encode(&q->enc, raw + start, body, seq, n, b->ts_ms, &q->wbuf);
+        if (rc < 0) {
+            return rc;
+        }
+        hp_written w = {.seg_id = *active_id, .off = off, .first_seq = seq, .count = n,
+                        .raw = body - (uint64_t)n * HP_REC_PREFIX,
+                        .bytes = q->wbuf.len - before, .ts_ms = b->ts_ms};
+        ARR_PUSH(q->wlist, w, rc);
+        if (rc < 0) {
+            return rc;
+        }
+        seq += n;
+        /* Coalesce writes, but do not hold more than a few MiB. */
+        if (q->wbuf.len >= (4u << 20)) {
+            HP_GUARD(flush_wbuf(q));
+        }
+    }
+    HP_GUARD(flush_wbuf(q));
+    if (do_sync) {
+        uint64_t t0 = hp_now_mono_ns();
+        HP_GUARD(hp_fs_fdatasync(q->active_fd));
+        atomic_fetch_add(&q->c_fsyncs, 1);
+        atomic_fetch_add(&q->c_fsync_ns, hp_now_mono_ns() - t0);
+    }
+    return 0;
+}
+
+/* Undo a failed batch on disk: truncate the segments it extended, unlink the
+ * ones it created. Returns 0 when the files are back as they were. [writer] */
+static int
+undo_batch(hopper_queue *q, uint64_t *active_id)
+{
+    int rc = 0;
+    q->wbuf.len = 0;
+    for (size_t i = 0; i < q->touched.n; i++) {
+        hp_touched *t = &q->touched.v[i];
+        if (t->size_before == 0) {
+            char name[HP_SEG_NAME_MAX];
+            hp_seg_name(name, t->id);
+            if (t->id == *active_id && q->active_fd >= 0) {
+                hp_fs_close(q->active_fd);
+                q->active_fd = -1;
+                *active_id = 0;
+            }
+            int r = hp_fs_unlinkat(q->dirfd, name);
+            if (r < 0 && r != -ENOENT && rc == 0) {
+                rc = r;
+            }
+        } else if (t->id == *active_id && q->active_fd >= 0) {
+            int r = hp_fs_ftruncate(q->active_fd, t->size_before);
+            if (r < 0 && rc == 0) {
+                rc = r;
+            }
+            q->active_size = t->size_before;
+        }
+    }
+    /* A segment created earlier in this batch that is no longer active was
+     * unlinked above; a pre-existing non-active segment cannot have been
+     * extended (only the active one is appended). */
+    return rc;
+}
+
+static int
+is_space_error(int rc)
+{
+    return rc == -ENOSPC || rc == -EDQUOT;
+}
+
+/* Publish a successful batch. [mu, writer] */
+static int
+publish_batch(hopper_queue *q, const hp_batch *b, uint64_t active_id, uint64_t d_first)
+{
+    int rc = 0;
+    for (size_t i = 0; i < q->wlist.n; i++) {
+        hp_written *w = &q->wlist.v[i];
+        hp_seginfo *s = seg_find(q, w->seg_id);
+        if (s == NULL) {
+            hp_seginfo ns = {.id = w->seg_id, .bytes = HP_SEG_HDR};
+            ARR_PUSH(q->segs, ns, rc);
+            if (rc < 0) {
+                return rc;
+            }
+            q->disk_bytes += HP_SEG_HDR;
+            s = &q->segs.v[q->segs.n - 1];
+        }
+        s->bytes += w->bytes;
+        s->records += w->count;
+        s->raw += w->raw;
+        if (w->first_seq + w->count > s->max_seq) {
+            s->max_seq = w->first_seq + w->count;
+        }
+        q->disk_bytes += w->bytes;
+        uint64_t last = w->first_seq + w->count - 1;
+        if (last < d_first) {
+            continue; /* only cached records (DISK mode): read from memory */
+        }
+        hp_run *r = runs_live(q) > 0 ? &q->runs.v[q->runs.n - 1] : NULL;
+        if (r != NULL && r->seg_id == w->seg_id && r->end == w->off &&
+            r->last_seq + 1 == w->first_seq) {
+            r->end = w->off + w->bytes;
+            r->last_seq = last;
+        } else {
+            hp_run nr = {.seg_id = w->seg_id, .off = w->off, .end = w->off + w->bytes,
+                         .first_seq = w->first_seq, .last_seq = last, .ts_ms = w->ts_ms};
+            ARR_PUSH(q->runs, nr, rc);
+            if (rc < 0) {
+                return rc;
+            }
+        }
+    }
+    q->active_id = active_id;
+    q->d_pending -= b->d_count;
+    if (q->o.durability == HOPPER_DURABILITY_DISK) {
+        q->visible_next = b->first_seq + b->count;
+    }
+    return 0;
+}
+
+/* Records of the failed batch and of everything queued after it are taken
+ * back: their senders get `rc`, and the queue is as if they were never sent.
+ * [mu, writer] */
+static void
+rewind_after(hopper_queue *q, hp_batch *b, int rc)
+{
+    uint64_t from = b->first_seq;
+    uint64_t dropped = q->next_seq - from;
+    while (q->mem.count > q->mem_read && q->mem.count > 0) {
+        hp_entry *e = hp_deque_at(&q->mem, q->mem.count - 1);
+        if (e->seq < from) {
+            break;
+        }
+        q->mem_bytes -= e->len;
+        hp_deque_pop_back(&q->mem);
+    }
+    q->next_seq = from;
+    q->d_pending -= b->d_count + q->pend.d_count;
+    atomic_fetch_sub(&q->c_sent, dropped);
+    waiters_finish(b->waiters, rc);
+    waiters_finish(q->pend.waiters, rc);
+    batch_reset(&q->pend);
+}
+
+/* MEMORY mode after ENOSPC: put the batch back in front of the pending one.
+ * On success *b holds the old pending buffer (for reuse). [mu, writer] */
+static int
+requeue(hopper_queue *q, hp_batch *b)
+{
+    if (q->pend.count > 0) {
+        HP_GUARD(hp_buf_append(&b->raw, q->pend.raw.data, q->pend.raw.len));
+        b->count += q->pend.count;
+        b->d_count += q->pend.d_count;
+    }
+    hp_batch old = q->pend;
+    q->pend = *b;
+    q->pend.waiters = NULL;
+    *b = old;
+    return 0;
+}
+
+/* Take the pending batch and write it. Called and returns with mu held, in
+ * no writer role; takes and releases the role. */
+static void
+run_writer(hopper_queue *q)
+{
+    if (q->writer_active || q->pend.count == 0) {
+        return;
+    }
+    q->writer_active = 1;
+    hp_batch b = q->pend;
+    q->pend = q->spare;
+    batch_reset(&q->pend);
+    uint64_t reserve = reserve_for(q, b.raw.len);
+    q->inflight_reserve = reserve;
+    uint64_t next_id = q->next_seg_id;
+    uint64_t active_id = q->active_id;
+    /* First seq of the batch that belongs to D: D records are the tail. */
+    uint64_t d_first = b.first_seq + b.count - b.d_count;
+    int do_sync = q->o.fsync == HOPPER_FSYNC_ALWAYS ||
+                  (q->o.fsync == HOPPER_FSYNC_INTERVAL &&
+                   hp_now_mono_ns() - q->last_sync_ns >=
+                       (uint64_t)q->o.fsync_interval_ms * 1000000u);
+    hp_mutex_unlock(&q->mu);
+
+    q->touched.n = 0;
+    int rc = write_batch(q, &b, &next_id, &active_id, do_sync);
+    int undo_rc = 0;
+    if (rc < 0 && is_space_error(rc)) {
+        undo_rc = undo_batch(q, &active_id);
+    }
+
+    hp_mutex_lock(&q->mu);
+    q->next_seg_id = next_id;
+    q->inflight_reserve = 0;
+    if (rc == 0) {
+        rc = publish_batch(q, &b, active_id, d_first);
+    }
+    if (rc == 0) {
+        if (do_sync) {
+            q->last_sync_ns = hp_now_mono_ns();
+            q->dirty = 0;
+        } else {
+            q->dirty = 1;
+        }
+        waiters_finish(b.waiters, 0);
+    } else if (is_space_error(rc) && undo_rc == 0 &&
+               (q->o.durability == HOPPER_DURABILITY_DISK || requeue(q, &b) == 0)) {
+        /* The file system is full: nothing half-written remains. In DISK mode
+         * the senders are told FULL and their records taken back; in MEMORY
+         * mode the records were already accepted and wait in memory. */
+        q->active_id = active_id;
+        q->enospc_until_ns = hp_now_mono_ns() + ENOSPC_BACKOFF_NS;
+        if (q->o.durability == HOPPER_DURABILITY_DISK) {
+            rewind_after(q, &b, HOPPER_EFULL);
+            atomic_fetch_add(&q->c_full, 1);
+        }
+    } else {
+        q->active_id = active_id;
+        waiters_finish(b.waiters, failed_rc(q));
+        waiters_finish(q->pend.waiters, failed_rc(q));
+        q->pend.waiters = NULL;
+        fail_locked(q, rc);
+    }
+    batch_reset(&b);
+    q->spare = b;
+    q->writer_active = 0;
+    pthread_cond_broadcast(&q->written);
+    pthread_cond_broadcast(&q->not_empty);
+    pthread_cond_broadcast(&q->not_full);
+}
+
+/* ---- interval syncer --------------------------------------------------- */
+
+static void *
+syncer_main(void *arg)
+{
+    hopper_queue *q = arg;
+    uint64_t period = (uint64_t)q->o.fsync_interval_ms * 1000000u;
+    hp_mutex_lock(&q->mu);
+    while (!q->closing) {
+        (void)hp_cond_wait_until(&q->written, &q->mu, hp_now_mono_ns() + period);
+        if (q->closing || q->failed || !q->dirty || q->writer_active || q->active_fd < 0) {
+            continue;
+        }
+        if (hp_now_mono_ns() - q->last_sync_ns < period) {
+            continue;
+        }
+        q->writer_active = 1;
+        int fd = q->active_fd;
+        hp_mutex_unlock(&q->mu);
+        uint64_t t0 = hp_now_mono_ns();
+        int rc = hp_fs_fdatasync(fd);
+        uint64_t t1 = hp_now_mono_ns();
+        hp_mutex_lock(&q->mu);
+        atomic_fetch_add(&q->c_fsyncs, 1);
+        atomic_fetch_add(&q->c_fsync_ns, t1 - t0);
+        q->writer_active = 0;
+        if (rc < 0) {
+            fail_locked(q, rc);
+        } else {
+            q->dirty = 0;
+            q->last_sync_ns = t1;
+        }
+        pthread_cond_broadcast(&q->written);
+    }
+    hp_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+/* ---- send -------------------------------------------------------------- */
+
+/* Can the batch be admitted now? 0 yes, HOPPER_EFULL not now, HOPPER_ETOOBIG
+ * never. Also reports how many leading records go to memory. [mu] */
+static int
+admit(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t *to_mem)
+{
+    uint64_t mem_add = 0;
+    size_t k = 0;
+    if (!d_active(q)) {
+        while (k < n && q->mem_bytes + mem_add + recs[k].len <= q->o.memory_bytes) {
+            mem_add += recs[k].len;
+            k++;
+        }
+    }
+    uint64_t disk_raw = 0;
+    uint64_t all_raw = 0;
+    for (size_t i = 0; i < n; i++) {
+        all_raw += recs[i].len + HP_REC_PREFIX;
+        if (i >= k) {
+            disk_raw += recs[i].len + HP_REC_PREFIX;
+        }
+    }
+    int disk_mode = q->o.durability == HOPPER_DURABILITY_DISK;
+    uint64_t new_pend = q->pend.raw.len + (disk_mode ? all_raw : disk_raw);
+    /* MEMORY mode keeps room on disk for what is in memory, so that close can
+     * always save it (see hopper.h, durability). */
+    uint64_t mem_raw = disk_mode ? 0 : q->mem_bytes + mem_add + (q->mem.count + k) * HP_REC_PREFIX;
+    uint64_t need = q->disk_bytes + q->inflight_reserve + reserve_for(q, new_pend) + reserve_for(q, mem_raw);
+    /* Would it fit an empty queue? If not, it never will. */
+    uint64_t alone = CKPT_SIZE + reserve_for(q, all_raw);
+    if (alone > q->o.disk_bytes) {
+        return HOPPER_ETOOBIG;
+    }
+    if (need > q->o.disk_bytes) {
+        return HOPPER_EFULL;
+    }
+    if ((disk_mode || k < n) && q->enospc_until_ns > hp_now_mono_ns()) {
+        return HOPPER_EFULL;
+    }
+    *to_mem = k;
+    return 0;
+}
+
+static int
+place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64_t ts)
+{
+    int disk_mode = q->o.durability == HOPPER_DURABILITY_DISK;
+    size_t mem_before = q->mem.count;
+    size_t raw_before = q->pend.raw.len;
+    uint32_t count_before = q->pend.count;
+    uint64_t d_before = q->pend.d_count;
+    uint64_t seq0 = q->next_seq;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = seq0 + i;
+        uint32_t len = (uint32_t)recs[i].len;
+        if (i < to_mem) {
+            rc = hp_deque_push(&q->mem, seq, ts, recs[i].data, len);
+            if (rc < 0) {
+                break;
+            }
+            q->mem_bytes += len;
+        }
+        if (i >= to_mem || disk_mode) {
+            uint8_t pre[HP_REC_PREFIX];
+            hp_put_u32(pre, len);
+            if (q->pend.count == 0) {
+                q->pend.first_seq = seq;
+                q->pend.ts_ms = ts;
+            }
+            rc = hp_buf_append(&q->pend.raw, pre, sizeof(pre));
+            if (rc == 0) {
+                rc = hp_buf_append(&q->pend.raw, recs[i].data, len);
+            }
+            if (rc < 0) {
+                break;
+            }
+            q->pend.count++;
+            if (i >= to_mem) {
+                q->pend.d_count++;
+            }
+        }
+    }
+    if (rc < 0) {
+        while (q->mem.count > mem_before) {
+            q->mem_bytes -= hp_deque_at(&q->mem, q->mem.count - 1)->len;
+            hp_deque_pop_back(&q->mem);
+        }
+        q->pend.raw.len = raw_before;
+        q->pend.count = count_before;
+        q->pend.d_count = d_before;
+        return rc;
+    }
+    q->d_pending += q->pend.d_count - d_before;
+    q->next_seq = seq0 + n;
+    return 0;
+}
+
+int
+hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeout_ms)
+{
+    HP_ENSURE(q != NULL && (recs != NULL || n == 0), -EINVAL);
+    if (n == 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        HP_ENSURE(recs[i].data != NULL || recs[i].len == 0, -EINVAL);
+        HP_ENSURE(recs[i].len <= q->o.max_record_bytes, HOPPER_ETOOBIG);
+    }
+    uint64_t deadline = deadline_after(timeout_ms);
+    hp_waiter w = {0};
+    int rc;
+    size_t to_mem = 0;
+    hp_mutex_lock(&q->mu);
+    for (;;) {
+        if (q->failed) {
+            rc = failed_rc(q);
+            goto unlock;
+        }
+        if (q->shutdown) {
+            rc = HOPPER_ECLOSED;
+            goto unlock;
+        }
+        rc = admit(q, recs, n, &to_mem);
+        if (rc == 0) {
+            break;
+        }
+        if (rc == HOPPER_ETOOBIG) {
+            goto unlock;
+        }
+        if (timeout_ms == 0) {
+            atomic_fetch_add(&q->c_full, 1);
+            goto unlock;
+        }
+        uint64_t until = deadline;
+        if (q->enospc_until_ns > hp_now_mono_ns() && q->enospc_until_ns < until) {
+            until = q->enospc_until_ns; /* retry the file system then */
+        }
+        if (hp_cond_wait_until(&q->not_full, &q->mu, until) == -ETIMEDOUT &&
+            hp_now_mono_ns() >= deadline) {
+            atomic_fetch_add(&q->c_full, 1);
+            rc = HOPPER_EFULL;
+            goto unlock;
+        }
+    }
+    uint32_t pend_before = q->pend.count;
+    rc = place(q, recs, n, to_mem, hp_now_wall_ms());
+    if (rc < 0) {
+        goto unlock;
+    }
+    atomic_fetch_add(&q->c_sent, n);
+    if (to_mem > 0) {
+        pthread_cond_signal(&q->not_empty);
+    }
+    if (q->pend.count == pend_before) {
+        goto unlock; /* memory only: accepted */
+    }
+    if (q->o.durability == HOPPER_DURABILITY_MEMORY) {
+        /* Spilled records are written behind, a frame at a time: by a sender
+         * once a frame's worth is pending, or by the consumer as soon as it
+         * wants them (never stranded). */
+        pthread_cond_signal(&q->not_empty);
+        if (q->pend.raw.len >= HP_FRAME_TARGET && !q->writer_active &&
+            q->enospc_until_ns <= hp_now_mono_ns()) {
+            run_writer(q);
+        }
+        rc = 0;
+        goto unlock;
+    }
+    w.next = q->pend.waiters;
+    q->pend.waiters = &w;
+    while (!w.done) {
+        /* Our batch is still pending if we are on its list; take the writer
+         * role when it is free. */
+        int mine_pending = 0;
+        for (hp_waiter *p = q->pend.waiters; p != NULL; p = p->next) {
+            if (p == &w) {
+                mine_pending = 1;
+                break;
+            }
+        }
+        if (mine_pending && !q->writer_active) {
+            run_writer(q);
+            continue;
+        }
+        hp_cond_wait(&q->written, &q->mu);
+    }
+    rc = w.rc;
+unlock:
+    hp_mutex_unlock(&q->mu);
+    return rc;
+}
+
+int
+hopper_send(hopper_queue *q, const void *data, size_t len, int timeout_ms)
+{
+    hopper_iovec v = {.data = data, .len = len};
+    return hopper_send_batch(q, &v, 1, timeout_ms);
+}
+
+/* ---- receive ----------------------------------------------------------- */
+
+static void
+reader_reset(hp_reader *r)
+{
+    hp_fs_close(r->fd);
+    r->fd = -1;
+    r->seg_id = 0;
+    r->win.buf.len = 0;
+    r->win.off = 0;
+    r->left = 0;
+    r->positioned = 0;
+}
+
+/* Next record of the decoded frame not yet delivered. [consumer, mu] */
+static int
+deliver_from_frame(hopper_queue *q, hopper_record *rec)
+{
+    hp_reader *r = &q->rd;
+    while (r->left > 0) {
+        const uint8_t *p;
+        size_t len;
+        if (hp_rec_next(r->raw.data, r->raw.len, &r->raw_pos, &p, &len) != 0) {
+            r->left = 0; /* decode checked the layout; cannot happen */
+            break;
+        }
+        uint64_t seq = r->rec_seq++;
+        r->left--;
+        if (seq < q->read_seq) {
+            continue; /* delivered before (or acknowledged) */
+        }
+        q->read_seq = seq + 1;
+        rec->data = p;
+        rec->len = len;
+        rec->seq = seq;
+        return 1;
+    }
+    return 0;
+}
+
+/* Read (and decode) the next frame of the current run, which ends at `end`,
+ * skipping damage. [consumer, no mu] Returns 0 (maybe with nothing decoded
+ * when the rest of the run was damaged) or a transient error. */
+static int
+read_frame(hopper_queue *q, uint64_t end)
+{
+    hp_reader *r = &q->rd;
+    r->win.size = end;
+    hp_frame_hdr h;
+    int rc = hp_seg_frame_at(&r->win, r->next_off, q->max_raw, 0, &h);
+    if (rc == 0) {
+        const uint8_t *p;
+        size_t total = HP_FRAME_HDR + (size_t)h.stored_len;
+        size_t used;
+        rc = hp_win_get(&r->win, r->next_off, total, &p);
+        if (rc == 0) {
+            rc = hp_rec_decode(&r->dec, p, total, q->max_raw, &h, &r->raw, &used);
+        }
+        if (rc == 0) {
+            r->raw_pos = 0;
+            r->left = h.count;
+            r->rec_seq = h.first_seq;
+            r->next_off += used;
+            return 0;
+        }
+        if (rc == HOPPER_EVERSION) {
+            /* CRC-valid frame we cannot interpret: skip exactly this frame. */
+            atomic_fetch_add(&q->c_corrupt_frames, 1);
+            atomic_fetch_add(&q->c_corrupt_bytes, total);
+            r->next_off += total;
+            return 0;
+        }
+    }
+    if (rc != HOPPER_ECORRUPT && rc != HOPPER_ENEEDMORE) {
+        return rc; /* I/O or memory: retry later, skip nothing */
+    }
+    uint64_t found = end;
+    rc = hp_seg_resync(&r->win, r->next_off + 1, q->max_raw, &found, &h);
+    if (rc < 0) {
+        return rc;
+    }
+    if (rc == 1) {
+        found = end;
+    }
+    atomic_fetch_add(&q->c_corrupt_frames, 1);
+    atomic_fetch_add(&q->c_corrupt_bytes, found - r->next_off);
+    r->next_off = found;
+    return 0;
+}
+
+static int
+reader_open_seg(hopper_queue *q, uint64_t id)
+{
+    hp_reader *r = &q->rd;
+    reader_reset(r);
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_name(name, id);
+    int fd = hp_fs_openat(q->dirfd, name, O_RDONLY, 0);
+    if (fd < 0) {
+        return fd;
+    }
+    r->fd = fd;
+    r->seg_id = id;
+    r->win.read = hp_read_at_fd;
+    r->win.ctx = &r->fd;
+    return 0;
+}
+
+int
+hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
+{
+    HP_ENSURE(q != NULL && rec != NULL, -EINVAL);
+    uint64_t deadline = deadline_after(timeout_ms);
+    hp_reader *r = &q->rd;
+    int rc;
+    hp_mutex_lock(&q->mu);
+    for (;;) {
+        if (q->failed) {
+            rc = failed_rc(q);
+            goto unlock;
+        }
+        if (q->mem_read < q->mem.count) {
+            hp_entry *e = hp_deque_at(&q->mem, q->mem_read);
+            if (q->o.durability == HOPPER_DURABILITY_MEMORY || e->seq < q->visible_next) {
+                q->rbuf.len = 0;
+                rc = hp_buf_append(&q->rbuf, e->data, e->len);
+                if (rc < 0) {
+                    goto unlock;
+                }
+                q->mem_read++;
+                if (e->seq >= q->read_seq) {
+                    q->read_seq = e->seq + 1;
+                }
+                rec->data = q->rbuf.data;
+                rec->len = e->len;
+                rec->seq = e->seq;
+                rc = 0;
+                goto delivered;
+            }
+            /* Memory precedes disk: wait for this entry to be written. */
+        } else if (deliver_from_frame(q, rec)) {
+            rc = 0;
+            goto delivered;
+        } else if (runs_live(q) > 0) {
+            hp_run run = q->runs.v[q->runs_head];
+            if (!r->positioned || r->seg_id != run.seg_id || r->next_off < run.off) {
+                if (r->fd < 0 || r->seg_id != run.seg_id) {
+                    hp_mutex_unlock(&q->mu);
+                    rc = reader_open_seg(q, run.seg_id);
+                    hp_mutex_lock(&q->mu);
+                    if (rc == -ENOENT) {
+                        /* The file vanished under us: its records are lost. */
+                        atomic_fetch_add(&q->c_corrupt_frames, 1);
+                        q->runs_head++;
+                        continue;
+                    }
+                    if (rc < 0) {
+                        goto unlock;
+                    }
+                }
+                r->next_off = run.off;
+                r->positioned = 1;
+            }
+            if (r->next_off >= run.end) {
+                q->runs_head++;
+                r->positioned = 0; /* the next run may start anywhere */
+                if (q->runs_head == q->runs.n) {
+                    q->runs_head = 0;
+                    q->runs.n = 0;
+                } else if (q->runs_head > 1024 && q->runs_head * 2 > q->runs.n) {
+                    memmove(q->runs.v, q->runs.v + q->runs_head,
+                            runs_live(q) * sizeof(*q->runs.v));
+                    q->runs.n -= q->runs_head;
+                    q->runs_head = 0;
+                }
+                if (!d_active(q)) {
+                    /* D drained: new records may go to memory again. */
+                    pthread_cond_broadcast(&q->not_full);
+                }
+                continue;
+            }
+            hp_mutex_unlock(&q->mu);
+            rc = read_frame(q, run.end);
+            hp_mutex_lock(&q->mu);
+            if (rc < 0) {
+                goto unlock;
+            }
+            continue;
+        } else if (q->pend.count > 0 && !q->writer_active &&
+                   q->enospc_until_ns <= hp_now_mono_ns()) {
+            run_writer(q); /* write-behind records we want now */
+            continue;
+        } else if (q->shutdown && q->d_pending == 0) {
+            rc = HOPPER_ECLOSED;
+            goto unlock;
+        }
+        if (timeout_ms == 0 && !q->writer_active) {
+            rc = -EAGAIN;
+            goto unlock;
+        }
+        uint64_t until = deadline;
+        if (q->pend.count > 0 && q->enospc_until_ns < until) {
+            until = q->enospc_until_ns; /* retry the write-behind then */
+        }
+        if (hp_cond_wait_until(&q->not_empty, &q->mu, until) == -ETIMEDOUT &&
+            hp_now_mono_ns() >= deadline) {
+            rc = timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
+            goto unlock;
+        }
+    }
+delivered:
+    atomic_fetch_add(&q->c_received, 1);
+    if (rec->seq < q->redeliver_below) {
+        atomic_fetch_add(&q->c_redelivered, 1);
+    }
+unlock:
+    hp_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/* ---- acknowledge and reclaim ---------------------------------------- */
+
+static int
+fsync_dir(hopper_queue *q)
+{
+    HP_GUARD(hp_fault("fsync_dir"));
+    return fsync(q->dirfd) < 0 ? -errno : 0;
+}
+
+int
+hopper_ack(hopper_queue *q, uint64_t seq)
+{
+    HP_ENSURE(q != NULL, -EINVAL);
+    uint64_t reclaim[64];
+    size_t nrec = 0;
+    hp_mutex_lock(&q->mu);
+    if (q->failed) {
+        hp_mutex_unlock(&q->mu);
+        return failed_rc(q);
+    }
+    uint64_t upto = seq == UINT64_MAX ? q->read_seq : seq + 1;
+    if (upto > q->read_seq) {
+        upto = q->read_seq;
+    }
+    if (upto > q->ack_next) {
+        atomic_fetch_add(&q->c_acked, upto - q->ack_next);
+        q->ack_next = upto;
+        int freed = 0;
+        while (q->mem_read > 0 && hp_deque_at(&q->mem, 0)->seq < upto) {
+            q->mem_bytes -= hp_deque_at(&q->mem, 0)->len;
+            hp_deque_pop_front(&q->mem);
+            q->mem_read--;
+            freed = 1;
+        }
+        if (freed) {
+            pthread_cond_broadcast(&q->not_full);
+        }
+    }
+    for (size_t i = 0; i < q->segs.n && nrec < 64; i++) {
+        hp_seginfo *s = &q->segs.v[i];
+        if (s->id != q->active_id && s->max_seq <= q->ack_next) {
+            reclaim[nrec++] = s->id;
+        }
+    }
+    uint64_t ack_next = q->ack_next;
+    uint64_t read_next = q->read_seq;
+    hp_mutex_unlock(&q->mu);
+
+    uint64_t now = hp_now_mono_ns();
+    int due = ack_next != q->ckpt_ack &&
+              (nrec > 0 || now - q->ckpt_ns >= (uint64_t)q->o.checkpoint_interval_ms * 1000000u);
+    int rc = 0;
+    if (due) {
+        rc = ckpt_write(q, ack_next, read_next);
+        if (rc < 0) {
+            goto fail;
+        }
+        q->ckpt_ack = ack_next;
+        q->ckpt_ns = now;
+    }
+    if (nrec == 0 || q->ckpt_ack < ack_next) {
+        return 0;
+    }
+    /* Checkpoint durable first, then unlink, then fsync the directory. */
+    for (size_t i = 0; i < nrec; i++) {
+        char name[HP_SEG_NAME_MAX];
+        hp_seg_name(name, reclaim[i]);
+        if (q->rd.seg_id == reclaim[i]) {
+            reader_reset(&q->rd);
+        }
+        rc = hp_fs_unlinkat(q->dirfd, name);
+        if (rc < 0 && rc != -ENOENT) {
+            goto fail;
+        }
+    }
+    rc = fsync_dir(q);
+    if (rc < 0) {
+        goto fail;
+    }
+    hp_mutex_lock(&q->mu);
+    for (size_t i = 0; i < nrec; i++) {
+        for (size_t j = 0; j < q->segs.n; j++) {
+            if (q->segs.v[j].id == reclaim[i]) {
+                q->disk_bytes -= q->segs.v[j].bytes;
+                memmove(&q->segs.v[j], &q->segs.v[j + 1],
+                        (q->segs.n - j - 1) * sizeof(*q->segs.v));
+                q->segs.n--;
+                break;
+            }
+        }
+    }
+    q->enospc_until_ns = 0;
+    pthread_cond_broadcast(&q->not_full);
+    hp_mutex_unlock(&q->mu);
+    return 0;
+fail:
+    hp_mutex_lock(&q->mu);
+    fail_locked(q, rc);
+    hp_mutex_unlock(&q->mu);
+    return HOPPER_EFAILED;
+}
+
+int
+hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_ms)
+{
+    int rc = hopper_recv(q, rec, timeout_ms);
+    if (rc < 0) {
+        return rc;
+    }
+    return hopper_ack(q, rec->seq);
+}
+
+int
+hopper_sync(hopper_queue *q)
+{
+    HP_ENSURE(q != NULL, -EINVAL);
+    hp_mutex_lock(&q->mu);
+    int failed = q->failed;
+    uint64_t ack_next = q->ack_next;
+    uint64_t read_next = q->read_seq;
+    hp_mutex_unlock(&q->mu);
+    if (failed) {
+        return HOPPER_EFAILED;
+    }
+    if (ack_next == q->ckpt_ack) {
+        return 0;
+    }
+    int rc = ckpt_write(q, ack_next, read_next);
+    if (rc < 0) {
+        hp_mutex_lock(&q->mu);
+        fail_locked(q, rc);
+        hp_mutex_unlock(&q->mu);
+        return HOPPER_EFAILED;
+    }
+    q->ckpt_ack = ack_next;
+    q->ckpt_ns = hp_now_mono_ns();
+    return 0;
+}
+
+void
+hopper_shutdown(hopper_queue *q)
+{
+    if (q == NULL) {
+        return;
+    }
+    hp_mutex_lock(&q->mu);
+    q->shutdown = 1;
+    pthread_cond_broadcast(&q->not_empty);
+    pthread_cond_broadcast(&q->not_full);
+    pthread_cond_broadcast(&q->written);
+    hp_mutex_unlock(&q->mu);
+}
+
+/* ---- stats ------------------------------------------------------------- */
+
+int
+hopper_stats_get(hopper_queue *q, hopper_stats *st)
+{
+    HP_ENSURE(q != NULL && st != NULL && st->struct_size >= sizeof(*st), -EINVAL);
+    size_t sz = st->struct_size;
+    memset(st, 0, sizeof(*st));
+    st->struct_size = sz;
+    hp_mutex_lock(&q->mu);
+    st->mem_records = q->mem.count;
+    st->mem_bytes = q->mem_bytes;
+    for (size_t i = 0; i < q->segs.n; i++) {
+        st->disk_records += q->segs.v[i].records;
+        st->disk_raw_bytes += q->segs.v[i].raw;
+    }
+    st->disk_bytes = q->disk_bytes;
+    st->segments = q->segs.n;
+    st->backlog_records = q->next_seq - q->ack_next;
+    uint64_t oldest = 0;
+    if (q->mem.count > 0) {
+        oldest = hp_deque_at(&q->mem, 0)->ts_ms;
+    }
+    if (runs_live(q) > 0) {
+        uint64_t t = q->runs.v[q->runs_head].ts_ms;
+        if (oldest == 0 || t < oldest) {
+            oldest = t;
+        }
+    }
+    st->next_seq = q->next_seq;
+    st->failed = q->failed;
+    hp_mutex_unlock(&q->mu);
+    if (oldest != 0 && st->backlog_records > 0) {
+        uint64_t now = hp_now_wall_ms();
+        st->oldest_age_ms = now > oldest ? now - oldest : 0;
+    }
+    st->sent = atomic_load(&q->c_sent);
+    st->received = atomic_load(&q->c_received);
+    st->acked = atomic_load(&q->c_acked);
+    st->redelivered = atomic_load(&q->c_redelivered);
+    st->full_rejections = atomic_load(&q->c_full);
+    st->corrupt_frames = atomic_load(&q->c_corrupt_frames);
+    st->corrupt_bytes = atomic_load(&q->c_corrupt_bytes);
+    st->quarantined_bytes = atomic_load(&q->c_quarantined);
+    st->lost_records = atomic_load(&q->c_lost);
+    st->fsyncs = atomic_load(&q->c_fsyncs);
+    st->fsync_ns_total = atomic_load(&q->c_fsync_ns);
+    st->torn_bytes = atomic_load(&q->c_torn);
+    return 0;
+}
+
+/* ---- open: recovery (FORMAT.md §5) ------------------------------------ */
+
+typedef struct scan_ctx {
+    hopper_queue *q;
+    uint64_t seg_id;
+    hp_seginfo *info;
+    int rc;
+} scan_ctx;
+
+static int
+on_frame(void *arg, uint64_t off, const hp_frame_hdr *h)
+{
+    scan_ctx *c = arg;
+    hopper_queue *q = c->q;
+    if (h->count == 0) {
+        return 0;
+    }
+    uint64_t end_seq = h->first_seq + h->count;
+    c->info->records += h->count;
+    c->info->raw += h->raw_len - (uint64_t)h->count * HP_REC_PREFIX;
+    if (end_seq > c->info->max_seq) {
+        c->info->max_seq = end_seq;
+    }
+    if (end_seq <= q->ack_next) {
+        return 0; /* acknowledged: never read again */
+    }
+    uint64_t frame_end = off + HP_FRAME_HDR + h->stored_len;
+    hp_run *r = q->runs.n > 0 ? &q->runs.v[q->runs.n - 1] : NULL;
+    if (r != NULL && r->seg_id == c->seg_id && r->end == off && r->last_seq + 1 == h->first_seq) {
+        r->end = frame_end;
+        r->last_seq = end_seq - 1;
+        return 0;
+    }
+    hp_run nr = {.seg_id = c->seg_id, .off = off, .end = frame_end, .first_seq = h->first_seq,
+                 .last_seq = end_seq - 1, .ts_ms = h->ts_ms};
+    int rc;
+    ARR_PUSH(q->runs, nr, rc);
+    return rc;
+}
+
+static void
+on_skipped(void *arg, uint64_t off, uint64_t len)
+{
+    scan_ctx *c = arg;
+    (void)off;
+    atomic_fetch_add(&c->q->c_corrupt_frames, 1);
+    atomic_fetch_add(&c->q->c_corrupt_bytes, len);
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int
+cmp_run(const void *a, const void *b)
+{
+    const hp_run *x = a;
+    const hp_run *y = b;
+    return x->first_seq < y->first_seq ? -1 : x->first_seq > y->first_seq;
+}
+
+/* Rename a segment that cannot be read to *.bad and leave a note why. */
+static int
+quarantine(hopper_queue *q, uint64_t id, uint64_t size, const char *why)
+{
+    char name[HP_SEG_NAME_MAX];
+    char bad[HP_SEG_NAME_MAX + 8];
+    char note[HP_SEG_NAME_MAX + 16];
+    hp_seg_name(name, id);
+    snprintf(bad, sizeof(bad), "%s.bad", name);
+    snprintf(note, sizeof(note), "%s.bad.why", name);
+    HP_GUARD(hp_fs_renameat(q->dirfd, name, bad));
+    char text[160];
+    int n = snprintf(text, sizeof(text), "%s: %s (%" PRIu64 " bytes)\n", name, why, size);
+    HP_GUARD(hp_fs_atomic_write(q->dirfd, note, text, (size_t)n));
+    atomic_fetch_add(&q->c_quarantined, size);
+    return 0;
+}
+
+static int
+recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
+{
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_name(name, id);
+    int fd = hp_fs_openat(q->dirfd, name, O_RDWR, 0);
+    if (fd < 0) {
+        return fd;
+    }
+    int rc = 0;
+    struct stat sb;
+    hp_window win = {.read = hp_read_at_fd, .ctx = &fd};
+    if (fstat(fd, &sb) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    uint8_t hdr[HP_SEG_HDR];
+    ssize_t r = hp_fs_pread_full(fd, hdr, sizeof(hdr), 0);
+    if (r < 0) {
+        rc = (int)r;
+        goto out;
+    }
+    uint64_t hid;
+    uint64_t hfirst;
+    rc = hp_seg_header_decode(hdr, (size_t)r, &hid, &hfirst);
+    if (rc == 0 && hid != id) {
+        rc = HOPPER_ECORRUPT;
+    }
+    if (rc < 0) {
+        const char *why = size == 0               ? "empty file"
+                          : rc == HOPPER_EVERSION ? "unsupported format version"
+                          : rc == HOPPER_ENEEDMORE ? "truncated segment header"
+                                                   : "bad segment header";
+        hp_fs_close(fd);
+        fd = -1;
+        return quarantine(q, id, size, why);
+    }
+    hp_seginfo info = {.id = id};
+    scan_ctx c = {.q = q, .seg_id = id, .info = &info};
+    hp_scan_ops ops = {.frame = on_frame, .skipped = on_skipped};
+    win.size = size;
+    uint64_t valid_end;
+    rc = hp_seg_scan(&win, q->max_raw, 1, &ops, &c, &valid_end);
+    if (rc < 0) {
+        goto out;
+    }
+    if (valid_end < size) {
+        if (is_last) {
+            /* Torn tail from a crash mid-append: cut at the last valid frame. */
+            rc = hp_fs_ftruncate(fd, valid_end);
+            if (rc < 0) {
+                goto out;
+            }
+            atomic_fetch_add(&q->c_torn, size - valid_end);
+            size = valid_end;
+        } else {
+            atomic_fetch_add(&q->c_corrupt_frames, 1);
+            atomic_fetch_add(&q->c_corrupt_bytes, size - valid_end);
+        }
+    }
+    info.bytes = size;
+    if (info.max_seq > *max_seq) {
+        *max_seq = info.max_seq;
+    }
+    if (info.max_seq <= q->ack_next) {
+        /* Fully acknowledged (a crash between checkpoint and unlink), or empty. */
+        rc = hp_fs_unlinkat(q->dirfd, name);
+        goto out;
+    }
+    ARR_PUSH(q->segs, info, rc);
+    if (rc == 0) {
+        q->disk_bytes += size;
+    }
+out:
+    hp_buf_free(&win.buf);
+    hp_fs_close(fd);
+    return rc;
+}
+
+static int
+recover(hopper_queue *q)
+{
+    int dfd = dup(q->dirfd);
+    if (dfd < 0) {
+        return -errno;
+    }
+    DIR *d = fdopendir(dfd);
+    if (d == NULL) {
+        int rc = -errno;
+        close(dfd);
+        return rc;
+    }
+    ARR(uint64_t) ids = {0};
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint64_t id;
+        size_t n = strlen(de->d_name);
+        if (hp_seg_parse_name(de->d_name, &id) == 0) {
+            ARR_PUSH(ids, id, rc);
+            if (rc < 0) {
+                break;
+            }
+            if (id >= q->next_seg_id) {
+                q->next_seg_id = id + 1;
+            }
+        } else if (n > 4 && strcmp(de->d_name + n - 4, ".tmp") == 0 &&
+                   (strncmp(de->d_name, CKPT_NAME, strlen(CKPT_NAME)) == 0 ||
+                    strstr(de->d_name, ".hseg.tmp") != NULL)) {
+            /* Our own temp file from an interrupted create: never complete. */
+            (void)unlinkat(q->dirfd, de->d_name, 0);
+        } else if (n > 4 && strcmp(de->d_name + n - 4, ".bad") == 0) {
+            uint64_t bid;
+            char base[32];
+            if (n - 4 < sizeof(base)) {
+                memcpy(base, de->d_name, n - 4);
+                base[n - 4] = '\0';
+                if (hp_seg_parse_name(base, &bid) == 0 && bid >= q->next_seg_id) {
+                    q->next_seg_id = bid + 1;
+                }
+            }
+        }
+        /* Anything else is not ours: ignored. */
+    }
+    closedir(d);
+    if (rc < 0) {
+        free(ids.v);
+        return rc;
+    }
+    if (ids.n > 0) {
+        qsort(ids.v, ids.n, sizeof(*ids.v), cmp_u64);
+    }
+    uint64_t max_seq = 0;
+    for (size_t i = 0; i < ids.n && rc == 0; i++) {
+        rc = recover_segment(q, ids.v[i], i + 1 == ids.n, &max_seq);
+    }
+    free(ids.v);
+    if (rc < 0) {
+        return rc;
+    }
+    if (q->runs.n > 1) {
+        qsort(q->runs.v, q->runs.n, sizeof(*q->runs.v), cmp_run);
+    }
+    if (q->next_seg_id == 0) {
+        q->next_seg_id = 1;
+    }
+    q->next_seq = q->ack_next;
+    if (q->redeliver_below > q->next_seq) {
+        q->next_seq = q->redeliver_below;
+    }
+    if (max_seq > q->next_seq) {
+        q->next_seq = max_seq;
+    }
+    q->read_seq = q->ack_next;
+    q->visible_next = q->next_seq;
+    return 0;
+}
+
+static void
+queue_free(hopper_queue *q)
+{
+    reader_reset(&q->rd);
+    hp_buf_free(&q->rd.win.buf);
+    hp_buf_free(&q->rd.raw);
+    hp_dec_free(&q->rd.dec);
+    hp_enc_free(&q->enc);
+    hp_buf_free(&q->wbuf);
+    hp_buf_free(&q->rbuf);
+    hp_buf_free(&q->pend.raw);
+    hp_buf_free(&q->spare.raw);
+    hp_deque_free(&q->mem);
+    free(q->segs.v);
+    free(q->runs.v);
+    free(q->wlist.v);
+    free(q->touched.v);
+    hp_fs_close(q->active_fd);
+    hp_fs_close(q->lockfd); /* releases the flock */
+    hp_fs_close(q->dirfd);
+    pthread_cond_destroy(&q->not_empty);
+    pthread_cond_destroy(&q->not_full);
+    pthread_cond_destroy(&q->written);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
+int
+hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_queue **out)
+{
+    HP_ENSURE(out != NULL, -EINVAL);
+    *out = NULL;
+    HP_ENSURE(dir != NULL && name != NULL, -EINVAL);
+    HP_GUARD(check_name(name));
+    hopper_opts defaults;
+    if (opts == NULL) {
+        hopper_opts_init(&defaults);
+        opts = &defaults;
+    }
+    HP_GUARD(check_opts(opts));
+    HP_GUARD(hp_fault("alloc"));
+    hopper_queue *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        return -ENOMEM;
+    }
+    q->o = *opts;
+    q->max_raw = hp_frame_max_raw(q->o.max_record_bytes);
+    q->dirfd = -1;
+    q->lockfd = -1;
+    q->active_fd = -1;
+    q->rd.fd = -1;
+    pthread_mutex_init(&q->mu, NULL);
+    int rc = hp_cond_init(&q->not_empty);
+    if (rc == 0) {
+        rc = hp_cond_init(&q->not_full);
+    }
+    if (rc == 0) {
+        rc = hp_cond_init(&q->written);
+    }
+    if (rc < 0) {
+        free(q);
+        return rc;
+    }
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        rc = -ENAMETOOLONG;
+        goto fail;
+    }
+    rc = hp_fault("mkdir");
+    if (rc == 0 && mkdir(path, 0700) < 0 && errno != EEXIST) {
+        rc = -errno;
+    }
+    if (rc < 0) {
+        goto fail;
+    }
+    rc = hp_fs_open(path, O_RDONLY | O_DIRECTORY, 0);
+    if (rc < 0) {
+        goto fail;
+    }
+    q->dirfd = rc;
+    rc = hp_fs_openat(q->dirfd, LOCK_NAME, O_RDWR | O_CREAT, 0600);
+    if (rc < 0) {
+        goto fail;
+    }
+    q->lockfd = rc;
+    /* flock conflicts between open file descriptions, so a second opener in
+     * this process is refused as well as one in another process. */
+    if (flock(q->lockfd, LOCK_EX | LOCK_NB) < 0) {
+        rc = errno == EWOULDBLOCK ? HOPPER_ELOCKED : -errno;
+        goto fail;
+    }
+    uint64_t read_next;
+    rc = ckpt_read(q, &q->ack_next, &read_next);
+    if (rc < 0) {
+        goto fail;
+    }
+    q->ckpt_ack = q->ack_next;
+    q->ckpt_ns = hp_now_mono_ns();
+    q->redeliver_below = read_next;
+    q->disk_bytes = CKPT_SIZE;
+    rc = recover(q);
+    if (rc < 0) {
+        goto fail;
+    }
+    rc = hp_enc_init(&q->enc, q->o.compression);
+    if (rc == 0) {
+        rc = hp_dec_init(&q->rd.dec);
+    }
+    if (rc < 0) {
+        goto fail;
+    }
+    q->last_sync_ns = hp_now_mono_ns();
+    if (q->o.fsync == HOPPER_FSYNC_INTERVAL) {
+        rc = -pthread_create(&q->syncer, NULL, syncer_main, q);
+        if (rc < 0) {
+            goto fail;
+        }
+        q->has_syncer = 1;
+    }
+    *out = q;
+    return 0;
+fail:
+    queue_free(q);
+    return rc;
+}
+
+/* ---- close -------------------------------------------------------------- */
+
+/* MEMORY mode: write what only memory holds, as frames of consecutive seqs.
+ * [mu held, writer role held, no other thread active] */
+static int
+save_memory(hopper_queue *q)
+{
+    hp_batch b = {0};
+    int rc = 0;
+    size_t i = 0;
+    uint64_t next_id = q->next_seg_id;
+    uint64_t active_id = q->active_id;
+    while (i < q->mem.count && rc == 0) {
+        hp_entry *e = hp_deque_at(&q->mem, i);
+        b.raw.len = 0;
+        b.first_seq = e->seq;
+        b.count = 0;
+        b.ts_ms = e->ts_ms;
+        while (i < q->mem.count && rc == 0) {
+            e = hp_deque_at(&q->mem, i);
+            if (e->seq != b.first_seq + b.count) {
+                break;
+            }
+            uint8_t pre[HP_REC_PREFIX];
+            hp_put_u32(pre, e->len);
+            rc = hp_buf_append(&b.raw, pre, sizeof(pre));
+            if (rc == 0) {
+                rc = hp_buf_append(&b.raw, e->data, e->len);
+            }
+            b.count++;
+            i++;
+        }
+        if (rc == 0) {
+            q->touched.n = 0;
+            rc = write_batch(q, &b, &next_id, &active_id, 0);
+            if (rc < 0 && is_space_error(rc)) {
+                (void)undo_batch(q, &active_id);
+            }
+        }
+        if (rc < 0) {
+            atomic_fetch_add(&q->c_lost, q->mem.count - i + b.count);
+        }
+    }
+    hp_buf_free(&b.raw);
+    q->next_seg_id = next_id;
+    q->active_id = active_id;
+    return is_space_error(rc) ? HOPPER_EFULL : rc;
+}
+
+int
+hopper_close(hopper_queue *q)
+{
+    if (q == NULL) {
+        return 0;
+    }
+    hp_mutex_lock(&q->mu);
+    q->closing = 1;
+    q->shutdown = 1;
+    pthread_cond_broadcast(&q->written);
+    pthread_cond_broadcast(&q->not_empty);
+    pthread_cond_broadcast(&q->not_full);
+    hp_mutex_unlock(&q->mu);
+    if (q->has_syncer) {
+        pthread_join(q->syncer, NULL);
+    }
+    hp_mutex_lock(&q->mu);
+    while (q->writer_active) {
+        hp_cond_wait(&q->written, &q->mu);
+    }
+    int rc = q->failed ? HOPPER_EFAILED : 0;
+    if (rc == 0 && q->pend.count > 0) {
+        run_writer(q); /* write-behind records (MEMORY mode) */
+        rc = q->failed ? HOPPER_EFAILED : 0;
+        if (rc == 0 && q->pend.count > 0) {
+            atomic_fetch_add(&q->c_lost, q->pend.count);
+            rc = HOPPER_EFULL;
+        }
+    }
+    if (rc == 0 && q->o.durability == HOPPER_DURABILITY_MEMORY && q->mem.count > 0) {
+        rc = save_memory(q);
+    }
+    uint64_t ack_next = q->ack_next;
+    uint64_t read_next = q->read_seq;
+    hp_mutex_unlock(&q->mu);
+    /* Graceful close: everything written is made durable. */
+    if (q->active_fd >= 0 && q->failed == 0) {
+        int r = hp_fs_fdatasync(q->active_fd);
+        if (r < 0 && rc == 0) {
+            rc = r;
+        }
+    }
+    if (q->failed == 0 && (ack_next != q->ckpt_ack || read_next > q->redeliver_below)) {
+        int r = ckpt_write(q, ack_next, read_next);
+        if (r < 0 && rc == 0) {
+            rc = r;
+        }
+    }
+    queue_free(q);
+    return rc;
+}

@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+/* Segment files, FORMAT.md §2 (header) and §5 (recovery scan).
+ *
+ * Creation order (crash safety): write the header to "<name>.tmp" created
+ * O_EXCL, fsync it, rename it to "<name>", fsync the directory. A crash leaves
+ * either no segment or a complete header; stale temp files are removed at open.
+ *
+ * The scan trusts nothing: a frame is accepted only when its header is sane
+ * and (with verify_crc) its CRC matches. After damage it resynchronises on the
+ * next offset that holds a whole valid frame, so the records before and after
+ * a damaged frame are kept. */
+#include "segment.h"
+
+#include "crc32c.h"
+#include "fsio.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define WINDOW_CHUNK (1u << 20)
+
+void
+hp_seg_name(char out[HP_SEG_NAME_MAX], uint64_t id)
+{
+    snprintf(out, HP_SEG_NAME_MAX, "%016" PRIx64 ".hseg", id);
+}
+
+int
+hp_seg_parse_name(const char *name, uint64_t *id)
+{
+    if (strlen(name) != 21 || strcmp(name + 16, ".hseg") != 0) {
+        return -1;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = name[i];
+        int d;
+        if (c >= '0' && c <= '9') {
+            d = c - '0';
+        } else if (c >= 'a' && c <= 'f') {
+            d = c - 'a' + 10;
+        } else {
+            return -1;
+        }
+        v = (v << 4) | (uint64_t)d;
+    }
+    *id = v;
+    return 0;
+}
+
+void
+hp_seg_header_encode(uint8_t out[HP_SEG_HDR], uint64_t id, uint64_t first_seq)
+{
+    hp_put_u32(out, HP_SEG_MAGIC);
+    hp_put_u16(out + 4, HP_SEG_VERSION);
+    hp_put_u16(out + 6, HP_SEG_HDR);
+    hp_put_u64(out + 8, id);
+    hp_put_u64(out + 16, first_seq);
+    hp_put_u32(out + 24, 0);
+    hp_put_u32(out + 28, hp_crc32c_extend(0, out, 28));
+}
+
+int
+hp_seg_header_decode(const uint8_t *p, size_t n, uint64_t *id, uint64_t *first_seq)
+{
+    HP_ENSURE(n >= HP_SEG_HDR, HOPPER_ENEEDMORE);
+    HP_ENSURE(hp_get_u32(p) == HP_SEG_MAGIC, HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u32(p + 28) == hp_crc32c_extend(0, p, 28), HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u16(p + 4) == HP_SEG_VERSION, HOPPER_EVERSION);
+    HP_ENSURE(hp_get_u16(p + 6) == HP_SEG_HDR, HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u32(p + 24) == 0, HOPPER_EVERSION);
+    *id = hp_get_u64(p + 8);
+    *first_seq = hp_get_u64(p + 16);
+    return 0;
+}
+
+int
+hp_seg_create(int dirfd, uint64_t id, uint64_t first_seq, int *fd_out)
+{
+    char name[HP_SEG_NAME_MAX];
+    char tmp[HP_SEG_NAME_MAX + 8];
+    *fd_out = -1;
+    hp_seg_name(name, id);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+    (void)unlinkat(dirfd, tmp, 0);
+    int fd = hp_fs_openat(dirfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND, 0600);
+    if (fd < 0) {
+        return fd;
+    }
+    uint8_t hdr[HP_SEG_HDR];
+    hp_seg_header_encode(hdr, id, first_seq);
+    int rc = hp_fs_write_all(fd, hdr, sizeof(hdr));
+    if (rc == 0) {
+        rc = hp_fs_fdatasync(fd);
+    }
+    if (rc == 0) {
+        rc = hp_fs_renameat(dirfd, tmp, name);
+    }
+    if (rc == 0) {
+        rc = hp_fault("fsync_dir");
+        if (rc == 0 && fsync(dirfd) < 0) {
+            rc = -errno;
+        }
+        if (rc < 0) {
+            (void)unlinkat(dirfd, name, 0);
+        }
+    } else {
+        (void)unlinkat(dirfd, tmp, 0);
+    }
+    if (rc < 0) {
+        hp_fs_close(fd);
+        return rc;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+ssize_t
+hp_read_at_fd(void *ctx, void *buf, size_t n, uint64_t off)
+{
+    return hp_fs_pread_full(*(int *)ctx, buf, n, off);
+}
+
+int
+hp_win_get(hp_window *w, uint64_t off, size_t n, const uint8_t **p)
+{
+    HP_ENSURE(off <= w->size && n <= w->size - off, HOPPER_ENEEDMORE);
+    if (off >= w->off && off + n <= w->off + w->buf.len) {
+        *p = w->buf.data + (off - w->off);
+        return 0;
+    }
+    size_t want = n > WINDOW_CHUNK ? n : WINDOW_CHUNK;
+    if (want > w->size - off) {
+        want = (size_t)(w->size - off);
+    }
+    w->buf.len = 0;
+    HP_GUARD(hp_buf_reserve(&w->buf, want));
+    ssize_t r = w->read(w->ctx, w->buf.data, want, off);
+    if (r < 0) {
+        return (int)r;
+    }
+    w->off = off;
+    w->buf.len = (size_t)r;
+    /* The file shrank under us (or the read came up short): not a frame. */
+    HP_ENSURE((size_t)r >= n, HOPPER_ENEEDMORE);
+    *p = w->buf.data;
+    return 0;
+}
+
+int
+hp_seg_frame_at(hp_window *w, uint64_t off, uint64_t max_raw, int verify_crc, hp_frame_hdr *h)
+{
+    const uint8_t *p;
+    HP_GUARD(hp_win_get(w, off, HP_FRAME_HDR, &p));
+    HP_GUARD(hp_rec_parse_header(p, HP_FRAME_HDR, max_raw, h));
+    size_t total = HP_FRAME_HDR + (size_t)h->stored_len;
+    if (!verify_crc) {
+        HP_ENSURE(off + total <= w->size, HOPPER_ENEEDMORE);
+        return 0;
+    }
+    HP_GUARD(hp_win_get(w, off, total, &p));
+    return hp_rec_check(p, total, h);
+}
+
+int
+hp_seg_resync(hp_window *w, uint64_t from, uint64_t max_raw, uint64_t *found, hp_frame_hdr *h)
+{
+    uint8_t magic[4];
+    hp_put_u32(magic, HP_FRAME_MAGIC);
+    uint64_t off = from;
+    while (off + HP_FRAME_HDR <= w->size) {
+        size_t avail = (size_t)(w->size - off < WINDOW_CHUNK ? w->size - off : WINDOW_CHUNK);
+        const uint8_t *p;
+        HP_GUARD(hp_win_get(w, off, avail, &p));
+        /* Copy the chunk position: hp_seg_frame_at may move the window. */
+        size_t i = 0;
+        uint64_t next_chunk = off + (avail > 3 ? avail - 3 : 1);
+        while (i + 4 <= avail) {
+            const uint8_t *m = memchr(p + i, magic[0], avail - i - 3);
+            if (m == NULL) {
+                break;
+            }
+            i = (size_t)(m - p);
+            if (memcmp(m, magic, 4) == 0) {
+                uint64_t cand = off + i;
+                int rc = hp_seg_frame_at(w, cand, max_raw, 1, h);
+                if (rc == 0) {
+                    *found = cand;
+                    return 0;
+                }
+                if (rc != HOPPER_ECORRUPT && rc != HOPPER_ENEEDMORE) {
+                    return rc;
+                }
+                /* The window may have moved; fetch the chunk again. */
+                HP_GUARD(hp_win_get(w, off, avail, &p));
+            }
+            i++;
+        }
+        off = next_chunk;
+    }
+    return 1;
+}
+
+int
+hp_seg_scan(hp_window *w, uint64_t max_raw, int verify_crc, const hp_scan_ops *ops, void *ctx,
+            uint64_t *valid_end)
+{
+    uint64_t off = HP_SEG_HDR;
+    *valid_end = HP_SEG_HDR;
+    while (off < w->size) {
+        hp_frame_hdr h;
+        int rc = hp_seg_frame_at(w, off, max_raw, verify_crc, &h);
+        if (rc == 0) {
+            HP_GUARD(ops->frame(ctx, off, &h));
+            off += HP_FRAME_HDR + h.stored_len;
+            *valid_end = off;
+            continue;
+        }
+        if (rc != HOPPER_ECORRUPT && rc != HOPPER_ENEEDMORE) {
+            return rc;
+        }
+        uint64_t found;
+        rc = hp_seg_resync(w, off + 1, max_raw, &found, &h);
+        if (rc < 0) {
+            return rc;
+        }
+        if (rc == 1) {
+            return 0; /* damage runs to the end: the torn tail */
+        }
+        if (ops->skipped) {
+            ops->skipped(ctx, off, found - off);
+        }
+        off = found;
+    }
+    return 0;
+}

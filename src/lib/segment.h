@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/* Segment files (FORMAT.md §2): header codec, creation, and the scan that
+ * walks frames, skips damage and finds the torn tail. The scan reads through a
+ * callback so it runs over files and over memory images (fuzzing) alike. */
+#ifndef HOPPER_SRC_LIB_SEGMENT_H
+#define HOPPER_SRC_LIB_SEGMENT_H
+#include "buf.h"
+#include "internal.h"
+#include "record.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define HP_SEG_MAGIC 0x47455348u /* "HSEG" */
+#define HP_SEG_VERSION 1u
+#define HP_SEG_HDR 32u
+#define HP_SEG_NAME_MAX 32
+
+/* "%016" PRIx64 ".hseg" */
+void hp_seg_name(char out[HP_SEG_NAME_MAX], uint64_t id);
+/* Parse a file name; 0 and *id on a match, -1 otherwise. */
+int hp_seg_parse_name(const char *name, uint64_t *id);
+
+void hp_seg_header_encode(uint8_t out[HP_SEG_HDR], uint64_t id, uint64_t first_seq);
+/* Returns 0, HOPPER_ENEEDMORE, HOPPER_ECORRUPT or HOPPER_EVERSION. */
+HP_MUST_USE int hp_seg_header_decode(const uint8_t *p, size_t n, uint64_t *id,
+                                     uint64_t *first_seq);
+
+/* Create segment `id` durably (temp name, header, fsync, rename, fsync dir)
+ * and return an fd open for appending at offset HP_SEG_HDR. 0 or -errno. */
+HP_MUST_USE int hp_seg_create(int dirfd, uint64_t id, uint64_t first_seq, int *fd_out);
+
+/* Reads up to n bytes at off into buf; returns bytes read or -errno. */
+typedef ssize_t (*hp_read_at_fn)(void *ctx, void *buf, size_t n, uint64_t off);
+ssize_t hp_read_at_fd(void *ctx, void *buf, size_t n, uint64_t off); /* ctx = int *fd */
+
+/* A read window over a file (or image) of known size. */
+typedef struct hp_window {
+    hp_read_at_fn read;
+    void *ctx;
+    uint64_t size; /* bytes that may be read */
+    hp_buf buf;
+    uint64_t off; /* file offset of buf.data[0] */
+} hp_window;
+
+/* Point *p at n bytes at file offset off. Returns 0, HOPPER_ENEEDMORE (past
+ * size), -ENOMEM or a read error. */
+HP_MUST_USE int hp_win_get(hp_window *w, uint64_t off, size_t n, const uint8_t **p);
+
+/* Is there a whole valid frame (header sane and CRC right) at off? 0 yes with
+ * *h filled; HOPPER_ECORRUPT / HOPPER_ENEEDMORE no; other < 0: I/O error. */
+HP_MUST_USE int hp_seg_frame_at(hp_window *w, uint64_t off, uint64_t max_raw, int verify_crc,
+                                hp_frame_hdr *h);
+
+/* Find the first offset >= from holding a valid frame (CRC checked).
+ * Returns 0 with *found, 1 when there is none before the end, < 0 on I/O. */
+HP_MUST_USE int hp_seg_resync(hp_window *w, uint64_t from, uint64_t max_raw, uint64_t *found,
+                              hp_frame_hdr *h);
+
+typedef struct hp_scan_ops {
+    /* A valid frame at off. Return < 0 to stop the scan with that error. */
+    int (*frame)(void *ctx, uint64_t off, const hp_frame_hdr *h);
+    /* Bytes [off, off+len) were skipped as damaged, followed by a valid frame. */
+    void (*skipped)(void *ctx, uint64_t off, uint64_t len);
+} hp_scan_ops;
+
+/* Walk the frames of a segment body from HP_SEG_HDR to w->size. With
+ * verify_crc every frame's CRC is checked; without, only headers are walked
+ * and frames are checked when read. Damage followed by a valid frame is
+ * reported through ops->skipped; damage up to the end is not a frame and ends
+ * the scan: *valid_end is the end of the last valid frame (the torn tail
+ * starts there). Returns 0 or an I/O error / -ENOMEM / the callback's error. */
+HP_MUST_USE int hp_seg_scan(hp_window *w, uint64_t max_raw, int verify_crc,
+                            const hp_scan_ops *ops, void *ctx, uint64_t *valid_end);
+
+#endif

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared test helpers: temp directories, seeds, deadlines. Include after the
+ * cmocka prerequisites (stdarg.h, stddef.h, stdint.h, setjmp.h). */
+#ifndef HOPPER_TESTS_HELPERS_HP_TEST_H
+#define HOPPER_TESTS_HELPERS_HP_TEST_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* mkdtemp under $TMPDIR (or /tmp); returns a malloc'd path or NULL. */
+char *hp_test_tmpdir(const char *tag);
+/* rm -rf path (no shell) and free it. */
+void hp_test_rmtree(char *path);
+/* Seed for randomized tests: $HOPPER_TEST_SEED if set, else time-based;
+ * printed to stderr so a failure can be replayed. */
+uint64_t hp_test_seed(const char *test_name);
+/* xorshift64* */
+uint64_t hp_test_rand(uint64_t *state);
+/* Monotonic milliseconds. */
+uint64_t hp_test_now_ms(void);
+/* Write `n` bytes to path (create/truncate). 0 or -errno. */
+int hp_test_write_file(const char *path, const void *p, size_t n);
+/* Read a whole file (malloc'd, caller frees). 0 or -errno. */
+int hp_test_read_file(const char *path, uint8_t **out, size_t *n);
+#endif

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+#include "hp_test.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+char *
+hp_test_tmpdir(const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s/hopper-%s-XXXXXX", base && *base ? base : "/tmp", tag);
+    if (mkdtemp(buf) == NULL) {
+        return NULL;
+    }
+    return strdup(buf);
+}
+
+static void
+rmtree_at(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d != NULL) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+                continue;
+            }
+            char sub[PATH_MAX];
+            snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
+            struct stat sb;
+            if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+                rmtree_at(sub);
+            } else {
+                unlink(sub);
+            }
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+void
+hp_test_rmtree(char *path)
+{
+    if (path != NULL) {
+        rmtree_at(path);
+        free(path);
+    }
+}
+
+uint64_t
+hp_test_seed(const char *test_name)
+{
+    const char *env = getenv("HOPPER_TEST_SEED");
+    uint64_t seed;
+    if (env != NULL && *env) {
+        seed = strtoull(env, NULL, 0);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid();
+    }
+    if (seed == 0) {
+        seed = 1;
+    }
+    fprintf(stderr, "[seed] %s: HOPPER_TEST_SEED=%" PRIu64 "\n", test_name, seed);
+    return seed;
+}
+
+uint64_t
+hp_test_rand(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+uint64_t
+hp_test_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int
+hp_test_write_file(const char *path, const void *p, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    const uint8_t *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    close(fd);
+    return 0;
+}
+
+int
+hp_test_read_file(const char *path, uint8_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    uint8_t *b = malloc((size_t)sb.st_size + 1);
+    if (b == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    size_t got = 0;
+    while (got < (size_t)sb.st_size) {
+        ssize_t r = read(fd, b + got, (size_t)sb.st_size - got);
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *out = b;
+    *n = got;
+    return 0;
+}
