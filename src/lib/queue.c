@@ -514,8 +514,9 @@ write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *act
     return 0;
 }
 
-/* Undo a failed batch on disk: truncate the segments it extended, unlink the
- * ones it created. Returns 0 when the files are back as they were. [writer] */
+/* Undo a failed batch on disk: truncate the segments it extended back to
+ * their size before the batch, unlink the ones it created. Returns 0 when the
+ * files are back as they were. [writer] */
 static int
 undo_batch(hopper_queue *q, uint64_t *active_id)
 {
@@ -523,29 +524,36 @@ undo_batch(hopper_queue *q, uint64_t *active_id)
     q->wbuf.len = 0;
     for (size_t i = 0; i < q->touched.n; i++) {
         hp_touched *t = &q->touched.v[i];
+        char name[HP_SEG_NAME_MAX];
+        hp_seg_name(name, t->id);
+        int is_active = t->id == *active_id && q->active_fd >= 0;
+        int r;
         if (t->size_before == 0) {
-            char name[HP_SEG_NAME_MAX];
-            hp_seg_name(name, t->id);
-            if (t->id == *active_id && q->active_fd >= 0) {
+            if (is_active) {
                 hp_fs_close(q->active_fd);
                 q->active_fd = -1;
                 *active_id = 0;
             }
-            int r = hp_fs_unlinkat(q->dirfd, name);
-            if (r < 0 && r != -ENOENT && rc == 0) {
-                rc = r;
+            r = hp_fs_unlinkat(q->dirfd, name);
+            if (r == -ENOENT) {
+                r = 0;
             }
-        } else if (t->id == *active_id && q->active_fd >= 0) {
-            int r = hp_fs_ftruncate(q->active_fd, t->size_before);
-            if (r < 0 && rc == 0) {
-                rc = r;
-            }
+        } else if (is_active) {
+            r = hp_fs_ftruncate(q->active_fd, t->size_before);
             q->active_size = t->size_before;
+        } else {
+            /* Extended, then sealed by a rotation within this batch. */
+            r = hp_fs_openat(q->dirfd, name, O_WRONLY, 0);
+            if (r >= 0) {
+                int fd = r;
+                r = hp_fs_ftruncate(fd, t->size_before);
+                hp_fs_close(fd);
+            }
+        }
+        if (r < 0 && rc == 0) {
+            rc = r;
         }
     }
-    /* A segment created earlier in this batch that is no longer active was
-     * unlinked above; a pre-existing non-active segment cannot have been
-     * extended (only the active one is appended). */
     return rc;
 }
 
