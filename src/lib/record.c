@@ -50,12 +50,34 @@ put_header(uint8_t *p, const hp_frame_hdr *h)
     hp_put_u16(p + 34, 0);
 }
 
+/* Deflating incompressible data costs as much as compressible data and
+ * saves nothing: a large body is first probed with a small sample, and stored
+ * raw when the sample does not shrink by at least 1/16. */
+#define SAMPLE_BYTES 4096u
+
+static int
+sample_compresses(hp_encoder *e, const uint8_t *raw)
+{
+    uint8_t out[SAMPLE_BYTES - SAMPLE_BYTES / 16];
+    if (deflateReset(&e->zs) != Z_OK) {
+        return 0;
+    }
+    e->zs.next_in = (Bytef *)(uintptr_t)raw;
+    e->zs.avail_in = SAMPLE_BYTES;
+    e->zs.next_out = out;
+    e->zs.avail_out = sizeof(out);
+    return deflate(&e->zs, Z_FINISH) == Z_STREAM_END;
+}
+
 /* Try to deflate raw into dst (capacity cap). Returns the compressed size, or
  * 0 when it does not fit in cap (not worth it) or zlib failed. */
 static size_t
 try_deflate(hp_encoder *e, const uint8_t *raw, size_t raw_len, uint8_t *dst, size_t cap)
 {
     if (!e->ready || raw_len < 64 || raw_len > UINT32_MAX) {
+        return 0;
+    }
+    if (raw_len >= 4 * SAMPLE_BYTES && !sample_compresses(e, raw)) {
         return 0;
     }
     if (deflateReset(&e->zs) != Z_OK) {
