@@ -59,6 +59,10 @@
 #define CKPT_SIZE 32u
 #define LOCK_NAME "LOCK"
 #define ENOSPC_BACKOFF_NS 500000000ull
+/* An index is written only for segments of at most this many runs, so its
+ * size stays within HP_IDX_RESERVE (reserved per segment in the budget). */
+#define HP_IDX_KEEP_RUNS 4u
+#define HP_IDX_RESERVE (HP_IDX_HDR + HP_IDX_KEEP_RUNS * HP_IDX_RUN + 4u)
 
 typedef struct hp_run {
     uint64_t seg_id;
@@ -103,6 +107,12 @@ typedef struct hp_written {
     uint64_t bytes; /* header + stored */
     uint64_t ts_ms;
 } hp_written;
+
+/* An index file the writer wrote while sealing a segment. */
+typedef struct hp_sealed {
+    uint64_t id;
+    uint64_t bytes;
+} hp_sealed;
 
 /* A segment the writer created or extended during one batch. */
 typedef struct hp_touched {
@@ -169,6 +179,9 @@ struct hopper_queue {
     uint64_t active_id;   /* [mu] id of the segment being appended, 0 = none */
     int active_fd;        /* [writer] */
     uint64_t active_size; /* [writer] */
+    hp_segidx aidx;       /* [writer] index of the active segment, written at seal */
+    hp_segidx aidx_snap;  /* [writer] aidx before the batch (runs unused) */
+    hp_idx_run aidx_last; /* [writer] its last run before the batch */
 
     uint64_t read_seq;       /* [mu] every seq below was delivered (or skipped) */
     uint64_t ack_next;       /* [mu] every seq below is acknowledged */
@@ -182,6 +195,7 @@ struct hopper_queue {
     hp_buf wbuf;    /* [writer] encoded frames */
     ARR(hp_written) wlist; /* [writer] */
     ARR(hp_touched) touched; /* [writer] */
+    ARR(hp_sealed) sealed;   /* [writer] index files written, published with the batch */
 
     pthread_t syncer;
     int has_syncer;
@@ -228,7 +242,7 @@ reserve_for(const hopper_queue *q, uint64_t raw)
         return 0;
     }
     return raw + HP_FRAME_HDR * (raw / HP_FRAME_TARGET + 1) +
-           HP_SEG_HDR * (raw / q->o.segment_bytes + 1);
+           (HP_SEG_HDR + HP_IDX_RESERVE) * (raw / q->o.segment_bytes + 1);
 }
 
 static size_t
@@ -422,6 +436,39 @@ flush_wbuf(hopper_queue *q)
     return 0;
 }
 
+/* Write the index of the segment being sealed (FORMAT.md §2.1). The index
+ * only saves open a scan, so failing to write it is not an error. [writer] */
+static void
+seal_index(hopper_queue *q)
+{
+    if (q->aidx.id == 0 || q->aidx.n > HP_IDX_KEEP_RUNS) {
+        return; /* a fragmented segment is scanned instead */
+    }
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_idx_name(name, q->aidx.id);
+    if (hp_idx_encode(&q->aidx, &q->wbuf) == 0) {
+        if (hp_fs_atomic_write(q->dirfd, name, q->wbuf.data, q->wbuf.len) < 0) {
+            (void)unlinkat(q->dirfd, name, 0); /* no index: the next open scans */
+        } else {
+            hp_sealed sd = {.id = q->aidx.id, .bytes = q->wbuf.len};
+            int rc;
+            ARR_PUSH(q->sealed, sd, rc);
+            (void)rc; /* only the byte count would be missing */
+        }
+    }
+    q->wbuf.len = 0;
+}
+
+static void
+aidx_reset(hopper_queue *q, uint64_t id)
+{
+    q->aidx.id = id;
+    q->aidx.size = HP_SEG_HDR;
+    q->aidx.records = 0;
+    q->aidx.raw = 0;
+    q->aidx.n = 0;
+}
+
 /* Make sure a frame of `frame_bytes` fits the active segment, rotating if not.
  * [writer] */
 static int
@@ -440,12 +487,15 @@ ensure_room(hopper_queue *q, uint64_t frame_bytes, uint64_t first_seq, uint64_t 
         }
         hp_fs_close(q->active_fd);
         q->active_fd = -1;
+        seal_index(q);
     }
+    aidx_reset(q, 0);
     int fd;
     HP_GUARD(touch(q, new_id, 0));
     HP_GUARD(hp_seg_create(q->dirfd, new_id, first_seq, &fd));
     q->active_fd = fd;
     q->active_size = HP_SEG_HDR;
+    aidx_reset(q, new_id);
     return 1;
 }
 
@@ -457,6 +507,10 @@ write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *act
             int do_sync)
 {
     q->wlist.n = 0;
+    q->aidx_snap = q->aidx;
+    if (q->aidx.n > 0) {
+        q->aidx_last = q->aidx.runs[q->aidx.n - 1];
+    }
     size_t pos = 0;
     uint64_t seq = b->first_seq;
     const uint8_t *raw = b->raw.data;
@@ -498,6 +552,7 @@ write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *act
         if (rc < 0) {
             return rc;
         }
+        HP_GUARD(hp_idx_add(&q->aidx, w.off, w.bytes, seq, n, w.raw, w.ts_ms));
         seq += n;
         /* Coalesce writes, but do not hold more than a few MiB. */
         if (q->wbuf.len >= (4u << 20)) {
@@ -525,6 +580,8 @@ undo_batch(hopper_queue *q, uint64_t *active_id)
     for (size_t i = 0; i < q->touched.n; i++) {
         hp_touched *t = &q->touched.v[i];
         char name[HP_SEG_NAME_MAX];
+        hp_seg_idx_name(name, t->id);
+        (void)unlinkat(q->dirfd, name, 0); /* an index sealed in this batch */
         hp_seg_name(name, t->id);
         int is_active = t->id == *active_id && q->active_fd >= 0;
         int r;
@@ -553,6 +610,19 @@ undo_batch(hopper_queue *q, uint64_t *active_id)
         if (r < 0 && rc == 0) {
             rc = r;
         }
+    }
+    if (q->active_fd >= 0 && q->aidx_snap.id == *active_id) {
+        /* Same active segment as before the batch: its index goes back too. */
+        hp_idx_run *runs = q->aidx.runs;
+        size_t cap = q->aidx.cap;
+        q->aidx = q->aidx_snap;
+        q->aidx.runs = runs;
+        q->aidx.cap = cap;
+        if (q->aidx.n > 0) {
+            q->aidx.runs[q->aidx.n - 1] = q->aidx_last;
+        }
+    } else {
+        aidx_reset(q, q->active_fd >= 0 ? *active_id : 0);
     }
     return rc;
 }
@@ -605,6 +675,14 @@ publish_batch(hopper_queue *q, const hp_batch *b, uint64_t active_id, uint64_t d
             }
         }
     }
+    for (size_t i = 0; i < q->sealed.n; i++) {
+        hp_seginfo *s = seg_find(q, q->sealed.v[i].id);
+        if (s != NULL) {
+            s->bytes += q->sealed.v[i].bytes;
+            q->disk_bytes += q->sealed.v[i].bytes;
+        }
+    }
+    q->sealed.n = 0;
     q->active_id = active_id;
     q->d_pending -= b->d_count;
     if (q->o.durability == HOPPER_DURABILITY_DISK) {
@@ -679,6 +757,7 @@ run_writer(hopper_queue *q)
     hp_mutex_unlock(&q->mu);
 
     q->touched.n = 0;
+    q->sealed.n = 0;
     int rc = write_batch(q, &b, &next_id, &active_id, do_sync);
     int undo_rc = 0;
     if (rc < 0 && is_space_error(rc)) {
@@ -1258,6 +1337,11 @@ hopper_ack(hopper_queue *q, uint64_t seq)
         if (rc < 0 && rc != -ENOENT) {
             goto fail;
         }
+        hp_seg_idx_name(name, reclaim[i]);
+        rc = hp_fs_unlinkat(q->dirfd, name);
+        if (rc < 0 && rc != -ENOENT) {
+            goto fail;
+        }
     }
     rc = fsync_dir(q);
     if (rc < 0) {
@@ -1464,11 +1548,86 @@ quarantine(hopper_queue *q, uint64_t id, uint64_t size, const char *why)
     snprintf(bad, sizeof(bad), "%s.bad", name);
     snprintf(note, sizeof(note), "%s.bad.why", name);
     HP_GUARD(hp_fs_renameat(q->dirfd, name, bad));
+    hp_seg_idx_name(name, id);
+    (void)unlinkat(q->dirfd, name, 0);
+    hp_seg_name(name, id);
     char text[160];
     int n = snprintf(text, sizeof(text), "%s: %s (%" PRIu64 " bytes)\n", name, why, size);
     HP_GUARD(hp_fs_atomic_write(q->dirfd, note, text, (size_t)n));
     atomic_fetch_add(&q->c_quarantined, size);
     return 0;
+}
+
+/* Use the segment's index instead of scanning it. Returns 1 when the index
+ * was valid and used, 0 when the segment must be scanned, < 0 on I/O. */
+static int
+load_index(hopper_queue *q, uint64_t id, uint64_t size, scan_ctx *c)
+{
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_idx_name(name, id);
+    int fd = hp_fs_openat(q->dirfd, name, O_RDONLY, 0);
+    if (fd == -ENOENT) {
+        return 0;
+    }
+    if (fd < 0) {
+        return fd;
+    }
+    struct stat sb;
+    int rc = 0;
+    uint8_t *buf = NULL;
+    hp_segidx x = {0};
+    if (fstat(fd, &sb) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (sb.st_size < (off_t)(HP_IDX_HDR + 4) || sb.st_size > (off_t)HP_IDX_RESERVE) {
+        (void)unlinkat(q->dirfd, name, 0);
+        goto out; /* not one of our indexes: scan */
+    }
+    size_t n = (size_t)sb.st_size;
+    buf = malloc(n);
+    if (buf == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    ssize_t r = hp_fs_pread_full(fd, buf, n, 0);
+    if (r < 0) {
+        rc = (int)r;
+        goto out;
+    }
+    rc = hp_idx_decode(buf, (size_t)r, id, size, &x);
+    if (rc == -ENOMEM) {
+        goto out;
+    }
+    if (rc < 0) {
+        rc = 0; /* stale or damaged index: scan, and do not keep it */
+        (void)unlinkat(q->dirfd, name, 0);
+        goto out;
+    }
+    c->info->bytes = n;
+    c->info->records = x.records;
+    c->info->raw = x.raw;
+    for (size_t i = 0; i < x.n; i++) {
+        hp_idx_run *v = &x.runs[i];
+        if (v->last_seq + 1 > c->info->max_seq) {
+            c->info->max_seq = v->last_seq + 1;
+        }
+        if (v->last_seq < q->ack_next) {
+            continue;
+        }
+        hp_run run = {.seg_id = id, .off = v->off, .end = v->end, .first_seq = v->first_seq,
+                      .last_seq = v->last_seq, .ts_ms = v->ts_ms};
+        ARR_PUSH(q->runs, run, rc);
+        if (rc < 0) {
+            goto out;
+        }
+    }
+    rc = 1;
+out:
+    hp_idx_free(&x);
+    free(buf);
+    hp_fs_close(fd);
+    return rc;
 }
 
 static int
@@ -1511,6 +1670,14 @@ recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
     }
     hp_seginfo info = {.id = id};
     scan_ctx c = {.q = q, .seg_id = id, .info = &info};
+    rc = load_index(q, id, size, &c);
+    if (rc < 0) {
+        goto out;
+    }
+    if (rc == 1) {
+        rc = 0;
+        goto keep; /* sealed with a valid index: no scan needed */
+    }
     hp_scan_ops ops = {.frame = on_frame, .skipped = on_skipped};
     win.size = size;
     uint64_t valid_end;
@@ -1532,7 +1699,8 @@ recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
             atomic_fetch_add(&q->c_corrupt_bytes, size - valid_end);
         }
     }
-    info.bytes = size;
+keep:
+    info.bytes += size; /* the segment, plus its index when one was used */
     if (info.max_seq > *max_seq) {
         *max_seq = info.max_seq;
     }
@@ -1583,6 +1751,13 @@ recover(hopper_queue *q)
                     strstr(de->d_name, ".hseg.tmp") != NULL)) {
             /* Our own temp file from an interrupted create: never complete. */
             (void)unlinkat(q->dirfd, de->d_name, 0);
+        } else if (n == 21 && strcmp(de->d_name + 16, ".hidx") == 0) {
+            char seg[HP_SEG_NAME_MAX];
+            memcpy(seg, de->d_name, 16);
+            memcpy(seg + 16, ".hseg", 6);
+            if (faccessat(q->dirfd, seg, F_OK, 0) < 0 && errno == ENOENT) {
+                (void)unlinkat(q->dirfd, de->d_name, 0); /* index of a reclaimed segment */
+            }
         } else if (n > 4 && strcmp(de->d_name + n - 4, ".bad") == 0) {
             uint64_t bid;
             char base[32];
@@ -1647,6 +1822,8 @@ queue_free(hopper_queue *q)
     free(q->runs.v);
     free(q->wlist.v);
     free(q->touched.v);
+    free(q->sealed.v);
+    hp_idx_free(&q->aidx);
     hp_fs_close(q->active_fd);
     hp_fs_close(q->lockfd); /* releases the flock */
     hp_fs_close(q->dirfd);
@@ -1846,6 +2023,9 @@ hopper_close(hopper_queue *q)
         int r = hp_fs_fdatasync(q->active_fd);
         if (r < 0 && rc == 0) {
             rc = r;
+        }
+        if (r == 0 && q->aidx.id == q->active_id) {
+            seal_index(q); /* the next open need not scan this segment */
         }
     }
     if (q->failed == 0 && (ack_next != q->ckpt_ack || read_next > q->redeliver_below)) {

@@ -236,3 +236,126 @@ hp_seg_scan(hp_window *w, uint64_t max_raw, int verify_crc, const hp_scan_ops *o
     }
     return 0;
 }
+
+/* ---- segment index, FORMAT.md §2.1 ------------------------------------ */
+
+void
+hp_seg_idx_name(char out[HP_SEG_NAME_MAX], uint64_t id)
+{
+    snprintf(out, HP_SEG_NAME_MAX, "%016" PRIx64 ".hidx", id);
+}
+
+int
+hp_idx_add(hp_segidx *x, uint64_t off, uint64_t bytes, uint64_t first_seq, uint32_t count,
+           uint64_t raw, uint64_t ts_ms)
+{
+    x->records += count;
+    x->raw += raw;
+    if (off + bytes > x->size) {
+        x->size = off + bytes;
+    }
+    if (count == 0) {
+        return 0;
+    }
+    uint64_t last = first_seq + count - 1;
+    if (x->n > 0) {
+        hp_idx_run *r = &x->runs[x->n - 1];
+        if (r->end == off && r->last_seq + 1 == first_seq) {
+            r->end = off + bytes;
+            r->last_seq = last;
+            return 0;
+        }
+    }
+    if (x->n == x->cap) {
+        size_t nc = x->cap ? x->cap * 2 : 8;
+        hp_idx_run *nr = realloc(x->runs, nc * sizeof(*nr));
+        if (nr == NULL) {
+            return -ENOMEM;
+        }
+        x->runs = nr;
+        x->cap = nc;
+    }
+    x->runs[x->n++] = (hp_idx_run){.off = off, .end = off + bytes, .first_seq = first_seq,
+                                   .last_seq = last, .ts_ms = ts_ms};
+    return 0;
+}
+
+int
+hp_idx_encode(const hp_segidx *x, hp_buf *out)
+{
+    out->len = 0;
+    size_t total = HP_IDX_HDR + x->n * HP_IDX_RUN + 4;
+    HP_GUARD(hp_buf_reserve(out, total));
+    uint8_t *p = out->data;
+    hp_put_u32(p, HP_IDX_MAGIC);
+    hp_put_u16(p + 4, HP_IDX_VERSION);
+    hp_put_u16(p + 6, HP_IDX_HDR);
+    hp_put_u64(p + 8, x->id);
+    hp_put_u64(p + 16, x->size);
+    hp_put_u64(p + 24, x->records);
+    hp_put_u64(p + 32, x->raw);
+    hp_put_u32(p + 40, (uint32_t)x->n);
+    hp_put_u32(p + 44, 0);
+    uint8_t *r = p + HP_IDX_HDR;
+    for (size_t i = 0; i < x->n; i++, r += HP_IDX_RUN) {
+        hp_put_u64(r, x->runs[i].off);
+        hp_put_u64(r + 8, x->runs[i].end);
+        hp_put_u64(r + 16, x->runs[i].first_seq);
+        hp_put_u64(r + 24, x->runs[i].last_seq);
+        hp_put_u64(r + 32, x->runs[i].ts_ms);
+    }
+    hp_put_u32(r, hp_crc32c_extend(0, p, total - 4));
+    out->len = total;
+    return 0;
+}
+
+int
+hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t size, hp_segidx *x)
+{
+    HP_ENSURE(n >= HP_IDX_HDR + 4, HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u32(p) == HP_IDX_MAGIC, HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u16(p + 4) == HP_IDX_VERSION, HOPPER_EVERSION);
+    HP_ENSURE(hp_get_u16(p + 6) == HP_IDX_HDR, HOPPER_ECORRUPT);
+    uint32_t nruns = hp_get_u32(p + 40);
+    HP_ENSURE(nruns <= HP_IDX_MAX_RUNS, HOPPER_ECORRUPT);
+    HP_ENSURE(n == HP_IDX_HDR + (size_t)nruns * HP_IDX_RUN + 4, HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u32(p + n - 4) == hp_crc32c_extend(0, p, n - 4), HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u64(p + 8) == id && hp_get_u64(p + 16) == size, HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u32(p + 44) == 0, HOPPER_ECORRUPT);
+    hp_idx_run *runs = NULL;
+    if (nruns > 0) {
+        runs = malloc(nruns * sizeof(*runs));
+        HP_ENSURE(runs != NULL, -ENOMEM);
+    }
+    uint64_t prev_end = HP_SEG_HDR;
+    const uint8_t *r = p + HP_IDX_HDR;
+    for (uint32_t i = 0; i < nruns; i++, r += HP_IDX_RUN) {
+        hp_idx_run v = {.off = hp_get_u64(r), .end = hp_get_u64(r + 8),
+                        .first_seq = hp_get_u64(r + 16), .last_seq = hp_get_u64(r + 24),
+                        .ts_ms = hp_get_u64(r + 32)};
+        /* Runs are disjoint, in file order, inside the segment body. */
+        if (v.off < prev_end || v.end <= v.off || v.end > size || v.last_seq < v.first_seq ||
+            v.last_seq == UINT64_MAX) {
+            free(runs);
+            return HOPPER_ECORRUPT;
+        }
+        prev_end = v.end;
+        runs[i] = v;
+    }
+    free(x->runs);
+    x->runs = runs;
+    x->n = nruns;
+    x->cap = nruns;
+    x->id = id;
+    x->size = size;
+    x->records = hp_get_u64(p + 24);
+    x->raw = hp_get_u64(p + 32);
+    return 0;
+}
+
+void
+hp_idx_free(hp_segidx *x)
+{
+    free(x->runs);
+    memset(x, 0, sizeof(*x));
+}

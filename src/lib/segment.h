@@ -73,4 +73,43 @@ typedef struct hp_scan_ops {
 HP_MUST_USE int hp_seg_scan(hp_window *w, uint64_t max_raw, int verify_crc,
                             const hp_scan_ops *ops, void *ctx, uint64_t *valid_end);
 
+/* Segment index (FORMAT.md §2.1): written when a segment is sealed, so that
+ * open need not scan it. Optional: a missing or invalid index means "scan". */
+#define HP_IDX_MAGIC 0x58444948u /* "HIDX" */
+#define HP_IDX_VERSION 1u
+#define HP_IDX_HDR 48u
+#define HP_IDX_RUN 40u
+#define HP_IDX_MAX_RUNS (1u << 20)
+
+typedef struct hp_idx_run {
+    uint64_t off;       /* first frame */
+    uint64_t end;       /* end of the last frame */
+    uint64_t first_seq; /* first record */
+    uint64_t last_seq;  /* last record */
+    uint64_t ts_ms;     /* timestamp of the first frame */
+} hp_idx_run;
+
+typedef struct hp_segidx {
+    uint64_t id;
+    uint64_t size;    /* segment bytes the index covers (= file size) */
+    uint64_t records; /* records in the segment */
+    uint64_t raw;     /* their payload bytes */
+    hp_idx_run *runs; /* frames of consecutive seqs, merged, in file order */
+    size_t n;
+    size_t cap;
+} hp_segidx;
+
+/* "%016" PRIx64 ".hidx" */
+void hp_seg_idx_name(char out[HP_SEG_NAME_MAX], uint64_t id);
+/* Account one frame; merges with the last run when contiguous. 0 / -ENOMEM. */
+HP_MUST_USE int hp_idx_add(hp_segidx *x, uint64_t off, uint64_t bytes, uint64_t first_seq,
+                           uint32_t count, uint64_t raw, uint64_t ts_ms);
+/* Serialize (replacing out's content). 0 / -ENOMEM. */
+HP_MUST_USE int hp_idx_encode(const hp_segidx *x, hp_buf *out);
+/* Parse and validate an index for segment `id` of `size` bytes into x (whose
+ * runs it replaces). 0, HOPPER_ECORRUPT, HOPPER_EVERSION or -ENOMEM. */
+HP_MUST_USE int hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t size,
+                              hp_segidx *x);
+void hp_idx_free(hp_segidx *x);
+
 #endif
