@@ -144,6 +144,8 @@ typedef struct hp_reader {
 struct hopper_queue {
     hopper_opts o;     /* immutable after open */
     uint64_t max_raw;  /* immutable: largest frame body accepted */
+    uint64_t seg_cap;  /* immutable: segments are sealed past this size */
+    uint64_t frame_target; /* immutable: frames are closed past this raw size */
     int dirfd;         /* immutable */
     int lockfd;        /* immutable */
 
@@ -241,8 +243,8 @@ reserve_for(const hopper_queue *q, uint64_t raw)
     if (raw == 0) {
         return 0;
     }
-    return raw + HP_FRAME_HDR * (raw / HP_FRAME_TARGET + 1) +
-           (HP_SEG_HDR + HP_IDX_RESERVE) * (raw / q->o.segment_bytes + 1);
+    return raw + HP_FRAME_HDR * (raw / q->frame_target + 1) +
+           (HP_SEG_HDR + HP_IDX_RESERVE) * (raw / q->seg_cap + 1);
 }
 
 static size_t
@@ -267,6 +269,13 @@ fail_locked(hopper_queue *q, int rc)
     pthread_cond_broadcast(&q->not_empty);
     pthread_cond_broadcast(&q->not_full);
     pthread_cond_broadcast(&q->written);
+}
+
+/* Every seq below this was delivered, in this open or an earlier one. [mu] */
+static uint64_t
+read_hwm(const hopper_queue *q)
+{
+    return q->read_seq > q->redeliver_below ? q->read_seq : q->redeliver_below;
 }
 
 static int
@@ -475,7 +484,7 @@ static int
 ensure_room(hopper_queue *q, uint64_t frame_bytes, uint64_t first_seq, uint64_t new_id)
 {
     int full = q->active_fd >= 0 && q->active_size + q->wbuf.len > HP_SEG_HDR &&
-               q->active_size + q->wbuf.len + frame_bytes > q->o.segment_bytes;
+               q->active_size + q->wbuf.len + frame_bytes > q->seg_cap;
     if (q->active_fd >= 0 && !full) {
         return 0;
     }
@@ -525,7 +534,7 @@ write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *act
         /* Greedy framing: take records until the body reaches the target. */
         size_t start = pos;
         uint32_t n = 0;
-        while (pos < b->raw.len && (n == 0 || pos - start < HP_FRAME_TARGET)) {
+        while (pos < b->raw.len && (n == 0 || pos - start < q->frame_target)) {
             uint32_t len = hp_get_u32(raw + pos);
             pos += HP_REC_PREFIX + len;
             n++;
@@ -1005,7 +1014,7 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
          * once a frame's worth is pending, or by the consumer as soon as it
          * wants them (never stranded). */
         pthread_cond_signal(&q->not_empty);
-        if (q->pend.raw.len >= HP_FRAME_TARGET && !q->writer_active &&
+        if (q->pend.raw.len >= q->frame_target && !q->writer_active &&
             q->enospc_until_ns <= hp_now_mono_ns()) {
             run_writer(q);
         }
@@ -1081,6 +1090,26 @@ deliver_from_frame(hopper_queue *q, hopper_record *rec)
         return 1;
     }
     return 0;
+}
+
+/* The front run is fully read. [consumer, mu] */
+static void
+pop_run(hopper_queue *q)
+{
+    q->runs_head++;
+    q->rd.positioned = 0; /* the next run may start anywhere */
+    if (q->runs_head == q->runs.n) {
+        q->runs_head = 0;
+        q->runs.n = 0;
+    } else if (q->runs_head > 1024 && q->runs_head * 2 > q->runs.n) {
+        memmove(q->runs.v, q->runs.v + q->runs_head, runs_live(q) * sizeof(*q->runs.v));
+        q->runs.n -= q->runs_head;
+        q->runs_head = 0;
+    }
+    if (!d_active(q)) {
+        /* D drained: new records may go to memory again. */
+        pthread_cond_broadcast(&q->not_full);
+    }
 }
 
 /* Read (and decode) the next frame of the current run, which ends at `end`,
@@ -1188,6 +1217,13 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
             goto delivered;
         } else if (runs_live(q) > 0) {
             hp_run run = q->runs.v[q->runs_head];
+            if (run.last_seq < q->read_seq ||
+                (r->positioned && r->seg_id == run.seg_id && r->next_off >= run.end)) {
+                /* Delivered already (its segment may even be reclaimed), or
+                 * read to its end. */
+                pop_run(q);
+                continue;
+            }
             if (!r->positioned || r->seg_id != run.seg_id || r->next_off < run.off) {
                 if (r->fd < 0 || r->seg_id != run.seg_id) {
                     hp_mutex_unlock(&q->mu);
@@ -1196,7 +1232,7 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
                     if (rc == -ENOENT) {
                         /* The file vanished under us: its records are lost. */
                         atomic_fetch_add(&q->c_corrupt_frames, 1);
-                        q->runs_head++;
+                        pop_run(q);
                         continue;
                     }
                     if (rc < 0) {
@@ -1205,24 +1241,6 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
                 }
                 r->next_off = run.off;
                 r->positioned = 1;
-            }
-            if (r->next_off >= run.end) {
-                q->runs_head++;
-                r->positioned = 0; /* the next run may start anywhere */
-                if (q->runs_head == q->runs.n) {
-                    q->runs_head = 0;
-                    q->runs.n = 0;
-                } else if (q->runs_head > 1024 && q->runs_head * 2 > q->runs.n) {
-                    memmove(q->runs.v, q->runs.v + q->runs_head,
-                            runs_live(q) * sizeof(*q->runs.v));
-                    q->runs.n -= q->runs_head;
-                    q->runs_head = 0;
-                }
-                if (!d_active(q)) {
-                    /* D drained: new records may go to memory again. */
-                    pthread_cond_broadcast(&q->not_full);
-                }
-                continue;
             }
             hp_mutex_unlock(&q->mu);
             rc = read_frame(q, run.end);
@@ -1308,7 +1326,7 @@ hopper_ack(hopper_queue *q, uint64_t seq)
         }
     }
     uint64_t ack_next = q->ack_next;
-    uint64_t read_next = q->read_seq;
+    uint64_t read_next = read_hwm(q);
     hp_mutex_unlock(&q->mu);
 
     uint64_t now = hp_now_mono_ns();
@@ -1387,7 +1405,7 @@ hopper_sync(hopper_queue *q)
     hp_mutex_lock(&q->mu);
     int failed = q->failed;
     uint64_t ack_next = q->ack_next;
-    uint64_t read_next = q->read_seq;
+    uint64_t read_next = read_hwm(q);
     hp_mutex_unlock(&q->mu);
     if (failed) {
         return HOPPER_EFAILED;
@@ -1854,6 +1872,16 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
     }
     q->o = *opts;
     q->max_raw = hp_frame_max_raw(q->o.max_record_bytes);
+    /* Space comes back a whole segment at a time, so no segment may hold more
+     * than a quarter of the disk budget; frames stay well below a segment. */
+    q->seg_cap = q->o.segment_bytes;
+    if (q->seg_cap > q->o.disk_bytes / 4) {
+        q->seg_cap = q->o.disk_bytes / 4 > 4096 ? q->o.disk_bytes / 4 : 4096;
+    }
+    q->frame_target = q->seg_cap / 4 < HP_FRAME_TARGET ? q->seg_cap / 4 : HP_FRAME_TARGET;
+    if (q->frame_target < 1024) {
+        q->frame_target = 1024;
+    }
     q->dirfd = -1;
     q->lockfd = -1;
     q->active_fd = -1;
@@ -2016,7 +2044,7 @@ hopper_close(hopper_queue *q)
         rc = save_memory(q);
     }
     uint64_t ack_next = q->ack_next;
-    uint64_t read_next = q->read_seq;
+    uint64_t read_next = read_hwm(q);
     hp_mutex_unlock(&q->mu);
     /* Graceful close: everything written is made durable. */
     if (q->active_fd >= 0 && q->failed == 0) {

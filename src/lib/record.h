@@ -29,12 +29,13 @@ typedef struct hp_frame_hdr {
     uint16_t flags;
 } hp_frame_hdr;
 
-/* Largest raw body a reader must accept for records of at most max_record. */
+/* Largest raw body a reader must accept for records of at most max_record:
+ * the writer adds records while the body is below its target (at most
+ * HP_FRAME_TARGET), so the last one may bring it to target - 1 + one record. */
 static inline uint64_t
 hp_frame_max_raw(uint32_t max_record)
 {
-    uint64_t one = (uint64_t)max_record + HP_REC_PREFIX;
-    return one > HP_FRAME_TARGET ? one : HP_FRAME_TARGET + one;
+    return (uint64_t)HP_FRAME_TARGET + max_record + HP_REC_PREFIX;
 }
 
 /* Compressor context, reused across frames (never one per record). */
