@@ -209,8 +209,11 @@ typedef struct hopper_iovec {
  * @return 0 on success, or one of: HOPPER_EFULL (no room in the budgets or
  *   the file system reported ENOSPC/EDQUOT, within the timeout; the record was
  *   not accepted), HOPPER_ETOOBIG (len > max_record_bytes), HOPPER_ECLOSED
- *   (hopper_shutdown() was called), HOPPER_EFAILED (sticky I/O failure),
- *   -ENOMEM, -EINVAL.
+ *   (hopper_shutdown() was called), HOPPER_EFAILED (sticky I/O failure: the
+ *   outcome of this record is unknown — when the write succeeded and only the
+ *   fdatasync failed, the record may still be delivered after a reopen),
+ *   -ENOMEM, -EINVAL. HOPPER_EFULL and HOPPER_ETOOBIG guarantee that the record
+ *   was not stored.
  */
 HOPPER_API int hopper_send(hopper_queue *q, const void *data, size_t len, int timeout_ms);
 
@@ -232,7 +235,9 @@ typedef struct hopper_record {
 } hopper_record;
 
 /**
- * Receive the next record in sequence order.
+ * Receive the next record in sequence order. Records are taken from the
+ * queue a batch at a time (up to 256 per lock) and handed out one per call;
+ * a record counts as received (stats, redelivery) when it is returned.
  *
  * @param[out] rec filled on success. `rec->data` is owned by the queue and is
  *   valid only until the next hopper_recv()/hopper_recv_ack() or hopper_close()

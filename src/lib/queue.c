@@ -132,7 +132,23 @@ typedef struct hp_reader {
     uint32_t left;     /* records left in raw */
     uint64_t next_off; /* next frame to read in seg_id */
     int positioned;    /* next_off is meaningful for seg_id */
+    /* Records taken from the queue under one lock and handed out one per
+     * hopper_recv() without locking (memory copies in sbuf, or pointers into
+     * the decoded frame in raw). */
+    struct hp_staged {
+        const uint8_t *data;
+        size_t len;
+        uint64_t seq;
+    } *stage;
+    size_t stage_cap;
+    size_t stage_n;
+    size_t stage_i;
+    hp_buf sbuf;
+    uint64_t caller_next; /* every seq below was returned to the caller */
 } hp_reader;
+
+#define STAGE_MAX_RECORDS 256u
+#define STAGE_MAX_BYTES (256u * 1024u)
 
 #define ARR(T)                                                                                 \
     struct {                                                                                   \
@@ -155,6 +171,8 @@ struct hopper_queue {
     pthread_cond_t written;
 
     int failed;      /* [mu] sticky error code, 0 if healthy */
+    int reader_waiting; /* [mu] the consumer sleeps on not_empty */
+    _Atomic int failed_flag; /* mirrors failed != 0, for the lock-free recv path */
     int shutdown;    /* [mu] hopper_shutdown() was called */
     int closing;     /* [mu] close in progress: stops the syncer */
     uint64_t next_seq; /* [mu] */
@@ -192,7 +210,6 @@ struct hopper_queue {
     uint64_t redeliver_below; /* immutable: seqs below were delivered before open */
 
     hp_reader rd;   /* [consumer] */
-    hp_buf rbuf;    /* [consumer] copy of the memory record last returned */
     hp_encoder enc; /* [writer] */
     hp_buf wbuf;    /* [writer] encoded frames */
     ARR(hp_written) wlist; /* [writer] */
@@ -203,7 +220,8 @@ struct hopper_queue {
     int has_syncer;
 
     /* Counters: written under mu or by the consumer, read by stats. */
-    _Atomic uint64_t c_sent, c_received, c_acked, c_redelivered, c_full, c_corrupt_frames,
+    uint64_t c_sent;     /* [mu] */
+    _Atomic uint64_t c_received, c_acked, c_redelivered, c_full, c_corrupt_frames,
         c_corrupt_bytes, c_quarantined, c_lost, c_fsyncs, c_fsync_ns, c_torn;
 };
 
@@ -225,13 +243,16 @@ struct hopper_queue {
         (a).v[(a).n++] = (val);                                                                \
     } while (0)
 
+/* Absolute deadline for a wait, computed lazily: the fast paths never wait
+ * and need no clock read. *deadline starts at 0 ("not computed"). */
 static uint64_t
-deadline_after(int timeout_ms)
+deadline_of(uint64_t *deadline, int timeout_ms)
 {
-    if (timeout_ms < 0) {
-        return UINT64_MAX;
+    if (*deadline == 0) {
+        *deadline = timeout_ms < 0 ? UINT64_MAX
+                                   : hp_now_mono_ns() + (uint64_t)timeout_ms * 1000000u;
     }
-    return hp_now_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    return *deadline;
 }
 
 /* Disk bytes a batch of `raw` encoded bytes may take, at worst: stored frames
@@ -245,6 +266,15 @@ reserve_for(const hopper_queue *q, uint64_t raw)
     }
     return raw + HP_FRAME_HDR * (raw / q->frame_target + 1) +
            (HP_SEG_HDR + HP_IDX_RESERVE) * (raw / q->seg_cap + 1);
+}
+
+/* Wake the consumer if it sleeps: a signal nobody waits for still costs. [mu] */
+static void
+wake_reader(hopper_queue *q)
+{
+    if (q->reader_waiting) {
+        pthread_cond_signal(&q->not_empty);
+    }
 }
 
 static size_t
@@ -265,17 +295,20 @@ fail_locked(hopper_queue *q, int rc)
 {
     if (!q->failed) {
         q->failed = rc < 0 ? rc : HOPPER_EFAILED;
+        atomic_store(&q->failed_flag, 1);
     }
     pthread_cond_broadcast(&q->not_empty);
     pthread_cond_broadcast(&q->not_full);
     pthread_cond_broadcast(&q->written);
 }
 
-/* Every seq below this was delivered, in this open or an earlier one. [mu] */
+/* Every seq below this was returned to the consumer, in this open or an
+ * earlier one. [consumer] */
 static uint64_t
 read_hwm(const hopper_queue *q)
 {
-    return q->read_seq > q->redeliver_below ? q->read_seq : q->redeliver_below;
+    uint64_t given = q->rd.caller_next;
+    return given > q->redeliver_below ? given : q->redeliver_below;
 }
 
 static int
@@ -718,7 +751,7 @@ rewind_after(hopper_queue *q, hp_batch *b, int rc)
     }
     q->next_seq = from;
     q->d_pending -= b->d_count + q->pend.d_count;
-    atomic_fetch_sub(&q->c_sent, dropped);
+    q->c_sent -= dropped;
     waiters_finish(b->waiters, rc);
     waiters_finish(q->pend.waiters, rc);
     batch_reset(&q->pend);
@@ -961,7 +994,7 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
         HP_ENSURE(recs[i].data != NULL || recs[i].len == 0, -EINVAL);
         HP_ENSURE(recs[i].len <= q->o.max_record_bytes, HOPPER_ETOOBIG);
     }
-    uint64_t deadline = deadline_after(timeout_ms);
+    uint64_t deadline = 0;
     hp_waiter w = {0};
     int rc;
     size_t to_mem = 0;
@@ -986,7 +1019,7 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
             atomic_fetch_add(&q->c_full, 1);
             goto unlock;
         }
-        uint64_t until = deadline;
+        uint64_t until = deadline_of(&deadline, timeout_ms);
         if (q->enospc_until_ns > hp_now_mono_ns() && q->enospc_until_ns < until) {
             until = q->enospc_until_ns; /* retry the file system then */
         }
@@ -1002,9 +1035,9 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
     if (rc < 0) {
         goto unlock;
     }
-    atomic_fetch_add(&q->c_sent, n);
+    q->c_sent += n;
     if (to_mem > 0) {
-        pthread_cond_signal(&q->not_empty);
+        wake_reader(q);
     }
     if (q->pend.count == pend_before) {
         goto unlock; /* memory only: accepted */
@@ -1013,7 +1046,7 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
         /* Spilled records are written behind, a frame at a time: by a sender
          * once a frame's worth is pending, or by the consumer as soon as it
          * wants them (never stranded). */
-        pthread_cond_signal(&q->not_empty);
+        wake_reader(q);
         if (q->pend.raw.len >= q->frame_target && !q->writer_active &&
             q->enospc_until_ns <= hp_now_mono_ns()) {
             run_writer(q);
@@ -1066,12 +1099,36 @@ reader_reset(hp_reader *r)
     r->positioned = 0;
 }
 
-/* Next record of the decoded frame not yet delivered. [consumer, mu] */
 static int
-deliver_from_frame(hopper_queue *q, hopper_record *rec)
+stage_reserve(hp_reader *r, size_t n)
+{
+    if (n <= r->stage_cap) {
+        return 0;
+    }
+    struct hp_staged *ns = realloc(r->stage, n * sizeof(*ns));
+    if (ns == NULL) {
+        return -ENOMEM;
+    }
+    r->stage = ns;
+    r->stage_cap = n;
+    return 0;
+}
+
+/* Stage the undelivered records of the decoded frame. Returns the number
+ * staged. [consumer, mu] */
+static size_t
+stage_from_frame(hopper_queue *q)
 {
     hp_reader *r = &q->rd;
-    while (r->left > 0) {
+    r->stage_n = 0;
+    r->stage_i = 0;
+    if (r->left == 0 || stage_reserve(r, r->left) < 0) {
+        /* Out of memory for the stage: hand out one record at a time. */
+        if (r->left == 0 || stage_reserve(r, 1) < 0) {
+            return 0;
+        }
+    }
+    while (r->left > 0 && r->stage_n < r->stage_cap) {
         const uint8_t *p;
         size_t len;
         if (hp_rec_next(r->raw.data, r->raw.len, &r->raw_pos, &p, &len) != 0) {
@@ -1084,12 +1141,73 @@ deliver_from_frame(hopper_queue *q, hopper_record *rec)
             continue; /* delivered before (or acknowledged) */
         }
         q->read_seq = seq + 1;
-        rec->data = p;
-        rec->len = len;
-        rec->seq = seq;
-        return 1;
+        r->stage[r->stage_n++] = (struct hp_staged){.data = p, .len = len, .seq = seq};
     }
-    return 0;
+    return r->stage_n;
+}
+
+/* Stage visible memory records (copies: an acknowledgement may free the
+ * entries). Returns the number staged, or -ENOMEM. [consumer, mu] */
+static int
+stage_from_memory(hopper_queue *q)
+{
+    hp_reader *r = &q->rd;
+    r->stage_n = 0;
+    r->stage_i = 0;
+    r->sbuf.len = 0;
+    HP_GUARD(stage_reserve(r, STAGE_MAX_RECORDS));
+    size_t first = q->mem_read;
+    size_t n = 0;
+    while (q->mem_read < q->mem.count && n < STAGE_MAX_RECORDS) {
+        hp_entry *e = hp_deque_at(&q->mem, q->mem_read);
+        if (q->o.durability == HOPPER_DURABILITY_DISK && e->seq >= q->visible_next) {
+            break; /* not written yet */
+        }
+        if (n > 0 && r->sbuf.len + e->len > STAGE_MAX_BYTES) {
+            break;
+        }
+        int rc = hp_buf_append(&r->sbuf, e->data, e->len);
+        if (rc < 0) {
+            if (n == 0) {
+                return rc;
+            }
+            break;
+        }
+        q->mem_read++;
+        n++;
+    }
+    /* Pointers only now: sbuf may have moved while growing. */
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        hp_entry *e = hp_deque_at(&q->mem, first + i);
+        r->stage[i] = (struct hp_staged){.data = r->sbuf.data + off, .len = e->len, .seq = e->seq};
+        off += e->len;
+        if (e->seq >= q->read_seq) {
+            q->read_seq = e->seq + 1;
+        }
+    }
+    r->stage_n = n;
+    return (int)n;
+}
+
+/* Hand out the next staged record; it counts as delivered now. [consumer] */
+static int
+take_staged(hopper_queue *q, hopper_record *rec)
+{
+    hp_reader *r = &q->rd;
+    if (r->stage_i >= r->stage_n) {
+        return 0;
+    }
+    struct hp_staged *e = &r->stage[r->stage_i++];
+    rec->data = e->data;
+    rec->len = e->len;
+    rec->seq = e->seq;
+    r->caller_next = e->seq + 1;
+    atomic_fetch_add_explicit(&q->c_received, 1, memory_order_relaxed);
+    if (e->seq < q->redeliver_below) {
+        atomic_fetch_add_explicit(&q->c_redelivered, 1, memory_order_relaxed);
+    }
+    return 1;
 }
 
 /* The front run is fully read. [consumer, mu] */
@@ -1184,8 +1302,11 @@ int
 hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
 {
     HP_ENSURE(q != NULL && rec != NULL, -EINVAL);
-    uint64_t deadline = deadline_after(timeout_ms);
     hp_reader *r = &q->rd;
+    if (!atomic_load_explicit(&q->failed_flag, memory_order_relaxed) && take_staged(q, rec)) {
+        return 0; /* taken under an earlier lock */
+    }
+    uint64_t deadline = 0;
     int rc;
     hp_mutex_lock(&q->mu);
     for (;;) {
@@ -1194,26 +1315,15 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
             goto unlock;
         }
         if (q->mem_read < q->mem.count) {
-            hp_entry *e = hp_deque_at(&q->mem, q->mem_read);
-            if (q->o.durability == HOPPER_DURABILITY_MEMORY || e->seq < q->visible_next) {
-                q->rbuf.len = 0;
-                rc = hp_buf_append(&q->rbuf, e->data, e->len);
-                if (rc < 0) {
-                    goto unlock;
-                }
-                q->mem_read++;
-                if (e->seq >= q->read_seq) {
-                    q->read_seq = e->seq + 1;
-                }
-                rec->data = q->rbuf.data;
-                rec->len = e->len;
-                rec->seq = e->seq;
-                rc = 0;
+            rc = stage_from_memory(q);
+            if (rc < 0) {
+                goto unlock;
+            }
+            if (rc > 0) {
                 goto delivered;
             }
             /* Memory precedes disk: wait for this entry to be written. */
-        } else if (deliver_from_frame(q, rec)) {
-            rc = 0;
+        } else if (stage_from_frame(q) > 0) {
             goto delivered;
         } else if (runs_live(q) > 0) {
             hp_run run = q->runs.v[q->runs_head];
@@ -1261,21 +1371,21 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
             rc = -EAGAIN;
             goto unlock;
         }
-        uint64_t until = deadline;
+        uint64_t until = deadline_of(&deadline, timeout_ms);
         if (q->pend.count > 0 && q->enospc_until_ns < until) {
             until = q->enospc_until_ns; /* retry the write-behind then */
         }
-        if (hp_cond_wait_until(&q->not_empty, &q->mu, until) == -ETIMEDOUT &&
-            hp_now_mono_ns() >= deadline) {
+        q->reader_waiting = 1;
+        int wrc = hp_cond_wait_until(&q->not_empty, &q->mu, until);
+        q->reader_waiting = 0;
+        if (wrc == -ETIMEDOUT && hp_now_mono_ns() >= deadline) {
             rc = timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
             goto unlock;
         }
     }
 delivered:
-    atomic_fetch_add(&q->c_received, 1);
-    if (rec->seq < q->redeliver_below) {
-        atomic_fetch_add(&q->c_redelivered, 1);
-    }
+    rc = 0;
+    take_staged(q, rec);
 unlock:
     hp_mutex_unlock(&q->mu);
     return rc;
@@ -1301,9 +1411,11 @@ hopper_ack(hopper_queue *q, uint64_t seq)
         hp_mutex_unlock(&q->mu);
         return failed_rc(q);
     }
-    uint64_t upto = seq == UINT64_MAX ? q->read_seq : seq + 1;
-    if (upto > q->read_seq) {
-        upto = q->read_seq;
+    /* Clamp to what the caller was given (staged records are not). */
+    uint64_t given = q->rd.caller_next;
+    uint64_t upto = seq == UINT64_MAX ? given : seq + 1;
+    if (upto > given) {
+        upto = given;
     }
     if (upto > q->ack_next) {
         atomic_fetch_add(&q->c_acked, upto - q->ack_next);
@@ -1470,13 +1582,14 @@ hopper_stats_get(hopper_queue *q, hopper_stats *st)
     }
     st->next_seq = q->next_seq;
     st->failed = q->failed;
+    st->sent = q->c_sent;
+    st->received = atomic_load(&q->c_received);
     hp_mutex_unlock(&q->mu);
     if (oldest != 0 && st->backlog_records > 0) {
         uint64_t now = hp_now_wall_ms();
         st->oldest_age_ms = now > oldest ? now - oldest : 0;
     }
-    st->sent = atomic_load(&q->c_sent);
-    st->received = atomic_load(&q->c_received);
+
     st->acked = atomic_load(&q->c_acked);
     st->redelivered = atomic_load(&q->c_redelivered);
     st->full_rejections = atomic_load(&q->c_full);
@@ -1819,6 +1932,7 @@ recover(hopper_queue *q)
         q->next_seq = max_seq;
     }
     q->read_seq = q->ack_next;
+    q->rd.caller_next = q->ack_next;
     q->visible_next = q->next_seq;
     return 0;
 }
@@ -1829,10 +1943,11 @@ queue_free(hopper_queue *q)
     reader_reset(&q->rd);
     hp_buf_free(&q->rd.win.buf);
     hp_buf_free(&q->rd.raw);
+    hp_buf_free(&q->rd.sbuf);
+    free(q->rd.stage);
     hp_dec_free(&q->rd.dec);
     hp_enc_free(&q->enc);
     hp_buf_free(&q->wbuf);
-    hp_buf_free(&q->rbuf);
     hp_buf_free(&q->pend.raw);
     hp_buf_free(&q->spare.raw);
     hp_deque_free(&q->mem);
@@ -1886,7 +2001,15 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
     q->lockfd = -1;
     q->active_fd = -1;
     q->rd.fd = -1;
-    pthread_mutex_init(&q->mu, NULL);
+    /* Critical sections are short: spin a little before sleeping (glibc's
+     * adaptive mutex), which keeps contended sends off the futex path. */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+    pthread_mutex_init(&q->mu, &ma);
+    pthread_mutexattr_destroy(&ma);
     int rc = hp_cond_init(&q->not_empty);
     if (rc == 0) {
         rc = hp_cond_init(&q->not_full);
