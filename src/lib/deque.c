@@ -29,18 +29,19 @@ hp_deque_push(hp_deque *d, uint64_t seq, uint64_t ts_ms, const void *data, uint3
     if (d->count == d->cap) {
         HP_GUARD(grow(d));
     }
-    uint8_t *copy = NULL;
-    if (len > 0) {
-        copy = malloc(len);
+    hp_entry *e = &d->ring[(d->head + d->count) & (d->cap - 1)];
+    if (len > HP_ENTRY_INLINE) {
+        uint8_t *copy = malloc(len);
         if (copy == NULL) {
             return -ENOMEM;
         }
         memcpy(copy, data, len);
+        e->u.ptr = copy;
+    } else if (len > 0) {
+        memcpy(e->u.inl, data, len);
     }
-    hp_entry *e = &d->ring[(d->head + d->count) & (d->cap - 1)];
     e->seq = seq;
     e->ts_ms = ts_ms;
-    e->data = copy;
     e->len = len;
     d->count++;
     return 0;
@@ -56,8 +57,9 @@ void
 hp_deque_pop_front(hp_deque *d)
 {
     hp_entry *e = hp_deque_at(d, 0);
-    free(e->data);
-    e->data = NULL;
+    if (e->len > HP_ENTRY_INLINE) {
+        free(e->u.ptr);
+    }
     d->head = (d->head + 1) & (d->cap - 1);
     d->count--;
 }
@@ -66,8 +68,9 @@ void
 hp_deque_pop_back(hp_deque *d)
 {
     hp_entry *e = hp_deque_at(d, d->count - 1);
-    free(e->data);
-    e->data = NULL;
+    if (e->len > HP_ENTRY_INLINE) {
+        free(e->u.ptr);
+    }
     d->count--;
 }
 

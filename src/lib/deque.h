@@ -8,12 +8,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define HP_ENTRY_INLINE 16u
+
 typedef struct hp_entry {
     uint64_t seq;
     uint64_t ts_ms;
-    uint8_t *data; /* owned; NULL when len == 0 */
     uint32_t len;
+    union {
+        uint8_t *ptr;                  /* owned, when len > HP_ENTRY_INLINE */
+        uint8_t inl[HP_ENTRY_INLINE]; /* small records live in the entry */
+    } u;
 } hp_entry;
+
+/* The payload of an entry. */
+static inline const uint8_t *
+hp_entry_data(const hp_entry *e)
+{
+    return e->len > HP_ENTRY_INLINE ? e->u.ptr : e->u.inl;
+}
 
 typedef struct hp_deque {
     hp_entry *ring;

@@ -1047,7 +1047,13 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
          * once a frame's worth is pending, or by the consumer as soon as it
          * wants them (never stranded). */
         wake_reader(q);
-        if (q->pend.raw.len >= q->frame_target && !q->writer_active &&
+        /* Bounded write-behind: while a writer is busy, at most two frames'
+         * worth may wait; past that, senders wait for the writer (memory
+         * stays bounded, and the sender takes its turn at writing). */
+        while (q->pend.raw.len >= 2 * q->frame_target && q->writer_active && !q->failed) {
+            hp_cond_wait(&q->written, &q->mu);
+        }
+        if (q->pend.raw.len >= q->frame_target && !q->writer_active && !q->failed &&
             q->enospc_until_ns <= hp_now_mono_ns()) {
             run_writer(q);
         }
@@ -1166,7 +1172,7 @@ stage_from_memory(hopper_queue *q)
         if (n > 0 && r->sbuf.len + e->len > STAGE_MAX_BYTES) {
             break;
         }
-        int rc = hp_buf_append(&r->sbuf, e->data, e->len);
+        int rc = hp_buf_append(&r->sbuf, hp_entry_data(e), e->len);
         if (rc < 0) {
             if (n == 0) {
                 return rc;
@@ -2112,7 +2118,7 @@ save_memory(hopper_queue *q)
             hp_put_u32(pre, e->len);
             rc = hp_buf_append(&b.raw, pre, sizeof(pre));
             if (rc == 0) {
-                rc = hp_buf_append(&b.raw, e->data, e->len);
+                rc = hp_buf_append(&b.raw, hp_entry_data(e), e->len);
             }
             b.count++;
             i++;

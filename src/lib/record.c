@@ -8,6 +8,7 @@
 
 #include "crc32c.h"
 
+#include <libdeflate.h>
 #include <stdlib.h>
 
 int
@@ -20,20 +21,16 @@ hp_enc_init(hp_encoder *e, int level)
         return 0;
     }
     /* Raw deflate (no zlib header): the frame CRC already covers the body. */
-    int zrc = deflateInit2(&e->zs, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
-    if (zrc != Z_OK) {
-        return zrc == Z_MEM_ERROR ? -ENOMEM : -EINVAL;
-    }
-    e->ready = 1;
-    return 0;
+    e->c = libdeflate_alloc_compressor(level);
+    return e->c != NULL ? 0 : -ENOMEM;
 }
 
 void
 hp_enc_free(hp_encoder *e)
 {
-    if (e->ready) {
-        deflateEnd(&e->zs);
-        e->ready = 0;
+    if (e->c != NULL) {
+        libdeflate_free_compressor(e->c);
+        e->c = NULL;
     }
 }
 
@@ -59,14 +56,7 @@ static int
 sample_compresses(hp_encoder *e, const uint8_t *raw)
 {
     uint8_t out[SAMPLE_BYTES - SAMPLE_BYTES / 16];
-    if (deflateReset(&e->zs) != Z_OK) {
-        return 0;
-    }
-    e->zs.next_in = (Bytef *)(uintptr_t)raw;
-    e->zs.avail_in = SAMPLE_BYTES;
-    e->zs.next_out = out;
-    e->zs.avail_out = sizeof(out);
-    return deflate(&e->zs, Z_FINISH) == Z_STREAM_END;
+    return libdeflate_deflate_compress(e->c, raw, SAMPLE_BYTES, out, sizeof(out)) != 0;
 }
 
 /* Try to deflate raw into dst (capacity cap). Returns the compressed size, or
@@ -74,24 +64,14 @@ sample_compresses(hp_encoder *e, const uint8_t *raw)
 static size_t
 try_deflate(hp_encoder *e, const uint8_t *raw, size_t raw_len, uint8_t *dst, size_t cap)
 {
-    if (!e->ready || raw_len < 64 || raw_len > UINT32_MAX) {
+    if (e->c == NULL || raw_len < 64 || raw_len > UINT32_MAX) {
         return 0;
     }
     if (raw_len >= 4 * SAMPLE_BYTES && !sample_compresses(e, raw)) {
         return 0;
     }
-    if (deflateReset(&e->zs) != Z_OK) {
-        return 0;
-    }
-    e->zs.next_in = (Bytef *)(uintptr_t)raw;
-    e->zs.avail_in = (uInt)raw_len;
-    e->zs.next_out = dst;
-    e->zs.avail_out = (uInt)cap;
-    int zrc = deflate(&e->zs, Z_FINISH);
-    if (zrc != Z_STREAM_END) {
-        return 0; /* did not fit in raw_len - 1 bytes: store raw */
-    }
-    return cap - e->zs.avail_out;
+    /* 0 when the output would not fit in cap (raw_len - 1): store raw. */
+    return libdeflate_deflate_compress(e->c, raw, raw_len, dst, cap);
 }
 
 int
@@ -159,21 +139,16 @@ hp_rec_check(const uint8_t *p, size_t n, const hp_frame_hdr *h)
 int
 hp_dec_init(hp_decoder *d)
 {
-    memset(d, 0, sizeof(*d));
-    int zrc = inflateInit2(&d->zs, -15);
-    if (zrc != Z_OK) {
-        return zrc == Z_MEM_ERROR ? -ENOMEM : -EINVAL;
-    }
-    d->ready = 1;
-    return 0;
+    d->d = libdeflate_alloc_decompressor();
+    return d->d != NULL ? 0 : -ENOMEM;
 }
 
 void
 hp_dec_free(hp_decoder *d)
 {
-    if (d->ready) {
-        inflateEnd(&d->zs);
-        d->ready = 0;
+    if (d->d != NULL) {
+        libdeflate_free_decompressor(d->d);
+        d->d = NULL;
     }
 }
 
@@ -204,16 +179,14 @@ hp_rec_decode(hp_decoder *d, const uint8_t *p, size_t n, uint64_t max_raw, hp_fr
     HP_GUARD(hp_buf_reserve(raw, h->raw_len));
     const uint8_t *body = p + HP_FRAME_HDR;
     if (h->flags & HP_FRAME_FLAG_DEFLATE) {
-        HP_ENSURE(d->ready, -EINVAL);
-        HP_ENSURE(inflateReset(&d->zs) == Z_OK, -ENOMEM);
-        d->zs.next_in = (Bytef *)(uintptr_t)body;
-        d->zs.avail_in = h->stored_len;
-        d->zs.next_out = raw->data;
-        d->zs.avail_out = h->raw_len;
-        int zrc = inflate(&d->zs, Z_FINISH);
+        HP_ENSURE(d->d != NULL, -EINVAL);
+        size_t in_used = 0;
+        size_t out_len = 0;
+        enum libdeflate_result lr = libdeflate_deflate_decompress_ex(
+            d->d, body, h->stored_len, raw->data, h->raw_len, &in_used, &out_len);
         /* The stream must end exactly at raw_len with all input consumed. */
-        HP_ENSURE(zrc == Z_STREAM_END, zrc == Z_MEM_ERROR ? -ENOMEM : HOPPER_ECORRUPT);
-        HP_ENSURE(d->zs.avail_out == 0 && d->zs.avail_in == 0, HOPPER_ECORRUPT);
+        HP_ENSURE(lr == LIBDEFLATE_SUCCESS, HOPPER_ECORRUPT);
+        HP_ENSURE(out_len == h->raw_len && in_used == h->stored_len, HOPPER_ECORRUPT);
     } else if (h->raw_len > 0) {
         memcpy(raw->data, body, h->raw_len);
     }

@@ -9,7 +9,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <zlib.h>
 
 #define HP_FRAME_MAGIC 0x52465048u /* "HPFR" */
 #define HP_FRAME_HDR 40u
@@ -38,11 +37,15 @@ hp_frame_max_raw(uint32_t max_record)
     return (uint64_t)HP_FRAME_TARGET + max_record + HP_REC_PREFIX;
 }
 
-/* Compressor context, reused across frames (never one per record). */
+struct libdeflate_compressor;
+struct libdeflate_decompressor;
+
+/* Compressor context, reused across frames (never one per record). Raw
+ * DEFLATE (RFC 1951) through libdeflate: same format as zlib's, about twice
+ * as fast to decode. */
 typedef struct hp_encoder {
-    z_stream zs;
-    int level; /* 0 = store only */
-    int ready;
+    struct libdeflate_compressor *c; /* NULL when level is 0 */
+    int level;                       /* 0 = store only */
 } hp_encoder;
 
 HP_MUST_USE int hp_enc_init(hp_encoder *e, int level);
@@ -66,8 +69,7 @@ HP_MUST_USE int hp_rec_check(const uint8_t *p, size_t n, const hp_frame_hdr *h);
 
 /* Inflater context for the reader. */
 typedef struct hp_decoder {
-    z_stream zs;
-    int ready;
+    struct libdeflate_decompressor *d;
 } hp_decoder;
 
 HP_MUST_USE int hp_dec_init(hp_decoder *d);
