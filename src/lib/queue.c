@@ -1848,7 +1848,7 @@ keep:
     }
     ARR_PUSH(q->segs, info, rc);
     if (rc == 0) {
-        q->disk_bytes += size;
+        q->disk_bytes += info.bytes;
     }
 out:
     hp_buf_free(&win.buf);
