@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers for the hopperd integration tests (see hd_e2e_util.h). */
+#include "hd_e2e_util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t
+e2e_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void
+pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+char *
+e2e_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/hopperd-e2e-XXXXXX", base ? base : "/tmp");
+    if (mkdtemp(path) == NULL) {
+        return NULL;
+    }
+    return strdup(path);
+}
+
+static int
+rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(p);
+    return 0;
+}
+
+void
+e2e_rmtree(const char *path)
+{
+    if (getenv("HOPPERD_E2E_KEEP") == NULL) {
+        nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    }
+}
+
+int
+e2e_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = 0;
+    socklen_t len = sizeof(sin);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sin, &len) < 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+void
+e2e_write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    if (fp != NULL) {
+        fputs(text, fp);
+        fclose(fp);
+    }
+}
+
+char *
+e2e_read_file(const char *path, size_t *lenp)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *p = malloc(cap);
+    size_t n;
+    while (p != NULL && (n = fread(p + len, 1, cap - len - 1, fp)) > 0) {
+        len += n;
+        if (cap - len < 2) {
+            cap *= 2;
+            p = realloc(p, cap);
+        }
+    }
+    fclose(fp);
+    if (p != NULL) {
+        p[len] = '\0';
+    }
+    if (lenp != NULL) {
+        *lenp = len;
+    }
+    return p;
+}
+
+pid_t
+e2e_start(const char *conf, const char *logpath)
+{
+    return e2e_start_nofile(conf, logpath, 0);
+}
+
+pid_t
+e2e_start_nofile(const char *conf, const char *logpath, int nofile)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (nofile > 0) {
+            struct rlimit rl = {(rlim_t)nofile, (rlim_t)nofile};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(HOPPERD_BIN, "hopperd", "-f", conf, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+int
+e2e_run(const char *const *args, char *out, size_t outlen)
+{
+    int pfd[2];
+    if (pipe(pfd) < 0) {
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pfd[1], 1);
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        execv(HOPPERD_BIN, (char *const *)args);
+        _exit(127);
+    }
+    close(pfd[1]);
+    size_t len = 0;
+    ssize_t r;
+    while ((r = read(pfd[0], out + len, outlen - len - 1)) > 0) {
+        len += (size_t)r;
+    }
+    out[len] = '\0';
+    close(pfd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int
+connect_port(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((uint16_t)port);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    return fd;
+}
+
+int
+e2e_wait_port(int port, int timeout_ms)
+{
+    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
+    while (e2e_now_ms() < deadline) {
+        int fd = connect_port(port);
+        if (fd >= 0) {
+            close(fd);
+            return 0;
+        }
+        pause_ms(10);
+    }
+    return -1;
+}
+
+int
+e2e_stop(pid_t pid, int sig, int timeout_ms)
+{
+    kill(pid, sig);
+    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (e2e_now_ms() >= deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        pause_ms(5);
+    }
+}
+
+int
+e2e_write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int
+e2e_send(int port, const void *data, size_t len)
+{
+    int fd = connect_port(port);
+    if (fd < 0) {
+        return -1;
+    }
+    const char *p = data;
+    while (len > 0) {
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            close(fd);
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    close(fd);
+    return 0;
+}
+
+double
+e2e_metric(int port, const char *prefix)
+{
+    int fd = connect_port(port);
+    if (fd < 0) {
+        return -1;
+    }
+    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+    if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0) {
+        close(fd);
+        return -1;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while ((r = recv(fd, buf + len, cap - len - 1, 0)) > 0) {
+        len += (size_t)r;
+        if (cap - len < 2) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+    }
+    close(fd);
+    buf[len] = '\0';
+    double v = -1;
+    size_t pl = strlen(prefix);
+    for (char *line = buf; line != NULL && *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        if (strncmp(line, prefix, pl) == 0 && line[pl] == ' ') {
+            v = strtod(line + pl + 1, NULL);
+            break;
+        }
+        line = nl != NULL ? nl + 1 : NULL;
+    }
+    free(buf);
+    return v;
+}
+
+static void *
+downstream_main(void *arg)
+{
+    struct e2e_downstream *ds = arg;
+    while (!atomic_load(&ds->stop)) {
+        struct pollfd p = {.fd = ds->lfd, .events = POLLIN};
+        if (poll(&p, 1, 20) <= 0) {
+            continue;
+        }
+        int fd = accept(ds->lfd, NULL, NULL);
+        if (fd < 0) {
+            continue;
+        }
+        pthread_mutex_lock(&ds->mu);
+        ds->connections++;
+        pthread_mutex_unlock(&ds->mu);
+        while (!atomic_load(&ds->stop)) {
+            struct pollfd c = {.fd = fd, .events = POLLIN};
+            if (poll(&c, 1, 20) <= 0) {
+                continue;
+            }
+            char buf[65536];
+            ssize_t r = recv(fd, buf, sizeof(buf), 0);
+            if (r <= 0) {
+                break;
+            }
+            pthread_mutex_lock(&ds->mu);
+            if (ds->len + (size_t)r + 1 > ds->cap) {
+                ds->cap = (ds->cap + (size_t)r + 1) * 2;
+                ds->data = realloc(ds->data, ds->cap);
+            }
+            memcpy(ds->data + ds->len, buf, (size_t)r);
+            ds->len += (size_t)r;
+            ds->data[ds->len] = '\0';
+            pthread_mutex_unlock(&ds->mu);
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+int
+e2e_downstream_start(struct e2e_downstream *ds, int port)
+{
+    ds->port = port;
+    atomic_store(&ds->stop, 0);
+    ds->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(ds->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((uint16_t)port);
+    if (bind(ds->lfd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(ds->lfd, 16) < 0) {
+        close(ds->lfd);
+        return -1;
+    }
+    return pthread_create(&ds->thread, NULL, downstream_main, ds) == 0 ? 0 : -1;
+}
+
+void
+e2e_downstream_stop(struct e2e_downstream *ds)
+{
+    atomic_store(&ds->stop, 1);
+    pthread_join(ds->thread, NULL);
+    close(ds->lfd);
+}
+
+size_t
+e2e_downstream_lines(struct e2e_downstream *ds)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&ds->mu);
+    for (size_t i = 0; i < ds->len; i++) {
+        n += ds->data[i] == '\n';
+    }
+    pthread_mutex_unlock(&ds->mu);
+    return n;
+}
+
+long
+e2e_check_sequence(const char *data, size_t len, long n)
+{
+    long next = 0, dups = 0;
+    const char *p = data;
+    const char *end = data + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL) {
+            break;
+        }
+        long v = -1;
+        if (sscanf(p, "rec-%ld", &v) != 1) {
+            fprintf(stderr, "unexpected line '%.*s'\n", (int)(nl - p), p);
+            return -1;
+        }
+        if (v == next) {
+            next++;
+        } else if (v < next) {
+            dups++;
+        } else {
+            fprintf(stderr, "gap or reorder: got rec-%ld, expected rec-%ld\n", v, next);
+            return -1;
+        }
+        p = nl + 1;
+    }
+    if (next != n) {
+        fprintf(stderr, "only %ld of %ld records arrived\n", next, n);
+        return -1;
+    }
+    return dups;
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers for the hopperd integration tests: temp dirs, free ports, running
+ * the real binary, a downstream TCP server thread, metrics scraping. Every
+ * wait polls a condition against a deadline; nothing sleeps to synchronise.
+ * Only PIDs these helpers started are ever signalled. */
+#ifndef HOPPER_TESTS_HOPPERD_HD_E2E_UTIL_H
+#define HOPPER_TESTS_HOPPERD_HD_E2E_UTIL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+uint64_t e2e_now_ms(void);
+char *e2e_tmpdir(void);
+void e2e_rmtree(const char *path);
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+int e2e_free_port(void);
+void e2e_write_file(const char *path, const char *text);
+/* Read a whole file (malloc'd, NUL-terminated; NULL if missing). */
+char *e2e_read_file(const char *path, size_t *len);
+
+/* Start hopperd -f conf with stdout+stderr appended to logpath. */
+pid_t e2e_start(const char *conf, const char *logpath);
+/* Same, with RLIMIT_NOFILE set to nofile in the child (0: unchanged). */
+pid_t e2e_start_nofile(const char *conf, const char *logpath, int nofile);
+/* Run hopperd with args, wait, capture stdout+stderr into out; exit code. */
+int e2e_run(const char *const *args, char *out, size_t outlen);
+/* Wait until 127.0.0.1:port accepts connections. 0 or -1 on timeout. */
+int e2e_wait_port(int port, int timeout_ms);
+/* Send a signal and wait for exit; returns the exit status (or 128+sig),
+ * -1 on timeout (then the process is SIGKILLed and reaped). */
+int e2e_stop(pid_t pid, int sig, int timeout_ms);
+/* Connect to 127.0.0.1:port and write everything (blocking). 0 or -1. */
+int e2e_send(int port, const void *data, size_t len);
+/* write() everything to fd (blocking). 0 or -1. */
+int e2e_write_all(int fd, const void *data, size_t len);
+/* GET /metrics and return the value of the sample whose line starts with
+ * `prefix` (e.g. "hopperd_ingress_records_total{queue=\"q\"}"), or -1. */
+double e2e_metric(int port, const char *prefix);
+
+/* Downstream: accepts one connection at a time and appends what it reads. */
+struct e2e_downstream {
+    int port;
+    int lfd;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    char *data;      /* [mu] */
+    size_t len, cap; /* [mu] */
+    int connections; /* [mu] */
+    atomic_int stop; /* set by e2e_downstream_stop */
+};
+int e2e_downstream_start(struct e2e_downstream *ds, int port);
+void e2e_downstream_stop(struct e2e_downstream *ds);
+/* Count '\n' in what was received. */
+size_t e2e_downstream_lines(struct e2e_downstream *ds);
+
+/* Check "rec-%08d\n" lines: every index 0..n-1 present, first occurrences in
+ * order; returns duplicates count, or -1 (and prints why) on loss/reorder. */
+long e2e_check_sequence(const char *data, size_t len, long n);
+
+#endif

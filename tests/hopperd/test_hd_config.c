@@ -1,0 +1,591 @@
+/* SPDX-License-Identifier: MIT */
+/* hopperd config loader: every directive, units, bounds, unknown keys and
+ * sections, and error messages with FILE:LINE. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+
+#define KiB (UINT64_C(1) << 10)
+#define MiB (UINT64_C(1) << 20)
+#define GiB (UINT64_C(1) << 30)
+
+static const char example_conf[] =
+    "[hopperd]\n"
+    "state_dir = /tmp/hopperd-example   # each queue lives in state_dir/<queue name>/\n"
+    "log_level = info                   # error | warn | info | debug\n"
+    "metrics_listen = 127.0.0.1:9466    # Prometheus text format at /metrics\n"
+    "\n"
+    "[queue events]\n"
+    "memory_bytes = 8MiB\n"
+    "disk_bytes = 1GiB\n"
+    "segment_bytes = 64MiB\n"
+    "durability = disk                  # memory | disk\n"
+    "fsync = 1s                         # never | always | DURATION\n"
+    "when_full = block                  # block | reject | drop_newest | drop_oldest\n"
+    "\n"
+    "[source local]\n"
+    "type = tcp\n"
+    "listen = 127.0.0.1:7766\n"
+    "format = lines                     # lines | octet-counted | native\n"
+    "queue = events\n"
+    "\n"
+    "[sink upstream]\n"
+    "type = tcp\n"
+    "connect = 127.0.0.1:7767\n"
+    "format = lines\n"
+    "queue = events\n";
+
+static struct hd_config *
+load_ok(const char *text)
+{
+    struct hd_config *cfg = NULL;
+    char err[HD_ERR_LEN] = "";
+    int rc = hd_config_load_buffer("test.conf", text, strlen(text), &cfg, err, sizeof(err));
+    if (rc != 0) {
+        fail_msg("unexpected error: %s\n--- config ---\n%s", err, text);
+    }
+    assert_non_null(cfg);
+    return cfg;
+}
+
+static void
+expect_error(const char *text, const char *want)
+{
+    struct hd_config *cfg = (struct hd_config *)1;
+    char err[HD_ERR_LEN] = "";
+    int rc = hd_config_load_buffer("test.conf", text, strlen(text), &cfg, err, sizeof(err));
+    if (rc == 0) {
+        hd_config_free(cfg);
+        fail_msg("config accepted, wanted error '%s':\n%s", want, text);
+    }
+    assert_null(cfg);
+    if (strstr(err, want) == NULL) {
+        fail_msg("error '%s' does not contain '%s'", err, want);
+    }
+}
+
+static void
+test_example_verbatim(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = load_ok(example_conf);
+    assert_string_equal(cfg->state_dir, "/tmp/hopperd-example");
+    assert_int_equal(cfg->log_level, HD_LOG_INFO);
+    assert_string_equal(cfg->metrics_listen, "127.0.0.1:9466");
+    assert_int_equal(cfg->nqueues, 1);
+    const struct hd_queue_conf *q = &cfg->queues[0];
+    assert_string_equal(q->s.name, "events");
+    assert_int_equal(q->memory_bytes, 8 * MiB);
+    assert_int_equal(q->disk_bytes, 1 * GiB);
+    assert_int_equal(q->segment_bytes, 64 * MiB);
+    assert_int_equal(q->durability, HD_DUR_DISK);
+    assert_int_equal(q->fsync.mode, HD_FSYNC_INTERVAL);
+    assert_int_equal(q->fsync.interval_ms, 1000);
+    assert_int_equal(q->when_full, HD_FULL_BLOCK);
+    assert_int_equal(cfg->nsources, 1);
+    assert_int_equal(cfg->sources[0].type, HD_SRC_TCP);
+    assert_string_equal(cfg->sources[0].listen, "127.0.0.1:7766");
+    assert_int_equal(cfg->sources[0].format, HD_FMT_LINES);
+    assert_int_equal(cfg->sources[0].queue_index, 0);
+    assert_int_equal(cfg->nsinks, 1);
+    assert_int_equal(cfg->sinks[0].type, HD_SINK_TCP);
+    assert_string_equal(cfg->sinks[0].connect, "127.0.0.1:7767");
+    assert_int_equal(cfg->sinks[0].queue_index, 0);
+    hd_config_free(cfg);
+}
+
+static void
+test_shipped_conf(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = NULL;
+    char err[HD_ERR_LEN] = "";
+    int rc = hd_config_load_file(HD_SOURCE_DIR "/conf/hopperd.conf", &cfg, err, sizeof(err));
+    if (rc != 0) {
+        fail_msg("conf/hopperd.conf: %s", err);
+    }
+    assert_string_equal(cfg->state_dir, "./hopperd-state");
+    assert_int_equal(cfg->sinks[0].type, HD_SINK_FILE);
+    assert_int_equal(cfg->sources[0].type, HD_SRC_TCP);
+    hd_config_free(cfg);
+}
+
+static void
+test_defaults(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = load_ok("[queue q]\n"
+                                    "[source s]\ntype = unix\npath = /tmp/x.sock\nqueue = q\n"
+                                    "[sink k]\ntype = file\npath = /tmp/out\nqueue = q\n");
+    assert_string_equal(cfg->state_dir, "/var/lib/hopperd");
+    assert_int_equal(cfg->log_level, HD_LOG_INFO);
+    assert_string_equal(cfg->metrics_listen, "");
+    assert_int_equal(cfg->shutdown_timeout_ms, 10000);
+    const struct hd_queue_conf *q = &cfg->queues[0];
+    assert_int_equal(q->memory_bytes, 8 * MiB);
+    assert_int_equal(q->disk_bytes, 1 * GiB);
+    assert_int_equal(q->segment_bytes, 64 * MiB);
+    assert_int_equal(q->max_record_bytes, 64 * KiB);
+    assert_int_equal(q->compression, 1);
+    assert_int_equal(q->checkpoint_ms, 1000);
+    assert_int_equal(q->durability, HD_DUR_MEMORY);
+    assert_int_equal(q->fsync.mode, HD_FSYNC_INTERVAL);
+    assert_int_equal(q->fsync.interval_ms, 1000);
+    assert_int_equal(q->when_full, HD_FULL_BLOCK);
+    const struct hd_source_conf *s = &cfg->sources[0];
+    assert_int_equal(s->type, HD_SRC_UNIX);
+    assert_int_equal(s->mode, 0660);
+    assert_int_equal(s->format, HD_FMT_LINES);
+    assert_int_equal(s->max_connections, 256);
+    const struct hd_sink_conf *k = &cfg->sinks[0];
+    assert_int_equal(k->format, HD_FMT_LINES);
+    assert_int_equal(k->fsync.mode, HD_FSYNC_INTERVAL);
+    assert_int_equal(k->connect_timeout_ms, 5000);
+    assert_int_equal(k->reconnect_min_ms, 100);
+    assert_int_equal(k->reconnect_max_ms, 30000);
+    assert_int_equal(k->batch_bytes, 256 * KiB);
+    hd_config_free(cfg);
+}
+
+static void
+test_every_directive(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = load_ok("[hopperd]\n"
+                                    "state_dir = /srv/spool\n"
+                                    "log_level = debug\n"
+                                    "metrics_listen = [::1]:9100\n"
+                                    "shutdown_timeout = 2m\n"
+                                    "[queue a.b-c_1]\n"
+                                    "memory_bytes = 64KiB\n"
+                                    "disk_bytes = 2GiB\n"
+                                    "segment_bytes = 1MiB\n"
+                                    "max_record_bytes = 1000\n"
+                                    "compression = 9\n"
+                                    "checkpoint_interval = 250ms\n"
+                                    "durability = memory\n"
+                                    "fsync = always\n"
+                                    "when_full = drop_oldest\n"
+                                    "[queue b]\n"
+                                    "fsync = never\n"
+                                    "when_full = reject\n"
+                                    "[source s1]\n"
+                                    "type = tcp\n"
+                                    "listen = localhost:1\n"
+                                    "format = octet-counted\n"
+                                    "queue = b\n"
+                                    "max_connections = 3\n"
+                                    "[source s2]\n"
+                                    "type = unix\n"
+                                    "path = /run/h.sock\n"
+                                    "mode = 0600\n"
+                                    "queue = a.b-c_1\n"
+                                    "[sink k1]\n"
+                                    "type = tcp\n"
+                                    "connect = example.org:65535\n"
+                                    "format = octet-counted\n"
+                                    "queue = a.b-c_1\n"
+                                    "connect_timeout = 10ms\n"
+                                    "reconnect_min = 1s\n"
+                                    "reconnect_max = 1m\n"
+                                    "batch_bytes = 1KiB\n"
+                                    "[sink k2]\n"
+                                    "type = file\n"
+                                    "path = /var/log/x\n"
+                                    "queue = b\n"
+                                    "fsync = 500ms\n");
+    assert_string_equal(cfg->state_dir, "/srv/spool");
+    assert_int_equal(cfg->log_level, HD_LOG_DEBUG);
+    assert_string_equal(cfg->metrics_listen, "[::1]:9100");
+    assert_int_equal(cfg->shutdown_timeout_ms, 120000);
+    const struct hd_queue_conf *a = &cfg->queues[0];
+    assert_string_equal(a->s.name, "a.b-c_1");
+    assert_int_equal(a->memory_bytes, 64 * KiB);
+    assert_int_equal(a->disk_bytes, 2 * GiB);
+    assert_int_equal(a->segment_bytes, 1 * MiB);
+    assert_int_equal(a->max_record_bytes, 1000);
+    assert_int_equal(a->compression, 9);
+    assert_int_equal(a->checkpoint_ms, 250);
+    assert_int_equal(a->durability, HD_DUR_MEMORY);
+    assert_int_equal(a->fsync.mode, HD_FSYNC_ALWAYS);
+    assert_int_equal(a->when_full, HD_FULL_DROP_OLDEST);
+    assert_int_equal(cfg->queues[1].fsync.mode, HD_FSYNC_NEVER);
+    assert_int_equal(cfg->queues[1].when_full, HD_FULL_REJECT);
+    assert_int_equal(cfg->sources[0].format, HD_FMT_OCTET);
+    assert_int_equal(cfg->sources[0].queue_index, 1);
+    assert_int_equal(cfg->sources[0].max_connections, 3);
+    assert_string_equal(cfg->sources[1].path, "/run/h.sock");
+    assert_int_equal(cfg->sources[1].mode, 0600);
+    assert_int_equal(cfg->sources[1].queue_index, 0);
+    const struct hd_sink_conf *k1 = &cfg->sinks[0];
+    assert_string_equal(k1->connect, "example.org:65535");
+    assert_int_equal(k1->format, HD_FMT_OCTET);
+    assert_int_equal(k1->connect_timeout_ms, 10);
+    assert_int_equal(k1->reconnect_min_ms, 1000);
+    assert_int_equal(k1->reconnect_max_ms, 60000);
+    assert_int_equal(k1->batch_bytes, 1024);
+    assert_string_equal(cfg->sinks[1].path, "/var/log/x");
+    assert_int_equal(cfg->sinks[1].fsync.mode, HD_FSYNC_INTERVAL);
+    assert_int_equal(cfg->sinks[1].fsync.interval_ms, 500);
+    hd_config_free(cfg);
+}
+
+static void
+test_sizes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        int ok;
+        uint64_t want;
+    } cases[] = {
+        {"0", 1, 0},
+        {"1", 1, 1},
+        {"1B", 1, 1},
+        {"1KiB", 1, 1024},
+        {"1 KiB", 1, 1024},
+        {"8MiB", 1, 8 * MiB},
+        {"3GiB", 1, 3 * GiB},
+        {"18446744073709551615", 1, UINT64_MAX},
+        {"18446744073709551616", 0, 0},
+        {"17179869184GiB", 0, 0},
+        {"1KB", 0, 0},
+        {"1k", 0, 0},
+        {"1M", 0, 0},
+        {"1kib", 0, 0},
+        {"-1", 0, 0},
+        {"", 0, 0},
+        {"MiB", 0, 0},
+        {"1.5MiB", 0, 0},
+        {" 1", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t v = 12345;
+        char err[HD_ERR_LEN] = "";
+        int rc = hd_parse_size(cases[i].in, &v, err, sizeof(err));
+        if (cases[i].ok) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(v, cases[i].want);
+        } else {
+            if (rc == 0) {
+                fail_msg("size '%s' accepted", cases[i].in);
+            }
+            assert_true(err[0] != '\0');
+        }
+    }
+}
+
+static void
+test_durations(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        int ok;
+        uint64_t want;
+    } cases[] = {
+        {"0", 1, 0},
+        {"0ms", 1, 0},
+        {"1ms", 1, 1},
+        {"1s", 1, 1000},
+        {"2m", 1, 120000},
+        {"10 s", 1, 10000},
+        {"1", 0, 0},
+        {"1h", 0, 0},
+        {"1.5s", 0, 0},
+        {"s", 0, 0},
+        {"", 0, 0},
+        {"1S", 0, 0},
+        {"99999999999999999999m", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t v = 777;
+        char err[HD_ERR_LEN] = "";
+        int rc = hd_parse_duration(cases[i].in, &v, err, sizeof(err));
+        if (cases[i].ok) {
+            if (rc != 0) {
+                fail_msg("duration '%s' refused: %s", cases[i].in, err);
+            }
+            assert_int_equal(v, cases[i].want);
+        } else if (rc == 0) {
+            fail_msg("duration '%s' accepted", cases[i].in);
+        }
+    }
+}
+
+static void
+test_addresses(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        const char *host;
+        const char *port;
+    } good[] = {
+        {"127.0.0.1:80", "127.0.0.1", "80"},
+        {"[::1]:9", "::1", "9"},
+        {"localhost:65535", "localhost", "65535"},
+    };
+    static const char *const bad[] = {"127.0.0.1", ":80",     "h:0",    "h:65536",
+                                      "::1:80",    "[::1]80", "[::1]:", "h:8x",
+                                      "",          "h:-1",    "[]:80",  "h:99999999999999999999"};
+    char host[256], port[16], err[HD_ERR_LEN];
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_int_equal(
+            hd_parse_addr(good[i].in, host, sizeof(host), port, sizeof(port), err, sizeof(err)), 0);
+        assert_string_equal(host, good[i].host);
+        assert_string_equal(port, good[i].port);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (hd_parse_addr(bad[i], host, sizeof(host), port, sizeof(port), err, sizeof(err)) == 0) {
+            fail_msg("address '%s' accepted", bad[i]);
+        }
+    }
+}
+
+static void
+test_names(void **state)
+{
+    (void)state;
+    char long_ok[HD_NAME_MAX + 1];
+    char too_long[HD_NAME_MAX + 2];
+    memset(long_ok, 'a', HD_NAME_MAX);
+    long_ok[HD_NAME_MAX] = '\0';
+    memset(too_long, 'a', HD_NAME_MAX + 1);
+    too_long[HD_NAME_MAX + 1] = '\0';
+    assert_true(hd_name_is_valid("events"));
+    assert_true(hd_name_is_valid("A-z_0.9"));
+    assert_true(hd_name_is_valid("..."));
+    assert_true(hd_name_is_valid(long_ok));
+    assert_false(hd_name_is_valid(too_long));
+    assert_false(hd_name_is_valid(""));
+    assert_false(hd_name_is_valid("."));
+    assert_false(hd_name_is_valid(".."));
+    assert_false(hd_name_is_valid("a/b"));
+    assert_false(hd_name_is_valid("../etc"));
+    assert_false(hd_name_is_valid("a b"));
+    assert_false(hd_name_is_valid("caf\xc3\xa9"));
+}
+
+#define BASE_Q "[queue q]\n"
+#define BASE_SRC "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q\n"
+
+static void
+test_errors_with_lines(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        const char *want;
+    } cases[] = {
+        {"[hopperd]\nbogus = 1\n", "test.conf:2: unknown directive 'bogus' in section [hopperd]"},
+        {"\n\n[nope]\n", "test.conf:3: unknown section [nope]"},
+        {"[queue q]\n[frobnicate x]\nk = v\n", "test.conf:2: unknown section [frobnicate]"},
+        {"state_dir = /x\n", "test.conf:1: 'state_dir' is outside of any section"},
+        {"[hopperd]\nlog_level = info\nlog_level = debug\n",
+         "test.conf:3: duplicate directive 'log_level' (first at line 2)"},
+        {"[queue q]\n[queue q]\n", "test.conf:2: duplicate section [queue q] (first at line 1)"},
+        {"[hopperd]\n[hopperd]\n", "test.conf:2: duplicate section [hopperd]"},
+        {"[hopperd]\nlog_level = loud\n",
+         "test.conf:2: log_level = 'loud': expected error | warn | info | debug"},
+        {"[queue q]\nmemory_bytes = 1KiB\n", "test.conf:2: memory_bytes = 1KiB is out of range"},
+        {"[queue q]\nmemory_bytes = 8MB\n", "test.conf:2: bad size unit in '8MB'"},
+        {"[queue q]\ncompression = 10\n", "test.conf:2: compression = 10 is out of range"},
+        {"[queue q]\ncompression = x\n", "test.conf:2: compression = 'x': expected a whole number"},
+        {"[queue q]\nfsync = sometimes\n", "test.conf:2: fsync = 'sometimes': expected never"},
+        {"[queue q]\nfsync = 0ms\n", "test.conf:2: fsync = 0ms is out of range"},
+        {"[hopperd]\nshutdown_timeout = 10\n", "test.conf:2: bad duration unit in '10'"},
+        {"[hopperd]\nmetrics_listen = 127.0.0.1\n", "test.conf:2: bad address '127.0.0.1'"},
+        {"[queue q]\n\n[source s]\nlisten = 127.0.0.1:1\nqueue = q\n",
+         "test.conf:3: [source s]: 'type' is required"},
+        {BASE_Q "[source s]\ntype = tcp\nqueue = q\n",
+         "test.conf:2: [source s]: 'listen' is required for type = tcp"},
+        {BASE_Q "[source s]\ntype = unix\nqueue = q\n",
+         "test.conf:2: [source s]: 'path' is required for type = unix"},
+        {BASE_Q BASE_SRC "path = /tmp/x\n", "test.conf:6: [source s]: 'path' does not apply"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nlisten = 1.2.3.4:5\nqueue = q\n",
+         "test.conf:5: [source s]: 'listen' does not apply to type = unix"},
+        {BASE_Q "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = other\n",
+         "test.conf:5: [source s]: no [queue other]"},
+        {BASE_Q "[source s]\ntype = udp\n", "test.conf:3: type = 'udp': expected tcp | unix"},
+        {BASE_Q "[sink k]\ntype = file\npath = /o\nqueue = q\nformat = native\n",
+         "test.conf:6: [sink k]: format = native needs type = tcp"},
+        {BASE_Q "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q/../x\n",
+         "test.conf:5: queue = 'q/../x': names are 1..128 characters"},
+        {"[queue ../etc]\n", "test.conf:1: [queue ../etc]: a queue needs a name"},
+        {"[queue]\n", "test.conf:1: [queue ]: a queue needs a name"},
+        {"[hopperd x]\n", "test.conf:1: section [hopperd] takes no name"},
+        {"[queue q\n", "test.conf:1: section header without ']'"},
+        {"[hopperd]\nthis is not ini\n", "test.conf:2: syntax error"},
+        {BASE_Q "[sink k]\ntype = tcp\nqueue = q\n",
+         "test.conf:2: [sink k]: 'connect' is required for type = tcp"},
+        {BASE_Q "[sink k]\ntype = file\nqueue = q\n",
+         "test.conf:2: [sink k]: 'path' is required for type = file"},
+        {BASE_Q "[sink k]\ntype = tcp\nconnect = h:1\nqueue = q\nfsync = always\n",
+         "test.conf:6: [sink k]: 'fsync' does not apply to type = tcp"},
+        {BASE_Q "[sink k]\ntype = file\npath = /o\nqueue = q\nconnect = h:1\n",
+         "test.conf:6: [sink k]: 'connect' does not apply to type = file"},
+        {BASE_Q "[sink a]\ntype = file\npath = /o\nqueue = q\n"
+                "[sink b]\ntype = file\npath = /p\nqueue = q\n",
+         "test.conf:9: [sink b]: queue q already has [sink a]"},
+        {BASE_Q "[sink k]\ntype = file\npath = /o\nqueue = q\nreconnect_min = 2m\n"
+                "reconnect_max = 1m\n",
+         "test.conf:6: [sink k]: reconnect_min must not exceed reconnect_max"},
+        {"[queue q]\ndisk_bytes = 1MiB\nsegment_bytes = 2MiB\n",
+         "test.conf:3: [queue q]: segment_bytes must not exceed disk_bytes"},
+        {"[queue q]\ndisk_bytes = 1MiB\nsegment_bytes = 64KiB\nmax_record_bytes = 1MiB\n",
+         "test.conf:4: [queue q]: max_record_bytes must be at most half of disk_bytes"},
+        {"[hopperd]\nstate_dir =\n", "test.conf:2: state_dir: missing value"},
+        {"[queue q]\nmax_record_bytes = 257MiB\n",
+         "test.conf:2: max_record_bytes = 257MiB is out of range"},
+        {BASE_Q "[source s]\ntype = unix\nqueue = q\nmode = 0999\n",
+         "test.conf:5: mode = '0999': expected an octal number"},
+        {BASE_Q "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q\nmax_connections = 0\n",
+         "test.conf:6: max_connections = 0 is out of range"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        expect_error(cases[i].text, cases[i].want);
+    }
+}
+
+static void
+test_error_shows_line(void **state)
+{
+    (void)state;
+    char err[HD_ERR_LEN];
+    struct hd_config *cfg;
+    const char *text = "[hopperd]\n  log_level = chatty   # too much\n";
+    assert_int_equal(hd_config_load_buffer("x.conf", text, strlen(text), &cfg, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "x.conf:2: log_level = 'chatty'"));
+    assert_non_null(strstr(err, "\n      log_level = chatty   # too much"));
+}
+
+static void
+test_line_too_long(void **state)
+{
+    (void)state;
+    char text[2048];
+    char path[1000];
+    memset(path, 'p', sizeof(path) - 1);
+    path[sizeof(path) - 1] = '\0';
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = /%s\n", path);
+    expect_error(text, "test.conf:2: line too long");
+    /* A long comment is fine: it is stripped before the length check. */
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = /x # %s\n# %s\n", path, path);
+    struct hd_config *cfg = load_ok(text);
+    assert_string_equal(cfg->state_dir, "/x");
+    hd_config_free(cfg);
+}
+
+static void
+test_comments_ok(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = load_ok("# leading comment\n"
+                                    "; another\n"
+                                    "[hopperd]   # section comment\n"
+                                    "state_dir = /a#b           # '#' without a blank is data\n"
+                                    "log_level = warn ; semicolon comment\n"
+                                    "metrics_listen = 127.0.0.1:1\t# tab then hash\n"
+                                    "shutdown_timeout = 5s\r\n"
+                                    "[queue q] ; x\n"
+                                    "memory_bytes = 64KiB #\n");
+    assert_string_equal(cfg->state_dir, "/a#b");
+    assert_int_equal(cfg->log_level, HD_LOG_WARN);
+    assert_string_equal(cfg->metrics_listen, "127.0.0.1:1");
+    assert_int_equal(cfg->shutdown_timeout_ms, 5000);
+    assert_int_equal(cfg->queues[0].memory_bytes, 64 * KiB);
+    hd_config_free(cfg);
+    expect_error("[queue q]\nmemory_bytes = 64KiB#x\n", "test.conf:2: bad size unit");
+}
+
+static void
+test_missing_file(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = (struct hd_config *)1;
+    char err[HD_ERR_LEN];
+    assert_int_equal(hd_config_load_file("/nonexistent/hopperd.conf", &cfg, err, sizeof(err)), -1);
+    assert_null(cfg);
+    assert_non_null(strstr(err, "/nonexistent/hopperd.conf: No such file"));
+}
+
+static void
+test_empty_and_garbage(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = load_ok("");
+    assert_int_equal(cfg->nqueues, 0);
+    hd_config_free(cfg);
+    static const char bin[] = "[hopperd]\nstate_dir = /a\0b\n\xff\xfe = 1\n";
+    char err[HD_ERR_LEN];
+    assert_int_equal(hd_config_load_buffer("t", bin, sizeof(bin) - 1, &cfg, err, sizeof(err)), -1);
+}
+
+static void
+test_diff(void **state)
+{
+    (void)state;
+    char what[HD_ERR_LEN];
+    struct hd_config *a = load_ok(example_conf);
+    /* Reloadable changes only: log level and the sink address. */
+    char *t = strdup(example_conf);
+    char *p = strstr(t, "log_level = info ");
+    memcpy(p, "log_level = warn ", 17);
+    p = strstr(t, "connect = 127.0.0.1:7767");
+    memcpy(p, "connect = 127.0.0.1:7768", 24);
+    struct hd_config *b = load_ok(t);
+    assert_int_equal(hd_config_diff(a, b, what, sizeof(what)), 0);
+    hd_config_free(b);
+    /* A budget change needs a restart. */
+    p = strstr(t, "memory_bytes = 8MiB");
+    memcpy(p, "memory_bytes = 9MiB", 19);
+    b = load_ok(t);
+    assert_int_equal(hd_config_diff(a, b, what, sizeof(what)), 1);
+    assert_string_equal(what, "[queue events] memory_bytes");
+    hd_config_free(b);
+    free(t);
+    /* Sections added count too. */
+    size_t n = strlen(example_conf);
+    char *t2 = malloc(n + 64);
+    snprintf(t2, n + 64, "%s[queue more]\n", example_conf);
+    b = load_ok(t2);
+    assert_int_equal(hd_config_diff(a, b, what, sizeof(what)), 1);
+    assert_string_equal(what, "[queue more] was added");
+    hd_config_free(b);
+    free(t2);
+    hd_config_free(a);
+}
+
+int
+main(void)
+{
+    log_init(HD_LOG_ERROR, 0);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_example_verbatim),
+        cmocka_unit_test(test_shipped_conf),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_every_directive),
+        cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_errors_with_lines),
+        cmocka_unit_test(test_error_shows_line),
+        cmocka_unit_test(test_line_too_long),
+        cmocka_unit_test(test_comments_ok),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_empty_and_garbage),
+        cmocka_unit_test(test_diff),
+    };
+    return cmocka_run_group_tests_name("hopperd_config", tests, NULL, NULL);
+}

@@ -1,0 +1,18 @@
+# Unit tests of the library's internal modules and its failure handling
+# (crc32c, record codec, segment scan, on-disk damage, fault injection).
+# Included by tests/CMakeLists.txt; every test links hopper_internal.
+hopper_add_test(test_crc32c SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crc32c.c
+                LABELS unit TIMEOUT 60)
+hopper_add_test(test_record SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_record.c
+                LABELS unit TIMEOUT 60)
+hopper_add_test(test_segment SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_segment.c
+                LABELS unit TIMEOUT 60)
+# test_damage also regenerates the checked-in fixtures of tests/data/bad/:
+#   test_damage --write-fixtures <dir>
+hopper_add_test(test_damage SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_damage.c
+                LABELS unit TIMEOUT 120)
+hopper_add_test(test_fault SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_fault.c
+                LABELS unit TIMEOUT 180)
+# Fallback for running test_damage by hand (ctest sets HOPPER_TEST_DATA).
+target_compile_definitions(test_damage PRIVATE
+  HP_TEST_DATA_DIR="${CMAKE_CURRENT_SOURCE_DIR}/data")

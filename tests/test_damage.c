@@ -1,0 +1,1168 @@
+/* SPDX-License-Identifier: MIT */
+/* On-disk damage (FORMAT.md §5): a queue is written by the real library,
+ * closed, damaged on purpose, reopened and drained; each case asserts the
+ * exact outcome: which seqs are delivered, the counters, the quarantine of
+ * unreadable segments (*.hseg.bad + *.bad.why), foreign files left alone, a
+ * damaged checkpoint meaning "deliver everything again". hopper_open never
+ * fails because of damaged data.
+ *
+ * Also the fixtures of tests/data/bad/ (shared with the fuzz replay): each
+ * maps to one expected decoder result (table below). They are produced by
+ * this file's generator; regenerate them with
+ *     test_damage --write-fixtures tests/data/bad
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "crc32c.h"
+#include "hopper.h"
+#include "hp_test.h"
+#include "record.h"
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- fixture ------------------------------------------------------------- */
+
+typedef struct fx {
+    char *tmp;
+    char qdir[1024];
+} fx;
+
+static int
+setup(void **state)
+{
+    fx *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return -1;
+    }
+    f->tmp = hp_test_tmpdir("damage");
+    if (f->tmp == NULL) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->qdir, sizeof(f->qdir), "%s/q", f->tmp);
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    fx *f = *state;
+    hp_test_rmtree(f->tmp);
+    free(f);
+    return 0;
+}
+
+/* Layout of the populated queue: DISK mode, no compression, one frame per
+ * record (single-threaded sends), 4 KiB segments of 7 frames each. */
+#define NREC 21
+#define PAYLOAD 500
+#define FRAME (HP_FRAME_HDR + HP_REC_PREFIX + PAYLOAD) /* 544 */
+#define PER_SEG 7
+#define SEG_FULL (HP_SEG_HDR + PER_SEG * FRAME) /* 3840 */
+
+static void
+opts_disk(hopper_opts *o)
+{
+    hopper_opts_init(o);
+    o->durability = HOPPER_DURABILITY_DISK;
+    o->fsync = HOPPER_FSYNC_NEVER;
+    o->compression = 0;
+    o->segment_bytes = 4096;
+}
+
+static void
+make_payload(uint8_t *p, size_t len, uint64_t idx)
+{
+    for (size_t j = 0; j < len; j++) {
+        p[j] = (uint8_t)('a' + (idx * 7 + j) % 26);
+    }
+    if (len >= 8) {
+        hp_put_u64(p, idx);
+    }
+}
+
+static void
+seg_path(const fx *f, uint64_t id, const char *suffix, char *out, size_t cap)
+{
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_name(name, id);
+    snprintf(out, cap, "%s/%s%s", f->qdir, name, suffix);
+}
+
+static long long
+file_size(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) < 0) {
+        return -1;
+    }
+    return (long long)sb.st_size;
+}
+
+static uint64_t
+frame_off(size_t k) /* offset of the k-th frame of a segment */
+{
+    return HP_SEG_HDR + (uint64_t)k * FRAME;
+}
+
+static void
+populate(const fx *f, size_t nrec)
+{
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    uint8_t buf[PAYLOAD];
+    for (size_t i = 0; i < nrec; i++) {
+        make_payload(buf, sizeof(buf), i);
+        assert_int_equal(hopper_send(q, buf, sizeof(buf), 0), 0);
+    }
+    assert_int_equal(hopper_close(q), 0);
+    /* The layout the damage below relies on. */
+    char path[PATH_MAX];
+    for (uint64_t id = 1; id <= (nrec + PER_SEG - 1) / PER_SEG; id++) {
+        seg_path(f, id, "", path, sizeof(path));
+        size_t in_seg = nrec - (id - 1) * PER_SEG;
+        if (in_seg > PER_SEG) {
+            in_seg = PER_SEG;
+        }
+        assert_int_equal(file_size(path), HP_SEG_HDR + in_seg * FRAME);
+    }
+}
+
+typedef struct outcome {
+    size_t n;
+    uint64_t seq[256];
+    hopper_stats st; /* after the drain */
+} outcome;
+
+/* Open (must succeed), drain everything, check each payload, close. */
+static void
+drain_opts(const fx *f, const hopper_opts *o, outcome *out)
+{
+    memset(out, 0, sizeof(*out));
+    hopper_queue *q = NULL;
+    int rc = hopper_open(f->tmp, "q", o, &q);
+    if (rc != 0) {
+        print_error("hopper_open on damaged data: %s\n", hopper_strerror(rc));
+    }
+    assert_int_equal(rc, 0);
+    uint8_t expect[PAYLOAD];
+    for (;;) {
+        hopper_record r;
+        rc = hopper_recv(q, &r, 0);
+        if (rc == -EAGAIN) {
+            break;
+        }
+        assert_int_equal(rc, 0);
+        assert_true(out->n < 256);
+        out->seq[out->n++] = r.seq;
+        assert_int_equal(r.len, PAYLOAD);
+        assert_int_equal(hp_get_u64(r.data), r.seq); /* record i has seq i */
+        make_payload(expect, sizeof(expect), r.seq);
+        assert_memory_equal(r.data, expect, PAYLOAD);
+    }
+    out->st.struct_size = sizeof(out->st);
+    assert_int_equal(hopper_stats_get(q, &out->st), 0);
+    assert_int_equal(out->st.failed, 0);
+    assert_int_equal(hopper_close(q), 0);
+}
+
+static void
+drain(const fx *f, outcome *out)
+{
+    hopper_opts o;
+    opts_disk(&o);
+    drain_opts(f, &o, out);
+}
+
+/* Delivered == [0, nrec) minus the seqs in `lost` (sorted), in order. */
+static void
+expect_all_but(const outcome *out, size_t nrec, const uint64_t *lost, size_t nlost)
+{
+    size_t j = 0;
+    size_t k = 0;
+    for (uint64_t s = 0; s < nrec; s++) {
+        if (k < nlost && lost[k] == s) {
+            k++;
+            continue;
+        }
+        if (j >= out->n || out->seq[j] != s) {
+            print_error("expected seq %" PRIu64 " at delivery %zu, got %s%" PRIu64 "\n", s, j,
+                        j >= out->n ? "nothing " : "", j >= out->n ? 0 : out->seq[j]);
+            fail();
+        }
+        j++;
+    }
+    if (j != out->n) {
+        print_error("%zu unexpected extra deliveries (first seq %" PRIu64 ")\n", out->n - j,
+                    out->seq[j]);
+        fail();
+    }
+}
+
+static void
+expect_range(const outcome *out, uint64_t from, uint64_t to) /* [from, to) */
+{
+    assert_int_equal(out->n, to - from);
+    for (size_t i = 0; i < out->n; i++) {
+        assert_int_equal(out->seq[i], from + i);
+    }
+}
+
+static void
+flip_at(const char *path, uint64_t off, uint8_t mask)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t c;
+    assert_int_equal(pread(fd, &c, 1, (off_t)off), 1);
+    c ^= mask;
+    assert_int_equal(pwrite(fd, &c, 1, (off_t)off), 1);
+    close(fd);
+}
+
+static void
+truncate_to(const char *path, uint64_t len)
+{
+    assert_int_equal(truncate(path, (off_t)len), 0);
+}
+
+static void
+expect_counters(const outcome *out, uint64_t frames, uint64_t corrupt_bytes, uint64_t torn,
+                uint64_t quarantined)
+{
+    assert_int_equal(out->st.corrupt_frames, frames);
+    assert_int_equal(out->st.corrupt_bytes, corrupt_bytes);
+    assert_int_equal(out->st.torn_bytes, torn);
+    assert_int_equal(out->st.quarantined_bytes, quarantined);
+}
+
+/* The note beside a quarantined segment: one line naming it. */
+static void
+expect_quarantined(const fx *f, uint64_t id, long long size, const char *why_word)
+{
+    char path[PATH_MAX];
+    seg_path(f, id, "", path, sizeof(path));
+    assert_int_equal(file_size(path), -1);
+    seg_path(f, id, ".bad", path, sizeof(path));
+    assert_int_equal(file_size(path), size);
+    seg_path(f, id, ".bad.why", path, sizeof(path));
+    uint8_t *note = NULL;
+    size_t n = 0;
+    assert_int_equal(hp_test_read_file(path, &note, &n), 0);
+    assert_true(n > 0);
+    note[n] = '\0'; /* hp_test_read_file leaves room for it */
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_name(name, id);
+    if (strstr((char *)note, name) == NULL ||
+        (why_word != NULL && strstr((char *)note, why_word) == NULL)) {
+        print_error("note \"%s\" lacks \"%s\" / \"%s\"\n", (char *)note, name,
+                    why_word ? why_word : "");
+        fail();
+    }
+    free(note);
+}
+
+/* ---- frames damaged ------------------------------------------------------ */
+
+static void
+test_control_undamaged(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 0, NREC);
+    expect_counters(&out, 0, 0, 0, 0);
+}
+
+static void
+test_flipped_body_byte_middle_segment(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    flip_at(path, frame_off(3) + HP_FRAME_HDR + 100, 0x10); /* record 10 */
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[] = {10};
+    expect_all_but(&out, NREC, lost, 1);
+    expect_counters(&out, 1, FRAME, 0, 0);
+    assert_int_equal(file_size(path), SEG_FULL); /* left in place */
+}
+
+static void
+test_flipped_header_byte_last_segment(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 3, "", path, sizeof(path));
+    flip_at(path, frame_off(3) + 1, 0x01); /* magic of record 17 */
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[] = {17};
+    expect_all_but(&out, NREC, lost, 1);
+    /* followed by a valid frame: skipped, not a torn tail */
+    expect_counters(&out, 1, FRAME, 0, 0);
+    assert_int_equal(file_size(path), SEG_FULL);
+}
+
+static void
+test_flipped_bytes_several_frames(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 1, "", path, sizeof(path));
+    flip_at(path, frame_off(0) + 36, 0xff);                 /* record 0: its CRC */
+    flip_at(path, frame_off(4) + HP_FRAME_HDR + 1, 0x80);   /* record 4: body */
+    flip_at(path, frame_off(5) + 24, 0x02);                 /* record 5: count */
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[] = {0, 4, 5};
+    expect_all_but(&out, NREC, lost, 3);
+    /* two damaged ranges: [0] and [4, 5] */
+    expect_counters(&out, 2, 3 * FRAME, 0, 0);
+}
+
+/* Damage at the end of a segment that is not the last one: corrupt (left in
+ * place), never truncated as a torn tail. */
+static void
+test_damaged_end_of_earlier_segment(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    flip_at(path, frame_off(6) + HP_FRAME_HDR + 7, 0x04); /* record 13 */
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[] = {13};
+    expect_all_but(&out, NREC, lost, 1);
+    expect_counters(&out, 1, FRAME, 0, 0);
+    assert_int_equal(file_size(path), SEG_FULL);
+}
+
+static void
+test_truncated_last_frame(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 3, "", path, sizeof(path));
+    const uint64_t cut = SEG_FULL - 200; /* inside record 20 */
+    truncate_to(path, cut);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 0, NREC - 1);
+    expect_counters(&out, 0, 0, cut - frame_off(6), 0);
+    assert_int_equal(file_size(path), frame_off(6)); /* cut at the last valid frame */
+    /* A second open finds nothing more to cut. */
+    drain(f, &out);
+    expect_range(&out, 0, NREC - 1);
+    expect_counters(&out, 0, 0, 0, 0);
+}
+
+static void
+test_truncated_inside_last_frame_header(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 3, "", path, sizeof(path));
+    truncate_to(path, frame_off(6) + 17);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 0, NREC - 1);
+    expect_counters(&out, 0, 0, 17, 0);
+    assert_int_equal(file_size(path), frame_off(6));
+}
+
+/* A frame with an unknown flag bit and a valid CRC (a newer writer) is
+ * skipped and counted when read; its neighbours are delivered. */
+static void
+test_unknown_flag_frame_skipped(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    uint8_t *img = NULL;
+    size_t n = 0;
+    assert_int_equal(hp_test_read_file(path, &img, &n), 0);
+    assert_int_equal(n, SEG_FULL);
+    uint8_t *fr = img + frame_off(2); /* record 9 */
+    hp_put_u16(fr + 32, 0x0002);
+    uint32_t crc = hp_crc32c_extend(0, fr, 36);
+    crc = hp_crc32c_extend(crc, fr + HP_FRAME_HDR, FRAME - HP_FRAME_HDR);
+    hp_put_u32(fr + 36, crc);
+    assert_int_equal(hp_test_write_file(path, img, n), 0);
+    free(img);
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[] = {9};
+    expect_all_but(&out, NREC, lost, 1);
+    expect_counters(&out, 1, FRAME, 0, 0);
+}
+
+/* ---- segments damaged ---------------------------------------------------- */
+
+static void
+test_truncated_segment_header_last(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 3, "", path, sizeof(path));
+    truncate_to(path, 10);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 0, 2 * PER_SEG);
+    expect_counters(&out, 0, 0, 0, 10);
+    expect_quarantined(f, 3, 10, NULL);
+}
+
+static void
+test_truncated_segment_header_middle(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    truncate_to(path, HP_SEG_HDR - 1);
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[PER_SEG];
+    for (size_t i = 0; i < PER_SEG; i++) {
+        lost[i] = PER_SEG + i;
+    }
+    expect_all_but(&out, NREC, lost, PER_SEG);
+    expect_counters(&out, 0, 0, 0, HP_SEG_HDR - 1);
+    expect_quarantined(f, 2, HP_SEG_HDR - 1, NULL);
+}
+
+static void
+test_garbage_segment(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    static uint8_t garbage[SEG_FULL];
+    uint64_t rng = hp_test_seed("test_garbage_segment");
+    for (size_t i = 0; i < sizeof(garbage); i++) {
+        garbage[i] = (uint8_t)hp_test_rand(&rng);
+    }
+    garbage[0] = 'X'; /* not the segment magic */
+    assert_int_equal(hp_test_write_file(path, garbage, sizeof(garbage)), 0);
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[PER_SEG];
+    for (size_t i = 0; i < PER_SEG; i++) {
+        lost[i] = PER_SEG + i;
+    }
+    expect_all_but(&out, NREC, lost, PER_SEG);
+    expect_counters(&out, 0, 0, 0, SEG_FULL);
+    expect_quarantined(f, 2, SEG_FULL, NULL);
+    /* the evidence is kept byte for byte */
+    seg_path(f, 2, ".bad", path, sizeof(path));
+    uint8_t *kept = NULL;
+    size_t n = 0;
+    assert_int_equal(hp_test_read_file(path, &kept, &n), 0);
+    assert_int_equal(n, sizeof(garbage));
+    assert_memory_equal(kept, garbage, n);
+    free(kept);
+    /* A second open leaves the quarantined files alone. */
+    drain(f, &out);
+    expect_all_but(&out, NREC, lost, PER_SEG);
+    expect_counters(&out, 0, 0, 0, 0);
+    expect_quarantined(f, 2, SEG_FULL, NULL);
+}
+
+/* A segment whose header names another id (copied or renamed by hand). */
+static void
+test_segment_id_mismatch(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    uint8_t *img = NULL;
+    size_t n = 0;
+    assert_int_equal(hp_test_read_file(path, &img, &n), 0);
+    hp_put_u64(img + 8, 9);
+    hp_put_u32(img + 28, hp_crc32c_extend(0, img, 28));
+    assert_int_equal(hp_test_write_file(path, img, n), 0);
+    free(img);
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[PER_SEG];
+    for (size_t i = 0; i < PER_SEG; i++) {
+        lost[i] = PER_SEG + i;
+    }
+    expect_all_but(&out, NREC, lost, PER_SEG);
+    expect_counters(&out, 0, 0, 0, SEG_FULL);
+    expect_quarantined(f, 2, SEG_FULL, NULL);
+}
+
+static void
+test_segment_other_version(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 1, "", path, sizeof(path));
+    uint8_t *img = NULL;
+    size_t n = 0;
+    assert_int_equal(hp_test_read_file(path, &img, &n), 0);
+    hp_put_u16(img + 4, 2);
+    hp_put_u32(img + 28, hp_crc32c_extend(0, img, 28));
+    assert_int_equal(hp_test_write_file(path, img, n), 0);
+    free(img);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, PER_SEG, NREC);
+    expect_counters(&out, 0, 0, 0, SEG_FULL);
+    expect_quarantined(f, 1, SEG_FULL, "version");
+}
+
+static void
+test_zero_length_segments(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    truncate_to(path, 0);
+    /* and an empty segment after the last one (a crash right after create) */
+    seg_path(f, 9, "", path, sizeof(path));
+    assert_int_equal(hp_test_write_file(path, "", 0), 0);
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[PER_SEG];
+    for (size_t i = 0; i < PER_SEG; i++) {
+        lost[i] = PER_SEG + i;
+    }
+    expect_all_but(&out, NREC, lost, PER_SEG);
+    expect_counters(&out, 0, 0, 0, 0);
+    expect_quarantined(f, 2, 0, "empty");
+    expect_quarantined(f, 9, 0, "empty");
+    /* The queue carries on: new records get new seqs and a segment id that
+     * collides with nothing quarantined. */
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    uint8_t buf[PAYLOAD];
+    make_payload(buf, sizeof(buf), NREC);
+    assert_int_equal(hopper_send(q, buf, sizeof(buf), 0), 0);
+    hopper_stats st = {.struct_size = sizeof(st)};
+    assert_int_equal(hopper_stats_get(q, &st), 0);
+    assert_int_equal(st.next_seq, NREC + 1);
+    assert_int_equal(hopper_close(q), 0);
+    for (uint64_t id = 4; id <= 9; id++) {
+        seg_path(f, id, "", path, sizeof(path));
+        assert_int_equal(file_size(path), -1);
+    }
+    seg_path(f, 10, "", path, sizeof(path));
+    assert_int_equal(file_size(path), HP_SEG_HDR + FRAME);
+    drain(f, &out);
+    assert_int_equal(out.n, 2 * PER_SEG + 1);
+    assert_int_equal(out.seq[out.n - 1], NREC);
+    expect_quarantined(f, 9, 0, "empty");
+}
+
+/* Files that are not the queue's are ignored and left untouched. */
+static void
+test_foreign_files_untouched(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    static const char *names[] = {
+        "notes.txt",
+        "README",
+        "0000000000000002.hseg~",
+        "0000000000000002.hseg.orig",
+        "ABCDEF0000000001.hseg",
+        "000000000000002.hseg",
+        "checkpoint.old",
+    };
+    enum { NF = sizeof(names) / sizeof(names[0]) };
+    char path[PATH_MAX];
+    struct stat before[NF];
+    for (size_t i = 0; i < NF; i++) {
+        char text[128];
+        int n = snprintf(text, sizeof(text), "foreign file %zu: %s\nHSEG HPFR\n", i, names[i]);
+        snprintf(path, sizeof(path), "%s/%s", f->qdir, names[i]);
+        assert_int_equal(hp_test_write_file(path, text, (size_t)n), 0);
+        assert_int_equal(stat(path, &before[i]), 0);
+    }
+    snprintf(path, sizeof(path), "%s/subdir", f->qdir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 0, NREC);
+    expect_counters(&out, 0, 0, 0, 0);
+    for (size_t i = 0; i < NF; i++) {
+        char text[128];
+        int n = snprintf(text, sizeof(text), "foreign file %zu: %s\nHSEG HPFR\n", i, names[i]);
+        snprintf(path, sizeof(path), "%s/%s", f->qdir, names[i]);
+        struct stat sb;
+        assert_int_equal(stat(path, &sb), 0);
+        assert_int_equal(sb.st_ino, before[i].st_ino);
+        assert_int_equal(sb.st_mtim.tv_sec, before[i].st_mtim.tv_sec);
+        assert_int_equal(sb.st_mtim.tv_nsec, before[i].st_mtim.tv_nsec);
+        uint8_t *got = NULL;
+        size_t gl = 0;
+        assert_int_equal(hp_test_read_file(path, &got, &gl), 0);
+        assert_int_equal(gl, (size_t)n);
+        assert_memory_equal(got, text, gl);
+        free(got);
+        snprintf(path, sizeof(path), "%s/%s.bad", f->qdir, names[i]);
+        assert_int_equal(file_size(path), -1);
+    }
+    snprintf(path, sizeof(path), "%s/subdir", f->qdir);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+}
+
+/* ---- checkpoint damaged ---------------------------------------------------- */
+
+/* Receive and acknowledge seqs 0..9: segment 1 (0..6) is reclaimed, and the
+ * checkpoint says ack_next = 10. */
+static void
+populate_and_ack(const fx *f)
+{
+    populate(f, NREC);
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    for (uint64_t i = 0; i < 10; i++) {
+        hopper_record r;
+        assert_int_equal(hopper_recv(q, &r, 0), 0);
+        assert_int_equal(r.seq, i);
+    }
+    assert_int_equal(hopper_ack(q, 9), 0);
+    assert_int_equal(hopper_close(q), 0);
+    char path[PATH_MAX];
+    seg_path(f, 1, "", path, sizeof(path));
+    assert_int_equal(file_size(path), -1);
+    snprintf(path, sizeof(path), "%s/checkpoint", f->qdir);
+    assert_int_equal(file_size(path), 32);
+}
+
+static void
+test_checkpoint_damaged(void **state)
+{
+    fx *f = *state;
+    char ck[PATH_MAX];
+    snprintf(ck, sizeof(ck), "%s/checkpoint", f->qdir);
+    outcome out;
+    /* control: an intact checkpoint resumes after the last acknowledged */
+    populate_and_ack(f);
+    drain(f, &out);
+    expect_range(&out, 10, NREC);
+    enum { FLIP_ACK, FLIP_CRC, FLIP_MAGIC, EMPTY, SHORT, LONG, GARBAGE, VERSION, NCASES };
+    for (int c = 0; c < NCASES; c++) {
+        char qd[PATH_MAX];
+        snprintf(qd, sizeof(qd), "%s", f->qdir);
+        hp_test_rmtree(strdup(qd));
+        populate_and_ack(f);
+        uint8_t *b = NULL;
+        size_t n = 0;
+        assert_int_equal(hp_test_read_file(ck, &b, &n), 0);
+        assert_int_equal(n, 32);
+        switch (c) {
+        case FLIP_ACK:
+            b[8] ^= 0x01;
+            break;
+        case FLIP_CRC:
+            b[30] ^= 0x40;
+            break;
+        case FLIP_MAGIC:
+            b[0] ^= 0x20;
+            break;
+        case EMPTY:
+            n = 0;
+            break;
+        case SHORT:
+            n = 31;
+            break;
+        case LONG:
+            break; /* handled below: 32 valid bytes + junk is not a checkpoint */
+        case GARBAGE:
+            memset(b, 0xA5, 32);
+            break;
+        case VERSION:
+            hp_put_u16(b + 4, 2);
+            hp_put_u32(b + 28, hp_crc32c_extend(0, b, 28));
+            break;
+        default:
+            fail();
+        }
+        if (c == LONG) {
+            uint8_t big[40];
+            memcpy(big, b, 32);
+            memset(big + 32, 0, 8);
+            assert_int_equal(hp_test_write_file(ck, big, sizeof(big)), 0);
+        } else {
+            assert_int_equal(hp_test_write_file(ck, b, n), 0);
+        }
+        free(b);
+        drain(f, &out);
+        if (c == LONG) {
+            /* A checkpoint with trailing bytes: either read as valid (resume
+             * at 10) or rejected (everything on disk again). */
+            assert_true(out.n == NREC - 10 || out.n == NREC - PER_SEG);
+            expect_range(&out, NREC - out.n, NREC);
+            continue;
+        }
+        /* Everything still on disk is delivered again: segments 2 and 3. */
+        if (out.n != NREC - PER_SEG) {
+            print_error("checkpoint case %d: %zu delivered\n", c, out.n);
+        }
+        expect_range(&out, PER_SEG, NREC);
+        expect_counters(&out, 0, 0, 0, 0);
+    }
+}
+
+/* ---- writer's own frames must survive a reopen ---------------------------- */
+
+/* A small record followed by one of max_record_bytes share a frame (the
+ * writer closes a frame once its body reaches 128 KiB); FORMAT.md §3.4 sizes
+ * max_raw for exactly that. Both must be there after close + reopen. */
+static void
+test_big_record_after_small_survives_reopen(void **state)
+{
+    fx *f = *state;
+    const uint32_t max_rec = 256u * 1024u;
+    for (int mode = 0; mode < 2; mode++) {
+        char qd[PATH_MAX];
+        snprintf(qd, sizeof(qd), "%s", f->qdir);
+        hp_test_rmtree(strdup(qd));
+        hopper_opts o;
+        hopper_opts_init(&o);
+        o.max_record_bytes = max_rec;
+        o.fsync = HOPPER_FSYNC_NEVER;
+        o.durability = mode == 0 ? HOPPER_DURABILITY_MEMORY : HOPPER_DURABILITY_DISK;
+        size_t lens[2] = {100u * 1024u, max_rec};
+        uint8_t *p[2];
+        for (int i = 0; i < 2; i++) {
+            p[i] = malloc(lens[i]);
+            assert_non_null(p[i]);
+            make_payload(p[i], lens[i], (uint64_t)i);
+        }
+        hopper_queue *q = NULL;
+        assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+        if (mode == 0) {
+            assert_int_equal(hopper_send(q, p[0], lens[0], 0), 0);
+            assert_int_equal(hopper_send(q, p[1], lens[1], 0), 0);
+        } else {
+            hopper_iovec v[2] = {{p[0], lens[0]}, {p[1], lens[1]}};
+            assert_int_equal(hopper_send_batch(q, v, 2, 0), 0);
+        }
+        assert_int_equal(hopper_close(q), 0);
+        assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+        size_t got = 0;
+        for (;;) {
+            hopper_record r;
+            int rc = hopper_recv(q, &r, 0);
+            if (rc == -EAGAIN) {
+                break;
+            }
+            assert_int_equal(rc, 0);
+            assert_true(r.seq < 2);
+            assert_int_equal(r.len, lens[r.seq]);
+            assert_memory_equal(r.data, p[r.seq], r.len);
+            got++;
+        }
+        hopper_stats st = {.struct_size = sizeof(st)};
+        assert_int_equal(hopper_stats_get(q, &st), 0);
+        assert_int_equal(hopper_close(q), 0);
+        if (got != 2 || st.corrupt_frames != 0) {
+            print_error("%s mode: %zu of 2 records after reopen, corrupt_frames %" PRIu64 "\n",
+                        mode == 0 ? "MEMORY" : "DISK", got, st.corrupt_frames);
+        }
+        free(p[0]);
+        free(p[1]);
+        assert_int_equal(st.corrupt_frames, 0);
+        assert_int_equal(got, 2);
+    }
+}
+
+/* ---- tests/data/bad fixtures ------------------------------------------------ */
+
+enum fx_kind { KIND_FRAME, KIND_SEGMENT };
+
+typedef struct bad_fixture {
+    const char *name;
+    enum fx_kind kind;
+    int expect; /* hp_rec_decode result (frame); header decode, or ECORRUPT
+                 * when the scan finds damage, or 0 (segment) */
+    /* segments only: what recovery makes of the file as segment 1 */
+    size_t delivered; /* records delivered, seqs 0.. in order minus `lost` */
+    int64_t lost;     /* the one seq lost, or -1 */
+    uint64_t corrupt_frames, torn, quarantined_all; /* quarantined: whole size */
+} bad_fixture;
+
+#define FXREC 5
+#define FXLEN 20
+#define FXFRAME (HP_FRAME_HDR + HP_REC_PREFIX + FXLEN)
+#define FXSEG (HP_SEG_HDR + FXREC * FXFRAME)
+
+static const bad_fixture BAD[] = {
+    {"frame_bad_magic.bin", KIND_FRAME, HOPPER_ECORRUPT, 0, -1, 0, 0, 0},
+    {"frame_bad_crc.bin", KIND_FRAME, HOPPER_ECORRUPT, 0, -1, 0, 0, 0},
+    {"frame_truncated.bin", KIND_FRAME, HOPPER_ENEEDMORE, 0, -1, 0, 0, 0},
+    {"frame_unknown_flag.bin", KIND_FRAME, HOPPER_EVERSION, 0, -1, 0, 0, 0},
+    {"frame_deflate_garbage.bin", KIND_FRAME, HOPPER_ECORRUPT, 0, -1, 0, 0, 0},
+    {"frame_count_mismatch.bin", KIND_FRAME, HOPPER_ECORRUPT, 0, -1, 0, 0, 0},
+    {"frame_raw_len_over_max.bin", KIND_FRAME, HOPPER_ECORRUPT, 0, -1, 0, 0, 0},
+    {"frame_reserved_nonzero.bin", KIND_FRAME, HOPPER_ECORRUPT, 0, -1, 0, 0, 0},
+    {"frame_stored_gt_raw.bin", KIND_FRAME, HOPPER_ECORRUPT, 0, -1, 0, 0, 0},
+    {"seg_bad_magic.hseg", KIND_SEGMENT, HOPPER_ECORRUPT, 0, -1, 0, 0, 1},
+    {"seg_version2.hseg", KIND_SEGMENT, HOPPER_EVERSION, 0, -1, 0, 0, 1},
+    {"seg_truncated_header.hseg", KIND_SEGMENT, HOPPER_ENEEDMORE, 0, -1, 0, 0, 1},
+    {"seg_empty.hseg", KIND_SEGMENT, HOPPER_ENEEDMORE, 0, -1, 0, 0, 1},
+    {"seg_mid_frame_flipped.hseg", KIND_SEGMENT, HOPPER_ECORRUPT, FXREC - 1, 2, 1, 0, 0},
+    {"seg_torn_tail.hseg", KIND_SEGMENT, HOPPER_ECORRUPT, FXREC - 1, 4, 0, FXFRAME - 9, 0},
+};
+enum { NBAD = sizeof(BAD) / sizeof(BAD[0]) };
+
+static void
+fx_frame(hp_buf *out, uint64_t seq, uint32_t count, uint16_t flags, int deflate_garbage)
+{
+    /* count records of FXLEN bytes; raw; fixed timestamp */
+    uint8_t body[8 * (HP_REC_PREFIX + FXLEN)];
+    size_t bl = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        hp_put_u32(body + bl, FXLEN);
+        make_payload(body + bl + HP_REC_PREFIX, FXLEN, seq + i);
+        bl += HP_REC_PREFIX + FXLEN;
+    }
+    hp_encoder e;
+    assert_int_equal(hp_enc_init(&e, 0), 0);
+    size_t at = out->len;
+    assert_int_equal(hp_rec_encode(&e, body, bl, seq, count, 1700000000000ull, out), 0);
+    hp_enc_free(&e);
+    uint8_t *fr = out->data + at;
+    if (flags != 0 || deflate_garbage) {
+        hp_put_u16(fr + 32, flags);
+        if (deflate_garbage) {
+            for (size_t i = 0; i < bl; i++) {
+                fr[HP_FRAME_HDR + i] = (uint8_t)(0xFF - i * 13);
+            }
+            hp_put_u32(fr + 4, (uint32_t)bl - 8); /* stored < raw */
+            out->len -= 8;
+        }
+        uint32_t stored = hp_get_u32(fr + 4);
+        uint32_t crc = hp_crc32c_extend(0, fr, 36);
+        hp_put_u32(fr + 36, hp_crc32c_extend(crc, fr + HP_FRAME_HDR, stored));
+    }
+}
+
+static void
+fx_recrc(uint8_t *fr)
+{
+    uint32_t stored = hp_get_u32(fr + 4);
+    uint32_t crc = hp_crc32c_extend(0, fr, 36);
+    hp_put_u32(fr + 36, hp_crc32c_extend(crc, fr + HP_FRAME_HDR, stored));
+}
+
+static void
+fx_segment(hp_buf *out)
+{
+    uint8_t hdr[HP_SEG_HDR];
+    hp_seg_header_encode(hdr, 1, 0);
+    assert_int_equal(hp_buf_append(out, hdr, sizeof(hdr)), 0);
+    for (uint64_t s = 0; s < FXREC; s++) {
+        fx_frame(out, s, 1, 0, 0);
+    }
+    assert_int_equal(out->len, FXSEG);
+}
+
+/* Produce fixture `name` (deterministic: no clock, no randomness). */
+static void
+fx_generate(const char *name, hp_buf *out)
+{
+    out->len = 0;
+    if (strcmp(name, "frame_bad_magic.bin") == 0) {
+        fx_frame(out, 3, 2, 0, 0);
+        out->data[0] = 'J';
+        fx_recrc(out->data);
+    } else if (strcmp(name, "frame_bad_crc.bin") == 0) {
+        fx_frame(out, 3, 2, 0, 0);
+        out->data[HP_FRAME_HDR + 10] ^= 0x01;
+    } else if (strcmp(name, "frame_truncated.bin") == 0) {
+        fx_frame(out, 3, 2, 0, 0);
+        out->len -= 5;
+    } else if (strcmp(name, "frame_unknown_flag.bin") == 0) {
+        fx_frame(out, 3, 2, 0x0004, 0);
+    } else if (strcmp(name, "frame_deflate_garbage.bin") == 0) {
+        fx_frame(out, 3, 2, HP_FRAME_FLAG_DEFLATE, 1);
+    } else if (strcmp(name, "frame_count_mismatch.bin") == 0) {
+        fx_frame(out, 3, 2, 0, 0);
+        hp_put_u32(out->data + 24, 3);
+        fx_recrc(out->data);
+    } else if (strcmp(name, "frame_raw_len_over_max.bin") == 0) {
+        fx_frame(out, 3, 2, HP_FRAME_FLAG_DEFLATE, 0);
+        hp_put_u32(out->data + 28, UINT32_MAX);
+        fx_recrc(out->data);
+    } else if (strcmp(name, "frame_reserved_nonzero.bin") == 0) {
+        fx_frame(out, 3, 2, 0, 0);
+        hp_put_u16(out->data + 34, 1);
+        fx_recrc(out->data);
+    } else if (strcmp(name, "frame_stored_gt_raw.bin") == 0) {
+        fx_frame(out, 3, 2, HP_FRAME_FLAG_DEFLATE, 0);
+        hp_put_u32(out->data + 28, hp_get_u32(out->data + 28) - 1);
+        fx_recrc(out->data);
+    } else if (strcmp(name, "seg_bad_magic.hseg") == 0) {
+        fx_segment(out);
+        out->data[1] = 'X';
+        hp_put_u32(out->data + 28, hp_crc32c_extend(0, out->data, 28));
+    } else if (strcmp(name, "seg_version2.hseg") == 0) {
+        fx_segment(out);
+        hp_put_u16(out->data + 4, 2);
+        hp_put_u32(out->data + 28, hp_crc32c_extend(0, out->data, 28));
+    } else if (strcmp(name, "seg_truncated_header.hseg") == 0) {
+        fx_segment(out);
+        out->len = 12;
+    } else if (strcmp(name, "seg_empty.hseg") == 0) {
+        out->len = 0;
+    } else if (strcmp(name, "seg_mid_frame_flipped.hseg") == 0) {
+        fx_segment(out);
+        out->data[HP_SEG_HDR + 2 * FXFRAME + HP_FRAME_HDR + 6] ^= 0x08;
+    } else if (strcmp(name, "seg_torn_tail.hseg") == 0) {
+        fx_segment(out);
+        out->len -= 9;
+    } else {
+        fail_msg("no generator for %s", name);
+    }
+}
+
+static int
+write_fixtures(const char *dir)
+{
+    hp_buf b = {0};
+    for (size_t i = 0; i < NBAD; i++) {
+        fx_generate(BAD[i].name, &b);
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", dir, BAD[i].name);
+        int rc = hp_test_write_file(path, b.data, b.len);
+        if (rc < 0) {
+            fprintf(stderr, "%s: %s\n", path, strerror(-rc));
+            hp_buf_free(&b);
+            return 1;
+        }
+        printf("wrote %s (%zu bytes)\n", path, b.len);
+    }
+    hp_buf_free(&b);
+    return 0;
+}
+
+typedef struct seg_tally {
+    size_t frames;
+    size_t skips;
+} seg_tally;
+
+static int
+tally_frame(void *ctx, uint64_t off, const hp_frame_hdr *h)
+{
+    (void)off;
+    (void)h;
+    ((seg_tally *)ctx)->frames++;
+    return 0;
+}
+
+static void
+tally_skip(void *ctx, uint64_t off, uint64_t len)
+{
+    (void)off;
+    (void)len;
+    ((seg_tally *)ctx)->skips++;
+}
+
+typedef struct memrd {
+    const uint8_t *p;
+    size_t n;
+} memrd;
+
+static ssize_t
+memrd_read(void *ctx, void *buf, size_t n, uint64_t off)
+{
+    memrd *m = ctx;
+    if (off >= m->n) {
+        return 0;
+    }
+    size_t k = m->n - (size_t)off < n ? m->n - (size_t)off : n;
+    memcpy(buf, m->p + off, k);
+    return (ssize_t)k;
+}
+
+/* The decoder's verdict on a fixture, as the table states it. */
+static int
+fx_verdict(const bad_fixture *b, const uint8_t *p, size_t n)
+{
+    const uint64_t max_raw = hp_frame_max_raw(16u << 20);
+    if (b->kind == KIND_FRAME) {
+        hp_decoder d;
+        assert_int_equal(hp_dec_init(&d), 0);
+        hp_buf raw = {0};
+        hp_frame_hdr h;
+        size_t used = 0;
+        int rc = hp_rec_decode(&d, p, n, max_raw, &h, &raw, &used);
+        hp_buf_free(&raw);
+        hp_dec_free(&d);
+        return rc;
+    }
+    uint64_t id = 0;
+    uint64_t first = 0;
+    int rc = hp_seg_header_decode(p, n, &id, &first);
+    if (rc < 0) {
+        return rc;
+    }
+    memrd m = {p, n};
+    hp_window w = {.read = memrd_read, .ctx = &m, .size = n};
+    seg_tally t = {0};
+    hp_scan_ops ops = {.frame = tally_frame, .skipped = tally_skip};
+    uint64_t end = 0;
+    rc = hp_seg_scan(&w, max_raw, 1, &ops, &t, &end);
+    hp_buf_free(&w.buf);
+    assert_int_equal(rc, 0);
+    return t.skips > 0 || end < n ? HOPPER_ECORRUPT : 0;
+}
+
+static void
+test_bad_fixtures_table(void **state)
+{
+    fx *f = *state;
+    const char *data = getenv("HOPPER_TEST_DATA");
+    if (data == NULL) {
+#ifdef HP_TEST_DATA_DIR
+        data = HP_TEST_DATA_DIR;
+#else
+        data = "tests/data";
+#endif
+    }
+    hp_buf gen = {0};
+    for (size_t i = 0; i < NBAD; i++) {
+        const bad_fixture *b = &BAD[i];
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/bad/%s", data, b->name);
+        uint8_t *p = NULL;
+        size_t n = 0;
+        int rc = hp_test_read_file(path, &p, &n);
+        if (rc != 0) {
+            fail_msg("%s: %s", path, strerror(-rc));
+        }
+        assert_true(n < 4096);
+        /* The checked-in file is what the generator writes. */
+        fx_generate(b->name, &gen);
+        if (gen.len != n || (n > 0 && memcmp(gen.data, p, n) != 0)) {
+            fail_msg("%s differs from its generator; regenerate with "
+                     "test_damage --write-fixtures tests/data/bad",
+                     path);
+        }
+        rc = fx_verdict(b, p, n);
+        if (rc != b->expect) {
+            fail_msg("%s: expected %s, got %s", b->name, hopper_err_name(b->expect),
+                     hopper_err_name(rc));
+        }
+        if (b->kind == KIND_SEGMENT) {
+            /* What recovery makes of it as the queue's only segment. */
+            char qd[PATH_MAX];
+            snprintf(qd, sizeof(qd), "%s", f->qdir);
+            hp_test_rmtree(strdup(qd));
+            assert_int_equal(mkdir(f->qdir, 0700), 0);
+            char sp[PATH_MAX];
+            seg_path(f, 1, "", sp, sizeof(sp));
+            assert_int_equal(hp_test_write_file(sp, p, n), 0);
+            hopper_opts o;
+            opts_disk(&o);
+            hopper_queue *q = NULL;
+            assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+            size_t got = 0;
+            uint64_t expect_seq = 0;
+            for (;;) {
+                hopper_record r;
+                rc = hopper_recv(q, &r, 0);
+                if (rc == -EAGAIN) {
+                    break;
+                }
+                assert_int_equal(rc, 0);
+                if ((int64_t)expect_seq == b->lost) {
+                    expect_seq++;
+                }
+                assert_int_equal(r.seq, expect_seq);
+                assert_int_equal(r.len, FXLEN);
+                expect_seq++;
+                got++;
+            }
+            hopper_stats st = {.struct_size = sizeof(st)};
+            assert_int_equal(hopper_stats_get(q, &st), 0);
+            assert_int_equal(hopper_close(q), 0);
+            if (got != b->delivered || st.corrupt_frames != b->corrupt_frames ||
+                st.torn_bytes != b->torn ||
+                st.quarantined_bytes != (b->quarantined_all ? n : 0)) {
+                fail_msg("%s: delivered %zu corrupt %" PRIu64 " torn %" PRIu64
+                         " quarantined %" PRIu64,
+                         b->name, got, st.corrupt_frames, st.torn_bytes, st.quarantined_bytes);
+            }
+            if (b->quarantined_all) {
+                expect_quarantined(f, 1, (long long)n, NULL);
+            }
+        }
+        free(p);
+    }
+    hp_buf_free(&gen);
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--write-fixtures") == 0) {
+        return write_fixtures(argv[2]);
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_control_undamaged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flipped_body_byte_middle_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flipped_header_byte_last_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flipped_bytes_several_frames, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_end_of_earlier_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_last_frame, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_inside_last_frame_header, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_flag_frame_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_segment_header_last, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_segment_header_middle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_segment_id_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_segment_other_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_length_segments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_files_untouched, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_damaged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_record_after_small_survives_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_bad_fixtures_table, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("damage", tests, NULL, NULL);
+}
