@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/* hopperd configuration: INI sections read with libinih, then checked by
+ * one table of directives (config.c). The structs below are plain data;
+ * nothing here talks to the library or the network, so the loader can be
+ * unit-tested and fuzzed on its own. */
+#ifndef HOPPER_SRC_HOPPERD_CONFIG_H
+#define HOPPER_SRC_HOPPERD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HD_NAME_MAX 128  /* queue/source/sink names, as hopper_open() allows */
+#define HD_ADDR_MAX 256  /* "host:port" */
+#define HD_PATH_MAX 1024 /* file paths */
+#define HD_ERR_LEN 512   /* loader error messages */
+#define HD_MAX_KEYS 32   /* directives per section kind */
+
+enum hd_format { HD_FMT_LINES = 0, HD_FMT_OCTET = 1, HD_FMT_NATIVE = 2 };
+enum hd_when_full {
+    HD_FULL_BLOCK = 0,
+    HD_FULL_REJECT = 1,
+    HD_FULL_DROP_NEWEST = 2,
+    HD_FULL_DROP_OLDEST = 3,
+};
+enum hd_source_type { HD_SRC_TCP = 0, HD_SRC_UNIX = 1 };
+enum hd_sink_type { HD_SINK_TCP = 0, HD_SINK_FILE = 1 };
+enum hd_durability { HD_DUR_MEMORY = 0, HD_DUR_DISK = 1 };
+/* fsync policy: never, always, or every interval_ms (as hopper_fsync). */
+enum hd_fsync_mode { HD_FSYNC_NEVER = 0, HD_FSYNC_INTERVAL = 1, HD_FSYNC_ALWAYS = 2 };
+
+struct hd_fsync {
+    int mode;             /* enum hd_fsync_mode */
+    uint64_t interval_ms; /* HD_FSYNC_INTERVAL only */
+};
+
+/* Common head of every section: where it was and which keys it set. */
+struct hd_section {
+    char name[HD_NAME_MAX + 1];
+    int line;
+    uint64_t set_mask;         /* bit i: directive i of this kind was given */
+    int key_line[HD_MAX_KEYS]; /* line of directive i, when set */
+};
+
+struct hd_queue_conf {
+    struct hd_section s;
+    uint64_t memory_bytes;
+    uint64_t disk_bytes;
+    uint64_t segment_bytes;
+    uint64_t max_record_bytes;
+    uint64_t compression;
+    uint64_t checkpoint_ms;
+    int durability; /* enum hd_durability */
+    struct hd_fsync fsync;
+    int when_full; /* enum hd_when_full */
+};
+
+struct hd_source_conf {
+    struct hd_section s;
+    int type; /* enum hd_source_type */
+    char listen[HD_ADDR_MAX];
+    char path[HD_PATH_MAX];
+    uint64_t mode; /* unix socket permissions */
+    int format;    /* enum hd_format */
+    char queue[HD_NAME_MAX + 1];
+    uint64_t max_connections;
+    int queue_index; /* resolved after parsing */
+};
+
+struct hd_sink_conf {
+    struct hd_section s;
+    int type; /* enum hd_sink_type */
+    char connect[HD_ADDR_MAX];
+    char path[HD_PATH_MAX];
+    int format; /* enum hd_format */
+    char queue[HD_NAME_MAX + 1];
+    struct hd_fsync fsync; /* file sink */
+    uint64_t connect_timeout_ms;
+    uint64_t reconnect_min_ms;
+    uint64_t reconnect_max_ms;
+    uint64_t batch_bytes;
+    int queue_index;
+};
+
+struct hd_config {
+    char file[HD_PATH_MAX]; /* name used in error messages */
+    struct hd_section main; /* [hopperd] */
+    char state_dir[HD_PATH_MAX];
+    int log_level;                    /* enum hd_log_level */
+    char metrics_listen[HD_ADDR_MAX]; /* "" = no metrics endpoint */
+    uint64_t shutdown_timeout_ms;
+    struct hd_queue_conf *queues;
+    size_t nqueues;
+    struct hd_source_conf *sources;
+    size_t nsources;
+    struct hd_sink_conf *sinks;
+    size_t nsinks;
+};
+
+/* Load and validate a config file. On failure *out is NULL, -1 is returned
+ * and `err` holds "FILE:LINE: message" (LINE omitted when it does not apply),
+ * optionally followed by a newline and the offending line. */
+int hd_config_load_file(const char *path, struct hd_config **out, char *err, size_t errlen);
+/* Same, from memory; `name` stands for the file name in messages. */
+int hd_config_load_buffer(const char *name, const char *buf, size_t len, struct hd_config **out,
+                          char *err, size_t errlen);
+/* Accepts NULL. */
+void hd_config_free(struct hd_config *cfg);
+
+/* Count the differences between two configs that SIGHUP cannot apply
+ * (directives not marked reloadable, sections added or removed) and
+ * describe the first in `what`. */
+int hd_config_diff(const struct hd_config *running, const struct hd_config *next, char *what,
+                   size_t len);
+
+/* Index of the queue called `name`, or -1. */
+int hd_config_queue_index(const struct hd_config *cfg, const char *name);
+
+/* Unit parsers, exposed for tests. Return 0 or -1 with a reason in err. */
+int hd_parse_size(const char *s, uint64_t *out, char *err, size_t errlen);
+int hd_parse_duration(const char *s, uint64_t *out_ms, char *err, size_t errlen);
+/* Split "host:port" or "[v6]:port"; port 1..65535. */
+int hd_parse_addr(const char *s, char *host, size_t hostlen, char *port, size_t portlen, char *err,
+                  size_t errlen);
+/* [A-Za-z0-9_.-]{1,128}, not "." or "..". */
+int hd_name_is_valid(const char *name);
+
+const char *hd_format_name(int format);
+const char *hd_when_full_name(int when_full);
+
+#endif

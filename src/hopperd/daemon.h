@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/* hopperd runtime state shared by the listener, relay, metrics and main.
+ *
+ * Threads: main (startup, reload, shutdown), the signal thread, one
+ * listener thread (epoll over every source), one relay thread per sink and
+ * one metrics thread. Everything below is immutable after startup except:
+ *   - fields marked [atomic]: statistics and states, C11 atomics;
+ *   - fields marked [mu]: the sink's reloadable settings, under sink->mu.
+ * Lock order: a thread holds at most one sink->mu and calls nothing while
+ * holding it (copy out, unlock, then use).
+ */
+#ifndef HOPPER_SRC_HOPPERD_DAEMON_H
+#define HOPPER_SRC_HOPPERD_DAEMON_H
+
+#include <hopper.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* Why a record was dropped. Every drop is counted under exactly one cause. */
+enum hd_drop_cause {
+    HD_DROP_FULL = 0,     /* queue full, when_full = reject | drop_newest */
+    HD_DROP_FULL_OLDEST,  /* queue full, when_full = drop_oldest (drops the newest, see docs) */
+    HD_DROP_OVERSIZE,     /* longer than max_record_bytes */
+    HD_DROP_QUEUE_FAILED, /* hopper_send failed otherwise (EFAILED, ENOMEM, ...) */
+    HD_DROP_SHUTDOWN,     /* still blocked or partial when shutdown_timeout expired */
+    HD_DROP_REJECTED,     /* a native downstream refused the batch as TOO_BIG */
+    HD_DROP_NCAUSES
+};
+extern const char *const hd_drop_cause_names[HD_DROP_NCAUSES];
+
+/* Number of native rejection codes (enum hd_code in proto.h). */
+#define HD_NATIVE_NCODES 7
+
+struct hd_queue_rt {
+    const struct hd_queue_conf *conf;
+    hopper_queue *q;
+    atomic_uint_fast64_t ingress_records;        /* [atomic] accepted by hopper_send */
+    atomic_uint_fast64_t ingress_bytes;          /* [atomic] */
+    atomic_uint_fast64_t drops[HD_DROP_NCAUSES]; /* [atomic] */
+    atomic_uint_fast64_t sub_delivered;          /* [atomic] records sent to native subscribers */
+    atomic_uint_fast64_t sub_acked;              /* [atomic] records they acknowledged */
+    atomic_int subscribed; /* [atomic] 1 while a native subscriber is attached */
+};
+
+struct hd_source_rt {
+    const struct hd_source_conf *conf;
+    struct hd_queue_rt *queue;
+    int fd;                              /* listening socket, -1 when closed */
+    atomic_uint_fast64_t conns_active;   /* [atomic] */
+    atomic_uint_fast64_t conns_total;    /* [atomic] accepted */
+    atomic_uint_fast64_t conns_rejected; /* [atomic] over max_connections */
+    atomic_uint_fast64_t bad_frames;     /* [atomic] connections closed for malformed input */
+    atomic_uint_fast64_t native_rejections[HD_NATIVE_NCODES]; /* [atomic] by enum hd_code */
+};
+
+/* Sink connection lifecycle; transitions are checked in relay.c only. */
+enum hd_sink_state {
+    HD_SINK_IDLE = 0,
+    HD_SINK_CONNECTING,
+    HD_SINK_ESTABLISHED,
+    HD_SINK_DRAINING,
+    HD_SINK_CLOSING,
+    HD_SINK_BACKOFF,
+    HD_SINK_STOPPED,
+    HD_SINK_NSTATES
+};
+extern const char *const hd_sink_state_names[HD_SINK_NSTATES];
+
+struct hd_daemon;
+
+struct hd_sink_rt {
+    const struct hd_sink_conf *conf;
+    struct hd_queue_rt *queue;
+    struct hd_daemon *d;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    char connect[HD_ADDR_MAX];   /* [mu] reloadable */
+    uint64_t connect_timeout_ms; /* [mu] reloadable */
+    uint64_t reconnect_min_ms;   /* [mu] reloadable */
+    uint64_t reconnect_max_ms;   /* [mu] reloadable */
+    unsigned generation;         /* [mu] bumped when the address changes or a reopen is asked */
+    atomic_int state;            /* [atomic] enum hd_sink_state */
+    atomic_uint_fast64_t egress_records;   /* [atomic] written and acknowledged */
+    atomic_uint_fast64_t egress_bytes;     /* [atomic] payload bytes of those */
+    atomic_uint_fast64_t connects;         /* [atomic] successful connects/opens */
+    atomic_uint_fast64_t connect_failures; /* [atomic] */
+    atomic_uint_fast64_t write_errors;     /* [atomic] */
+};
+
+/* Relay run modes, set by main. */
+enum hd_run_mode { HD_RUN = 0, HD_DRAIN = 1, HD_STOP = 2 };
+
+struct hd_daemon {
+    struct hd_config *cfg; /* the config hopperd started with; never replaced */
+    struct hd_queue_rt *queues;
+    size_t nqueues;
+    struct hd_source_rt *sources;
+    size_t nsources;
+    struct hd_sink_rt *sinks;
+    size_t nsinks;
+    atomic_int listener_stop;   /* [atomic] set by main, then wake_fd written */
+    int wake_fd;                /* eventfd waking the listener loop */
+    atomic_int relay_mode;      /* [atomic] enum hd_run_mode */
+    uint64_t drain_deadline_ms; /* monotonic; written before relay_mode = HD_DRAIN */
+    atomic_int metrics_stop;    /* [atomic] */
+    int metrics_fd;             /* listening socket or -1 */
+    uint64_t start_ms;          /* monotonic start time */
+};
+
+/* Monotonic clock in milliseconds. */
+uint64_t hd_now_ms(void);
+
+#endif

@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: MIT */
+/* hopperd: the spooling relay daemon. This file only sequences startup,
+ * reload and shutdown (STYLE.md §16); each concern lives in its own file.
+ *
+ * Startup: config -> log_init -> block signals (before any thread) ->
+ * hopper_open every queue (recovery runs here) -> bind sources and the
+ * metrics endpoint -> start relays, listener, metrics, signal thread ->
+ * READY=1 -> wait for requests.
+ * Shutdown: STOPPING=1 -> stop the listener (it reads what clients already
+ * sent and hands it to the queues) -> let the relays drain until the
+ * deadline -> stop metrics -> hopper_close every queue (writes in-memory
+ * records to disk) -> exit 0, or 1 if a step failed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "listener.h"
+#include "log.h"
+#include "metrics.h"
+#include "notify.h"
+#include "relay.h"
+#include "signals.h"
+
+#ifndef HOPPERD_VERSION
+#define HOPPERD_VERSION "0.0.0"
+#endif
+#ifndef HOPPERD_DEFAULT_CONF
+#define HOPPERD_DEFAULT_CONF "/etc/hopperd.conf"
+#endif
+
+static void
+usage(FILE *fp)
+{
+    fprintf(fp, "usage: hopperd [-dhnvV] [-f file]\n"
+                "  -f file  configuration file (default " HOPPERD_DEFAULT_CONF ")\n"
+                "  -n       check the configuration, print 'configuration OK' and exit\n"
+                "  -d       debug logging\n"
+                "  -v       more logging (repeatable)\n"
+                "  -V       print the version and exit\n"
+                "  -h       this help\n");
+}
+
+/* mkdir -p with mode 0700 for directories it creates. */
+static int
+mkdir_p(const char *path)
+{
+    char tmp[HD_PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0700) < 0 && errno != EEXIST) {
+                return -errno;
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST) {
+        return -errno;
+    }
+    return 0;
+}
+
+static void
+queue_opts(const struct hd_queue_conf *qc, hopper_opts *o)
+{
+    hopper_opts_init(o);
+    o->memory_bytes = qc->memory_bytes;
+    o->disk_bytes = qc->disk_bytes;
+    o->segment_bytes = qc->segment_bytes;
+    o->compression = (int)qc->compression;
+    o->durability =
+        qc->durability == HD_DUR_DISK ? HOPPER_DURABILITY_DISK : HOPPER_DURABILITY_MEMORY;
+    switch (qc->fsync.mode) {
+    case HD_FSYNC_NEVER:
+        o->fsync = HOPPER_FSYNC_NEVER;
+        break;
+    case HD_FSYNC_ALWAYS:
+        o->fsync = HOPPER_FSYNC_ALWAYS;
+        break;
+    case HD_FSYNC_INTERVAL:
+    default:
+        o->fsync = HOPPER_FSYNC_INTERVAL;
+        o->fsync_interval_ms = (uint32_t)qc->fsync.interval_ms;
+        break;
+    }
+    o->max_record_bytes = (uint32_t)qc->max_record_bytes;
+    o->checkpoint_interval_ms = (uint32_t)qc->checkpoint_ms;
+}
+
+static int
+daemon_setup(struct hd_daemon *d, struct hd_config *cfg)
+{
+    memset(d, 0, sizeof(*d));
+    d->cfg = cfg;
+    d->wake_fd = -1;
+    d->metrics_fd = -1;
+    d->start_ms = hd_now_ms();
+    d->queues = calloc(cfg->nqueues ? cfg->nqueues : 1, sizeof(*d->queues));
+    d->sources = calloc(cfg->nsources ? cfg->nsources : 1, sizeof(*d->sources));
+    d->sinks = calloc(cfg->nsinks ? cfg->nsinks : 1, sizeof(*d->sinks));
+    if (d->queues == NULL || d->sources == NULL || d->sinks == NULL) {
+        return -ENOMEM;
+    }
+    d->nqueues = cfg->nqueues;
+    d->nsources = cfg->nsources;
+    d->nsinks = cfg->nsinks;
+    for (size_t i = 0; i < d->nqueues; i++) {
+        d->queues[i].conf = &cfg->queues[i];
+    }
+    for (size_t i = 0; i < d->nsources; i++) {
+        d->sources[i].conf = &cfg->sources[i];
+        d->sources[i].queue = &d->queues[cfg->sources[i].queue_index];
+        d->sources[i].fd = -1;
+    }
+    for (size_t i = 0; i < d->nsinks; i++) {
+        struct hd_sink_rt *s = &d->sinks[i];
+        const struct hd_sink_conf *sc = &cfg->sinks[i];
+        s->conf = sc;
+        s->queue = &d->queues[sc->queue_index];
+        s->d = d;
+        pthread_mutex_init(&s->mu, NULL);
+        snprintf(s->connect, sizeof(s->connect), "%s", sc->connect);
+        s->connect_timeout_ms = sc->connect_timeout_ms;
+        s->reconnect_min_ms = sc->reconnect_min_ms;
+        s->reconnect_max_ms = sc->reconnect_max_ms;
+        atomic_store(&s->state, HD_SINK_IDLE);
+    }
+    d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (d->wake_fd < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+static int
+open_queues(struct hd_daemon *d)
+{
+    int rc = mkdir_p(d->cfg->state_dir);
+    if (rc < 0) {
+        log_errorx("main: state_dir %s: %s", d->cfg->state_dir, strerror(-rc));
+        return rc;
+    }
+    for (size_t i = 0; i < d->nqueues; i++) {
+        struct hd_queue_rt *qr = &d->queues[i];
+        hopper_opts o;
+        queue_opts(qr->conf, &o);
+        uint64_t t0 = hd_now_ms();
+        rc = hopper_open(d->cfg->state_dir, qr->conf->s.name, &o, &qr->q);
+        if (rc < 0) {
+            log_errorx("main: queue %s: open %s/%s: %s", qr->conf->s.name, d->cfg->state_dir,
+                       qr->conf->s.name, hopper_strerror(rc));
+            return rc;
+        }
+        hopper_stats st = {.struct_size = sizeof(st)};
+        hopper_stats_get(qr->q, &st);
+        log_info("main: queue %s: opened in %" PRIu64 " ms, backlog %" PRIu64 " records (%" PRIu64
+                 " on disk), %" PRIu64 " corrupt frames skipped, %" PRIu64 " torn bytes cut",
+                 qr->conf->s.name, hd_now_ms() - t0, st.backlog_records, st.disk_records,
+                 st.corrupt_frames, st.torn_bytes);
+        if (qr->conf->when_full == HD_FULL_DROP_OLDEST) {
+            log_info("main: queue %s: when_full = drop_oldest drops the newest record "
+                     "(libhopper cannot drop the oldest); counted as cause full_drop_oldest",
+                     qr->conf->s.name);
+        }
+    }
+    return 0;
+}
+
+static int
+close_queues(struct hd_daemon *d)
+{
+    int status = 0;
+    for (size_t i = 0; i < d->nqueues; i++) {
+        struct hd_queue_rt *qr = &d->queues[i];
+        if (qr->q == NULL) {
+            continue;
+        }
+        hopper_stats st = {.struct_size = sizeof(st)};
+        hopper_stats_get(qr->q, &st);
+        int rc = hopper_close(qr->q);
+        qr->q = NULL;
+        if (rc < 0) {
+            log_errorx("main: queue %s: close: %s", qr->conf->s.name, hopper_strerror(rc));
+            status = 1;
+        } else {
+            log_info("main: queue %s: closed with %" PRIu64 " records spooled", qr->conf->s.name,
+                     st.backlog_records);
+        }
+    }
+    return status;
+}
+
+static void
+daemon_free(struct hd_daemon *d)
+{
+    for (size_t i = 0; i < d->nsinks; i++) {
+        if (d->sinks[i].d != NULL) {
+            pthread_mutex_destroy(&d->sinks[i].mu);
+        }
+    }
+    free(d->queues);
+    free(d->sources);
+    free(d->sinks);
+    if (d->wake_fd >= 0) {
+        close(d->wake_fd);
+    }
+}
+
+static int
+effective_level(int config_level, int debug, int verbose)
+{
+    if (debug) {
+        return HD_LOG_DEBUG;
+    }
+    int lv = config_level + verbose;
+    return lv > HD_LOG_DEBUG ? HD_LOG_DEBUG : lv;
+}
+
+/* SIGHUP: reload the reloadable settings; a config that does not load is
+ * rejected as a whole and the running one stays. */
+static void
+reload(struct hd_daemon *d, const char *path, int debug, int verbose)
+{
+    char err[HD_ERR_LEN];
+    struct hd_config *next = NULL;
+    if (hd_config_load_file(path, &next, err, sizeof(err)) < 0) {
+        log_errorx("reload: %s", err);
+        log_errorx("reload: rejected; the running configuration stays in effect");
+        return;
+    }
+    char what[HD_ERR_LEN];
+    int n = hd_config_diff(d->cfg, next, what, sizeof(what));
+    if (n > 0) {
+        log_warnx("reload: %d change(s) need a restart and are not applied (first: %s)", n, what);
+    }
+    log_setlevel(effective_level(next->log_level, debug, verbose));
+    for (size_t i = 0; i < d->nsinks; i++) {
+        for (size_t j = 0; j < next->nsinks; j++) {
+            if (strcmp(d->sinks[i].conf->s.name, next->sinks[j].s.name) == 0 &&
+                d->sinks[i].conf->type == next->sinks[j].type) {
+                hd_relay_reload(&d->sinks[i], &next->sinks[j]);
+            }
+        }
+    }
+    log_info("reload: done");
+    hd_config_free(next);
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *file = HOPPERD_DEFAULT_CONF;
+    int check = 0, debug = 0, verbose = 0;
+    int ch;
+    while ((ch = getopt(argc, argv, "df:hnvV")) != -1) {
+        switch (ch) {
+        case 'd':
+            debug = 1;
+            break;
+        case 'f':
+            file = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'n':
+            check = 1;
+            break;
+        case 'v':
+            verbose++;
+            break;
+        case 'V':
+            printf("hopperd %s (libhopper %s)\n", HOPPERD_VERSION, hopper_version_string());
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    char err[HD_ERR_LEN];
+    struct hd_config *cfg = NULL;
+    if (hd_config_load_file(file, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (check) {
+        printf("configuration OK\n");
+        hd_config_free(cfg);
+        return 0;
+    }
+
+    log_init(effective_level(cfg->log_level, debug, verbose), getenv("JOURNAL_STREAM") == NULL);
+    int rc = hd_signals_block();
+    if (rc < 0) {
+        fatalx("main: blocking signals: %s", strerror(-rc));
+    }
+
+    struct hd_daemon d;
+    rc = daemon_setup(&d, cfg);
+    if (rc < 0) {
+        fatalx("main: setup: %s", strerror(-rc));
+    }
+    int status = 0;
+    if (open_queues(&d) < 0) {
+        close_queues(&d);
+        daemon_free(&d);
+        hd_config_free(cfg);
+        return 1;
+    }
+    if (hd_listener_open(&d, err, sizeof(err)) < 0 || hd_metrics_open(&d, err, sizeof(err)) < 0) {
+        log_errorx("main: %s", err);
+        hd_listener_stop(&d);
+        close_queues(&d);
+        daemon_free(&d);
+        hd_config_free(cfg);
+        return 1;
+    }
+    if ((rc = hd_relay_start(&d)) < 0 || (rc = hd_listener_start(&d)) < 0 ||
+        (rc = hd_metrics_start(&d)) < 0 || (rc = hd_signals_start()) < 0) {
+        fatalx("main: starting threads: %s", strerror(-rc));
+    }
+    hd_notify("READY=1\nSTATUS=relaying");
+    log_info("main: hopperd %s ready (%zu queues, %zu sources, %zu sinks)", HOPPERD_VERSION,
+             d.nqueues, d.nsources, d.nsinks);
+
+    for (;;) {
+        int req = hd_signals_next_request();
+        if (req == HD_REQ_RELOAD) {
+            reload(&d, file, debug, verbose);
+            continue;
+        }
+        break;
+    }
+
+    hd_notify("STOPPING=1\nSTATUS=stopping");
+    uint64_t t0 = hd_now_ms();
+    uint64_t deadline = t0 + cfg->shutdown_timeout_ms;
+    hd_listener_stop(&d);
+    /* Leave a quarter of the budget for hopper_close (spooling memory). */
+    uint64_t drain_until = t0 + cfg->shutdown_timeout_ms * 3 / 4;
+    hd_relay_stop(&d, drain_until < deadline ? drain_until : deadline);
+    hd_metrics_stop(&d);
+    status |= close_queues(&d);
+    log_info("main: stopped in %" PRIu64 " ms", hd_now_ms() - t0);
+    daemon_free(&d);
+    hd_config_free(cfg);
+    return status;
+}

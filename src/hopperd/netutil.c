@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/* Socket helpers (see netutil.h). Nothing here logs; callers log with
+ * context. A non-blocking connect is only called up once the socket is
+ * writable and SO_ERROR reads 0: writability alone also signals failure. */
+#include "netutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+
+int
+hd_net_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+static int
+resolve(const char *addr, int passive, struct addrinfo **res, char *err, size_t errlen)
+{
+    char host[HD_ADDR_MAX], port[16];
+    if (hd_parse_addr(addr, host, sizeof(host), port, sizeof(port), err, errlen) < 0) {
+        return -EINVAL;
+    }
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    int rc = getaddrinfo(host, port, &hints, res);
+    if (rc != 0) {
+        snprintf(err, errlen, "resolve %s: %s", addr, gai_strerror(rc));
+        return rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+    }
+    return 0;
+}
+
+int
+hd_net_listen_tcp(const char *addr, char *err, size_t errlen)
+{
+    struct addrinfo *res = NULL;
+    int rc = resolve(addr, 1, &res, err, errlen);
+    if (rc < 0) {
+        return rc;
+    }
+    int fd = -1;
+    rc = -EADDRNOTAVAIL;
+    snprintf(err, errlen, "%s: no usable address", addr);
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            rc = -errno;
+            snprintf(err, errlen, "socket for %s: %s", addr, strerror(errno));
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            rc = -errno;
+            snprintf(err, errlen, "bind %s: %s", addr, strerror(errno));
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        if (listen(fd, 128) < 0) {
+            rc = -errno;
+            snprintf(err, errlen, "listen %s: %s", addr, strerror(errno));
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        break;
+    }
+    freeaddrinfo(res);
+    return fd >= 0 ? fd : rc;
+}
+
+int
+hd_net_listen_unix(const char *path, mode_t mode, char *err, size_t errlen)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "%s: path too long for a unix socket", path);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "%s exists and is not a socket", path);
+            return -EEXIST;
+        }
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "socket for %s: %s", path, strerror(e));
+        return -e;
+    }
+    /* bind() creates the file with the umask; tighten first, then chmod to
+     * the configured mode, so the socket is never more open than asked. */
+    mode_t old = umask(0177);
+    int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+    int e = errno;
+    umask(old);
+    if (rc < 0) {
+        snprintf(err, errlen, "bind %s: %s", path, strerror(e));
+        close(fd);
+        return -e;
+    }
+    if (chmod(path, mode) < 0 || listen(fd, 128) < 0) {
+        e = errno;
+        snprintf(err, errlen, "chmod/listen %s: %s", path, strerror(e));
+        close(fd);
+        unlink(path);
+        return -e;
+    }
+    return fd;
+}
+
+static int
+connect_one(const struct addrinfo *ai, int timeout_ms, int (*abort_fn)(void *), void *arg)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+        return -errno;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        return fd;
+    }
+    if (errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    uint64_t deadline = hd_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        if (abort_fn != NULL && abort_fn(arg)) {
+            close(fd);
+            return -ECANCELED;
+        }
+        uint64_t now = hd_now_ms();
+        if (now >= deadline) {
+            close(fd);
+            return -ETIMEDOUT;
+        }
+        uint64_t left = deadline - now;
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int n = poll(&pfd, 1, left < 100 ? (int)left : 100);
+        if (n < 0 && errno != EINTR) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+        if (n > 0) {
+            int soerr = 0;
+            socklen_t len = sizeof(soerr);
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) {
+                soerr = errno;
+            }
+            if (soerr != 0) {
+                close(fd);
+                return -soerr;
+            }
+            return fd;
+        }
+    }
+}
+
+int
+hd_net_connect(const char *addr, int timeout_ms, int (*abort_fn)(void *), void *arg, char *err,
+               size_t errlen)
+{
+    struct addrinfo *res = NULL;
+    int rc = resolve(addr, 0, &res, err, errlen);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = -EHOSTUNREACH;
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        rc = connect_one(ai, timeout_ms, abort_fn, arg);
+        if (rc >= 0 || rc == -ECANCELED) {
+            break;
+        }
+    }
+    freeaddrinfo(res);
+    if (rc < 0) {
+        snprintf(err, errlen, "connect %s: %s", addr, strerror(-rc));
+    }
+    return rc;
+}

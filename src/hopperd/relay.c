@@ -1,0 +1,829 @@
+/* SPDX-License-Identifier: MIT */
+/* Egress (see relay.h).
+ *
+ * Each sink is driven by an explicit state machine; `transitions` below is
+ * the only place that says which moves are legal, and set_state() enforces
+ * it. What each state may do:
+ *   IDLE         nothing yet; goes to CONNECTING.
+ *   CONNECTING   resolves and connects (non-blocking connect, wait for
+ *                writability, read SO_ERROR) or opens the file.
+ *   ESTABLISHED  the only state that writes to the sink and acknowledges.
+ *   DRAINING     native sinks: a batch was sent, waiting for the
+ *                downstream's reply; only then is it acknowledged in the
+ *                queue (lines/octet-counted sinks never enter it).
+ *   CLOSING      closes the connection; the unacknowledged batch is kept.
+ *   BACKOFF      waits min(max, min * 2^n), jittered, before reconnecting.
+ *   STOPPED      terminal.
+ *
+ * Ordering and loss: a batch is built from hopper_recv() and kept until it
+ * has been written completely; only then is the last sequence number
+ * acknowledged. If the write fails, the same batch is written again after
+ * reconnecting, so records are delivered in order and at least once (the
+ * downstream may see a batch twice, or the start of a batch twice, after a
+ * failure). Acknowledged "written" means handed to the kernel: for tcp, in
+ * the socket buffer; for files, written (and fdatasynced per `fsync`).
+ *
+ * Threads: one per sink; it alone uses its queue as the consumer.
+ * Settings that SIGHUP may change are read under sink->mu (daemon.h).
+ */
+#include "relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "netutil.h"
+#include "proto.h"
+
+static const unsigned char transitions[HD_SINK_NSTATES][HD_SINK_NSTATES] = {
+    [HD_SINK_IDLE] = {[HD_SINK_CONNECTING] = 1, [HD_SINK_STOPPED] = 1},
+    [HD_SINK_CONNECTING] =
+        {[HD_SINK_ESTABLISHED] = 1, [HD_SINK_BACKOFF] = 1, [HD_SINK_STOPPED] = 1},
+    [HD_SINK_ESTABLISHED] = {[HD_SINK_DRAINING] = 1, [HD_SINK_CLOSING] = 1},
+    [HD_SINK_DRAINING] = {[HD_SINK_ESTABLISHED] = 1, [HD_SINK_CLOSING] = 1},
+    [HD_SINK_CLOSING] = {[HD_SINK_BACKOFF] = 1, [HD_SINK_CONNECTING] = 1, [HD_SINK_STOPPED] = 1},
+    [HD_SINK_BACKOFF] = {[HD_SINK_CONNECTING] = 1, [HD_SINK_STOPPED] = 1},
+    [HD_SINK_STOPPED] = {0},
+};
+
+int
+hd_sink_transition_allowed(int from, int to)
+{
+    if (from < 0 || from >= HD_SINK_NSTATES || to < 0 || to >= HD_SINK_NSTATES) {
+        return 0;
+    }
+    return transitions[from][to];
+}
+
+uint64_t
+hd_backoff_delay(uint64_t min_ms, uint64_t max_ms, unsigned attempt, uint64_t *rng)
+{
+    uint64_t d = min_ms;
+    for (unsigned i = 0; i < attempt && d < max_ms; i++) {
+        d *= 2;
+    }
+    if (d > max_ms) {
+        d = max_ms;
+    }
+    uint64_t x = *rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *rng = x;
+    uint64_t r = x * UINT64_C(2685821657736338717);
+    uint64_t half = d / 2;
+    return half + (d - half > 0 ? r % (d - half + 1) : 0);
+}
+
+size_t
+hd_encode_record(int format, const void *data, size_t len, uint8_t *out, size_t cap)
+{
+    if (format == HD_FMT_OCTET) {
+        char hdr[24];
+        int h = snprintf(hdr, sizeof(hdr), "%zu ", len);
+        if (h < 0 || (size_t)h + len > cap) {
+            return 0;
+        }
+        memcpy(out, hdr, (size_t)h);
+        if (len > 0) {
+            memcpy(out + h, data, len);
+        }
+        return (size_t)h + len;
+    }
+    if (len + 1 > cap) {
+        return 0;
+    }
+    if (len > 0) {
+        memcpy(out, data, len);
+    }
+    out[len] = '\n';
+    return len + 1;
+}
+
+struct relay {
+    struct hd_sink_rt *s;
+    int fd;
+    uint8_t *batch;
+    size_t blen, bcap;
+    uint64_t last_seq;
+    uint64_t nrec;
+    uint64_t payload;
+    int have_batch;
+    unsigned attempt;
+    uint64_t backoff_until;
+    unsigned gen; /* generation of the settings in use */
+    int reconnect_now;
+    uint64_t last_sync_ms;
+    int dirty; /* file sink: written since the last fdatasync */
+    uint64_t rng;
+    char addr[HD_ADDR_MAX];
+    uint64_t connect_timeout_ms;
+    uint64_t last_err_ms;
+    /* native sinks */
+    uint64_t next_id;      /* id of the next send */
+    uint64_t max_frame;    /* from the downstream's hello */
+    unsigned full_attempt; /* consecutive FULL replies, for the retry delay */
+    uint8_t *rbuf;         /* reply frame being read */
+    size_t rlen, rcap;
+};
+
+/* How long a native sink waits for the downstream's reply to a batch. */
+#define NATIVE_REPLY_TIMEOUT_MS 30000
+
+static int
+state_of(const struct relay *r)
+{
+    return atomic_load(&r->s->state);
+}
+
+static void
+set_state(struct relay *r, int to)
+{
+    int from = state_of(r);
+    if (!hd_sink_transition_allowed(from, to)) {
+        /* A bug in this file, not a runtime condition. */
+        fatalx("relay: sink %s: illegal transition %s -> %s", r->s->conf->s.name,
+               hd_sink_state_names[from], hd_sink_state_names[to]);
+    }
+    atomic_store(&r->s->state, to);
+    log_debug("relay: sink %s: %s -> %s", r->s->conf->s.name, hd_sink_state_names[from],
+              hd_sink_state_names[to]);
+}
+
+static int
+mode_of(const struct relay *r)
+{
+    return atomic_load(&r->s->d->relay_mode);
+}
+
+/* True when the relay should give up what it is waiting for. */
+static int
+should_abort(const struct relay *r)
+{
+    int mode = mode_of(r);
+    if (mode == HD_STOP) {
+        return 1;
+    }
+    return mode == HD_DRAIN && hd_now_ms() >= r->s->d->drain_deadline_ms;
+}
+
+static int
+connect_abort(void *arg)
+{
+    struct relay *r = arg;
+    if (mode_of(r) != HD_RUN) {
+        return 1;
+    }
+    pthread_mutex_lock(&r->s->mu);
+    unsigned gen = r->s->generation;
+    pthread_mutex_unlock(&r->s->mu);
+    return gen != r->gen;
+}
+
+static void
+sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* native: read one frame from the downstream into r->rbuf within
+ * timeout_ms. Returns the payload length, or -errno (-ETIMEDOUT,
+ * -ECONNRESET on EOF, -EPROTO on a bad length, -ECANCELED). */
+static long
+native_read_frame(struct relay *r, uint64_t timeout_ms)
+{
+    uint64_t deadline = hd_now_ms() + timeout_ms;
+    for (;;) {
+        uint32_t len;
+        if (hd_proto_frame_len(r->rbuf, r->rlen, &len) == 0) {
+            if (len == 0 || len > r->rcap - HD_PROTO_HDR) {
+                return -EPROTO;
+            }
+            if (r->rlen >= HD_PROTO_HDR + len) {
+                return (long)len;
+            }
+        }
+        if (should_abort(r)) {
+            return -ECANCELED;
+        }
+        uint64_t now = hd_now_ms();
+        if (now >= deadline) {
+            return -ETIMEDOUT;
+        }
+        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
+        uint64_t left = deadline - now;
+        int n = poll(&pfd, 1, left < 100 ? (int)left : 100);
+        if (n < 0 && errno != EINTR) {
+            return -errno;
+        }
+        if (n <= 0) {
+            continue;
+        }
+        ssize_t got = recv(r->fd, r->rbuf + r->rlen, r->rcap - r->rlen, MSG_DONTWAIT);
+        if (got == 0) {
+            return -ECONNRESET;
+        }
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        r->rlen += (size_t)got;
+    }
+}
+
+/* Drop the frame just handled from r->rbuf. */
+static void
+native_consume(struct relay *r, size_t payload_len)
+{
+    size_t used = HD_PROTO_HDR + payload_len;
+    memmove(r->rbuf, r->rbuf + used, r->rlen - used);
+    r->rlen -= used;
+}
+
+/* native: the downstream speaks first; learn its frame limit. */
+static int
+native_handshake(struct relay *r, char *err, size_t errlen)
+{
+    r->rlen = 0;
+    long n = native_read_frame(r, r->connect_timeout_ms);
+    if (n < 0) {
+        snprintf(err, errlen, "%s: no hello: %s", r->addr, strerror((int)-n));
+        return (int)n;
+    }
+    struct hd_msg m;
+    const char *why;
+    if (hd_proto_parse(r->rbuf + HD_PROTO_HDR, (size_t)n, &m, &why) < 0 || m.op != HD_OP_HELLO ||
+        m.version != HD_PROTO_VERSION || m.max_frame < 1024) {
+        snprintf(err, errlen, "%s: not a hopperd native peer (bad hello)", r->addr);
+        return -EPROTO;
+    }
+    r->max_frame = m.max_frame;
+    native_consume(r, (size_t)n);
+    return 0;
+}
+
+static int
+sink_open(struct relay *r, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&r->s->mu);
+    snprintf(r->addr, sizeof(r->addr), "%s", r->s->connect);
+    r->connect_timeout_ms = r->s->connect_timeout_ms;
+    r->gen = r->s->generation;
+    pthread_mutex_unlock(&r->s->mu);
+    if (r->s->conf->type == HD_SINK_FILE) {
+        int fd = open(r->s->conf->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (fd < 0) {
+            int e = errno;
+            snprintf(err, errlen, "open %.200s: %s", r->s->conf->path, strerror(e));
+            return -e;
+        }
+        r->fd = fd;
+        r->last_sync_ms = hd_now_ms();
+        return 0;
+    }
+    int fd = hd_net_connect(r->addr, (int)r->connect_timeout_ms, connect_abort, r, err, errlen);
+    if (fd < 0) {
+        return fd;
+    }
+    r->fd = fd;
+    if (r->s->conf->format == HD_FMT_NATIVE) {
+        int rc = native_handshake(r, err, errlen);
+        if (rc < 0) {
+            close(r->fd);
+            r->fd = -1;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int
+file_sync(struct relay *r)
+{
+    if (!r->dirty || r->fd < 0) {
+        return 0;
+    }
+    if (fdatasync(r->fd) < 0) {
+        return -errno;
+    }
+    r->dirty = 0;
+    r->last_sync_ms = hd_now_ms();
+    return 0;
+}
+
+static void
+sink_close(struct relay *r)
+{
+    if (r->fd < 0) {
+        return;
+    }
+    if (r->s->conf->type == HD_SINK_FILE && r->s->conf->fsync.mode != HD_FSYNC_NEVER &&
+        file_sync(r) < 0) {
+        log_warn("relay: sink %s: fdatasync %s", r->s->conf->s.name, r->s->conf->path);
+    }
+    close(r->fd);
+    r->fd = -1;
+}
+
+/* tcp: has the downstream closed or reset the connection? Anything it
+ * sends us (lines/octet-counted have no replies) is read and discarded. */
+static int
+peer_alive(struct relay *r)
+{
+    if (r->s->conf->type != HD_SINK_TCP) {
+        return 1;
+    }
+    for (;;) {
+        struct pollfd pfd = {.fd = r->fd, .events = POLLIN | POLLRDHUP};
+        int n = poll(&pfd, 1, 0);
+        if (n <= 0) {
+            return 1;
+        }
+        if (pfd.revents & (POLLERR | POLLHUP | POLLRDHUP)) {
+            return 0;
+        }
+        char scratch[4096];
+        ssize_t got = recv(r->fd, scratch, sizeof(scratch), MSG_DONTWAIT);
+        if (got == 0) {
+            return 0;
+        }
+        if (got < 0) {
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+        }
+    }
+}
+
+static int
+write_all(struct relay *r, const uint8_t *p, size_t n)
+{
+    if (state_of(r) != HD_SINK_ESTABLISHED) {
+        return -EINVAL;
+    }
+    int is_tcp = r->s->conf->type == HD_SINK_TCP;
+    while (n > 0) {
+        ssize_t w = is_tcp ? send(r->fd, p, n, MSG_NOSIGNAL) : write(r->fd, p, n);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* A slow downstream is not an error: wait, but give up when
+             * told to stop (the batch stays unacknowledged). */
+            if (should_abort(r)) {
+                return -ECANCELED;
+            }
+            struct pollfd pfd = {.fd = r->fd, .events = POLLOUT};
+            if (poll(&pfd, 1, 100) < 0 && errno != EINTR) {
+                return -errno;
+            }
+            if (pfd.revents & (POLLERR | POLLHUP)) {
+                return -EPIPE;
+            }
+            continue;
+        }
+        return w < 0 ? -errno : -EIO;
+    }
+    return 0;
+}
+
+static int
+batch_append(struct relay *r, const hopper_record *rec)
+{
+    size_t need = rec->len + 24;
+    if (r->blen + need > r->bcap) {
+        size_t ncap = r->bcap * 2 > r->blen + need ? r->bcap * 2 : r->blen + need;
+        uint8_t *nb = realloc(r->batch, ncap);
+        if (nb == NULL) {
+            return -ENOMEM;
+        }
+        r->batch = nb;
+        r->bcap = ncap;
+    }
+    size_t w;
+    if (r->s->conf->format == HD_FMT_NATIVE) {
+        /* Raw layout [u32 len][bytes]; encoded into a send frame on write. */
+        uint32_t len32 = (uint32_t)rec->len;
+        memcpy(r->batch + r->blen, &len32, sizeof(len32));
+        if (rec->len > 0) {
+            memcpy(r->batch + r->blen + sizeof(len32), rec->data, rec->len);
+        }
+        w = sizeof(len32) + rec->len;
+    } else {
+        w = hd_encode_record(r->s->conf->format, rec->data, rec->len, r->batch + r->blen,
+                             r->bcap - r->blen);
+    }
+    if (w == 0) {
+        return -ENOMEM;
+    }
+    r->blen += w;
+    r->last_seq = rec->seq;
+    r->nrec++;
+    r->payload += rec->len;
+    r->have_batch = 1;
+    return 0;
+}
+
+static int
+warn_ok(struct relay *r)
+{
+    uint64_t now = hd_now_ms();
+    if (now - r->last_err_ms < 1000) {
+        return 0;
+    }
+    r->last_err_ms = now;
+    return 1;
+}
+
+/* Fill the batch from the queue: wait up to timeout_ms for the first
+ * record, then take what is there without waiting up to batch_bytes. */
+static void
+fill_batch(struct relay *r, int timeout_ms)
+{
+    hopper_queue *q = r->s->queue->q;
+    hopper_record rec;
+    int rc = hopper_recv(q, &rec, timeout_ms);
+    while (rc == 0) {
+        if (batch_append(r, &rec) < 0) {
+            /* Out of memory: the record was received but not kept, so it
+             * must not be skipped. Restarting delivery from the queue is not
+             * possible without a reopen; fail loudly instead of losing it. */
+            fatalx("relay: sink %s: out of memory building a batch", r->s->conf->s.name);
+        }
+        uint64_t limit = r->s->conf->batch_bytes;
+        if (r->s->conf->format == HD_FMT_NATIVE && limit > r->max_frame / 2) {
+            limit = r->max_frame / 2;
+        }
+        if (r->blen >= limit) {
+            return;
+        }
+        rc = hopper_recv(q, &rec, 0);
+    }
+    if (rc != -EAGAIN && rc != -ETIMEDOUT && rc != HOPPER_ECLOSED && warn_ok(r)) {
+        log_warnx("relay: sink %s: queue %s: recv: %s", r->s->conf->s.name,
+                  r->s->queue->conf->s.name, hopper_strerror(rc));
+        sleep_ms(100);
+    }
+}
+
+#define NATIVE_RETRY 1
+#define NATIVE_DROP 2
+
+/* Wait up to ms, returning early when told to stop. */
+static void
+pause_unless_stopping(struct relay *r, uint64_t ms)
+{
+    uint64_t until = hd_now_ms() + ms;
+    while (!should_abort(r) && mode_of(r) == HD_RUN) {
+        uint64_t now = hd_now_ms();
+        if (now >= until) {
+            break;
+        }
+        sleep_ms(until - now < 50 ? until - now : 50);
+    }
+}
+
+/* native: send the batch as one `send` and wait for its reply (DRAINING).
+ * Returns 0 (accepted: acknowledge), NATIVE_RETRY (downstream full or
+ * failing: keep the batch, try again), NATIVE_DROP (downstream can never
+ * take it: count and acknowledge), or -errno (connection problem). */
+static int
+native_exchange(struct relay *r)
+{
+    struct hd_sink_rt *s = r->s;
+    struct hd_slice *sl = malloc((size_t)r->nrec * sizeof(*sl));
+    if (sl == NULL) {
+        return -ENOMEM;
+    }
+    size_t off = 0;
+    for (uint64_t i = 0; i < r->nrec; i++) {
+        uint32_t len32;
+        memcpy(&len32, r->batch + off, sizeof(len32));
+        sl[i].p = r->batch + off + sizeof(len32);
+        sl[i].n = len32;
+        off += sizeof(len32) + len32;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint64_t id = r->next_id++;
+    int rc = hd_proto_put_send(&sb, id, NULL, sl, (size_t)r->nrec);
+    free(sl);
+    if (rc == 0) {
+        rc = write_all(r, (const uint8_t *)sb.data, sb.size);
+    } else {
+        rc = -ENOMEM;
+    }
+    msgpack_sbuffer_destroy(&sb);
+    if (rc < 0) {
+        return rc;
+    }
+    set_state(r, HD_SINK_DRAINING);
+    long n = native_read_frame(r, NATIVE_REPLY_TIMEOUT_MS);
+    if (n < 0) {
+        return (int)n;
+    }
+    struct hd_msg m;
+    const char *why;
+    if (hd_proto_parse(r->rbuf + HD_PROTO_HDR, (size_t)n, &m, &why) < 0 || m.id != id ||
+        (m.op != HD_OP_OK && m.op != HD_OP_ERROR)) {
+        log_warnx("relay: sink %s: %s: unexpected reply to batch %llu", s->conf->s.name, r->addr,
+                  (unsigned long long)id);
+        return -EPROTO;
+    }
+    native_consume(r, (size_t)n);
+    set_state(r, HD_SINK_ESTABLISHED);
+    if (m.op == HD_OP_OK) {
+        r->full_attempt = 0;
+        return 0;
+    }
+    const char *code = m.code > 0 && m.code < HD_CODE_NCODES ? hd_code_names[m.code] : "?";
+    if (m.code == HD_CODE_TOO_BIG) {
+        log_errorx("relay: sink %s: %s refused a batch of %llu records as TOO_BIG (%.*s); "
+                   "dropped",
+                   s->conf->s.name, r->addr, (unsigned long long)r->nrec, (int)m.message.n,
+                   m.message.p != NULL ? (const char *)m.message.p : "");
+        return NATIVE_DROP;
+    }
+    if (m.code == HD_CODE_BAD_FRAME) {
+        log_errorx("relay: sink %s: %s: BAD_FRAME (%.*s)", s->conf->s.name, r->addr,
+                   (int)m.message.n, m.message.p != NULL ? (const char *)m.message.p : "");
+        return -EPROTO;
+    }
+    pthread_mutex_lock(&s->mu);
+    uint64_t mn = s->reconnect_min_ms, mx = s->reconnect_max_ms;
+    pthread_mutex_unlock(&s->mu);
+    uint64_t delay = hd_backoff_delay(mn, mx, r->full_attempt, &r->rng);
+    if (r->full_attempt < 64) {
+        r->full_attempt++;
+    }
+    if (warn_ok(r)) {
+        log_warnx("relay: sink %s: %s answered %s; retrying the batch in %llu ms", s->conf->s.name,
+                  r->addr, code, (unsigned long long)delay);
+    }
+    pause_unless_stopping(r, delay);
+    return NATIVE_RETRY;
+}
+
+static void
+established_step(struct relay *r)
+{
+    struct hd_sink_rt *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    unsigned gen = s->generation;
+    pthread_mutex_unlock(&s->mu);
+    if (gen != r->gen) {
+        log_info("relay: sink %s: settings changed, reconnecting", s->conf->s.name);
+        r->reconnect_now = 1;
+        set_state(r, HD_SINK_CLOSING);
+        return;
+    }
+    int is_file = s->conf->type == HD_SINK_FILE;
+    if (!r->have_batch) {
+        fill_batch(r, mode_of(r) == HD_RUN ? 100 : 0);
+    }
+    if (!r->have_batch) {
+        if (!peer_alive(r)) {
+            log_warnx("relay: sink %s: %s closed the connection", s->conf->s.name, r->addr);
+            set_state(r, HD_SINK_CLOSING);
+        } else if (is_file && s->conf->fsync.mode == HD_FSYNC_INTERVAL &&
+                   hd_now_ms() - r->last_sync_ms >= s->conf->fsync.interval_ms &&
+                   file_sync(r) < 0) {
+            log_warn("relay: sink %s: fdatasync %s", s->conf->s.name, s->conf->path);
+        }
+        return;
+    }
+    if (!peer_alive(r)) {
+        log_warnx("relay: sink %s: %s closed the connection", s->conf->s.name, r->addr);
+        set_state(r, HD_SINK_CLOSING);
+        return;
+    }
+    int rc;
+    if (s->conf->format == HD_FMT_NATIVE) {
+        rc = native_exchange(r);
+        if (rc == NATIVE_RETRY) {
+            return;
+        }
+        if (rc == NATIVE_DROP) {
+            atomic_fetch_add(&s->queue->drops[HD_DROP_REJECTED], r->nrec);
+            rc = 0;
+        }
+    } else {
+        rc = write_all(r, r->batch, r->blen);
+    }
+    if (rc == 0 && is_file) {
+        r->dirty = 1;
+        if (s->conf->fsync.mode == HD_FSYNC_ALWAYS ||
+            (s->conf->fsync.mode == HD_FSYNC_INTERVAL &&
+             hd_now_ms() - r->last_sync_ms >= s->conf->fsync.interval_ms)) {
+            rc = file_sync(r);
+        }
+    }
+    if (rc < 0) {
+        atomic_fetch_add(&s->write_errors, 1);
+        if (rc != -ECANCELED) {
+            log_warnx("relay: sink %s: write to %s: %s", s->conf->s.name,
+                      is_file ? s->conf->path : r->addr, strerror(-rc));
+        }
+        set_state(r, HD_SINK_CLOSING);
+        return;
+    }
+    rc = hopper_ack(s->queue->q, r->last_seq);
+    if (rc < 0 && warn_ok(r)) {
+        log_warnx("relay: sink %s: queue %s: ack: %s", s->conf->s.name, s->queue->conf->s.name,
+                  hopper_strerror(rc));
+    }
+    atomic_fetch_add(&s->egress_records, r->nrec);
+    atomic_fetch_add(&s->egress_bytes, r->payload);
+    r->blen = 0;
+    r->nrec = 0;
+    r->payload = 0;
+    r->have_batch = 0;
+}
+
+static void *
+relay_main(void *arg)
+{
+    struct relay *r = arg;
+    struct hd_sink_rt *s = r->s;
+    char why[HD_ERR_LEN];
+    for (;;) {
+        int mode = mode_of(r);
+        int st = state_of(r);
+        if (mode == HD_STOP) {
+            break;
+        }
+        if (mode == HD_DRAIN) {
+            /* Draining ends when the sink is not up, time is up, or the
+             * queue has nothing more to give right now. */
+            if (st != HD_SINK_ESTABLISHED || should_abort(r)) {
+                break;
+            }
+            if (!r->have_batch) {
+                fill_batch(r, 0);
+                if (!r->have_batch) {
+                    break;
+                }
+            }
+        }
+        switch (st) {
+        case HD_SINK_IDLE:
+            set_state(r, HD_SINK_CONNECTING);
+            break;
+        case HD_SINK_CONNECTING:
+            if (sink_open(r, why, sizeof(why)) == 0) {
+                atomic_fetch_add(&s->connects, 1);
+                if (r->attempt > 0) {
+                    log_info("relay: sink %s: connected to %s after %u failed attempts",
+                             s->conf->s.name,
+                             s->conf->type == HD_SINK_FILE ? s->conf->path : r->addr, r->attempt);
+                } else {
+                    log_info("relay: sink %s: connected to %s", s->conf->s.name,
+                             s->conf->type == HD_SINK_FILE ? s->conf->path : r->addr);
+                }
+                r->attempt = 0;
+                set_state(r, HD_SINK_ESTABLISHED);
+            } else {
+                atomic_fetch_add(&s->connect_failures, 1);
+                pthread_mutex_lock(&s->mu);
+                uint64_t mn = s->reconnect_min_ms, mx = s->reconnect_max_ms;
+                pthread_mutex_unlock(&s->mu);
+                uint64_t delay = hd_backoff_delay(mn, mx, r->attempt, &r->rng);
+                if (r->attempt == 0) {
+                    log_warnx("relay: sink %s: %s; retrying with backoff", s->conf->s.name, why);
+                } else {
+                    log_debug("relay: sink %s: %s; retry in %llu ms", s->conf->s.name, why,
+                              (unsigned long long)delay);
+                }
+                if (r->attempt < 64) {
+                    r->attempt++;
+                }
+                r->backoff_until = hd_now_ms() + delay;
+                set_state(r, HD_SINK_BACKOFF);
+            }
+            break;
+        case HD_SINK_ESTABLISHED:
+            established_step(r);
+            break;
+        case HD_SINK_CLOSING:
+            sink_close(r);
+            if (r->reconnect_now) {
+                r->reconnect_now = 0;
+                set_state(r, HD_SINK_CONNECTING);
+            } else {
+                pthread_mutex_lock(&s->mu);
+                uint64_t mn = s->reconnect_min_ms;
+                pthread_mutex_unlock(&s->mu);
+                r->backoff_until = hd_now_ms() + hd_backoff_delay(mn, mn, 0, &r->rng);
+                set_state(r, HD_SINK_BACKOFF);
+            }
+            break;
+        case HD_SINK_BACKOFF: {
+            uint64_t now = hd_now_ms();
+            pthread_mutex_lock(&s->mu);
+            unsigned gen = s->generation;
+            pthread_mutex_unlock(&s->mu);
+            if (now >= r->backoff_until || gen != r->gen) {
+                set_state(r, HD_SINK_CONNECTING);
+            } else {
+                uint64_t left = r->backoff_until - now;
+                sleep_ms(left < 50 ? left : 50);
+            }
+            break;
+        }
+        default:
+            fatalx("relay: sink %s: unexpected state %d", s->conf->s.name, st);
+        }
+    }
+    int st = state_of(r);
+    if (st == HD_SINK_ESTABLISHED || st == HD_SINK_DRAINING) {
+        set_state(r, HD_SINK_CLOSING);
+    }
+    sink_close(r);
+    set_state(r, HD_SINK_STOPPED);
+    if (r->have_batch) {
+        log_info("relay: sink %s: %llu records written but not acknowledged; they are delivered "
+                 "again after restart",
+                 s->conf->s.name, (unsigned long long)r->nrec);
+    }
+    free(r->batch);
+    free(r->rbuf);
+    free(r);
+    return NULL;
+}
+
+int
+hd_relay_start(struct hd_daemon *d)
+{
+    for (size_t i = 0; i < d->nsinks; i++) {
+        struct hd_sink_rt *s = &d->sinks[i];
+        struct relay *r = calloc(1, sizeof(*r));
+        if (r == NULL) {
+            return -ENOMEM;
+        }
+        r->s = s;
+        r->fd = -1;
+        r->rcap = 64 * 1024;
+        r->rbuf = malloc(r->rcap);
+        if (r->rbuf == NULL) {
+            free(r);
+            return -ENOMEM;
+        }
+        r->rng =
+            (hd_now_ms() << 16) ^ (uint64_t)getpid() ^ ((uint64_t)i << 40) ^ 0x9e3779b97f4a7c15u;
+        int rc = pthread_create(&s->thread, NULL, relay_main, r);
+        if (rc != 0) {
+            free(r->rbuf);
+            free(r);
+            return -rc;
+        }
+        s->thread_started = 1;
+    }
+    return 0;
+}
+
+void
+hd_relay_stop(struct hd_daemon *d, uint64_t deadline_ms)
+{
+    d->drain_deadline_ms = deadline_ms;
+    atomic_store(&d->relay_mode, HD_DRAIN);
+    for (size_t i = 0; i < d->nsinks; i++) {
+        if (d->sinks[i].thread_started) {
+            pthread_join(d->sinks[i].thread, NULL);
+            d->sinks[i].thread_started = 0;
+        }
+    }
+    atomic_store(&d->relay_mode, HD_STOP);
+}
+
+void
+hd_relay_reload(struct hd_sink_rt *s, const struct hd_sink_conf *nc)
+{
+    pthread_mutex_lock(&s->mu);
+    if (strcmp(s->connect, nc->connect) != 0) {
+        log_info("relay: sink %s: address %s -> %s", s->conf->s.name, s->connect, nc->connect);
+    }
+    /* File sinks reopen on every reload (log rotation); tcp sinks
+     * reconnect only when the address changed. */
+    if (s->conf->type == HD_SINK_FILE || strcmp(s->connect, nc->connect) != 0) {
+        s->generation++;
+    }
+    snprintf(s->connect, sizeof(s->connect), "%s", nc->connect);
+    s->connect_timeout_ms = nc->connect_timeout_ms;
+    s->reconnect_min_ms = nc->reconnect_min_ms;
+    s->reconnect_max_ms = nc->reconnect_max_ms;
+    pthread_mutex_unlock(&s->mu);
+}
