@@ -735,7 +735,9 @@ static int
 key_line(const struct hd_section *sec, int kind, const char *key)
 {
     const struct directive *d = find_directive(kind, key);
-    return d != NULL ? sec->key_line[directive_bit(d)] : sec->line;
+    /* A key left at its default has no line: point at its section. */
+    int line = d != NULL ? sec->key_line[directive_bit(d)] : 0;
+    return line > 0 ? line : sec->line;
 }
 
 int
@@ -775,7 +777,9 @@ validate(struct loader *ld)
     struct hd_config *cfg = ld->cfg;
     for (size_t i = 0; i < cfg->nqueues; i++) {
         struct hd_queue_conf *q = &cfg->queues[i];
-        if (q->segment_bytes > q->disk_bytes) {
+        /* The library seals segments at a quarter of disk_bytes anyway, so
+         * only an explicit segment_bytes above the budget is a mistake. */
+        if (is_set(&q->s, K_QUEUE, "segment_bytes") && q->segment_bytes > q->disk_bytes) {
             ld_error(ld, key_line(&q->s, K_QUEUE, "segment_bytes"),
                      "[queue %s]: segment_bytes must not exceed disk_bytes", q->s.name);
         }

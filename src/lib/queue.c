@@ -53,10 +53,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CKPT_NAME "checkpoint"
-#define CKPT_MAGIC 0x504b4348u /* "HCKP" */
-#define CKPT_VERSION 1u
-#define CKPT_SIZE 32u
 #define LOCK_NAME "LOCK"
 #define ENOSPC_BACKOFF_NS 500000000ull
 /* An index is written only for segments of at most this many runs, so its
@@ -383,45 +379,9 @@ check_name(const char *name)
 static int
 ckpt_write(hopper_queue *q, uint64_t ack_next, uint64_t read_next)
 {
-    uint8_t b[CKPT_SIZE];
-    hp_put_u32(b, CKPT_MAGIC);
-    hp_put_u16(b + 4, CKPT_VERSION);
-    hp_put_u16(b + 6, CKPT_SIZE);
-    hp_put_u64(b + 8, ack_next);
-    hp_put_u64(b + 16, read_next);
-    hp_put_u32(b + 24, 0);
-    hp_put_u32(b + 28, hp_crc32c_extend(0, b, 28));
-    return hp_fs_atomic_write(q->dirfd, CKPT_NAME, b, sizeof(b));
-}
-
-/* Returns 0 with the positions, 1 when there is no usable checkpoint (missing
- * or damaged: then everything on disk is delivered again), < 0 on I/O. */
-static int
-ckpt_read(hopper_queue *q, uint64_t *ack_next, uint64_t *read_next)
-{
-    *ack_next = 0;
-    *read_next = 0;
-    int fd = hp_fs_openat(q->dirfd, CKPT_NAME, O_RDONLY, 0);
-    if (fd == -ENOENT) {
-        return 1;
-    }
-    if (fd < 0) {
-        return fd;
-    }
-    uint8_t b[CKPT_SIZE];
-    ssize_t r = hp_fs_pread_full(fd, b, sizeof(b), 0);
-    hp_fs_close(fd);
-    if (r < 0) {
-        return (int)r;
-    }
-    if ((size_t)r != CKPT_SIZE || hp_get_u32(b) != CKPT_MAGIC ||
-        hp_get_u16(b + 4) != CKPT_VERSION || hp_get_u16(b + 6) != CKPT_SIZE ||
-        hp_get_u32(b + 28) != hp_crc32c_extend(0, b, 28)) {
-        return 1;
-    }
-    *ack_next = hp_get_u64(b + 8);
-    *read_next = hp_get_u64(b + 16);
-    return 0;
+    uint8_t b[HP_CKPT_SIZE];
+    hp_ckpt_encode(b, ack_next, read_next);
+    return hp_fs_atomic_write(q->dirfd, HP_CKPT_NAME, b, sizeof(b));
 }
 
 /* ---- writer ------------------------------------------------------------ */
@@ -914,7 +874,7 @@ admit(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t *to_mem)
     uint64_t mem_raw = disk_mode ? 0 : q->mem_bytes + mem_add + (q->mem.count + k) * HP_REC_PREFIX;
     uint64_t need = q->disk_bytes + q->inflight_reserve + reserve_for(q, new_pend) + reserve_for(q, mem_raw);
     /* Would it fit an empty queue? If not, it never will. */
-    uint64_t alone = CKPT_SIZE + reserve_for(q, all_raw);
+    uint64_t alone = HP_CKPT_SIZE + reserve_for(q, all_raw);
     if (alone > q->o.disk_bytes) {
         return HOPPER_ETOOBIG;
     }
@@ -1186,7 +1146,9 @@ stage_from_memory(hopper_queue *q)
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         hp_entry *e = hp_deque_at(&q->mem, first + i);
-        r->stage[i] = (struct hp_staged){.data = r->sbuf.data + off, .len = e->len, .seq = e->seq};
+        /* Empty records may leave sbuf without memory: never offset NULL. */
+        const uint8_t *data = r->sbuf.data != NULL ? r->sbuf.data + off : (const uint8_t *)"";
+        r->stage[i] = (struct hp_staged){.data = data, .len = e->len, .seq = e->seq};
         off += e->len;
         if (e->seq >= q->read_seq) {
             q->read_seq = e->seq + 1;
@@ -1884,7 +1846,7 @@ recover(hopper_queue *q)
                 q->next_seg_id = id + 1;
             }
         } else if (n > 4 && strcmp(de->d_name + n - 4, ".tmp") == 0 &&
-                   (strncmp(de->d_name, CKPT_NAME, strlen(CKPT_NAME)) == 0 ||
+                   (strncmp(de->d_name, HP_CKPT_NAME, strlen(HP_CKPT_NAME)) == 0 ||
                     strstr(de->d_name, ".hseg.tmp") != NULL)) {
             /* Our own temp file from an interrupted create: never complete. */
             (void)unlinkat(q->dirfd, de->d_name, 0);
@@ -2057,14 +2019,14 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
         goto fail;
     }
     uint64_t read_next;
-    rc = ckpt_read(q, &q->ack_next, &read_next);
+    rc = hp_ckpt_read(q->dirfd, &q->ack_next, &read_next);
     if (rc < 0) {
         goto fail;
     }
     q->ckpt_ack = q->ack_next;
     q->ckpt_ns = hp_now_mono_ns();
     q->redeliver_below = read_next;
-    q->disk_bytes = CKPT_SIZE;
+    q->disk_bytes = HP_CKPT_SIZE;
     rc = recover(q);
     if (rc < 0) {
         goto fail;

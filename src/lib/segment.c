@@ -360,3 +360,56 @@ hp_idx_free(hp_segidx *x)
     free(x->runs);
     memset(x, 0, sizeof(*x));
 }
+
+/* ---- checkpoint, FORMAT.md §4 ------------------------------------------ */
+
+void
+hp_ckpt_encode(uint8_t out[HP_CKPT_SIZE], uint64_t ack_next, uint64_t read_next)
+{
+    hp_put_u32(out, HP_CKPT_MAGIC);
+    hp_put_u16(out + 4, HP_CKPT_VERSION);
+    hp_put_u16(out + 6, HP_CKPT_SIZE);
+    hp_put_u64(out + 8, ack_next);
+    hp_put_u64(out + 16, read_next);
+    hp_put_u32(out + 24, 0);
+    hp_put_u32(out + 28, hp_crc32c_extend(0, out, 28));
+}
+
+int
+hp_ckpt_decode(const uint8_t *p, size_t n, uint64_t *ack_next, uint64_t *read_next)
+{
+    HP_ENSURE(n == HP_CKPT_SIZE && hp_get_u32(p) == HP_CKPT_MAGIC, HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u16(p + 4) == HP_CKPT_VERSION && hp_get_u16(p + 6) == HP_CKPT_SIZE,
+              HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u32(p + 28) == hp_crc32c_extend(0, p, 28), HOPPER_ECORRUPT);
+    *ack_next = hp_get_u64(p + 8);
+    *read_next = hp_get_u64(p + 16);
+    return 0;
+}
+
+int
+hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next)
+{
+    *ack_next = 0;
+    *read_next = 0;
+    int fd = hp_fs_openat(dirfd, HP_CKPT_NAME, O_RDONLY, 0);
+    if (fd == -ENOENT) {
+        return 1;
+    }
+    if (fd < 0) {
+        return fd;
+    }
+    /* One byte more than a checkpoint, to tell a longer file from ours. */
+    uint8_t b[HP_CKPT_SIZE + 1];
+    ssize_t r = hp_fs_pread_full(fd, b, sizeof(b), 0);
+    hp_fs_close(fd);
+    if (r < 0) {
+        return (int)r;
+    }
+    if (hp_ckpt_decode(b, (size_t)r, ack_next, read_next) < 0) {
+        *ack_next = 0;
+        *read_next = 0;
+        return 1;
+    }
+    return 0;
+}

@@ -112,4 +112,18 @@ HP_MUST_USE int hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t 
                               hp_segidx *x);
 void hp_idx_free(hp_segidx *x);
 
+/* Checkpoint file (FORMAT.md §4). */
+#define HP_CKPT_NAME "checkpoint"
+#define HP_CKPT_MAGIC 0x504b4348u /* "HCKP" */
+#define HP_CKPT_VERSION 1u
+#define HP_CKPT_SIZE 32u
+
+void hp_ckpt_encode(uint8_t out[HP_CKPT_SIZE], uint64_t ack_next, uint64_t read_next);
+/* Returns 0 with the positions, HOPPER_ECORRUPT for a damaged one. */
+HP_MUST_USE int hp_ckpt_decode(const uint8_t *p, size_t n, uint64_t *ack_next,
+                               uint64_t *read_next);
+/* Read dirfd/checkpoint: 0 with the positions, 1 when there is no usable
+ * checkpoint (missing or damaged: positions 0), < 0 on I/O errors. */
+HP_MUST_USE int hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next);
+
 #endif

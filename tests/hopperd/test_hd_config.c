@@ -443,6 +443,10 @@ test_errors_with_lines(void **state)
          "test.conf:3: [queue q]: segment_bytes must not exceed disk_bytes"},
         {"[queue q]\ndisk_bytes = 1MiB\nsegment_bytes = 64KiB\nmax_record_bytes = 1MiB\n",
          "test.conf:4: [queue q]: max_record_bytes must be at most half of disk_bytes"},
+        /* Found by fuzz_config (tests/data/fuzz-crashes/config-1.bin): a check
+         * on a key left at its default points at the section's line. */
+        {"[hopperd]\n[queue q]\ndisk_bytes = 64KiB\n",
+         "test.conf:2: [queue q]: max_record_bytes must be at most half of disk_bytes"},
         {"[hopperd]\nstate_dir =\n", "test.conf:2: state_dir: missing value"},
         {"[queue q]\nmax_record_bytes = 257MiB\n",
          "test.conf:2: max_record_bytes = 257MiB is out of range"},
