@@ -303,6 +303,48 @@ typedef struct hopper_stats {
  *  @return 0, or -EINVAL (NULL or struct_size too small). */
 HOPPER_API int hopper_stats_get(hopper_queue *q, hopper_stats *st);
 
+/** What hopper_inspect() found. */
+typedef struct hopper_inspect_report {
+    size_t struct_size;           /**< set by the caller to sizeof(hopper_inspect_report) */
+    uint64_t segments;            /**< segment files examined */
+    uint64_t unreadable_segments; /**< bad header or unknown version: nothing read from them */
+    uint64_t segment_bytes;       /**< bytes of segment files */
+    uint64_t frames;              /**< valid frames (CRC and decoding checked) */
+    uint64_t records;             /**< records in valid frames */
+    uint64_t visited;             /**< records passed to the callback */
+    uint64_t corrupt_frames;      /**< damaged ranges skipped */
+    uint64_t corrupt_bytes;       /**< bytes in them */
+    uint64_t torn_bytes;          /**< damage at the end of the newest segment (a torn tail) */
+    uint64_t ack_next;            /**< from the checkpoint: first unacknowledged seq */
+    int checkpoint_ok;            /**< 1 valid, 0 missing or damaged (ack_next is then 0) */
+} hopper_inspect_report;
+
+/** hopper_inspect() flag: also visit records the checkpoint says are acknowledged. */
+#define HOPPER_INSPECT_ACKED 1u
+
+/** Called by hopper_inspect() for each record, in sequence order. `rec->data`
+ *  is valid only during the call. Return 0 to go on, < 0 to stop the walk
+ *  (hopper_inspect() then returns that value). */
+typedef int (*hopper_inspect_fn)(void *ctx, const hopper_record *rec);
+
+/**
+ * Read-only walk of the queue `name` under `dir`, for offline tools (verify,
+ * dump, salvage): checks every frame (header, CRC, decoding), counts damage,
+ * and calls `fn` (when not NULL) for every readable record not yet
+ * acknowledged (all of them with HOPPER_INSPECT_ACKED), in sequence order,
+ * each seq at most once. Never modifies, truncates, renames or deletes a
+ * file. Takes a shared lock on the queue, so it fails while the queue is open.
+ *
+ * @param[out] rep filled (struct_size set by the caller), also on error
+ * Ownership: everything is borrowed for the duration of the call.
+ * Thread safety: any thread; independent of open handles.
+ * @return 0 (damage is reported in `rep`, not as an error), or one of:
+ *   HOPPER_ELOCKED (the queue is open), -ENOENT (no such queue), -EINVAL,
+ *   -ENOMEM, -EMFILE or another -errno from reading, or fn's negative value.
+ */
+HOPPER_API int hopper_inspect(const char *dir, const char *name, unsigned flags,
+                              hopper_inspect_fn fn, void *ctx, hopper_inspect_report *rep);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,3 +12,5 @@ hopper_add_test(test_crash
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crash.c
   LABELS crash TIMEOUT 240)
 endif()
+hopper_add_test(test_inspect SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_inspect.c LABELS unit
+                TIMEOUT 60)

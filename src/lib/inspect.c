@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: MIT */
+/* hopper_inspect: a read-only walk of a queue directory for offline tools.
+ *
+ * It applies the recovery rules of FORMAT.md §5 without their side effects:
+ * segments with a bad header are counted instead of renamed, a torn tail is
+ * counted instead of truncated, nothing is deleted. Every frame is checked in
+ * full (§3.4), then the records are visited in seq order across segments, the
+ * way a reopened queue would deliver them. A shared flock on LOCK keeps an
+ * opener (which takes it exclusively) out for the duration. */
+#include "internal.h"
+
+#include "buf.h"
+#include "fsio.h"
+#include "record.h"
+#include "segment.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct in_run {
+    uint64_t seg_id;
+    hp_idx_run r;
+} in_run;
+
+typedef struct walk {
+    int dirfd;
+    uint64_t max_raw;
+    hopper_inspect_report *rep;
+    hp_segidx idx; /* frames of the segment being scanned */
+    in_run *runs;
+    size_t nruns;
+    size_t cap;
+} walk;
+
+static int
+on_frame(void *arg, uint64_t off, const hp_frame_hdr *h)
+{
+    walk *w = arg;
+    /* Counted when decoded (below): a frame can pass its CRC and still not
+     * decode. Here only its place in the seq order is recorded. */
+    return hp_idx_add(&w->idx, off, HP_FRAME_HDR + (uint64_t)h->stored_len, h->first_seq,
+                      h->count, 0, h->ts_ms);
+}
+
+static void
+on_skipped(void *arg, uint64_t off, uint64_t len)
+{
+    walk *w = arg;
+    (void)off;
+    w->rep->corrupt_frames++;
+    w->rep->corrupt_bytes += len;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int
+cmp_run(const void *a, const void *b)
+{
+    const in_run *x = a;
+    const in_run *y = b;
+    return x->r.first_seq < y->r.first_seq ? -1 : x->r.first_seq > y->r.first_seq;
+}
+
+static int
+list_segments(int dirfd, uint64_t **ids, size_t *n)
+{
+    int dfd = dup(dirfd);
+    if (dfd < 0) {
+        return -errno;
+    }
+    DIR *d = fdopendir(dfd);
+    if (d == NULL) {
+        int rc = -errno;
+        close(dfd);
+        return rc;
+    }
+    size_t cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint64_t id;
+        if (hp_seg_parse_name(de->d_name, &id) != 0) {
+            continue;
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *nv = realloc(*ids, cap * sizeof(*nv));
+            if (nv == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            *ids = nv;
+        }
+        (*ids)[(*n)++] = id;
+    }
+    closedir(d);
+    if (rc == 0 && *n > 1) {
+        qsort(*ids, *n, sizeof(**ids), cmp_u64);
+    }
+    return rc;
+}
+
+/* Scan one segment: header, frames (CRC), torn or damaged end. */
+static int
+scan_segment(walk *w, uint64_t id, int is_last)
+{
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_name(name, id);
+    int fd = hp_fs_openat(w->dirfd, name, O_RDONLY, 0);
+    if (fd < 0) {
+        return fd;
+    }
+    hp_window win = {.read = hp_read_at_fd, .ctx = &fd};
+    int rc = 0;
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    w->rep->segments++;
+    w->rep->segment_bytes += size;
+    uint8_t hdr[HP_SEG_HDR];
+    ssize_t r = hp_fs_pread_full(fd, hdr, sizeof(hdr), 0);
+    if (r < 0) {
+        rc = (int)r;
+        goto out;
+    }
+    uint64_t hid;
+    uint64_t hfirst;
+    if (hp_seg_header_decode(hdr, (size_t)r, &hid, &hfirst) < 0 || hid != id) {
+        w->rep->unreadable_segments++;
+        goto out;
+    }
+    hp_idx_free(&w->idx);
+    w->idx.id = id;
+    win.size = size;
+    hp_scan_ops ops = {.frame = on_frame, .skipped = on_skipped};
+    uint64_t valid_end;
+    rc = hp_seg_scan(&win, w->max_raw, 1, &ops, w, &valid_end);
+    if (rc < 0) {
+        goto out;
+    }
+    if (valid_end < size) {
+        if (is_last) {
+            w->rep->torn_bytes += size - valid_end;
+        } else {
+            w->rep->corrupt_frames++;
+            w->rep->corrupt_bytes += size - valid_end;
+        }
+    }
+    for (size_t i = 0; i < w->idx.n; i++) {
+        if (w->nruns == w->cap) {
+            size_t nc = w->cap ? w->cap * 2 : 16;
+            in_run *nv = realloc(w->runs, nc * sizeof(*nv));
+            if (nv == NULL) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            w->runs = nv;
+            w->cap = nc;
+        }
+        w->runs[w->nruns++] = (in_run){.seg_id = id, .r = w->idx.runs[i]};
+    }
+out:
+    hp_buf_free(&win.buf);
+    hp_fs_close(fd);
+    return rc;
+}
+
+/* Decode the frames of the runs in seq order and visit their records. */
+static int
+visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
+{
+    if (w->nruns > 1) {
+        qsort(w->runs, w->nruns, sizeof(*w->runs), cmp_run);
+    }
+    hp_decoder dec;
+    HP_GUARD(hp_dec_init(&dec));
+    hp_buf raw = {0};
+    int fd = -1;
+    uint64_t fd_id = 0;
+    hp_window win = {.read = hp_read_at_fd, .ctx = &fd};
+    uint64_t next = from;
+    int rc = 0;
+    for (size_t i = 0; i < w->nruns && rc == 0; i++) {
+        in_run *run = &w->runs[i];
+        if (fd < 0 || fd_id != run->seg_id) {
+            hp_fs_close(fd);
+            char name[HP_SEG_NAME_MAX];
+            hp_seg_name(name, run->seg_id);
+            fd = hp_fs_openat(w->dirfd, name, O_RDONLY, 0);
+            if (fd < 0) {
+                rc = fd;
+                break;
+            }
+            fd_id = run->seg_id;
+            win.buf.len = 0;
+            win.off = 0;
+        }
+        win.size = run->r.end;
+        uint64_t off = run->r.off;
+        while (off < run->r.end && rc == 0) {
+            hp_frame_hdr h;
+            const uint8_t *p;
+            size_t used = 0;
+            rc = hp_seg_frame_at(&win, off, w->max_raw, 0, &h);
+            if (rc == HOPPER_ECORRUPT || rc == HOPPER_ENEEDMORE) {
+                /* The file changed since the scan: the rest of the run is gone. */
+                w->rep->corrupt_frames++;
+                w->rep->corrupt_bytes += run->r.end - off;
+                rc = 0;
+                break;
+            }
+            if (rc < 0) {
+                break;
+            }
+            size_t total = HP_FRAME_HDR + (size_t)h.stored_len;
+            rc = hp_win_get(&win, off, total, &p);
+            if (rc == 0) {
+                rc = hp_rec_decode(&dec, p, total, w->max_raw, &h, &raw, &used);
+            }
+            if (rc == HOPPER_ECORRUPT || rc == HOPPER_EVERSION || rc == HOPPER_ENEEDMORE) {
+                /* Passed its CRC at scan time but does not decode. */
+                w->rep->corrupt_frames++;
+                w->rep->corrupt_bytes += total;
+                off += total;
+                rc = 0;
+                continue;
+            }
+            if (rc < 0) {
+                break;
+            }
+            off += used;
+            w->rep->frames++;
+            w->rep->records += h.count;
+            size_t pos = 0;
+            for (uint64_t seq = h.first_seq; seq < h.first_seq + h.count; seq++) {
+                const uint8_t *rec;
+                size_t len;
+                if (hp_rec_next(raw.data, raw.len, &pos, &rec, &len) != 0) {
+                    break; /* decode checked the layout */
+                }
+                if (fn == NULL || seq < next) {
+                    continue;
+                }
+                next = seq + 1;
+                hopper_record hr = {.data = rec, .len = len, .seq = seq};
+                w->rep->visited++;
+                rc = fn(ctx, &hr);
+                if (rc < 0) {
+                    break;
+                }
+                rc = 0;
+            }
+        }
+    }
+    hp_fs_close(fd);
+    hp_buf_free(&win.buf);
+    hp_buf_free(&raw);
+    hp_dec_free(&dec);
+    return rc;
+}
+
+int
+hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect_fn fn,
+               void *ctx, hopper_inspect_report *rep)
+{
+    HP_ENSURE(rep != NULL && rep->struct_size >= sizeof(*rep), -EINVAL);
+    memset(rep, 0, sizeof(*rep));
+    rep->struct_size = sizeof(*rep);
+    HP_ENSURE(dir != NULL && name != NULL && strchr(name, '/') == NULL, -EINVAL);
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    HP_ENSURE(n > 0 && (size_t)n < sizeof(path), -ENAMETOOLONG);
+    int dirfd = hp_fs_open(path, O_RDONLY | O_DIRECTORY, 0);
+    if (dirfd < 0) {
+        return dirfd;
+    }
+    walk w = {.dirfd = dirfd, .max_raw = hp_frame_max_raw(256u << 20), .rep = rep};
+    uint64_t *ids = NULL;
+    size_t nids = 0;
+    int lockfd = hp_fs_openat(dirfd, "LOCK", O_RDONLY, 0);
+    int rc = 0;
+    if (lockfd >= 0 && flock(lockfd, LOCK_SH | LOCK_NB) < 0) {
+        rc = errno == EWOULDBLOCK ? HOPPER_ELOCKED : -errno;
+        goto out;
+    }
+    uint64_t read_next;
+    rc = hp_ckpt_read(dirfd, &rep->ack_next, &read_next);
+    if (rc < 0) {
+        goto out;
+    }
+    rep->checkpoint_ok = rc == 0;
+    rc = list_segments(dirfd, &ids, &nids);
+    for (size_t i = 0; i < nids && rc == 0; i++) {
+        rc = scan_segment(&w, ids[i], i + 1 == nids);
+    }
+    if (rc == 0) {
+        rc = visit(&w, (flags & HOPPER_INSPECT_ACKED) ? 0 : rep->ack_next, fn, ctx);
+    }
+out:
+    free(ids);
+    free(w.runs);
+    hp_idx_free(&w.idx);
+    hp_fs_close(lockfd);
+    hp_fs_close(dirfd);
+    return rc;
+}
