@@ -14,7 +14,6 @@
 #include "record.h"
 #include "segment.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -58,14 +57,6 @@ on_skipped(void *arg, uint64_t off, uint64_t len)
 }
 
 static int
-cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a;
-    uint64_t y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int
 cmp_run(const void *a, const void *b)
 {
     const in_run *x = a;
@@ -74,42 +65,10 @@ cmp_run(const void *a, const void *b)
 }
 
 static int
-list_segments(int dirfd, uint64_t **ids, size_t *n)
+collect_id(void *ctx, const char *name)
 {
-    int dfd = dup(dirfd);
-    if (dfd < 0) {
-        return -errno;
-    }
-    DIR *d = fdopendir(dfd);
-    if (d == NULL) {
-        int rc = -errno;
-        close(dfd);
-        return rc;
-    }
-    size_t cap = 0;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t id;
-        if (hp_seg_parse_name(de->d_name, &id) != 0) {
-            continue;
-        }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            uint64_t *nv = realloc(*ids, cap * sizeof(*nv));
-            if (nv == NULL) {
-                rc = -ENOMEM;
-                break;
-            }
-            *ids = nv;
-        }
-        (*ids)[(*n)++] = id;
-    }
-    closedir(d);
-    if (rc == 0 && *n > 1) {
-        qsort(*ids, *n, sizeof(**ids), cmp_u64);
-    }
-    return rc;
+    uint64_t id;
+    return hp_seg_parse_name(name, &id) == 0 ? hp_ids_push(ctx, id) : 0;
 }
 
 /* Scan one segment: header, frames (CRC), torn or damaged end. */
@@ -290,8 +249,7 @@ hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect
         return dirfd;
     }
     walk w = {.dirfd = dirfd, .max_raw = hp_frame_max_raw(256u << 20), .rep = rep};
-    uint64_t *ids = NULL;
-    size_t nids = 0;
+    hp_ids ids = {0};
     int lockfd = hp_fs_openat(dirfd, "LOCK", O_RDONLY, 0);
     int rc = 0;
     if (lockfd >= 0 && flock(lockfd, LOCK_SH | LOCK_NB) < 0) {
@@ -304,15 +262,16 @@ hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect
         goto out;
     }
     rep->checkpoint_ok = rc == 0;
-    rc = list_segments(dirfd, &ids, &nids);
-    for (size_t i = 0; i < nids && rc == 0; i++) {
-        rc = scan_segment(&w, ids[i], i + 1 == nids);
+    rc = hp_dir_each(dirfd, collect_id, &ids);
+    hp_ids_sort(&ids);
+    for (size_t i = 0; i < ids.n && rc == 0; i++) {
+        rc = scan_segment(&w, ids.v[i], i + 1 == ids.n);
     }
     if (rc == 0) {
         rc = visit(&w, (flags & HOPPER_INSPECT_ACKED) ? 0 : rep->ack_next, fn, ctx);
     }
 out:
-    free(ids);
+    free(ids.v);
     free(w.runs);
     hp_idx_free(&w.idx);
     hp_fs_close(lockfd);

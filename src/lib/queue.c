@@ -1621,14 +1621,6 @@ on_skipped(void *arg, uint64_t off, uint64_t len)
 }
 
 static int
-cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a;
-    uint64_t y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int
 cmp_run(const void *a, const void *b)
 {
     const hp_run *x = a;
@@ -1818,66 +1810,60 @@ out:
     return rc;
 }
 
+typedef struct list_ctx {
+    hopper_queue *q;
+    hp_ids ids;
+} list_ctx;
+
+/* One directory entry at open: collect segments, drop our own leftovers,
+ * ignore everything that is not ours. */
+static int
+on_dir_entry(void *arg, const char *name)
+{
+    list_ctx *c = arg;
+    hopper_queue *q = c->q;
+    size_t n = strlen(name);
+    uint64_t id;
+    if (hp_seg_parse_name(name, &id) == 0) {
+        if (id >= q->next_seg_id) {
+            q->next_seg_id = id + 1;
+        }
+        return hp_ids_push(&c->ids, id);
+    }
+    if (n > 4 && strcmp(name + n - 4, ".tmp") == 0 &&
+        (strncmp(name, HP_CKPT_NAME, strlen(HP_CKPT_NAME)) == 0 ||
+         strstr(name, ".hseg.tmp") != NULL)) {
+        /* Our own temp file from an interrupted create: never complete. */
+        (void)unlinkat(q->dirfd, name, 0);
+    } else if (n == 21 && strcmp(name + 16, ".hidx") == 0) {
+        char seg[HP_SEG_NAME_MAX];
+        memcpy(seg, name, 16);
+        memcpy(seg + 16, ".hseg", 6);
+        if (faccessat(q->dirfd, seg, F_OK, 0) < 0 && errno == ENOENT) {
+            (void)unlinkat(q->dirfd, name, 0); /* index of a reclaimed segment */
+        }
+    } else if (n > 4 && n - 4 < HP_SEG_NAME_MAX && strcmp(name + n - 4, ".bad") == 0) {
+        char base[HP_SEG_NAME_MAX];
+        memcpy(base, name, n - 4);
+        base[n - 4] = '\0';
+        if (hp_seg_parse_name(base, &id) == 0 && id >= q->next_seg_id) {
+            q->next_seg_id = id + 1; /* never reuse a quarantined id */
+        }
+    }
+    return 0;
+}
+
 static int
 recover(hopper_queue *q)
 {
-    int dfd = dup(q->dirfd);
-    if (dfd < 0) {
-        return -errno;
-    }
-    DIR *d = fdopendir(dfd);
-    if (d == NULL) {
-        int rc = -errno;
-        close(dfd);
-        return rc;
-    }
-    ARR(uint64_t) ids = {0};
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t id;
-        size_t n = strlen(de->d_name);
-        if (hp_seg_parse_name(de->d_name, &id) == 0) {
-            ARR_PUSH(ids, id, rc);
-            if (rc < 0) {
-                break;
-            }
-            if (id >= q->next_seg_id) {
-                q->next_seg_id = id + 1;
-            }
-        } else if (n > 4 && strcmp(de->d_name + n - 4, ".tmp") == 0 &&
-                   (strncmp(de->d_name, HP_CKPT_NAME, strlen(HP_CKPT_NAME)) == 0 ||
-                    strstr(de->d_name, ".hseg.tmp") != NULL)) {
-            /* Our own temp file from an interrupted create: never complete. */
-            (void)unlinkat(q->dirfd, de->d_name, 0);
-        } else if (n == 21 && strcmp(de->d_name + 16, ".hidx") == 0) {
-            char seg[HP_SEG_NAME_MAX];
-            memcpy(seg, de->d_name, 16);
-            memcpy(seg + 16, ".hseg", 6);
-            if (faccessat(q->dirfd, seg, F_OK, 0) < 0 && errno == ENOENT) {
-                (void)unlinkat(q->dirfd, de->d_name, 0); /* index of a reclaimed segment */
-            }
-        } else if (n > 4 && strcmp(de->d_name + n - 4, ".bad") == 0) {
-            uint64_t bid;
-            char base[32];
-            if (n - 4 < sizeof(base)) {
-                memcpy(base, de->d_name, n - 4);
-                base[n - 4] = '\0';
-                if (hp_seg_parse_name(base, &bid) == 0 && bid >= q->next_seg_id) {
-                    q->next_seg_id = bid + 1;
-                }
-            }
-        }
-        /* Anything else is not ours: ignored. */
-    }
-    closedir(d);
+    list_ctx lc = {.q = q};
+    int rc = hp_dir_each(q->dirfd, on_dir_entry, &lc);
+    hp_ids ids = lc.ids;
     if (rc < 0) {
         free(ids.v);
         return rc;
     }
-    if (ids.n > 0) {
-        qsort(ids.v, ids.n, sizeof(*ids.v), cmp_u64);
-    }
+    hp_ids_sort(&ids);
     uint64_t max_seq = 0;
     for (size_t i = 0; i < ids.n && rc == 0; i++) {
         rc = recover_segment(q, ids.v[i], i + 1 == ids.n, &max_seq);

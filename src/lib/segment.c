@@ -14,6 +14,7 @@
 #include "crc32c.h"
 #include "fsio.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -412,4 +413,63 @@ hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next)
         return 1;
     }
     return 0;
+}
+
+/* ---- directory listing ------------------------------------------------- */
+
+int
+hp_dir_each(int dirfd, int (*fn)(void *ctx, const char *name), void *ctx)
+{
+    /* fdopendir takes the descriptor over: give it a copy. */
+    int dfd = dup(dirfd);
+    if (dfd < 0) {
+        return -errno;
+    }
+    DIR *d = fdopendir(dfd);
+    if (d == NULL) {
+        int rc = -errno;
+        close(dfd);
+        return rc;
+    }
+    int rc = 0;
+    struct dirent *de;
+    while (rc >= 0 && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            rc = fn(ctx, de->d_name);
+        }
+    }
+    closedir(d);
+    return rc < 0 ? rc : 0;
+}
+
+int
+hp_ids_push(hp_ids *a, uint64_t id)
+{
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 16;
+        uint64_t *nv = realloc(a->v, nc * sizeof(*nv));
+        if (nv == NULL) {
+            return -ENOMEM;
+        }
+        a->v = nv;
+        a->cap = nc;
+    }
+    a->v[a->n++] = id;
+    return 0;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void
+hp_ids_sort(hp_ids *a)
+{
+    if (a->n > 1) {
+        qsort(a->v, a->n, sizeof(*a->v), cmp_u64);
+    }
 }

@@ -126,4 +126,18 @@ HP_MUST_USE int hp_ckpt_decode(const uint8_t *p, size_t n, uint64_t *ack_next,
  * checkpoint (missing or damaged: positions 0), < 0 on I/O errors. */
 HP_MUST_USE int hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next);
 
+/* Call fn for every entry name of the directory (but "." and ".."); a
+ * negative return stops the walk and is returned. 0 or -errno. */
+HP_MUST_USE int hp_dir_each(int dirfd, int (*fn)(void *ctx, const char *name), void *ctx);
+
+/* A growable list of segment ids. */
+typedef struct hp_ids {
+    uint64_t *v;
+    size_t n;
+    size_t cap;
+} hp_ids;
+
+HP_MUST_USE int hp_ids_push(hp_ids *a, uint64_t id);
+void hp_ids_sort(hp_ids *a);
+
 #endif
