@@ -11,7 +11,9 @@
  * that was reported accepted.
  *
  * @section model_sec Memory and disk
- * Records are held in an in-memory deque up to `memory_bytes` of payload.
+ * Records are held in an in-memory deque up to `memory_bytes` (each record
+ * costs its payload plus 48 bytes of bookkeeping, so small records are
+ * counted honestly).
  * Past that budget they spill to segment files as CRC-protected,
  * deflate-compressed frames (several records per frame), up to `disk_bytes`
  * of files on disk (headers included). The receiver always gets records in
@@ -128,7 +130,8 @@ enum hopper_durability {
 /** Open options. Initialise with hopper_opts_init() and change fields. */
 typedef struct hopper_opts {
     size_t struct_size;           /**< set by hopper_opts_init() */
-    uint64_t memory_bytes;        /**< payload bytes held in memory; default 8 MiB */
+    uint64_t memory_bytes;        /**< memory for records held in memory: each costs its
+                                   *  payload + 48 bytes of bookkeeping; default 8 MiB */
     uint64_t disk_bytes;          /**< bytes of files on disk; default 1 GiB; >= 64 KiB */
     uint64_t segment_bytes;       /**< rotate segments past this size; default 64 MiB */
     int compression;              /**< 0 = off, 1..9 = deflate level; default 1 */
@@ -276,7 +279,7 @@ HOPPER_API int hopper_sync(hopper_queue *q);
 typedef struct hopper_stats {
     size_t struct_size;           /**< set by the caller to sizeof(hopper_stats) */
     uint64_t mem_records;         /**< records held in memory */
-    uint64_t mem_bytes;           /**< payload bytes held in memory */
+    uint64_t mem_bytes;           /**< memory charged to them: payload + 48 bytes each */
     uint64_t disk_records;        /**< records in segment files not yet reclaimed */
     uint64_t disk_raw_bytes;      /**< payload bytes of those records */
     uint64_t disk_bytes;          /**< bytes of segment + checkpoint files */

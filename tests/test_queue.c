@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* hopper.h: each record in memory costs its payload plus 48 bytes. */
+#define REC_COST 48u
 #define QNAME "q"
 
 typedef struct tq_state {
@@ -528,15 +530,15 @@ test_max_size_record(void **state)
     }
 }
 
-/* Memory budget boundary: records exactly filling memory_bytes stay in
- * memory; the next one spills. */
+/* Memory budget boundary: records exactly filling memory_bytes (payload plus
+ * REC_COST each) stay in memory; the next one spills. */
 static void
 test_exactly_at_memory_budget(void **state)
 {
     tq_state *s = *state;
     hopper_opts o;
     opts_small(&o, HOPPER_DURABILITY_MEMORY);
-    o.memory_bytes = 1000;
+    o.memory_bytes = 10 * (100 + REC_COST);
     hopper_queue *q = open_ok(s->dir, &o);
     uint64_t s0 = stats_of(q).next_seq;
     for (uint64_t k = 0; k < 10; k++) {
@@ -544,13 +546,13 @@ test_exactly_at_memory_budget(void **state)
     }
     hopper_stats st = stats_of(q);
     assert_int_equal(st.mem_records, 10);
-    assert_int_equal(st.mem_bytes, 1000);
+    assert_int_equal(st.mem_bytes, 10 * (100 + REC_COST));
     assert_int_equal(st.segments, 0);
     assert_int_equal(send_key(q, 100, 10, 0), 0);
     assert_int_equal(send_key(q, 1, 11, 0), 0);
     st = stats_of(q);
     assert_int_equal(st.mem_records, 10);
-    assert_int_equal(st.mem_bytes, 1000);
+    assert_int_equal(st.mem_bytes, 10 * (100 + REC_COST));
     assert_int_equal(st.sent, 12);
     assert_int_equal(st.backlog_records, 12);
     recv_expect(q, 0, 11, len_100, s0, 1);
@@ -1377,7 +1379,8 @@ test_stats(void **state)
     tq_state *s = *state;
     hopper_opts o;
     opts_small(&o, HOPPER_DURABILITY_MEMORY);
-    o.memory_bytes = 1000;
+    /* 3 x 100 + 700 bytes of payload fit exactly, with their REC_COST each. */
+    o.memory_bytes = 1000 + 4 * REC_COST;
     o.disk_bytes = 64 * 1024;
     o.segment_bytes = 4096;
     hopper_queue *q = open_ok(s->dir, &o);
@@ -1403,7 +1406,7 @@ test_stats(void **state)
     st = stats_of(q);
     assert_int_equal(st.sent, 5);
     assert_int_equal(st.mem_records, 5);
-    assert_int_equal(st.mem_bytes, 500);
+    assert_int_equal(st.mem_bytes, 5 * (100 + REC_COST));
     assert_int_equal(st.backlog_records, 5);
     assert_int_equal(st.next_seq, s0 + 5);
     assert_true(st.oldest_age_ms < 60000);
@@ -1418,7 +1421,7 @@ test_stats(void **state)
     assert_int_equal(st.acked, 2);
     assert_int_equal(st.backlog_records, 3);
     assert_int_equal(st.mem_records, 3);
-    assert_int_equal(st.mem_bytes, 300);
+    assert_int_equal(st.mem_bytes, 3 * (100 + REC_COST));
     /* Acking the same position again counts nothing. */
     assert_int_equal(hopper_ack(q, s0 + 1), 0);
     assert_int_equal(stats_of(q).acked, 2);
@@ -1430,12 +1433,12 @@ test_stats(void **state)
     st = stats_of(q);
     assert_int_equal(st.sent, 25);
     assert_int_equal(st.backlog_records, 23);
-    assert_true(st.mem_bytes <= 1000);
+    assert_true(st.mem_bytes <= o.memory_bytes);
     /* Receiving a spilled one: it was (or now is) in a segment file. */
     recv_expect(q, 2, 3, len_100, s0 + 2, 0);
     hopper_record r;
     assert_int_equal(hopper_recv(q, &r, 1000), 0);
-    assert_payload(&r, 700, 5); /* 300 + 700 bytes: still memory */
+    assert_payload(&r, 700, 5); /* 300 + 700 bytes (+ 4 x REC_COST): still memory */
     assert_int_equal(hopper_recv(q, &r, 1000), 0);
     assert_payload(&r, 700, 6); /* spilled */
     st = stats_of(q);

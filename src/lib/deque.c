@@ -47,10 +47,23 @@ hp_deque_push(hp_deque *d, uint64_t seq, uint64_t ts_ms, const void *data, uint3
     return 0;
 }
 
-hp_entry *
-hp_deque_at(hp_deque *d, size_t i)
+/* Halve the ring once it is three quarters empty, so a burst does not pin
+ * its ring forever. Best effort: on allocation failure the ring stays. */
+static void
+shrink(hp_deque *d)
 {
-    return &d->ring[(d->head + i) & (d->cap - 1)];
+    size_t ncap = d->cap / 2;
+    hp_entry *n = malloc(ncap * sizeof(*n));
+    if (n == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < d->count; i++) {
+        n[i] = d->ring[(d->head + i) & (d->cap - 1)];
+    }
+    free(d->ring);
+    d->ring = n;
+    d->cap = ncap;
+    d->head = 0;
 }
 
 void
@@ -62,6 +75,9 @@ hp_deque_pop_front(hp_deque *d)
     }
     d->head = (d->head + 1) & (d->cap - 1);
     d->count--;
+    if (d->cap > 256 && d->count < d->cap / 4) {
+        shrink(d);
+    }
 }
 
 void

@@ -9,6 +9,10 @@
 #include <stdint.h>
 
 #define HP_ENTRY_INLINE 16u
+/* Bytes charged against the memory budget per record on top of its payload:
+ * its ring entry and the allocator's overhead, so that the budget bounds the
+ * memory records really take, small ones included. */
+#define HP_ENTRY_COST 48u
 
 typedef struct hp_entry {
     uint64_t seq;
@@ -38,7 +42,11 @@ typedef struct hp_deque {
 HP_MUST_USE int hp_deque_push(hp_deque *d, uint64_t seq, uint64_t ts_ms, const void *data,
                               uint32_t len);
 /* Entry i from the front (i < count). */
-hp_entry *hp_deque_at(hp_deque *d, size_t i);
+static inline hp_entry *
+hp_deque_at(hp_deque *d, size_t i)
+{
+    return &d->ring[(d->head + i) & (d->cap - 1)];
+}
 /* Drop the front / back entry (count > 0) and free its data. */
 void hp_deque_pop_front(hp_deque *d);
 void hp_deque_pop_back(hp_deque *d);

@@ -174,7 +174,7 @@ struct hopper_queue {
     uint64_t next_seq; /* [mu] */
 
     hp_deque mem;        /* [mu] M, plus delivered-unacknowledged entries */
-    uint64_t mem_bytes;  /* [mu] payload bytes in mem */
+    uint64_t mem_bytes;  /* [mu] bytes charged to mem: payload + HP_ENTRY_COST each */
     size_t mem_read;     /* [mu] index in mem of the next undelivered entry */
     uint64_t visible_next; /* [mu] DISK mode: entries below this seq are written */
 
@@ -706,7 +706,7 @@ rewind_after(hopper_queue *q, hp_batch *b, int rc)
         if (e->seq < from) {
             break;
         }
-        q->mem_bytes -= e->len;
+        q->mem_bytes -= e->len + HP_ENTRY_COST;
         hp_deque_pop_back(&q->mem);
     }
     q->next_seq = from;
@@ -854,8 +854,8 @@ admit(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t *to_mem)
     uint64_t mem_add = 0;
     size_t k = 0;
     if (!d_active(q)) {
-        while (k < n && q->mem_bytes + mem_add + recs[k].len <= q->o.memory_bytes) {
-            mem_add += recs[k].len;
+        while (k < n && q->mem_bytes + mem_add + recs[k].len + HP_ENTRY_COST <= q->o.memory_bytes) {
+            mem_add += recs[k].len + HP_ENTRY_COST;
             k++;
         }
     }
@@ -871,15 +871,21 @@ admit(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t *to_mem)
     uint64_t new_pend = q->pend.raw.len + (disk_mode ? all_raw : disk_raw);
     /* MEMORY mode keeps room on disk for what is in memory, so that close can
      * always save it (see hopper.h, durability). */
-    uint64_t mem_raw = disk_mode ? 0 : q->mem_bytes + mem_add + (q->mem.count + k) * HP_REC_PREFIX;
-    uint64_t need = q->disk_bytes + q->inflight_reserve + reserve_for(q, new_pend) + reserve_for(q, mem_raw);
-    /* Would it fit an empty queue? If not, it never will. */
-    uint64_t alone = HP_CKPT_SIZE + reserve_for(q, all_raw);
-    if (alone > q->o.disk_bytes) {
-        return HOPPER_ETOOBIG;
-    }
-    if (need > q->o.disk_bytes) {
-        return HOPPER_EFULL;
+    /* (The charge per record, HP_ENTRY_COST, exceeds its 4-byte prefix.) */
+    uint64_t mem_raw = disk_mode ? 0 : q->mem_bytes + mem_add;
+    uint64_t base = q->disk_bytes + q->inflight_reserve;
+    /* reserve_for(x) <= 2x + 1 KiB (frames >= 1 KiB, segments >= 4 KiB):
+     * when even that fits, skip its divisions (the in-memory fast path). */
+    int surely_fits = base < q->o.disk_bytes &&
+                      2 * (new_pend + mem_raw) + 2048 <= q->o.disk_bytes - base;
+    if (!surely_fits) {
+        /* Would it fit an empty queue? If not, it never will. */
+        if (HP_CKPT_SIZE + reserve_for(q, all_raw) > q->o.disk_bytes) {
+            return HOPPER_ETOOBIG;
+        }
+        if (base + reserve_for(q, new_pend) + reserve_for(q, mem_raw) > q->o.disk_bytes) {
+            return HOPPER_EFULL;
+        }
     }
     if ((disk_mode || k < n) && q->enospc_until_ns > hp_now_mono_ns()) {
         return HOPPER_EFULL;
@@ -906,7 +912,7 @@ place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64
             if (rc < 0) {
                 break;
             }
-            q->mem_bytes += len;
+            q->mem_bytes += len + HP_ENTRY_COST;
         }
         if (i >= to_mem || disk_mode) {
             uint8_t pre[HP_REC_PREFIX];
@@ -930,7 +936,7 @@ place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64
     }
     if (rc < 0) {
         while (q->mem.count > mem_before) {
-            q->mem_bytes -= hp_deque_at(&q->mem, q->mem.count - 1)->len;
+            q->mem_bytes -= hp_deque_at(&q->mem, q->mem.count - 1)->len + HP_ENTRY_COST;
             hp_deque_pop_back(&q->mem);
         }
         q->pend.raw.len = raw_before;
@@ -1390,7 +1396,7 @@ hopper_ack(hopper_queue *q, uint64_t seq)
         q->ack_next = upto;
         int freed = 0;
         while (q->mem_read > 0 && hp_deque_at(&q->mem, 0)->seq < upto) {
-            q->mem_bytes -= hp_deque_at(&q->mem, 0)->len;
+            q->mem_bytes -= hp_deque_at(&q->mem, 0)->len + HP_ENTRY_COST;
             hp_deque_pop_front(&q->mem);
             q->mem_read--;
             freed = 1;
