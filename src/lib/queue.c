@@ -742,6 +742,13 @@ run_writer(hopper_queue *q)
     if (q->writer_active || q->pend.count == 0) {
         return;
     }
+    if (q->failed) {
+        /* Nothing more reaches the files of a failed queue. */
+        waiters_finish(q->pend.waiters, failed_rc(q));
+        q->pend.waiters = NULL;
+        pthread_cond_broadcast(&q->written);
+        return;
+    }
     q->writer_active = 1;
     hp_batch b = q->pend;
     q->pend = q->spare;
