@@ -208,10 +208,10 @@ test_inspect_damage_and_lock(void **state)
         size_t n = strlen(de->d_name);
         if (n == 21 && strcmp(de->d_name + 16, ".hseg") == 0) {
             if (first[0] == '\0' || strcmp(de->d_name, first) < 0) {
-                snprintf(first, sizeof(first), "%s", de->d_name);
+                memcpy(first, de->d_name, n + 1); /* n == 21 < sizeof(first) */
             }
             if (strcmp(de->d_name, last) > 0) {
-                snprintf(last, sizeof(last), "%s", de->d_name);
+                memcpy(last, de->d_name, n + 1);
             }
         }
     }

@@ -5,7 +5,7 @@
 #include <time.h>
 
 const char *const hd_drop_cause_names[HD_DROP_NCAUSES] = {
-    "full", "full_drop_oldest", "oversize", "queue_failed", "shutdown", "rejected_downstream",
+    "full", "drop_oldest", "oversize", "queue_failed", "shutdown", "rejected_downstream",
 };
 
 const char *const hd_sink_state_names[HD_SINK_NSTATES] = {

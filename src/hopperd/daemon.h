@@ -22,7 +22,8 @@
 /* Why a record was dropped. Every drop is counted under exactly one cause. */
 enum hd_drop_cause {
     HD_DROP_FULL = 0,     /* queue full, when_full = reject | drop_newest */
-    HD_DROP_FULL_OLDEST,  /* queue full, when_full = drop_oldest (drops the newest, see docs) */
+    HD_DROP_OLDEST,       /* queue full, when_full = drop_oldest: the consumer discarded the
+                           * oldest records to make room (relay.c, listener.c) */
     HD_DROP_OVERSIZE,     /* longer than max_record_bytes */
     HD_DROP_QUEUE_FAILED, /* hopper_send failed otherwise (EFAILED, ENOMEM, ...) */
     HD_DROP_SHUTDOWN,     /* still blocked or partial when shutdown_timeout expired */
@@ -39,7 +40,17 @@ struct hd_queue_rt {
     hopper_queue *q;
     atomic_uint_fast64_t ingress_records;        /* [atomic] accepted by hopper_send */
     atomic_uint_fast64_t ingress_bytes;          /* [atomic] */
-    atomic_uint_fast64_t drops[HD_DROP_NCAUSES]; /* [atomic] */
+    atomic_uint_fast64_t drops[HD_DROP_NCAUSES]; /* [atomic] records */
+    atomic_uint_fast64_t drop_bytes[HD_DROP_NCAUSES]; /* [atomic] payload bytes, where known */
+    /* when_full = drop_oldest with a sink: a source that found the queue
+     * full stores the payload bytes it waits to send here and writes
+     * drop_wake_fd; the sink's relay thread (the queue's consumer) takes the
+     * request (exchanging it with 0), discards the oldest records and writes
+     * d->wake_fd so the listener retries at once. The listener stores 0
+     * when a send succeeds, so a request nobody needs any more is dropped. */
+    atomic_uint_fast64_t drop_need; /* [atomic] */
+    int drop_wake_fd;               /* eventfd, or -1 when no sink consumes the queue */
+    int has_sink;                   /* a sink consumes the queue (immutable) */
     atomic_uint_fast64_t sub_delivered;          /* [atomic] records sent to native subscribers */
     atomic_uint_fast64_t sub_acked;              /* [atomic] records they acknowledged */
     atomic_int subscribed; /* [atomic] 1 while a native subscriber is attached */

@@ -158,6 +158,47 @@ count_drop(struct hd_source_rt *src, int cause)
     atomic_fetch_add(&src->queue->drops[cause], 1);
 }
 
+static void
+count_drop_bytes(struct hd_queue_rt *qr, int cause, uint64_t records, uint64_t bytes)
+{
+    atomic_fetch_add(&qr->drops[cause], records);
+    atomic_fetch_add(&qr->drop_bytes[cause], bytes);
+}
+
+static uint64_t sub_drop_oldest(struct hd_queue_rt *qr, uint64_t need);
+
+/* Sink-less queue under drop_oldest: at most this many rounds of "discard
+ * at least the bytes wanted, send again" per record or batch. */
+#define LOCAL_DROP_ROUNDS 4096
+
+/* A send to qr succeeded: a pending drop_oldest request is void. */
+static void
+send_succeeded(struct hd_queue_rt *qr)
+{
+    if (atomic_load(&qr->drop_need) != 0) {
+        atomic_store(&qr->drop_need, 0);
+    }
+}
+
+/* when_full = drop_oldest, the queue has a sink: the send of `need`
+ * payload bytes found qr full. Ask the sink's relay thread (the queue's
+ * consumer) to discard the oldest records; the caller keeps the records and
+ * retries (every RETRY_MS, and at once when the relay wakes this loop).
+ * Queues without a sink are handled by the caller with sub_drop_oldest(). */
+static void
+request_drop_oldest(struct hd_queue_rt *qr, uint64_t need)
+{
+    if (need == 0) {
+        need = 1;
+    }
+    uint64_t cur = atomic_load(&qr->drop_need);
+    while (cur < need && !atomic_compare_exchange_weak(&qr->drop_need, &cur, need)) {
+    }
+    uint64_t one = 1;
+    ssize_t r = write(qr->drop_wake_fd, &one, sizeof(one));
+    (void)r;
+}
+
 int
 hd_listener_open(struct hd_daemon *d, char *err, size_t errlen)
 {
@@ -320,30 +361,40 @@ deliver(struct conn *c, const uint8_t *rec, size_t len)
 {
     struct hd_queue_rt *qr = c->src->queue;
     int rc = hopper_send(qr->q, rec, len, 0);
+    if (rc == HOPPER_EFULL && qr->conf->when_full == HD_FULL_DROP_OLDEST && !L.give_up) {
+        if (qr->has_sink) {
+            request_drop_oldest(qr, len);
+        } else {
+            for (int i = 0; rc == HOPPER_EFULL && i < LOCAL_DROP_ROUNDS &&
+                            sub_drop_oldest(qr, len) > 0;
+                 i++) {
+                rc = hopper_send(qr->q, rec, len, 0);
+            }
+        }
+    }
     if (rc == 0) {
         atomic_fetch_add(&qr->ingress_records, 1);
         atomic_fetch_add(&qr->ingress_bytes, len);
+        send_succeeded(qr);
         return 0;
     }
     if (rc == HOPPER_EFULL) {
         switch (qr->conf->when_full) {
         case HD_FULL_BLOCK:
+        case HD_FULL_DROP_OLDEST:
             if (!L.give_up) {
                 return 1;
             }
-            count_drop(c->src, HD_DROP_SHUTDOWN);
+            count_drop_bytes(qr, HD_DROP_SHUTDOWN, 1, len);
             if (warn_allowed()) {
                 log_warnx("listener: queue %s: still full at shutdown deadline, record dropped",
                           qr->conf->s.name);
             }
             return 0;
-        case HD_FULL_DROP_OLDEST:
-            count_drop(c->src, HD_DROP_FULL_OLDEST);
-            break;
         case HD_FULL_REJECT:
         case HD_FULL_DROP_NEWEST:
         default:
-            count_drop(c->src, HD_DROP_FULL);
+            count_drop_bytes(qr, HD_DROP_FULL, 1, len);
             break;
         }
         if (warn_allowed()) {
@@ -353,11 +404,11 @@ deliver(struct conn *c, const uint8_t *rec, size_t len)
         return 0;
     }
     if (rc == HOPPER_ETOOBIG) {
-        count_drop(c->src, HD_DROP_OVERSIZE);
+        count_drop_bytes(qr, HD_DROP_OVERSIZE, 1, len);
     } else if (rc == HOPPER_ECLOSED) {
-        count_drop(c->src, HD_DROP_SHUTDOWN);
+        count_drop_bytes(qr, HD_DROP_SHUTDOWN, 1, len);
     } else {
-        count_drop(c->src, HD_DROP_QUEUE_FAILED);
+        count_drop_bytes(qr, HD_DROP_QUEUE_FAILED, 1, len);
     }
     if (warn_allowed()) {
         log_warnx("listener: queue %s: send: %s, record dropped", qr->conf->s.name,
@@ -397,6 +448,7 @@ flush_batch(struct conn *c, const struct pending *batch, size_t k, size_t *off)
     if (hopper_send_batch(qr->q, iov, k, 0) == 0) {
         atomic_fetch_add(&qr->ingress_records, k);
         atomic_fetch_add(&qr->ingress_bytes, bytes);
+        send_succeeded(qr);
         *off = batch[k - 1].end;
         return 0;
     }
@@ -493,26 +545,35 @@ native_request(struct conn *c, const uint8_t *p, size_t n)
         k++;
     }
     int rc = hopper_send_batch(qr->q, iov, k, 0);
+    if (rc == HOPPER_EFULL && qr->conf->when_full == HD_FULL_DROP_OLDEST && !L.give_up) {
+        if (qr->has_sink) {
+            request_drop_oldest(qr, bytes);
+        } else {
+            for (int i = 0; rc == HOPPER_EFULL && i < LOCAL_DROP_ROUNDS &&
+                            sub_drop_oldest(qr, bytes) > 0;
+                 i++) {
+                rc = hopper_send_batch(qr->q, iov, k, 0);
+            }
+        }
+    }
     free(iov);
     if (rc == 0) {
         atomic_fetch_add(&qr->ingress_records, k);
         atomic_fetch_add(&qr->ingress_bytes, bytes);
+        send_succeeded(qr);
         return hd_proto_put_ok(&c->out, m.id, k, 0) < 0 ? -1 : 0;
     }
     if (rc == HOPPER_EFULL) {
         switch (qr->conf->when_full) {
         case HD_FULL_BLOCK:
+        case HD_FULL_DROP_OLDEST:
             if (!L.give_up) {
                 return 1;
             }
             native_reject(c, m.id, HD_CODE_FULL, "queue full at shutdown");
             return 0;
         case HD_FULL_DROP_NEWEST:
-        case HD_FULL_DROP_OLDEST:
-            atomic_fetch_add(
-                &qr->drops[qr->conf->when_full == HD_FULL_DROP_OLDEST ? HD_DROP_FULL_OLDEST
-                                                                      : HD_DROP_FULL],
-                k);
+            count_drop_bytes(qr, HD_DROP_FULL, k, bytes);
             return hd_proto_put_ok(&c->out, m.id, 0, k) < 0 ? -1 : 0;
         case HD_FULL_REJECT:
         default:
@@ -590,6 +651,48 @@ sub_pump(struct subq *sq)
         sq->sent = k;
     }
     conn_flush(c);
+}
+
+/* when_full = drop_oldest on a queue without a sink: this thread is its
+ * consumer, so it discards the oldest records itself: first those held for
+ * the subscriber (received, not acknowledged: the oldest), then from the
+ * queue, until at least `need` payload bytes (and one record) are gone.
+ * Each is acknowledged without delivery and counted (cause drop_oldest).
+ * Returns the records discarded (0: nothing left to discard). */
+static uint64_t
+sub_drop_oldest(struct hd_queue_rt *qr, uint64_t need)
+{
+    struct subq *sq = &L.subqs[qr - L.d->queues];
+    uint64_t n = 0, bytes = 0;
+    size_t k = 0;
+    while (k < sq->n && (n == 0 || bytes < need)) {
+        bytes += sq->items[k].len;
+        sq->bytes -= sq->items[k].len;
+        free(sq->items[k].data);
+        k++;
+        n++;
+    }
+    int rc = 0;
+    if (k > 0) {
+        rc = hopper_ack(qr->q, sq->items[k - 1].seq);
+        memmove(sq->items, sq->items + k, (sq->n - k) * sizeof(*sq->items));
+        sq->n -= k;
+        sq->sent = sq->sent > k ? sq->sent - k : 0;
+    }
+    while (rc == 0 && (n == 0 || bytes < need)) {
+        hopper_record rec;
+        if (hopper_recv(qr->q, &rec, 0) != 0) {
+            break;
+        }
+        rc = hopper_ack(qr->q, rec.seq);
+        bytes += rec.len;
+        n++;
+    }
+    if (rc < 0 && warn_allowed()) {
+        log_warnx("listener: queue %s: ack: %s", qr->conf->s.name, hopper_strerror(rc));
+    }
+    count_drop_bytes(qr, HD_DROP_OLDEST, n, bytes);
+    return n;
 }
 
 static int

@@ -115,6 +115,7 @@ daemon_setup(struct hd_daemon *d, struct hd_config *cfg)
     d->nsinks = cfg->nsinks;
     for (size_t i = 0; i < d->nqueues; i++) {
         d->queues[i].conf = &cfg->queues[i];
+        d->queues[i].drop_wake_fd = -1;
     }
     for (size_t i = 0; i < d->nsources; i++) {
         d->sources[i].conf = &cfg->sources[i];
@@ -126,6 +127,7 @@ daemon_setup(struct hd_daemon *d, struct hd_config *cfg)
         const struct hd_sink_conf *sc = &cfg->sinks[i];
         s->conf = sc;
         s->queue = &d->queues[sc->queue_index];
+        s->queue->has_sink = 1;
         s->d = d;
         pthread_mutex_init(&s->mu, NULL);
         snprintf(s->connect, sizeof(s->connect), "%s", sc->connect);
@@ -137,6 +139,15 @@ daemon_setup(struct hd_daemon *d, struct hd_config *cfg)
     d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (d->wake_fd < 0) {
         return -errno;
+    }
+    for (size_t i = 0; i < d->nqueues; i++) {
+        struct hd_queue_rt *qr = &d->queues[i];
+        if (qr->has_sink && qr->conf->when_full == HD_FULL_DROP_OLDEST) {
+            qr->drop_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+            if (qr->drop_wake_fd < 0) {
+                return -errno;
+            }
+        }
     }
     return 0;
 }
@@ -166,11 +177,6 @@ open_queues(struct hd_daemon *d)
                  " on disk), %" PRIu64 " corrupt frames skipped, %" PRIu64 " torn bytes cut",
                  qr->conf->s.name, hd_now_ms() - t0, st.backlog_records, st.disk_records,
                  st.corrupt_frames, st.torn_bytes);
-        if (qr->conf->when_full == HD_FULL_DROP_OLDEST) {
-            log_info("main: queue %s: when_full = drop_oldest drops the newest record "
-                     "(libhopper cannot drop the oldest); counted as cause full_drop_oldest",
-                     qr->conf->s.name);
-        }
     }
     return 0;
 }
@@ -205,6 +211,11 @@ daemon_free(struct hd_daemon *d)
     for (size_t i = 0; i < d->nsinks; i++) {
         if (d->sinks[i].d != NULL) {
             pthread_mutex_destroy(&d->sinks[i].mu);
+        }
+    }
+    for (size_t i = 0; d->queues != NULL && i < d->nqueues; i++) {
+        if (d->queues[i].drop_wake_fd >= 0) {
+            close(d->queues[i].drop_wake_fd);
         }
     }
     free(d->queues);

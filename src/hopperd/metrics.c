@@ -104,7 +104,7 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
         }                                                                                          \
     } while (0)
     QGAUGE("hopperd_queue_memory_records", "gauge", "records held in memory", st[i].mem_records);
-    QGAUGE("hopperd_queue_memory_bytes", "gauge", "payload bytes held in memory", st[i].mem_bytes);
+    QGAUGE("hopperd_queue_memory_bytes", "gauge", "bytes of memory held by records in memory (payload + 48 each)", st[i].mem_bytes);
     QGAUGE("hopperd_queue_disk_records", "gauge", "records in segment files", st[i].disk_records);
     QGAUGE("hopperd_queue_disk_bytes", "gauge", "bytes of segment and checkpoint files",
            st[i].disk_bytes);
@@ -149,6 +149,15 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
             sb_printf(&b, "hopperd_dropped_records_total{queue=\"%s\",cause=\"%s\"} %" PRIu64 "\n",
                       d->queues[i].conf->s.name, hd_drop_cause_names[c],
                       (uint64_t)atomic_load(&d->queues[i].drops[c]));
+        }
+    }
+    head(&b, "hopperd_dropped_bytes_total", "counter",
+         "payload bytes of dropped records, by cause (oversize: not counted)");
+    for (size_t i = 0; i < nq; i++) {
+        for (int c = 0; c < HD_DROP_NCAUSES; c++) {
+            sb_printf(&b, "hopperd_dropped_bytes_total{queue=\"%s\",cause=\"%s\"} %" PRIu64 "\n",
+                      d->queues[i].conf->s.name, hd_drop_cause_names[c],
+                      (uint64_t)atomic_load(&d->queues[i].drop_bytes[c]));
         }
     }
 

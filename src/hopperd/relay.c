@@ -23,6 +23,19 @@
  * failure). Acknowledged "written" means handed to the kernel: for tcp, in
  * the socket buffer; for files, written (and fdatasynced per `fsync`).
  *
+ * when_full = drop_oldest: a source that finds the queue full keeps its
+ * records and asks this thread, the queue's only consumer, to make room
+ * (daemon.h, hd_queue_rt.drop_need). serve_drops() discards the oldest
+ * records: first a batch held for a retry (received, not acknowledged),
+ * then records taken with hopper_recv(), each acknowledged without being
+ * written and counted (cause drop_oldest), until at least the bytes asked
+ * for are gone and the queue's files or memory actually shrank, bounded
+ * per round; then it wakes the listener, which retries the send at once and
+ * asks again if it is still full. Requests are served at the top of the
+ * loop in every state and while backing off, connecting or pausing (the
+ * waits poll the queue's drop_wake_fd), but not in the middle of writing a
+ * batch or while a native sink waits for its reply.
+ *
  * Threads: one per sink; it alone uses its queue as the consumer.
  * Settings that SIGHUP may change are read under sink->mu (daemon.h).
  */
@@ -175,10 +188,136 @@ should_abort(const struct relay *r)
     return mode == HD_DRAIN && hd_now_ms() >= r->s->d->drain_deadline_ms;
 }
 
+static void
+sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int warn_ok(struct relay *r);
+
+/* Records discarded per round at most, and rounds per serve_drops() call;
+ * a serve waits at most DROP_FOLLOWUP_MS for the listener to ask again. */
+#define DROP_ROUND_MAX 65536
+#define DROP_ROUNDS 64
+#define DROP_FOLLOWUP_MS 20
+
+static void
+drain_eventfd(int fd)
+{
+    uint64_t v;
+    ssize_t n = read(fd, &v, sizeof(v));
+    (void)n;
+}
+
+/* Has the queue given space back since `st0`? Disk space returns when a
+ * segment file is reclaimed; in memory mode, records leaving memory also
+ * release the disk room reserved for them. */
+static int
+space_freed(hopper_queue *q, const hopper_stats *st0, int memory_mode, uint64_t need)
+{
+    hopper_stats st = {.struct_size = sizeof(st)};
+    if (hopper_stats_get(q, &st) < 0) {
+        return 1;
+    }
+    return st.disk_bytes < st0->disk_bytes ||
+           (memory_mode && st0->mem_bytes >= st.mem_bytes + need);
+}
+
+/* One round: discard the oldest records until at least `need` payload
+ * bytes are gone and space_freed(), or DROP_ROUND_MAX records. */
+static void
+drop_round(struct relay *r, uint64_t need)
+{
+    struct hd_queue_rt *qr = r->s->queue;
+    hopper_stats st0 = {.struct_size = sizeof(st0)};
+    hopper_stats_get(qr->q, &st0);
+    int memory_mode = qr->conf->durability != HD_DUR_DISK;
+    uint64_t n = 0, bytes = 0;
+    int rc = 0;
+    if (r->have_batch) {
+        /* The batch kept for a retry holds the oldest records. */
+        rc = hopper_ack(qr->q, r->last_seq);
+        n += r->nrec;
+        bytes += r->payload;
+        r->blen = 0;
+        r->nrec = 0;
+        r->payload = 0;
+        r->have_batch = 0;
+    }
+    while (rc == 0 && n < DROP_ROUND_MAX &&
+           (bytes < need || n == 0 || !space_freed(qr->q, &st0, memory_mode, need))) {
+        hopper_record rec;
+        if (hopper_recv(qr->q, &rec, 0) != 0) {
+            break;
+        }
+        rc = hopper_ack(qr->q, rec.seq);
+        bytes += rec.len;
+        n++;
+    }
+    if (rc < 0 && warn_ok(r)) {
+        log_warnx("relay: sink %s: queue %s: ack: %s", r->s->conf->s.name, qr->conf->s.name,
+                  hopper_strerror(rc));
+    }
+    atomic_fetch_add(&qr->drops[HD_DROP_OLDEST], n);
+    atomic_fetch_add(&qr->drop_bytes[HD_DROP_OLDEST], bytes);
+    if (n > 0 && warn_ok(r)) {
+        log_warnx("relay: sink %s: queue %s full (when_full = drop_oldest): discarded the %llu "
+                  "oldest records (%llu bytes)",
+                  r->s->conf->s.name, qr->conf->s.name, (unsigned long long)n,
+                  (unsigned long long)bytes);
+    }
+}
+
+/* Serve the sources' drop_oldest requests (see the top of this file). */
+static void
+serve_drops(struct relay *r)
+{
+    struct hd_queue_rt *qr = r->s->queue;
+    if (qr->drop_wake_fd < 0 || atomic_load(&qr->drop_need) == 0) {
+        return;
+    }
+    for (int round = 0; round < DROP_ROUNDS; round++) {
+        drain_eventfd(qr->drop_wake_fd);
+        uint64_t need = atomic_exchange(&qr->drop_need, 0);
+        if (need == 0) {
+            /* Did the retry fail? The listener asks again at once. */
+            struct pollfd pfd = {.fd = qr->drop_wake_fd, .events = POLLIN};
+            if (poll(&pfd, 1, DROP_FOLLOWUP_MS) <= 0) {
+                return;
+            }
+            drain_eventfd(qr->drop_wake_fd);
+            need = atomic_exchange(&qr->drop_need, 0);
+            if (need == 0) {
+                return;
+            }
+        }
+        drop_round(r, need);
+        uint64_t one = 1;
+        ssize_t w = write(r->s->d->wake_fd, &one, sizeof(one));
+        (void)w;
+    }
+}
+
+/* Sleep up to ms, returning early when a source asks for a drop. */
+static void
+relay_nap(struct relay *r, uint64_t ms)
+{
+    int fd = r->s->queue->drop_wake_fd;
+    if (fd < 0) {
+        sleep_ms(ms);
+        return;
+    }
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    poll(&pfd, 1, (int)ms);
+}
+
 static int
 connect_abort(void *arg)
 {
     struct relay *r = arg;
+    serve_drops(r);
     if (mode_of(r) != HD_RUN) {
         return 1;
     }
@@ -186,13 +325,6 @@ connect_abort(void *arg)
     unsigned gen = r->s->generation;
     pthread_mutex_unlock(&r->s->mu);
     return gen != r->gen;
-}
-
-static void
-sleep_ms(uint64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* native: read one frame from the downstream into r->rbuf within
@@ -493,7 +625,8 @@ pause_unless_stopping(struct relay *r, uint64_t ms)
         if (now >= until) {
             break;
         }
-        sleep_ms(until - now < 50 ? until - now : 50);
+        relay_nap(r, until - now < 50 ? until - now : 50);
+        serve_drops(r);
     }
 }
 
@@ -666,6 +799,9 @@ relay_main(void *arg)
         if (mode == HD_STOP) {
             break;
         }
+        if (st != HD_SINK_DRAINING) {
+            serve_drops(r);
+        }
         if (mode == HD_DRAIN) {
             /* Draining ends when the sink is not up, time is up, or the
              * queue has nothing more to give right now. */
@@ -740,7 +876,7 @@ relay_main(void *arg)
                 set_state(r, HD_SINK_CONNECTING);
             } else {
                 uint64_t left = r->backoff_until - now;
-                sleep_ms(left < 50 ? left : 50);
+                relay_nap(r, left < 50 ? left : 50);
             }
             break;
         }

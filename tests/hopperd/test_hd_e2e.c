@@ -541,7 +541,7 @@ test_block_backpressure(void **state)
     e2e_downstream_stop(&ds);
     assert_true(e2e_check_sequence(ds.data, ds.len, n) >= 0);
     for (int c = 0; c < 5; c++) {
-        static const char *const causes[] = {"full", "full_drop_oldest", "oversize", "queue_failed",
+        static const char *const causes[] = {"full", "drop_oldest", "oversize", "queue_failed",
                                              "shutdown"};
         char name[128];
         snprintf(name, sizeof(name), "hopperd_dropped_records_total{queue=\"q\",cause=\"%s\"}",
@@ -585,6 +585,153 @@ test_reject_counts(void **state)
         }
     }
     stop_expect(e, SIGTERM, 0);
+}
+
+/* when_full = drop_oldest, downstream down, budgets far smaller than the
+ * input: every new record is accepted, the relay discards the oldest to make
+ * room (even while backing off). When the downstream comes back the newest
+ * records arrive, in order; exactly the oldest D are missing, D is the
+ * drop_oldest counter (records and bytes) and nothing else is lost. */
+/* Wait until drop_oldest counter + backlog == n, twice in a row with the
+ * same counter; return the counter. */
+static double
+wait_drop_settled(struct env *e, long n)
+{
+    static const char name[] = "hopperd_dropped_records_total{queue=\"q\",cause=\"drop_oldest\"}";
+    uint64_t deadline = e2e_now_ms() + 10000;
+    double d = -1, b = -1;
+    while (e2e_now_ms() < deadline) {
+        d = e2e_metric(e->metrics_port, name);
+        b = metric_q(e, "hopperd_queue_backlog_records");
+        if (d >= 0 && d + b == (double)n && e2e_metric(e->metrics_port, name) == d) {
+            return d;
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    dump_log(e);
+    fail_msg("dropped %.0f + backlog %.0f != %ld", d, b, n);
+    return -1;
+}
+
+static void
+drop_oldest_case(struct env *e, const char *durability)
+{
+    char sink[1024], queue[512];
+    tcp_sink(e, sink, sizeof(sink), e->down_port);
+    snprintf(queue, sizeof(queue),
+             "memory_bytes = 4KiB\ndisk_bytes = 64KiB\nsegment_bytes = 64KiB\n"
+             "compression = 0\nmax_record_bytes = 1KiB\nwhen_full = drop_oldest\n"
+             "durability = %s\nfsync = never\n",
+             durability);
+    write_conf(e, queue, "", sink);
+    start(e);
+    const long n = 5000;
+    const double reclen = 12 + 1 + 100; /* "rec-%08ld-" + 100 bytes of padding */
+    size_t len;
+    char *buf = make_records(0, n, 100, &len);
+    assert_int_equal(e2e_send(e->in_port, buf, len), 0);
+    free(buf);
+    wait_metric(e, "hopperd_ingress_records_total", (double)n, 30000);
+    /* The round that made room for the last record may still be running:
+     * wait until the counter and the backlog agree. */
+    double dropped = wait_drop_settled(e, n);
+    assert_true(dropped > 0 && dropped < n);
+    assert_true(e2e_metric(e->metrics_port,
+                           "hopperd_dropped_bytes_total{queue=\"q\",cause=\"drop_oldest\"}") ==
+                dropped * reclen);
+    static const char *const causes[] = {"full", "oversize", "queue_failed", "shutdown",
+                                         "rejected_downstream"};
+    for (size_t c = 0; c < sizeof(causes) / sizeof(causes[0]); c++) {
+        char name[128];
+        snprintf(name, sizeof(name), "hopperd_dropped_records_total{queue=\"q\",cause=\"%s\"}",
+                 causes[c]);
+        assert_true(e2e_metric(e->metrics_port, name) == 0);
+    }
+    assert_true(e2e_metric(e->metrics_port, "hopperd_sink_connected{sink=\"down\",queue=\"q\"}") ==
+                0);
+
+    struct e2e_downstream ds;
+    memset(&ds, 0, sizeof(ds));
+    pthread_mutex_init(&ds.mu, NULL);
+    assert_int_equal(e2e_downstream_start(&ds, e->down_port), 0);
+    wait_downstream(e, &ds, (size_t)(n - (long)dropped), 30000);
+    wait_metric(e, "hopperd_queue_backlog_records", 0, 10000);
+    e2e_downstream_stop(&ds);
+    /* Exactly rec-D .. rec-(n-1), each once, in order. */
+    long next = (long)dropped;
+    const char *p = ds.data;
+    const char *end = ds.data + ds.len;
+    while (p < end) {
+        long v = -1;
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        assert_non_null(nl);
+        assert_int_equal(sscanf(p, "rec-%ld", &v), 1);
+        if (v != next) {
+            fail_msg("got rec-%ld, expected rec-%ld (dropped %.0f)", v, next, dropped);
+        }
+        next++;
+        p = nl + 1;
+    }
+    assert_int_equal(next, n);
+    assert_true(e2e_metric(e->metrics_port,
+                           "hopperd_dropped_records_total{queue=\"q\",cause=\"drop_oldest\"}") ==
+                dropped);
+    stop_expect(e, SIGTERM, 0);
+    free(ds.data);
+    pthread_mutex_destroy(&ds.mu);
+}
+
+static void
+test_drop_oldest(void **state)
+{
+    drop_oldest_case(*state, "memory");
+}
+
+static void
+test_drop_oldest_disk(void **state)
+{
+    drop_oldest_case(*state, "disk");
+}
+
+/* drop_oldest on a queue without a sink: the listener thread is the
+ * consumer and discards the oldest itself. After a clean stop, hopperctl
+ * dump shows exactly the newest n - D records, in order. */
+static void
+test_drop_oldest_no_sink(void **state)
+{
+    struct env *e = *state;
+    write_conf(e,
+               "memory_bytes = 4KiB\ndisk_bytes = 64KiB\nsegment_bytes = 64KiB\n"
+               "compression = 0\nmax_record_bytes = 1KiB\nwhen_full = drop_oldest\n",
+               "", "");
+    start(e);
+    const long n = 3000;
+    size_t len;
+    char *buf = make_records(0, n, 100, &len);
+    assert_int_equal(e2e_send(e->in_port, buf, len), 0);
+    free(buf);
+    wait_metric(e, "hopperd_ingress_records_total", (double)n, 30000);
+    double dropped = wait_drop_settled(e, n);
+    assert_true(dropped > 0 && dropped < n);
+    stop_expect(e, SIGTERM, 0);
+
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "%s dump %s/state/q 2>>%s", HOPPERCTL_BIN, e->dir, e->log);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[512];
+    long next = (long)dropped;
+    while (fgets(line, sizeof(line), p) != NULL) {
+        unsigned long long seq;
+        long v;
+        if (sscanf(line, "%llu\trec-%ld", &seq, &v) != 2 || v != next) {
+            fail_msg("dump line '%s', expected rec-%ld", line, next);
+        }
+        next++;
+    }
+    assert_int_equal(pclose(p), 0);
+    assert_int_equal(next, n);
 }
 
 /* SIGHUP: a new sink address applies; a broken config is rejected and the
@@ -1309,6 +1456,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_garbage_and_oversized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reject_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_oldest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_oldest_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_oldest_no_sink, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unix_source, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logger_octet, setup, teardown),
