@@ -8,8 +8,10 @@
  * memory" may omit it); loading twice gives the same result and message. An
  * accepted config is consistent: names valid, strings terminated, every
  * source and sink points at a queue of that name, at most one sink per
- * queue, queue sizes within the documented bounds (segment_bytes <=
- * disk_bytes, max_record_bytes <= disk_bytes / 2, compression <= 9). The
+ * queue, queue sizes within the documented bounds (max_record_bytes <=
+ * disk_bytes / 2, compression <= 9; segment_bytes may exceed disk_bytes
+ * only when left at its default: the library caps segments at a quarter
+ * of disk_bytes, docs/hopperd.md). The
  * unit parsers, on the first line of the input, return 0 or -1 and leave a
  * terminated message.
  *
@@ -50,7 +52,8 @@ check_config(const struct hd_config *c, size_t nlines)
         const struct hd_queue_conf *q = &c->queues[i];
         check_section(&q->s, nlines);
         FZ_CHECK(hd_name_is_valid(q->s.name), "queue name '%s'", q->s.name);
-        FZ_CHECK(q->segment_bytes <= q->disk_bytes, "queue %s: segment > disk", q->s.name);
+        FZ_CHECK(q->segment_bytes <= q->disk_bytes || q->segment_bytes == 64ull << 20,
+                 "queue %s: segment > disk", q->s.name);
         FZ_CHECK(q->max_record_bytes <= q->disk_bytes / 2, "queue %s: max_record > disk/2",
                  q->s.name);
         FZ_CHECK(q->compression <= 9, "queue %s: compression %llu", q->s.name,
