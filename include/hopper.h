@@ -296,7 +296,8 @@ typedef struct hopper_stats {
     uint64_t quarantined_bytes;   /**< bytes of segments renamed *.bad */
     uint64_t lost_records;        /**< records known lost (close without room) */
     uint64_t torn_bytes;          /**< bytes cut from a torn tail at open */
-    uint64_t fsyncs;              /**< fdatasync calls on segment files */
+    uint64_t fsyncs;              /**< fdatasyncs of appended data (group commit and the
+                                   *  fsync interval; not those at rotation or close) */
     uint64_t fsync_ns_total;      /**< time spent in them */
     uint64_t next_seq;            /**< sequence number the next record will get */
     int failed;                   /**< 0, or the sticky error code */
