@@ -82,25 +82,16 @@ scan_segment(walk *w, uint64_t id, int is_last)
         return fd;
     }
     hp_window win = {.read = hp_read_at_fd, .ctx = &fd};
-    int rc = 0;
-    struct stat sb;
-    if (fstat(fd, &sb) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    uint64_t size = (uint64_t)sb.st_size;
+    uint64_t size = 0;
+    int rc = hp_seg_check_header(fd, id, &size);
     w->rep->segments++;
     w->rep->segment_bytes += size;
-    uint8_t hdr[HP_SEG_HDR];
-    ssize_t r = hp_fs_pread_full(fd, hdr, sizeof(hdr), 0);
-    if (r < 0) {
-        rc = (int)r;
+    if (rc == HOPPER_ECORRUPT || rc == HOPPER_EVERSION || rc == HOPPER_ENEEDMORE) {
+        w->rep->unreadable_segments++;
+        rc = 0;
         goto out;
     }
-    uint64_t hid;
-    uint64_t hfirst;
-    if (hp_seg_header_decode(hdr, (size_t)r, &hid, &hfirst) < 0 || hid != id) {
-        w->rep->unreadable_segments++;
+    if (rc < 0) {
         goto out;
     }
     hp_idx_free(&w->idx);

@@ -1743,25 +1743,11 @@ recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
     if (fd < 0) {
         return fd;
     }
-    int rc = 0;
-    struct stat sb;
     hp_window win = {.read = hp_read_at_fd, .ctx = &fd};
-    if (fstat(fd, &sb) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    uint64_t size = (uint64_t)sb.st_size;
-    uint8_t hdr[HP_SEG_HDR];
-    ssize_t r = hp_fs_pread_full(fd, hdr, sizeof(hdr), 0);
-    if (r < 0) {
-        rc = (int)r;
-        goto out;
-    }
-    uint64_t hid;
-    uint64_t hfirst;
-    rc = hp_seg_header_decode(hdr, (size_t)r, &hid, &hfirst);
-    if (rc == 0 && hid != id) {
-        rc = HOPPER_ECORRUPT;
+    uint64_t size = 0;
+    int rc = hp_seg_check_header(fd, id, &size);
+    if (rc < 0 && rc != HOPPER_ECORRUPT && rc != HOPPER_EVERSION && rc != HOPPER_ENEEDMORE) {
+        goto out; /* I/O: transient, never damage */
     }
     if (rc < 0) {
         const char *why = size == 0               ? "empty file"

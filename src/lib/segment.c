@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define WINDOW_CHUNK (1u << 20)
@@ -76,6 +77,25 @@ hp_seg_header_decode(const uint8_t *p, size_t n, uint64_t *id, uint64_t *first_s
     *id = hp_get_u64(p + 8);
     *first_seq = hp_get_u64(p + 16);
     return 0;
+}
+
+int
+hp_seg_check_header(int fd, uint64_t id, uint64_t *size)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        return -errno;
+    }
+    *size = (uint64_t)sb.st_size;
+    uint8_t hdr[HP_SEG_HDR];
+    ssize_t r = hp_fs_pread_full(fd, hdr, sizeof(hdr), 0);
+    if (r < 0) {
+        return (int)r;
+    }
+    uint64_t hid;
+    uint64_t hfirst;
+    HP_GUARD(hp_seg_header_decode(hdr, (size_t)r, &hid, &hfirst));
+    return hid == id ? 0 : HOPPER_ECORRUPT;
 }
 
 int

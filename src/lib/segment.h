@@ -26,6 +26,11 @@ void hp_seg_header_encode(uint8_t out[HP_SEG_HDR], uint64_t id, uint64_t first_s
 HP_MUST_USE int hp_seg_header_decode(const uint8_t *p, size_t n, uint64_t *id,
                                      uint64_t *first_seq);
 
+/* Size an open segment file and check its header belongs to segment `id`.
+ * Returns 0 with *size; HOPPER_ECORRUPT, HOPPER_EVERSION or HOPPER_ENEEDMORE
+ * (short file) when the header cannot be used; -errno on I/O errors. */
+HP_MUST_USE int hp_seg_check_header(int fd, uint64_t id, uint64_t *size);
+
 /* Create segment `id` durably (temp name, header, fsync, rename, fsync dir)
  * and return an fd open for appending at offset HP_SEG_HDR. 0 or -errno. */
 HP_MUST_USE int hp_seg_create(int dirfd, uint64_t id, uint64_t first_seq, int *fd_out);
