@@ -140,6 +140,26 @@ read_frame(int fd, uint8_t **buf, size_t *cap)
     return (long)(want - HD_PROTO_HDR);
 }
 
+/* Connect to a native source and read its HELLO into *m (whose slices point
+ * into *buf). Returns the socket, or -1 after printing why. */
+static int
+open_native(const char *addr, const char *upath, uint8_t **buf, size_t *cap, struct hd_msg *m)
+{
+    int fd = connect_to(addr, upath);
+    if (fd < 0) {
+        return -1;
+    }
+    *buf = malloc(*cap);
+    const char *why;
+    long n = *buf != NULL ? read_frame(fd, buf, cap) : -1;
+    if (n < 0 || hd_proto_parse(*buf, (size_t)n, m, &why) < 0 || m->op != HD_OP_HELLO) {
+        fprintf(stderr, "hopperctl: %s: not a native hopperd source\n", upath ? upath : addr);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static int
 cmd_send(int argc, char **argv)
 {
@@ -173,19 +193,16 @@ cmd_send(int argc, char **argv)
             usage();
         }
     }
-    int fd = connect_to(addr, upath);
-    if (fd < 0) {
-        return 1;
-    }
     size_t cap = 1 << 16;
-    uint8_t *buf = malloc(cap);
+    uint8_t *buf = NULL;
     struct hd_msg m;
     const char *why;
-    long n = read_frame(fd, &buf, &cap);
-    if (n < 0 || hd_proto_parse(buf, (size_t)n, &m, &why) < 0 || m.op != HD_OP_HELLO) {
-        fprintf(stderr, "hopperctl: %s: not a native hopperd source\n", upath ? upath : addr);
+    int fd = open_native(addr, upath, &buf, &cap, &m);
+    if (fd < 0) {
+        free(buf);
         return 1;
     }
+    long n;
     uint64_t max_frame = m.max_frame;
     char **lines = calloc((size_t)batch, sizeof(*lines));
     size_t *lens = calloc((size_t)batch, sizeof(*lens));
@@ -448,19 +465,16 @@ cmd_recv(int argc, char **argv)
             usage();
         }
     }
-    int fd = connect_to(addr, upath);
-    if (fd < 0) {
-        return 1;
-    }
     size_t cap = 1 << 16;
-    uint8_t *buf = malloc(cap);
+    uint8_t *buf = NULL;
     struct hd_msg m;
     const char *why;
-    long n = read_frame(fd, &buf, &cap);
-    if (n < 0 || hd_proto_parse(buf, (size_t)n, &m, &why) < 0 || m.op != HD_OP_HELLO) {
-        fprintf(stderr, "hopperctl: %s: not a native hopperd source\n", upath ? upath : addr);
+    int fd = open_native(addr, upath, &buf, &cap, &m);
+    if (fd < 0) {
+        free(buf);
         return 1;
     }
+    long n;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     hd_proto_put_subscribe(&sb, 1, queue, window);
