@@ -29,41 +29,8 @@
 #define MAX_SENDERS 16
 #define HDR 8 /* u32 producer, u32 counter */
 
-typedef struct tc_state {
-    char *dir;
-} tc_state;
+typedef hp_test_dir tc_state;
 
-static int
-setup(void **state)
-{
-    tc_state *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        return -1;
-    }
-    s->dir = hp_test_tmpdir("conc");
-    if (s->dir == NULL) {
-        free(s);
-        return -1;
-    }
-    *state = s;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    tc_state *s = *state;
-    hp_test_rmtree(s->dir);
-    free(s);
-    return 0;
-}
-
-static int
-quick(void)
-{
-    const char *e = getenv("HOPPER_TEST_QUICK");
-    return e != NULL && *e != '\0' && strcmp(e, "0") != 0;
-}
 
 /* ---- record layout ---------------------------------------------------- */
 
@@ -441,7 +408,7 @@ base_cfg(run_cfg *c, int durability)
     c->o.segment_bytes = 1 << 20;
     c->o.disk_bytes = 64u << 20;
     c->senders = 4;
-    c->per_sender = quick() ? 500 : 5000;
+    c->per_sender = hp_test_quick() ? 500 : 5000;
     c->shape = (rec_shape){.min_len = HDR, .max_len = 400, .salt = 7};
     c->max_batch = 4;
     c->ack_stride = 32;
@@ -477,7 +444,7 @@ test_mpsc_tight_budgets(void **state)
         c.o.memory_bytes = 16 * 1024;
         c.o.disk_bytes = 1 << 20;
         c.o.segment_bytes = 64 * 1024;
-        c.per_sender = quick() ? 300 : 2500;
+        c.per_sender = hp_test_quick() ? 300 : 2500;
         c.use_recv_ack = 1;
         c.seed = 2;
         run_mpsc(s->dir, &c);
@@ -497,7 +464,7 @@ test_mpsc_fsync_always(void **state)
         base_cfg(&c, mode);
         c.o.fsync = HOPPER_FSYNC_ALWAYS;
         c.senders = 8;
-        c.per_sender = quick() ? 50 : 400;
+        c.per_sender = hp_test_quick() ? 50 : 400;
         c.max_batch = 1;
         c.seed = 3;
         run_mpsc(s->dir, &c);
@@ -522,7 +489,7 @@ test_property_random(void **state)
     tc_state *s = *state;
     uint64_t seed = hp_test_seed("test_property_random");
     uint64_t rs = seed;
-    uint64_t budget_ms = quick() ? 4000 : 12000;
+    uint64_t budget_ms = hp_test_quick() ? 4000 : 12000;
     uint64_t t0 = hp_test_now_ms();
     int iters = 0;
     /* Time-bounded (at least 3 runs). The runs are a function of the seed:
@@ -562,7 +529,7 @@ test_property_random(void **state)
         c.shape.salt = hp_test_rand(&rs);
         c.shape.min_len = c.senders == 1 ? 0 : HDR;
         c.shape.max_len = pick(&rs, c.shape.min_len + 1, 2000);
-        uint64_t total = quick() ? pick(&rs, 50, 400) : pick(&rs, 200, 3000);
+        uint64_t total = hp_test_quick() ? pick(&rs, 50, 400) : pick(&rs, 200, 3000);
         if (c.o.fsync == HOPPER_FSYNC_ALWAYS) {
             total /= 4;
         }
@@ -591,7 +558,7 @@ static void
 test_repeat_loop(void **state)
 {
     tc_state *s = *state;
-    int rounds = quick() ? 300 : 2000;
+    int rounds = hp_test_quick() ? 300 : 2000;
     rec_shape sh = {.min_len = 0, .max_len = 300, .salt = 11};
     uint32_t next = 0;    /* next counter to receive */
     uint32_t sent = 0;    /* next counter to send */
@@ -664,12 +631,12 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_mpsc_memory, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mpsc_disk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mpsc_tight_budgets, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mpsc_fsync_always, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_property_random, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_repeat_loop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mpsc_memory, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_mpsc_disk, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_mpsc_tight_budgets, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_mpsc_fsync_always, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_property_random, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_repeat_loop, hp_test_dir_setup, hp_test_dir_teardown),
     };
     return cmocka_run_group_tests_name("test_concurrency", tests, NULL, NULL);
 }

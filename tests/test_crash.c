@@ -44,41 +44,8 @@
 #define MSG_VAL(m) ((m) & ((1ull << 56) - 1))
 #define MSG(t, v) (((uint64_t)(t) << 56) | (uint64_t)(v))
 
-typedef struct tk_state {
-    char *dir;
-} tk_state;
+typedef hp_test_dir tk_state;
 
-static int
-setup(void **state)
-{
-    tk_state *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        return -1;
-    }
-    s->dir = hp_test_tmpdir("crash");
-    if (s->dir == NULL) {
-        free(s);
-        return -1;
-    }
-    *state = s;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    tk_state *s = *state;
-    hp_test_rmtree(s->dir);
-    free(s);
-    return 0;
-}
-
-static int
-quick(void)
-{
-    const char *e = getenv("HOPPER_TEST_QUICK");
-    return e != NULL && *e != '\0' && strcmp(e, "0") != 0;
-}
 
 /* ---- records ------------------------------------------------------------ */
 
@@ -446,7 +413,7 @@ test_kill_disk_mode(void **state)
 {
     tk_state *s = *state;
     uint64_t seed = hp_test_seed("test_kill_disk_mode");
-    disk_rounds(s->dir, HOPPER_FSYNC_NEVER, quick() ? 4 : 30, seed);
+    disk_rounds(s->dir, HOPPER_FSYNC_NEVER, hp_test_quick() ? 4 : 30, seed);
 }
 
 static void
@@ -454,7 +421,7 @@ test_kill_disk_fsync_always(void **state)
 {
     tk_state *s = *state;
     uint64_t seed = hp_test_seed("test_kill_disk_fsync_always");
-    disk_rounds(s->dir, HOPPER_FSYNC_ALWAYS, quick() ? 2 : 10, seed);
+    disk_rounds(s->dir, HOPPER_FSYNC_ALWAYS, hp_test_quick() ? 2 : 10, seed);
 }
 
 /* MEMORY mode: records that reached disk are never lost; whatever arrives is
@@ -465,7 +432,7 @@ test_kill_memory_mode(void **state)
     tk_state *s = *state;
     uint64_t seed = hp_test_seed("test_kill_memory_mode");
     uint64_t rs = seed;
-    int rounds = quick() ? 2 : 12;
+    int rounds = hp_test_quick() ? 2 : 12;
     for (int round = 0; round < rounds; round++) {
         crash_cfg c;
         memset(&c, 0, sizeof(c));
@@ -529,7 +496,7 @@ test_kill_with_acks(void **state)
     tk_state *s = *state;
     uint64_t seed = hp_test_seed("test_kill_with_acks");
     uint64_t rs = seed;
-    int rounds = quick() ? 3 : 20;
+    int rounds = hp_test_quick() ? 3 : 20;
     for (int round = 0; round < rounds; round++) {
         crash_cfg c;
         memset(&c, 0, sizeof(c));
@@ -592,10 +559,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_kill_disk_mode, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kill_disk_fsync_always, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kill_memory_mode, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kill_with_acks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_disk_mode, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_kill_disk_fsync_always, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_kill_memory_mode, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_kill_with_acks, hp_test_dir_setup, hp_test_dir_teardown),
     };
     return cmocka_run_group_tests_name("test_crash", tests, NULL, NULL);
 }

@@ -27,34 +27,7 @@
 #define REC_COST 48u
 #define QNAME "q"
 
-typedef struct tq_state {
-    char *dir;
-} tq_state;
-
-static int
-setup(void **state)
-{
-    tq_state *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        return -1;
-    }
-    s->dir = hp_test_tmpdir("queue");
-    if (s->dir == NULL) {
-        free(s);
-        return -1;
-    }
-    *state = s;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    tq_state *s = *state;
-    hp_test_rmtree(s->dir);
-    free(s);
-    return 0;
-}
+typedef hp_test_dir tq_state;
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -1566,30 +1539,30 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_happy_path, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_creates_dir, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_second_opener_locked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_zero_byte_record, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_max_size_record, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_exactly_at_memory_budget, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_full_at_budget_memory, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_full_at_budget_disk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_full_drain_single_segment_memory, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_full_drain_single_segment_disk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_blocking_send_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batch_all_or_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_stranded_records, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ack_across_segments_no_corruption, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_recv_poll_and_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restart_memory_and_disk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restart_ack, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_foreign_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_strerror_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_null, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_happy_path, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_open_creates_dir, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_names, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_second_opener_locked, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_zero_byte_record, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_max_size_record, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_exactly_at_memory_budget, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_full_at_budget_memory, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_full_at_budget_disk, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_full_drain_single_segment_memory, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_full_drain_single_segment_disk, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_blocking_send_timeout, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_all_or_nothing, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_no_stranded_records, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_rotation, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_across_segments_no_corruption, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_recv_poll_and_timeout, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_memory_and_disk, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_ack, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_files, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_stats, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_strerror_names, hp_test_dir_setup, hp_test_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_close_null, hp_test_dir_setup, hp_test_dir_teardown),
     };
     return cmocka_run_group_tests_name("test_queue", tests, NULL, NULL);
 }

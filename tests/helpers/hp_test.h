@@ -8,6 +8,16 @@
 
 /* mkdtemp under $TMPDIR (or /tmp); returns a malloc'd path or NULL. */
 char *hp_test_tmpdir(const char *tag);
+/* cmocka fixture state: a fresh temp directory per test. */
+typedef struct hp_test_dir {
+    char *dir;
+} hp_test_dir;
+/* cmocka setup/teardown: *state becomes an hp_test_dir with a new temp
+ * directory, removed (with everything in it) by the teardown. */
+int hp_test_dir_setup(void **state);
+int hp_test_dir_teardown(void **state);
+/* $HOPPER_TEST_QUICK set (and not "0"): scale randomized and long tests down. */
+int hp_test_quick(void);
 /* rm -rf path (no shell) and free it. */
 void hp_test_rmtree(char *path);
 /* Seed for randomized tests: $HOPPER_TEST_SEED if set, else time-based;

@@ -49,6 +49,38 @@ rmtree_at(const char *path)
     rmdir(path);
 }
 
+int
+hp_test_dir_setup(void **state)
+{
+    hp_test_dir *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return -1;
+    }
+    s->dir = hp_test_tmpdir("test");
+    if (s->dir == NULL) {
+        free(s);
+        return -1;
+    }
+    *state = s;
+    return 0;
+}
+
+int
+hp_test_dir_teardown(void **state)
+{
+    hp_test_dir *s = *state;
+    hp_test_rmtree(s->dir);
+    free(s);
+    return 0;
+}
+
+int
+hp_test_quick(void)
+{
+    const char *e = getenv("HOPPER_TEST_QUICK");
+    return e != NULL && *e != '\0' && strcmp(e, "0") != 0;
+}
+
 void
 hp_test_rmtree(char *path)
 {
