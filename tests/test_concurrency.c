@@ -627,16 +627,18 @@ test_repeat_loop(void **state)
     fprintf(stderr, "[repeat] %d rounds in %" PRIu64 " ms\n", rounds, hp_test_now_ms() - t0);
 }
 
+#define HP_T(fn) cmocka_unit_test_setup_teardown(fn, hp_test_dir_setup, hp_test_dir_teardown)
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_mpsc_memory, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_mpsc_disk, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_mpsc_tight_budgets, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_mpsc_fsync_always, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_property_random, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_repeat_loop, hp_test_dir_setup, hp_test_dir_teardown),
+        HP_T(test_mpsc_memory),
+        HP_T(test_mpsc_disk),
+        HP_T(test_mpsc_tight_budgets),
+        HP_T(test_mpsc_fsync_always),
+        HP_T(test_property_random),
+        HP_T(test_repeat_loop),
     };
     return cmocka_run_group_tests_name("test_concurrency", tests, NULL, NULL);
 }

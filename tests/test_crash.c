@@ -555,14 +555,16 @@ test_kill_with_acks(void **state)
     }
 }
 
+#define HP_T(fn) cmocka_unit_test_setup_teardown(fn, hp_test_dir_setup, hp_test_dir_teardown)
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_kill_disk_mode, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_kill_disk_fsync_always, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_kill_memory_mode, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_kill_with_acks, hp_test_dir_setup, hp_test_dir_teardown),
+        HP_T(test_kill_disk_mode),
+        HP_T(test_kill_disk_fsync_always),
+        HP_T(test_kill_memory_mode),
+        HP_T(test_kill_with_acks),
     };
     return cmocka_run_group_tests_name("test_crash", tests, NULL, NULL);
 }

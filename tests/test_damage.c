@@ -36,36 +36,7 @@
 
 /* ---- fixture ------------------------------------------------------------- */
 
-typedef struct fx {
-    char *tmp;
-    char qdir[1024];
-} fx;
-
-static int
-setup(void **state)
-{
-    fx *f = calloc(1, sizeof(*f));
-    if (f == NULL) {
-        return -1;
-    }
-    f->tmp = hp_test_tmpdir("damage");
-    if (f->tmp == NULL) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->qdir, sizeof(f->qdir), "%s/q", f->tmp);
-    *state = f;
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    fx *f = *state;
-    hp_test_rmtree(f->tmp);
-    free(f);
-    return 0;
-}
+typedef hp_test_dir fx;
 
 /* Layout of the populated queue: DISK mode, no compression, one frame per
  * record (single-threaded sends), 4 KiB segments of 7 frames each. */
@@ -126,7 +97,7 @@ populate(const fx *f, size_t nrec)
     hopper_opts o;
     opts_disk(&o);
     hopper_queue *q = NULL;
-    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     uint8_t buf[PAYLOAD];
     for (size_t i = 0; i < nrec; i++) {
         make_payload(buf, sizeof(buf), i);
@@ -157,7 +128,7 @@ drain_opts(const fx *f, const hopper_opts *o, outcome *out)
 {
     memset(out, 0, sizeof(*out));
     hopper_queue *q = NULL;
-    int rc = hopper_open(f->tmp, "q", o, &q);
+    int rc = hopper_open(f->dir, "q", o, &q);
     if (rc != 0) {
         print_error("hopper_open on damaged data: %s\n", hopper_strerror(rc));
     }
@@ -570,7 +541,7 @@ test_zero_length_segments(void **state)
     hopper_opts o;
     opts_disk(&o);
     hopper_queue *q = NULL;
-    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     uint8_t buf[PAYLOAD];
     make_payload(buf, sizeof(buf), NREC);
     assert_int_equal(hopper_send(q, buf, sizeof(buf), 0), 0);
@@ -656,7 +627,7 @@ populate_and_ack(const fx *f)
     hopper_opts o;
     opts_disk(&o);
     hopper_queue *q = NULL;
-    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     for (uint64_t i = 0; i < 10; i++) {
         hopper_record r;
         assert_int_equal(hopper_recv(q, &r, 0), 0);
@@ -773,7 +744,7 @@ test_big_record_after_small_survives_reopen(void **state)
             make_payload(p[i], lens[i], (uint64_t)i);
         }
         hopper_queue *q = NULL;
-        assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
         if (mode == 0) {
             assert_int_equal(hopper_send(q, p[0], lens[0], 0), 0);
             assert_int_equal(hopper_send(q, p[1], lens[1], 0), 0);
@@ -782,7 +753,7 @@ test_big_record_after_small_survives_reopen(void **state)
             assert_int_equal(hopper_send_batch(q, v, 2, 0), 0);
         }
         assert_int_equal(hopper_close(q), 0);
-        assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
         size_t got = 0;
         for (;;) {
             hopper_record r;
@@ -1100,7 +1071,7 @@ test_bad_fixtures_table(void **state)
             hopper_opts o;
             opts_disk(&o);
             hopper_queue *q = NULL;
-            assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+            assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
             size_t got = 0;
             uint64_t expect_seq = 0;
             for (;;) {
@@ -1137,6 +1108,8 @@ test_bad_fixtures_table(void **state)
     hp_buf_free(&gen);
 }
 
+#define HP_T(fn) cmocka_unit_test_setup_teardown(fn, hp_test_dir_setup, hp_test_dir_teardown)
+
 int
 main(int argc, char **argv)
 {
@@ -1144,25 +1117,24 @@ main(int argc, char **argv)
         return write_fixtures(argv[2]);
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_control_undamaged, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flipped_body_byte_middle_segment, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flipped_header_byte_last_segment, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flipped_bytes_several_frames, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_damaged_end_of_earlier_segment, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_last_frame, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_inside_last_frame_header, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown_flag_frame_skipped, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_segment_header_last, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_segment_header_middle, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_garbage_segment, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_segment_id_mismatch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_segment_other_version, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_zero_length_segments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_foreign_files_untouched, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoint_damaged, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_big_record_after_small_survives_reopen, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_bad_fixtures_table, setup, teardown),
+        HP_T(test_control_undamaged),
+        HP_T(test_flipped_body_byte_middle_segment),
+        HP_T(test_flipped_header_byte_last_segment),
+        HP_T(test_flipped_bytes_several_frames),
+        HP_T(test_damaged_end_of_earlier_segment),
+        HP_T(test_truncated_last_frame),
+        HP_T(test_truncated_inside_last_frame_header),
+        HP_T(test_unknown_flag_frame_skipped),
+        HP_T(test_truncated_segment_header_last),
+        HP_T(test_truncated_segment_header_middle),
+        HP_T(test_garbage_segment),
+        HP_T(test_segment_id_mismatch),
+        HP_T(test_segment_other_version),
+        HP_T(test_zero_length_segments),
+        HP_T(test_foreign_files_untouched),
+        HP_T(test_checkpoint_damaged),
+        HP_T(test_big_record_after_small_survives_reopen),
+        HP_T(test_bad_fixtures_table),
     };
     return cmocka_run_group_tests_name("damage", tests, NULL, NULL);
 }

@@ -79,36 +79,13 @@ disarm(void)
 
 /* ---- fixture ----------------------------------------------------------------- */
 
-typedef struct fx {
-    char *tmp;
-    char qdir[1024];
-} fx;
-
-static int
-setup(void **state)
-{
-    fx *f = calloc(1, sizeof(*f));
-    if (f == NULL) {
-        return -1;
-    }
-    f->tmp = hp_test_tmpdir("fault");
-    if (f->tmp == NULL) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->qdir, sizeof(f->qdir), "%s/q", f->tmp);
-    *state = f;
-    return 0;
-}
+typedef hp_test_dir fx;
 
 static int
 teardown(void **state)
 {
-    fx *f = *state;
-    disarm();
-    hp_test_rmtree(f->tmp);
-    free(f);
-    return 0;
+    disarm(); /* no fault may outlive its test */
+    return hp_test_dir_teardown(state);
 }
 
 static void
@@ -178,7 +155,7 @@ drain(const fx *f, const hopper_opts *o, got *g)
 {
     memset(g, 0, sizeof(*g));
     hopper_queue *q = NULL;
-    int rc = hopper_open(f->tmp, "q", o, &q);
+    int rc = hopper_open(f->dir, "q", o, &q);
     if (rc != 0) {
         print_error("clean reopen failed: %s\n", hopper_strerror(rc));
     }
@@ -246,7 +223,7 @@ test_write_fails_disk_sticky(void **state)
     hopper_opts o;
     opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
-    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     for (uint64_t i = 0; i < 3; i++) {
         assert_int_equal(send_idx(q, i, PAYLOAD, 0), 0);
     }
@@ -268,7 +245,7 @@ test_fsync_fails_disk_always_sticky(void **state)
     hopper_opts o;
     opts_disk(&o, HOPPER_FSYNC_ALWAYS);
     hopper_queue *q = NULL;
-    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     for (uint64_t i = 0; i < 3; i++) {
         assert_int_equal(send_idx(q, i, PAYLOAD, 0), 0);
     }
@@ -296,7 +273,7 @@ test_memory_close_write_fails(void **state)
     hopper_opts_init(&o);
     o.fsync = HOPPER_FSYNC_NEVER;
     hopper_queue *q = NULL;
-    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     for (uint64_t i = 0; i < 5; i++) {
         assert_int_equal(send_idx(q, i, PAYLOAD, 0), 0);
     }
@@ -334,7 +311,7 @@ test_checkpoint_failures_on_reclaim(void **state)
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         reset_dir(f);
         hopper_queue *q = NULL;
-        assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
         /* 700-byte records: 5 per 4 KiB segment */
         for (uint64_t i = 0; i < 12; i++) {
             assert_int_equal(send_idx(q, i, PAYLOAD, 0), 0);
@@ -378,7 +355,7 @@ test_sync_failure_sticky(void **state)
     for (size_t c = 0; c < sizeof(ops) / sizeof(ops[0]); c++) {
         reset_dir(f);
         hopper_queue *q = NULL;
-        assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
         for (uint64_t i = 0; i < 4; i++) {
             assert_int_equal(send_idx(q, i, PAYLOAD, 0), 0);
         }
@@ -400,7 +377,7 @@ test_sync_failure_sticky(void **state)
     /* control: the same sequence without a fault persists the ack */
     reset_dir(f);
     hopper_queue *q = NULL;
-    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     for (uint64_t i = 0; i < 4; i++) {
         assert_int_equal(send_idx(q, i, PAYLOAD, 0), 0);
     }
@@ -424,7 +401,7 @@ test_enospc_is_full_not_failed(void **state)
     hopper_opts o;
     opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
-    assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     uint64_t accepted[64];
     size_t na = 0;
     for (uint64_t i = 0; i < 5; i++) {
@@ -502,7 +479,7 @@ test_enospc_each_site_of_spanning_batch(void **state)
     for (long n = 0; n < 200; n++) {
         reset_dir(f);
         hopper_queue *q = NULL;
-        assert_int_equal(hopper_open(f->tmp, "q", &o, &q), 0);
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
         assert_int_equal(send_idx(q, 0, 100, 0), 0); /* the active segment has data */
         arm(NULL, n, -ENOSPC, 0);
         int rc = hopper_send_batch(q, v, 2, 0);
@@ -580,7 +557,7 @@ static void
 populate(const fx *f, const hopper_opts *o, uint64_t n)
 {
     hopper_queue *q = NULL;
-    assert_int_equal(hopper_open(f->tmp, "q", o, &q), 0);
+    assert_int_equal(hopper_open(f->dir, "q", o, &q), 0);
     for (uint64_t i = 0; i < n; i++) {
         assert_int_equal(send_idx(q, i, PAYLOAD, 0), 0);
     }
@@ -610,7 +587,7 @@ test_open_transient_errors(void **state)
         for (n = 0; n < 100; n++) {
             arm(cases[c].op, n, cases[c].err, 0);
             hopper_queue *q = (hopper_queue *)&n; /* must be reset to NULL */
-            int rc = hopper_open(f->tmp, "q", &o, &q);
+            int rc = hopper_open(f->dir, "q", &o, &q);
             long fired = atomic_load(&g_fired);
             disarm();
             if (!fired) {
@@ -712,7 +689,7 @@ test_fd_exhaustion_rlimit(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        _exit(child_fd_exhaustion(f->tmp, &o));
+        _exit(child_fd_exhaustion(f->dir, &o));
     }
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -745,7 +722,7 @@ scenario(const fx *f, const hopper_opts *o, scenario_result *res)
     res->indeterminate = -1;
     res->clean = 1;
     hopper_queue *q = NULL;
-    int rc = hopper_open(f->tmp, "q", o, &q);
+    int rc = hopper_open(f->dir, "q", o, &q);
     if (rc != 0) {
         assert_null(q);
         assert_true(rc < 0 && rc != HOPPER_ECORRUPT);
@@ -786,7 +763,7 @@ scenario(const fx *f, const hopper_opts *o, scenario_result *res)
         res->clean = 0;
     }
     /* reopen under the same fault plan (recovery's call sites) */
-    rc = hopper_open(f->tmp, "q", o, &q);
+    rc = hopper_open(f->dir, "q", o, &q);
     if (rc != 0) {
         assert_null(q);
         assert_true(rc < 0 && rc != HOPPER_ECORRUPT);
@@ -904,23 +881,24 @@ test_fault_every_site_memory_eio(void **state)
     fault_loop(f, &o, -EIO, 1);
 }
 
+#define HP_T(fn) cmocka_unit_test_setup_teardown(fn, hp_test_dir_setup, teardown)
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_write_fails_disk_sticky, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fsync_fails_disk_always_sticky, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_memory_close_write_fails, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoint_failures_on_reclaim, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sync_failure_sticky, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_enospc_is_full_not_failed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_enospc_each_site_of_spanning_batch, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_open_transient_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fd_exhaustion_rlimit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fault_every_site_disk_eio, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fault_every_site_disk_enospc, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fault_every_site_memory_eio, setup, teardown),
+        HP_T(test_write_fails_disk_sticky),
+        HP_T(test_fsync_fails_disk_always_sticky),
+        HP_T(test_memory_close_write_fails),
+        HP_T(test_checkpoint_failures_on_reclaim),
+        HP_T(test_sync_failure_sticky),
+        HP_T(test_enospc_is_full_not_failed),
+        HP_T(test_enospc_each_site_of_spanning_batch),
+        HP_T(test_open_transient_errors),
+        HP_T(test_fd_exhaustion_rlimit),
+        HP_T(test_fault_every_site_disk_eio),
+        HP_T(test_fault_every_site_disk_enospc),
+        HP_T(test_fault_every_site_memory_eio),
     };
     return cmocka_run_group_tests_name("fault", tests, NULL, NULL);
 }

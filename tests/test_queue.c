@@ -1535,34 +1535,36 @@ test_close_null(void **state)
     assert_int_equal(hopper_close(NULL), 0);
 }
 
+#define HP_T(fn) cmocka_unit_test_setup_teardown(fn, hp_test_dir_setup, hp_test_dir_teardown)
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_happy_path, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_open_creates_dir, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_bad_names, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_second_opener_locked, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_zero_byte_record, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_max_size_record, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_exactly_at_memory_budget, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_full_at_budget_memory, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_full_at_budget_disk, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_full_drain_single_segment_memory, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_full_drain_single_segment_disk, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_blocking_send_timeout, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_batch_all_or_nothing, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_no_stranded_records, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_rotation, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_ack_across_segments_no_corruption, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_recv_poll_and_timeout, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_shutdown, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_restart_memory_and_disk, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_restart_ack, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_foreign_files, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_stats, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_strerror_names, hp_test_dir_setup, hp_test_dir_teardown),
-        cmocka_unit_test_setup_teardown(test_close_null, hp_test_dir_setup, hp_test_dir_teardown),
+        HP_T(test_happy_path),
+        HP_T(test_open_creates_dir),
+        HP_T(test_bad_names),
+        HP_T(test_second_opener_locked),
+        HP_T(test_zero_byte_record),
+        HP_T(test_max_size_record),
+        HP_T(test_exactly_at_memory_budget),
+        HP_T(test_full_at_budget_memory),
+        HP_T(test_full_at_budget_disk),
+        HP_T(test_full_drain_single_segment_memory),
+        HP_T(test_full_drain_single_segment_disk),
+        HP_T(test_blocking_send_timeout),
+        HP_T(test_batch_all_or_nothing),
+        HP_T(test_no_stranded_records),
+        HP_T(test_rotation),
+        HP_T(test_ack_across_segments_no_corruption),
+        HP_T(test_recv_poll_and_timeout),
+        HP_T(test_shutdown),
+        HP_T(test_restart_memory_and_disk),
+        HP_T(test_restart_ack),
+        HP_T(test_foreign_files),
+        HP_T(test_stats),
+        HP_T(test_strerror_names),
+        HP_T(test_close_null),
     };
     return cmocka_run_group_tests_name("test_queue", tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@ char *hp_test_tmpdir(const char *tag);
 /* cmocka fixture state: a fresh temp directory per test. */
 typedef struct hp_test_dir {
     char *dir;
+    char qdir[1024]; /* dir + "/q": the conventional queue "q" in it */
 } hp_test_dir;
 /* cmocka setup/teardown: *state becomes an hp_test_dir with a new temp
  * directory, removed (with everything in it) by the teardown. */

@@ -61,6 +61,7 @@ hp_test_dir_setup(void **state)
         free(s);
         return -1;
     }
+    snprintf(s->qdir, sizeof(s->qdir), "%s/q", s->dir);
     *state = s;
     return 0;
 }
