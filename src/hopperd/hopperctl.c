@@ -141,7 +141,8 @@ read_frame(int fd, uint8_t **buf, size_t *cap)
 }
 
 /* Connect to a native source and read its HELLO into *m (whose slices point
- * into *buf). Returns the socket, or -1 after printing why. */
+ * into *buf, which the caller frees). Returns the socket, or -1 after
+ * printing why, with *buf freed. */
 static int
 open_native(const char *addr, const char *upath, uint8_t **buf, size_t *cap, struct hd_msg *m)
 {
@@ -155,6 +156,8 @@ open_native(const char *addr, const char *upath, uint8_t **buf, size_t *cap, str
     if (n < 0 || hd_proto_parse(*buf, (size_t)n, m, &why) < 0 || m->op != HD_OP_HELLO) {
         fprintf(stderr, "hopperctl: %s: not a native hopperd source\n", upath ? upath : addr);
         close(fd);
+        free(*buf);
+        *buf = NULL;
         return -1;
     }
     return fd;
@@ -199,7 +202,6 @@ cmd_send(int argc, char **argv)
     const char *why;
     int fd = open_native(addr, upath, &buf, &cap, &m);
     if (fd < 0) {
-        free(buf);
         return 1;
     }
     long n;
@@ -471,7 +473,6 @@ cmd_recv(int argc, char **argv)
     const char *why;
     int fd = open_native(addr, upath, &buf, &cap, &m);
     if (fd < 0) {
-        free(buf);
         return 1;
     }
     long n;
