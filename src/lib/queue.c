@@ -15,17 +15,30 @@
  * Group commit. Senders append encoded records to `pend` under `mu` and park
  * on a stack waiter linked into the pending batch. A sender whose batch is not
  * yet taken and who finds no writer active becomes the writer: it takes the
- * whole batch, drops `mu`, compresses (reusing one deflate context), writes,
- * fdatasyncs (per policy), retakes `mu`, publishes runs and sizes, and marks
- * the batch's waiters done. Disk I/O never happens under `mu`.
+ * whole batch, drops `mu`, compresses, writes, fdatasyncs (per policy),
+ * retakes `mu`, publishes runs and sizes, and marks the batch's waiters done.
+ * Disk I/O never happens under `mu`.
+ *
+ * Parallel compression. The writer cuts its batch into frames and compresses
+ * them in rounds of up to HP_ENC_SLOTS frames (`cr`). A round of more than one
+ * frame is opened under `mu` and `written` is broadcast: every sender waiting
+ * on `written` (for its batch, or at the write-behind bound) claims a frame of
+ * the round with an atomic counter, compresses it outside `mu` with the
+ * slot's own deflate context and output buffer, and counts it done under
+ * `mu`. The writer compresses frames of its own round too, waits on `cr_done`
+ * until all are done, then appends them in order. Only compression runs in
+ * parallel; framing, segment rotation, writes and publication stay with the
+ * writer, so the order and the ENOSPC undo are as for one thread.
  *
  * The writer role (`writer_active`) is held by at most one thread: a sender,
- * the interval syncer or close. Only its holder touches `active_fd`,
- * `active_size`, `enc` and `wbuf`.
+ * the consumer, the interval syncer or close. Only its holder touches
+ * `active_fd`, `active_size` and `wbuf`; slot i of `enc`/`eout` belongs to
+ * whoever claimed frame i of the open round (the writer between rounds).
  *
  * Lock order: `mu` is the only lock. Condvars: `not_empty` (consumer waits),
  * `not_full` (senders wait for budget), `written` (senders wait for their
- * batch or for the writer role; the syncer waits here too).
+ * batch, for the writer role or for a round to help with; the syncer waits
+ * here too), `cr_done` (the writer waits for its round's helpers).
  *
  * Crash safety of reclaim: the checkpoint (ack position) is written
  * tmp -> fsync -> rename -> fsync(dir) BEFORE any segment whose records are all
@@ -116,6 +129,29 @@ typedef struct hp_touched {
     uint64_t size_before; /* 0 = created in this batch */
 } hp_touched;
 
+/* Frames compressed in parallel per round (see the top of this file). */
+#define HP_ENC_SLOTS 4u
+
+/* One frame of a round: records raw[start .. start+len) of the batch. */
+typedef struct hp_ctask {
+    size_t start;
+    size_t len;
+    uint64_t seq;
+    uint32_t n;
+    int rc; /* of its compression */
+} hp_ctask;
+
+/* The writer's compression round. */
+typedef struct hp_cround {
+    const uint8_t *raw;        /* the batch's records */
+    uint64_t ts_ms;
+    hp_ctask t[HP_ENC_SLOTS];  /* [writer; read by a claimer after its claim] */
+    uint32_t n;                /* [mu] frames in the round */
+    _Atomic uint32_t next;     /* next frame to claim (claims past n are void) */
+    uint32_t done;             /* [mu] frames compressed */
+    int open;                  /* [mu] helpers may claim */
+} hp_cround;
+
 /* Consumer-owned disk read state (touched only by the consumer thread). */
 typedef struct hp_reader {
     int fd;
@@ -165,6 +201,7 @@ struct hopper_queue {
     pthread_cond_t not_empty;
     pthread_cond_t not_full;
     pthread_cond_t written;
+    pthread_cond_t cr_done;
 
     int failed;      /* [mu] sticky error code, 0 if healthy */
     int reader_waiting; /* [mu] the consumer sleeps on not_empty */
@@ -206,7 +243,9 @@ struct hopper_queue {
     uint64_t redeliver_below; /* immutable: seqs below were delivered before open */
 
     hp_reader rd;   /* [consumer] */
-    hp_encoder enc; /* [writer] */
+    hp_encoder enc[HP_ENC_SLOTS];  /* [slot] deflate contexts, created when first used */
+    hp_buf eout[HP_ENC_SLOTS];     /* [slot] the frame compressed by the slot */
+    hp_cround cr;                  /* see hp_cround */
     hp_buf wbuf;    /* [writer] encoded frames */
     ARR(hp_written) wlist; /* [writer] */
     ARR(hp_touched) touched; /* [writer] */
@@ -501,12 +540,94 @@ ensure_room(hopper_queue *q, uint64_t frame_bytes, uint64_t first_seq, uint64_t 
     return 1;
 }
 
+/* Compress frame i of the open round into eout[i]. [slot i] */
+static void
+compress_task(hopper_queue *q, uint32_t i)
+{
+    hp_ctask *t = &q->cr.t[i];
+    hp_encoder *e = &q->enc[i];
+    t->rc = 0;
+    if (e->level < 0) {
+        t->rc = hp_enc_init(e, q->o.compression);
+        if (t->rc < 0) {
+            e->level = -1; /* still not created: try again next time */
+            return;
+        }
+    }
+    q->eout[i].len = 0;
+    t->rc = hp_rec_encode(e, q->cr.raw + t->start, t->len, t->seq, t->n, q->cr.ts_ms,
+                          &q->eout[i]);
+}
+
+/* A thread waiting on `written` compresses unclaimed frames of the writer's
+ * open round. Returns 1 when it did some (its wait condition may have
+ * changed meanwhile). [mu] */
+static int
+help_compress(hopper_queue *q)
+{
+    int helped = 0;
+    while (q->cr.open) {
+        uint32_t i = atomic_fetch_add(&q->cr.next, 1);
+        if (i >= q->cr.n) {
+            break;
+        }
+        hp_mutex_unlock(&q->mu);
+        compress_task(q, i);
+        hp_mutex_lock(&q->mu);
+        if (++q->cr.done == q->cr.n) {
+            pthread_cond_signal(&q->cr_done);
+        }
+        helped = 1;
+    }
+    return helped;
+}
+
+/* Compress the n frames of a round, with the help of waiting senders when
+ * `parallel` and n > 1. Returns 0 or the first frame's error. [writer; not mu
+ * when parallel] */
+static int
+compress_round(hopper_queue *q, uint32_t n, int parallel)
+{
+    if (!parallel || n == 1) {
+        for (uint32_t i = 0; i < n; i++) {
+            compress_task(q, i);
+        }
+    } else {
+        hp_mutex_lock(&q->mu);
+        q->cr.n = n;
+        atomic_store(&q->cr.next, 0);
+        q->cr.done = 0;
+        q->cr.open = 1;
+        pthread_cond_broadcast(&q->written);
+        hp_mutex_unlock(&q->mu);
+        uint32_t mine = 0;
+        uint32_t i;
+        while ((i = atomic_fetch_add(&q->cr.next, 1)) < n) {
+            compress_task(q, i);
+            mine++;
+        }
+        hp_mutex_lock(&q->mu);
+        q->cr.done += mine;
+        while (q->cr.done < n) {
+            hp_cond_wait(&q->cr_done, &q->mu);
+        }
+        q->cr.open = 0;
+        hp_mutex_unlock(&q->mu);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        HP_GUARD(q->cr.t[i].rc);
+    }
+    return 0;
+}
+
 /* Encode `b` into frames and append them to the segment files. Runs without
  * mu, in the writer role. `*next_id` is the id for a new segment and is
- * advanced when one is created; `*active_id` follows the active segment. */
+ * advanced when one is created; `*active_id` follows the active segment.
+ * `parallel`: waiting senders may help compress (the caller does not hold
+ * mu). */
 static int
 write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *active_id,
-            int do_sync)
+            int do_sync, int parallel)
 {
     q->wlist.n = 0;
     q->aidx_snap = q->aidx;
@@ -523,42 +644,51 @@ write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *act
             return rc;
         }
     }
+    q->cr.raw = raw;
+    q->cr.ts_ms = b->ts_ms;
     while (pos < b->raw.len) {
-        /* Greedy framing: take records until the body reaches the target. */
-        size_t start = pos;
-        uint32_t n = 0;
-        while (pos < b->raw.len && (n == 0 || pos - start < q->frame_target)) {
-            uint32_t len = hp_get_u32(raw + pos);
-            pos += HP_REC_PREFIX + len;
-            n++;
+        /* Greedy framing: take records until the body reaches the target;
+         * up to HP_ENC_SLOTS frames per compression round. */
+        uint32_t nt = 0;
+        while (pos < b->raw.len && nt < HP_ENC_SLOTS) {
+            hp_ctask *t = &q->cr.t[nt++];
+            t->start = pos;
+            t->seq = seq;
+            t->n = 0;
+            while (pos < b->raw.len && (t->n == 0 || pos - t->start < q->frame_target)) {
+                pos += HP_REC_PREFIX + hp_get_u32(raw + pos);
+                t->n++;
+            }
+            t->len = pos - t->start;
+            seq += t->n;
         }
-        size_t body = pos - start;
-        rc = ensure_room(q, HP_FRAME_HDR + body, seq, *next_id);
-        if (rc < 0) {
-            return rc;
-        }
-        if (rc == 1) {
-            *active_id = *next_id;
-            (*next_id)++;
-        }
-        uint64_t off = q->active_size + q->wbuf.len;
-        size_t before = q->wbuf.len;
-        rc = hp_rec_encode(&q->enc, raw + start, body, seq, n, b->ts_ms, &q->wbuf);
-        if (rc < 0) {
-            return rc;
-        }
-        hp_written w = {.seg_id = *active_id, .off = off, .first_seq = seq, .count = n,
-                        .raw = body - (uint64_t)n * HP_REC_PREFIX,
-                        .bytes = q->wbuf.len - before, .ts_ms = b->ts_ms};
-        ARR_PUSH(q->wlist, w, rc);
-        if (rc < 0) {
-            return rc;
-        }
-        HP_GUARD(hp_idx_add(&q->aidx, w.off, w.bytes, seq, n, w.raw, w.ts_ms));
-        seq += n;
-        /* Coalesce writes, but do not hold more than a few MiB. */
-        if (q->wbuf.len >= (4u << 20)) {
-            HP_GUARD(flush_wbuf(q));
+        HP_GUARD(compress_round(q, nt, parallel));
+        for (uint32_t i = 0; i < nt; i++) {
+            const hp_ctask *t = &q->cr.t[i];
+            const hp_buf *f = &q->eout[i];
+            rc = ensure_room(q, f->len, t->seq, *next_id);
+            if (rc < 0) {
+                return rc;
+            }
+            if (rc == 1) {
+                *active_id = *next_id;
+                (*next_id)++;
+            }
+            hp_written w = {.seg_id = *active_id, .off = q->active_size + q->wbuf.len,
+                            .first_seq = t->seq, .count = t->n,
+                            .raw = t->len - (uint64_t)t->n * HP_REC_PREFIX, .bytes = f->len,
+                            .ts_ms = b->ts_ms};
+            HP_GUARD(hp_buf_append(&q->wbuf, f->data, f->len));
+            ARR_PUSH(q->wlist, w, rc);
+            if (rc < 0) {
+                return rc;
+            }
+            HP_GUARD(hp_idx_add(&q->aidx, w.off, w.bytes, w.first_seq, w.count, w.raw,
+                                w.ts_ms));
+            /* Coalesce writes, but do not hold more than a few MiB. */
+            if (q->wbuf.len >= (4u << 20)) {
+                HP_GUARD(flush_wbuf(q));
+            }
         }
     }
     HP_GUARD(flush_wbuf(q));
@@ -767,7 +897,7 @@ run_writer(hopper_queue *q)
 
     q->touched.n = 0;
     q->sealed.n = 0;
-    int rc = write_batch(q, &b, &next_id, &active_id, do_sync);
+    int rc = write_batch(q, &b, &next_id, &active_id, do_sync, 1);
     int undo_rc = 0;
     if (rc < 0 && is_space_error(rc)) {
         undo_rc = undo_batch(q, &active_id);
@@ -1020,11 +1150,15 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
          * once a frame's worth is pending, or by the consumer as soon as it
          * wants them (never stranded). */
         wake_reader(q);
-        /* Bounded write-behind: while a writer is busy, at most two frames'
-         * worth may wait; past that, senders wait for the writer (memory
-         * stays bounded, and the sender takes its turn at writing). */
-        while (q->pend.raw.len >= 2 * q->frame_target && q->writer_active && !q->failed) {
-            hp_cond_wait(&q->written, &q->mu);
+        /* Bounded write-behind: while a writer is busy, at most one round's
+         * worth (HP_ENC_SLOTS frames) may wait; past that, senders help the
+         * writer compress or wait for it (memory stays bounded, and the
+         * sender takes its turn at writing). */
+        while (q->pend.raw.len >= HP_ENC_SLOTS * q->frame_target && q->writer_active &&
+               !q->failed) {
+            if (!help_compress(q)) {
+                hp_cond_wait(&q->written, &q->mu);
+            }
         }
         if (q->pend.raw.len >= q->frame_target && !q->writer_active && !q->failed &&
             q->enospc_until_ns <= hp_now_mono_ns()) {
@@ -1049,7 +1183,9 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
             run_writer(q);
             continue;
         }
-        hp_cond_wait(&q->written, &q->mu);
+        if (!help_compress(q)) {
+            hp_cond_wait(&q->written, &q->mu);
+        }
     }
     rc = w.rc;
 unlock:
@@ -1899,7 +2035,10 @@ queue_free(hopper_queue *q)
     hp_buf_free(&q->rd.sbuf);
     free(q->rd.stage);
     hp_dec_free(&q->rd.dec);
-    hp_enc_free(&q->enc);
+    for (uint32_t i = 0; i < HP_ENC_SLOTS; i++) {
+        hp_enc_free(&q->enc[i]);
+        hp_buf_free(&q->eout[i]);
+    }
     hp_buf_free(&q->wbuf);
     hp_buf_free(&q->pend.raw);
     hp_buf_free(&q->spare.raw);
@@ -1916,6 +2055,7 @@ queue_free(hopper_queue *q)
     pthread_cond_destroy(&q->not_empty);
     pthread_cond_destroy(&q->not_full);
     pthread_cond_destroy(&q->written);
+    pthread_cond_destroy(&q->cr_done);
     pthread_mutex_destroy(&q->mu);
     free(q);
 }
@@ -1970,6 +2110,9 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
     if (rc == 0) {
         rc = hp_cond_init(&q->written);
     }
+    if (rc == 0) {
+        rc = hp_cond_init(&q->cr_done);
+    }
     if (rc < 0) {
         free(q);
         return rc;
@@ -2016,7 +2159,10 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
     if (rc < 0) {
         goto fail;
     }
-    rc = hp_enc_init(&q->enc, q->o.compression);
+    rc = hp_enc_init(&q->enc[0], q->o.compression);
+    for (uint32_t i = 1; i < HP_ENC_SLOTS; i++) {
+        q->enc[i].level = -1; /* created by the first frame of slot i */
+    }
     if (rc == 0) {
         rc = hp_dec_init(&q->rd.dec);
     }
@@ -2072,7 +2218,7 @@ save_memory(hopper_queue *q)
         }
         if (rc == 0) {
             q->touched.n = 0;
-            rc = write_batch(q, &b, &next_id, &active_id, 0);
+            rc = write_batch(q, &b, &next_id, &active_id, 0, 0); /* mu held */
             if (rc < 0 && is_space_error(rc)) {
                 (void)undo_batch(q, &active_id);
             }

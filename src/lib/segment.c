@@ -174,7 +174,7 @@ hp_win_get(hp_window *w, uint64_t off, size_t n, const uint8_t **p)
 int
 hp_seg_frame_at(hp_window *w, uint64_t off, uint64_t max_raw, int verify_crc, hp_frame_hdr *h)
 {
-    const uint8_t *p;
+    const uint8_t *p = NULL;
     HP_GUARD(hp_win_get(w, off, HP_FRAME_HDR, &p));
     HP_GUARD(hp_rec_parse_header(p, HP_FRAME_HDR, max_raw, h));
     size_t total = HP_FRAME_HDR + (size_t)h->stored_len;
