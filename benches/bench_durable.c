@@ -8,8 +8,17 @@
  * A record counts once hopper_send() returned 0 (it is in a segment file and
  * fdatasynced). Prints acknowledged records/s, p50/p99/max send latency,
  * fdatasync calls per second, records per fdatasync and mean fdatasync time
- * (from hopper_stats). Nobody consumes: the backlog only grows. */
+ * (from hopper_stats). Nobody consumes: the backlog only grows.
+ *
+ * With FSYNC=always it first runs a baseline on the same spool directory for
+ * the same SECONDS: one thread appending RECORD_BYTES to a file and
+ * fdatasyncing after each append. A producer calling hopper_send()
+ * synchronously waits for at least one such commit per record, so
+ * PRODUCERS / (baseline p50) bounds the acknowledged rate however well the
+ * group commit batches; `ceiling` prints that bound and `ceiling_ratio` how
+ * much of it hopper reached. */
 #include "bench_common.h"
+#include "fsio.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -53,6 +62,34 @@ cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Append `rec_bytes` to dir/baseline + fdatasync, through the same fsio calls
+ * as the queue's writer, for `seconds`. Stores up to LAT_CAP latencies (us,
+ * sorted) in lat_us and returns their count. */
+static size_t
+baseline_append_sync(const char *dir, size_t rec_bytes, double seconds, uint32_t *lat_us)
+{
+    char path[8192];
+    snprintf(path, sizeof(path), "%s/baseline", dir);
+    int fd = hp_fs_open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND, 0600);
+    if (fd < 0) {
+        bn_die("open baseline", fd);
+    }
+    uint8_t rec[65536];
+    uint64_t seed = 42;
+    bn_log_line((char *)rec, rec_bytes < 256 ? 256 : rec_bytes, &seed, 0);
+    size_t n = 0;
+    uint64_t end = bn_now_ns() + (uint64_t)(seconds * 1e9);
+    for (uint64_t t0 = bn_now_ns(); t0 < end && n < LAT_CAP; t0 = bn_now_ns()) {
+        BN_CHECK(hp_fs_write_all(fd, rec, rec_bytes));
+        BN_CHECK(hp_fs_fdatasync(fd));
+        lat_us[n++] = (uint32_t)((bn_now_ns() - t0) / 1000u);
+    }
+    hp_fs_close(fd);
+    (void)unlink(path);
+    qsort(lat_us, n, sizeof(uint32_t), cmp_u32);
+    return n;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -68,6 +105,9 @@ main(int argc, char **argv)
     }
     char dir[4096];
     bn_spool(dir, sizeof(dir), "durable");
+    int is_always = strcmp(fs, "always") == 0;
+    uint32_t *base = malloc(LAT_CAP * sizeof(uint32_t));
+    size_t nbase = is_always ? baseline_append_sync(dir, rec_bytes, seconds, base) : 0;
     hopper_opts o;
     hopper_opts_init(&o);
     o.durability = HOPPER_DURABILITY_DISK;
@@ -126,6 +166,23 @@ main(int argc, char **argv)
     printf("%s.fsync_mean %.0f us\n", name,
            fsyncs ? (double)(s1.fsync_ns_total - s0.fsync_ns_total) / 1e3 / (double)fsyncs : 0.0);
     printf("%s.disk_per_record %.1f B\n", name, (double)s1.disk_bytes / (double)total);
+    if (nbase > 0) {
+        double mean = 0.0;
+        for (size_t i = 0; i < nbase; i++) {
+            mean += (double)base[i];
+        }
+        mean /= (double)nbase;
+        /* On tmpfs fdatasync reaches no device and the p50 can round to 0 us. */
+        double p50 = base[nbase / 2] > 0 ? (double)base[nbase / 2] : 1.0;
+        double ceiling = (double)nprod * 1e6 / p50;
+        printf("%s.baseline_commits %.0f 1/s\n", name, (double)nbase / seconds);
+        printf("%s.baseline_p50 %u us\n", name, base[nbase / 2]);
+        printf("%s.baseline_p99 %u us\n", name, base[nbase * 99 / 100]);
+        printf("%s.baseline_mean %.0f us\n", name, mean);
+        printf("%s.ceiling %.0f rec/s\n", name, ceiling);
+        printf("%s.ceiling_ratio %.2f -\n", name, (double)total / secs / ceiling);
+    }
+    free(base);
     free(all);
     free(ps);
     free(th);
