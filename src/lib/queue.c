@@ -68,6 +68,7 @@
 
 #define LOCK_NAME "LOCK"
 #define ENOSPC_BACKOFF_NS 500000000ull
+#define LINGER_MAX_NS 200000ull
 /* An index is written only for segments of at most this many runs, so its
  * size stays within HP_IDX_RESERVE (reserved per segment in the budget). */
 #define HP_IDX_KEEP_RUNS 4u
@@ -90,9 +91,15 @@ typedef struct hp_seginfo {
     uint64_t max_seq; /* largest record seq + 1, 0 when empty */
 } hp_seginfo;
 
+/* A DISK-mode sender waiting for its batch, on its own stack. It sleeps on
+ * its own condvar, signalled when its batch is done, when the writer role
+ * becomes free while its batch is the pending one (only the newest waiter is
+ * woken: it takes the role), or when a compression round opens. No sender is
+ * woken for nothing, which matters with many senders and few cores. */
 typedef struct hp_waiter {
     int done;
     int rc;
+    pthread_cond_t cv;
     struct hp_waiter *next;
 } hp_waiter;
 
@@ -104,6 +111,7 @@ typedef struct hp_batch {
     uint64_t d_count;     /* records of the batch that belong to D */
     uint64_t ts_ms;
     hp_waiter *waiters;
+    uint32_t nwaiters;
 } hp_batch;
 
 /* A frame the writer produced, published under mu afterwards. */
@@ -223,6 +231,10 @@ struct hopper_queue {
     uint64_t enospc_until_ns; /* [mu] refuse disk admission until then */
     int dirty;               /* [mu] written data not yet fdatasynced */
     uint64_t last_sync_ns;   /* [mu] */
+    uint64_t sync_dur_ns;    /* [writer] how long the last fdatasync took */
+    uint32_t linger_target;  /* [mu] see commit_linger() */
+    uint64_t linger_until;   /* [mu] */
+    uint32_t lingering;      /* [mu] senders in commit_linger() */
 
     ARR(hp_seginfo) segs; /* [mu] sorted by id */
     ARR(hp_run) runs;     /* [mu] unread D ranges in seq order; front is being read */
@@ -434,6 +446,18 @@ batch_reset(hp_batch *b)
     b->d_count = 0;
     b->ts_ms = 0;
     b->waiters = NULL;
+    b->nwaiters = 0;
+}
+
+/* The writer role is free: wake whoever waits on `written`, and the newest
+ * pending sender, which takes the role. [mu] */
+static void
+writer_released(hopper_queue *q)
+{
+    pthread_cond_broadcast(&q->written);
+    if (q->pend.waiters != NULL) {
+        pthread_cond_signal(&q->pend.waiters->cv);
+    }
 }
 
 static void
@@ -443,6 +467,7 @@ waiters_finish(hp_waiter *w, int rc)
         hp_waiter *next = w->next; /* w lives on a sender's stack */
         w->rc = rc;
         w->done = 1;
+        pthread_cond_signal(&w->cv); /* under mu: w outlives the call */
         w = next;
     }
 }
@@ -599,6 +624,10 @@ compress_round(hopper_queue *q, uint32_t n, int parallel)
         q->cr.done = 0;
         q->cr.open = 1;
         pthread_cond_broadcast(&q->written);
+        uint32_t k = 1;
+        for (hp_waiter *w = q->pend.waiters; w != NULL && k < n; w = w->next, k++) {
+            pthread_cond_signal(&w->cv); /* idle DISK-mode senders help too */
+        }
         hp_mutex_unlock(&q->mu);
         uint32_t mine = 0;
         uint32_t i;
@@ -695,8 +724,9 @@ write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *act
     if (do_sync) {
         uint64_t t0 = hp_now_mono_ns();
         HP_GUARD(hp_fs_fdatasync(q->active_fd));
+        q->sync_dur_ns = hp_now_mono_ns() - t0;
         atomic_fetch_add(&q->c_fsyncs, 1);
-        atomic_fetch_add(&q->c_fsync_ns, hp_now_mono_ns() - t0);
+        atomic_fetch_add(&q->c_fsync_ns, q->sync_dur_ns);
     }
     return 0;
 }
@@ -860,6 +890,7 @@ requeue(hopper_queue *q, hp_batch *b)
     hp_batch old = q->pend;
     q->pend = *b;
     q->pend.waiters = NULL;
+    q->pend.nwaiters = 0;
     *b = old;
     return 0;
 }
@@ -876,6 +907,7 @@ run_writer(hopper_queue *q)
         /* Nothing more reaches the files of a failed queue. */
         waiters_finish(q->pend.waiters, failed_rc(q));
         q->pend.waiters = NULL;
+        q->pend.nwaiters = 0;
         pthread_cond_broadcast(&q->written);
         return;
     }
@@ -913,6 +945,13 @@ run_writer(hopper_queue *q)
         if (do_sync) {
             q->last_sync_ns = hp_now_mono_ns();
             q->dirty = 0;
+            if (q->o.fsync == HOPPER_FSYNC_ALWAYS) {
+                /* The next commit waits a little for the senders just
+                 * released (see commit_linger). */
+                q->linger_target = b.nwaiters + q->pend.nwaiters;
+                uint64_t d = q->sync_dur_ns / 2;
+                q->linger_until = q->last_sync_ns + (d < LINGER_MAX_NS ? d : LINGER_MAX_NS);
+            }
         } else {
             q->dirty = 1;
         }
@@ -933,12 +972,13 @@ run_writer(hopper_queue *q)
         waiters_finish(b.waiters, failed_rc(q));
         waiters_finish(q->pend.waiters, failed_rc(q));
         q->pend.waiters = NULL;
+        q->pend.nwaiters = 0;
         fail_locked(q, rc);
     }
     batch_reset(&b);
     q->spare = b;
     q->writer_active = 0;
-    pthread_cond_broadcast(&q->written);
+    writer_released(q);
     pthread_cond_broadcast(&q->not_empty);
     pthread_cond_broadcast(&q->not_full);
 }
@@ -975,7 +1015,7 @@ syncer_main(void *arg)
             q->dirty = 0;
             q->last_sync_ns = t1;
         }
-        pthread_cond_broadcast(&q->written);
+        writer_released(q);
     }
     hp_mutex_unlock(&q->mu);
     return NULL;
@@ -1086,6 +1126,30 @@ place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64
     return 0;
 }
 
+/* Group commit with synchronous senders (fsync=always). Each sender has one
+ * batch in flight, so without care the senders split into two groups taking
+ * turns: while one group's commit is synced, the other fills the next batch,
+ * and the group just released arrives too late for it (each commit carries
+ * about half of them). So when a commit ends, the next one waits until as
+ * many senders are pending as took part in the last two batches
+ * (`linger_target`), but never past `linger_until` (half the last fdatasync
+ * time, at most LINGER_MAX_NS). Returns 1 after waiting (the caller looks
+ * again), 0 when the commit should start now. [mu] */
+static int
+commit_linger(hopper_queue *q, hp_waiter *w)
+{
+    if (q->pend.nwaiters >= q->linger_target || q->failed || q->shutdown) {
+        return 0;
+    }
+    if (hp_now_mono_ns() >= q->linger_until) {
+        return 0;
+    }
+    q->lingering++;
+    (void)hp_cond_wait_until(&w->cv, &q->mu, q->linger_until);
+    q->lingering--;
+    return 1;
+}
+
 int
 hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeout_ms)
 {
@@ -1099,6 +1163,10 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
     }
     uint64_t deadline = 0;
     hp_waiter w = {0};
+    int has_cv = q->o.durability == HOPPER_DURABILITY_DISK;
+    if (has_cv) {
+        HP_GUARD(hp_cond_init(&w.cv));
+    }
     int rc;
     size_t to_mem = 0;
     hp_mutex_lock(&q->mu);
@@ -1169,6 +1237,9 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
     }
     w.next = q->pend.waiters;
     q->pend.waiters = &w;
+    q->pend.nwaiters++;
+    /* When the linger target is met now, this sender starts the commit
+     * itself (below); the lingering ones wait on. */
     while (!w.done) {
         /* Our batch is still pending if we are on its list; take the writer
          * role when it is free. */
@@ -1180,16 +1251,22 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
             }
         }
         if (mine_pending && !q->writer_active) {
-            run_writer(q);
+            if (!commit_linger(q, &w)) {
+                q->linger_target = 0;
+                run_writer(q);
+            }
             continue;
         }
         if (!help_compress(q)) {
-            hp_cond_wait(&q->written, &q->mu);
+            hp_cond_wait(&w.cv, &q->mu);
         }
     }
     rc = w.rc;
 unlock:
     hp_mutex_unlock(&q->mu);
+    if (has_cv) {
+        pthread_cond_destroy(&w.cv);
+    }
     return rc;
 }
 
