@@ -5,21 +5,22 @@
 
 #include <stdlib.h>
 
+/* Double the ring with realloc: a large ring is moved by the kernel's page
+ * remapping instead of being copied, and only the new half is fresh memory.
+ * The wrapped part [0, head) then moves to [cap, cap + head). */
 static int
 grow(hp_deque *d)
 {
     size_t ncap = d->cap ? d->cap * 2 : 64;
-    hp_entry *n = malloc(ncap * sizeof(*n));
+    hp_entry *n = realloc(d->ring, ncap * sizeof(*n));
     if (n == NULL) {
         return -ENOMEM;
     }
-    for (size_t i = 0; i < d->count; i++) {
-        n[i] = d->ring[(d->head + i) & (d->cap - 1)];
+    if (d->head + d->count > d->cap) {
+        memcpy(n + d->cap, n, (d->head + d->count - d->cap) * sizeof(*n));
     }
-    free(d->ring);
     d->ring = n;
     d->cap = ncap;
-    d->head = 0;
     return 0;
 }
 
