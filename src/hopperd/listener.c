@@ -47,6 +47,9 @@ _Static_assert(HD_NATIVE_NCODES == HD_CODE_NCODES, "daemon.h and proto.h disagre
 
 #define RETRY_MS 10
 #define INITIAL_BUF (16u * 1024u)
+/* A fast sender's buffer grows to this, so that one read, one
+ * hopper_send_batch() and (disk mode) one write carry many records. */
+#define READ_BUF_MAX (128u * 1024u)
 #define READS_PER_EVENT 8
 /* native: stop reading a client that does not read its replies */
 #define OUT_LIMIT (256u * 1024u)
@@ -73,6 +76,7 @@ struct conn {
     struct hd_framer fr;
     uint8_t *buf;
     size_t len, cap, maxcap;
+    int read_filled; /* the last read filled the buffer: the peer sends fast */
     int blocked;         /* waiting for queue space (retried every RETRY_MS) */
     int eof;             /* peer closed its side; finish the buffer, then close */
     int closing;         /* native: flush the replies, then close */
@@ -419,7 +423,7 @@ deliver(struct conn *c, const uint8_t *rec, size_t len)
 
 /* Records framed from one buffer, delivered with one hopper_send_batch()
  * (one lock round trip and, in disk mode, one write instead of one each). */
-#define BATCH_MAX 256
+#define BATCH_MAX 1024
 
 struct pending {
     const uint8_t *p;
@@ -888,8 +892,12 @@ conn_readable(struct conn *c, int rounds)
         if (c->fr.format == HD_FMT_NATIVE && c->out.size - c->outoff >= OUT_LIMIT) {
             return;
         }
-        if (c->len == c->cap && c->cap < c->maxcap) {
-            size_t ncap = c->cap * 2 < c->maxcap ? c->cap * 2 : c->maxcap;
+        size_t limit = c->maxcap;
+        if (c->read_filled && limit < READ_BUF_MAX) {
+            limit = READ_BUF_MAX;
+        }
+        if ((c->len == c->cap || c->read_filled) && c->cap < limit) {
+            size_t ncap = c->cap * 2 < limit ? c->cap * 2 : limit;
             uint8_t *nb = realloc(c->buf, ncap);
             if (nb == NULL) {
                 log_warnx("listener: source %s: %s: out of memory, closing", c->src->conf->s.name,
@@ -902,6 +910,7 @@ conn_readable(struct conn *c, int rounds)
         }
         ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len);
         if (r > 0) {
+            c->read_filled = (size_t)r == c->cap - c->len;
             c->len += (size_t)r;
             if (conn_process(c) < 0) {
                 return;
