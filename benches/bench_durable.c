@@ -3,10 +3,12 @@
  * commit), many producers, small records.
  *
  *   bench_durable [PRODUCERS=16] [RECORD_BYTES=200] [SECONDS=2] [FSYNC=always|never|interval]
- *                 [COMPRESSION=1]
+ *                 [COMPRESSION=1] [BATCH=1]
  *
  * A record counts once hopper_send() returned 0 (it is in a segment file and
- * fdatasynced). Prints acknowledged records/s, p50/p99/max send latency,
+ * fdatasynced). BATCH > 1: each producer sends BATCH records per
+ * hopper_send_batch() call (as a native client's batch does) and the
+ * figures get a `.xBATCH` suffix; the latency is then per call. Prints acknowledged records/s, p50/p99/max send latency,
  * fdatasync calls per second, records per fdatasync and mean fdatasync time
  * (from hopper_stats). Nobody consumes: the backlog only grows.
  *
@@ -14,7 +16,7 @@
  * the same SECONDS: one thread appending RECORD_BYTES to a file and
  * fdatasyncing after each append. A producer calling hopper_send()
  * synchronously waits for at least one such commit per record, so
- * PRODUCERS / (baseline p50) bounds the acknowledged rate however well the
+ * PRODUCERS x BATCH / (baseline p50) bounds the acknowledged rate however well the
  * group commit batches; `ceiling` prints that bound and `ceiling_ratio` how
  * much of it hopper reached. */
 #include "bench_common.h"
@@ -28,6 +30,7 @@
 typedef struct prod {
     hopper_queue *q;
     size_t rec_bytes;
+    int batch; /* records per hopper_send_batch call */
     atomic_int *stop;
     uint64_t n;
     uint32_t *lat_us; /* LAT_CAP samples at most */
@@ -41,15 +44,19 @@ producer_main(void *arg)
     uint8_t rec[65536];
     uint64_t seed = (uint64_t)(uintptr_t)p;
     bn_log_line((char *)rec, p->rec_bytes < 256 ? 256 : p->rec_bytes, &seed, 0);
+    hopper_iovec v[64];
+    for (int i = 0; i < p->batch; i++) {
+        v[i] = (hopper_iovec){.data = rec, .len = p->rec_bytes};
+    }
     while (!atomic_load_explicit(p->stop, memory_order_relaxed)) {
         memcpy(rec + 20, &p->n, sizeof(p->n));
         uint64_t t0 = bn_now_ns();
-        BN_CHECK(hopper_send(p->q, rec, p->rec_bytes, -1));
+        BN_CHECK(hopper_send_batch(p->q, v, (size_t)p->batch, -1));
         uint64_t dt = bn_now_ns() - t0;
         if (p->nlat < LAT_CAP) {
             p->lat_us[p->nlat++] = (uint32_t)(dt / 1000u);
         }
-        p->n++;
+        p->n += (uint64_t)p->batch;
     }
     return NULL;
 }
@@ -98,9 +105,11 @@ main(int argc, char **argv)
     double seconds = atof(bn_arg(argc, argv, 3, "2"));
     const char *fs = bn_arg(argc, argv, 4, "always");
     int level = atoi(bn_arg(argc, argv, 5, "1"));
-    if (nprod < 1 || nprod > 256 || rec_bytes < 16 || rec_bytes > 65536 || seconds <= 0) {
+    int batch = atoi(bn_arg(argc, argv, 6, "1"));
+    if (nprod < 1 || nprod > 256 || rec_bytes < 16 || rec_bytes > 65536 || seconds <= 0 ||
+        batch < 1 || batch > 64) {
         fprintf(stderr, "usage: %s [PRODUCERS<=256] [RECORD_BYTES] [SECONDS] "
-                        "[always|never|interval] [LEVEL]\n", argv[0]);
+                        "[always|never|interval] [LEVEL] [BATCH<=64]\n", argv[0]);
         return 2;
     }
     char dir[4096];
@@ -119,7 +128,11 @@ main(int argc, char **argv)
     hopper_queue *q;
     BN_CHECK(hopper_open(dir, "q", &o, &q));
     char name[160];
-    snprintf(name, sizeof(name), "durable.%s.p%d.b%zu", fs, nprod, rec_bytes);
+    if (batch == 1) {
+        snprintf(name, sizeof(name), "durable.%s.p%d.b%zu", fs, nprod, rec_bytes);
+    } else {
+        snprintf(name, sizeof(name), "durable.%s.p%d.b%zu.x%d", fs, nprod, rec_bytes, batch);
+    }
     bn_print_context(name, dir, &o);
 
     atomic_int stop = 0;
@@ -129,7 +142,7 @@ main(int argc, char **argv)
     BN_CHECK(hopper_stats_get(q, &s0));
     uint64_t t0 = bn_now_ns();
     for (int i = 0; i < nprod; i++) {
-        ps[i] = (prod){.q = q, .rec_bytes = rec_bytes, .stop = &stop,
+        ps[i] = (prod){.q = q, .rec_bytes = rec_bytes, .batch = batch, .stop = &stop,
                        .lat_us = malloc(LAT_CAP * sizeof(uint32_t))};
         pthread_create(&th[i], NULL, producer_main, &ps[i]);
     }
@@ -174,7 +187,7 @@ main(int argc, char **argv)
         mean /= (double)nbase;
         /* On tmpfs fdatasync reaches no device and the p50 can round to 0 us. */
         double p50 = base[nbase / 2] > 0 ? (double)base[nbase / 2] : 1.0;
-        double ceiling = (double)nprod * 1e6 / p50;
+        double ceiling = (double)nprod * batch * 1e6 / p50;
         printf("%s.baseline_commits %.0f 1/s\n", name, (double)nbase / seconds);
         printf("%s.baseline_p50 %u us\n", name, base[nbase / 2]);
         printf("%s.baseline_p99 %u us\n", name, base[nbase * 99 / 100]);

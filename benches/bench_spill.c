@@ -11,13 +11,56 @@
  * (payload), disk bytes per payload byte (hopper_stats disk_bytes after
  * ingest / payload), then one consumer drains it all (hopper_recv, ack every
  * 1024 records) and drain MB/s is printed, with peak RSS (VmHWM) minus the
- * pool. MB = 10^6 bytes. */
+ * pool. MB = 10^6 bytes.
+ *
+ * Baseline, in the same run and spool directory, after the queue is gone:
+ * one thread writes the same payload, uncompressed, to a plain file in
+ * 1 MiB write()s (no fsync, as FSYNC=never) and reads it back the same way;
+ * `ingest_vs_file` and `drain_vs_file` are hopper's rates over those. */
 #include "bench_common.h"
+#include "fsio.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 
 #define POOL_BYTES (8u << 20)
+#define CHUNK (1u << 20)
+
+/* The baseline: the payload through a plain file. Rates in MB/s. */
+static void
+baseline_file(const char *dir, const uint8_t *pool, size_t pool_len, uint64_t payload,
+              double *wr, double *rd)
+{
+    char path[8192];
+    snprintf(path, sizeof(path), "%s/baseline", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) {
+        bn_die("open baseline", -errno);
+    }
+    uint64_t t0 = bn_now_ns();
+    for (uint64_t off = 0; off < payload; off += CHUNK) {
+        size_t n = payload - off < CHUNK ? (size_t)(payload - off) : CHUNK;
+        BN_CHECK(hp_fs_write_all(fd, pool + (off / CHUNK) % (pool_len / CHUNK) * CHUNK, n));
+    }
+    uint64_t t1 = bn_now_ns();
+    uint8_t *buf = malloc(CHUNK);
+    volatile uint8_t sink = 0; /* keep the reads */
+    for (uint64_t off = 0; off < payload;) {
+        ssize_t r = pread(fd, buf, CHUNK, (off_t)off);
+        if (r <= 0) {
+            bn_die("read baseline", r < 0 ? -errno : -EIO);
+        }
+        sink = buf[r - 1];
+        off += (uint64_t)r;
+    }
+    uint64_t t2 = bn_now_ns();
+    free(buf);
+    close(fd);
+    (void)unlink(path);
+    *wr = (double)payload / 1e6 / bn_secs(t1 - t0);
+    *rd = (double)payload / 1e6 / bn_secs(t2 - t1);
+    (void)sink;
+}
 
 typedef struct shared {
     hopper_queue *q;
@@ -106,7 +149,8 @@ main(int argc, char **argv)
     uint64_t t1 = bn_now_ns();
     hopper_stats st = {.struct_size = sizeof(st)};
     BN_CHECK(hopper_stats_get(q, &st));
-    printf("%s.ingest %.1f MB/s\n", name, (double)payload / 1e6 / bn_secs(t1 - t0));
+    double ingest = (double)payload / 1e6 / bn_secs(t1 - t0);
+    printf("%s.ingest %.1f MB/s\n", name, ingest);
     printf("%s.ingest_rate %.0f rec/s\n", name, (double)total_recs / bn_secs(t1 - t0));
     printf("%s.disk_per_payload %.4f B/B\n", name, (double)st.disk_bytes / (double)payload);
     printf("%s.disk_per_record %.1f B\n", name, (double)st.disk_bytes / (double)total_recs);
@@ -129,7 +173,8 @@ main(int argc, char **argv)
     }
     BN_CHECK(hopper_ack(q, UINT64_MAX));
     uint64_t t3 = bn_now_ns();
-    printf("%s.drain %.1f MB/s\n", name, (double)payload / 1e6 / bn_secs(t3 - t2));
+    double drain = (double)payload / 1e6 / bn_secs(t3 - t2);
+    printf("%s.drain %.1f MB/s\n", name, drain);
     printf("%s.drain_rate %.0f rec/s\n", name, (double)total_recs / bn_secs(t3 - t2));
     long hwm = bn_status_kib("VmHWM");
     printf("%s.peak_rss %.1f MiB\n", name, (double)hwm / 1024.0);
@@ -139,7 +184,14 @@ main(int argc, char **argv)
         printf("#\n"); /* keep the reads */
     }
     BN_CHECK(hopper_close(q));
+    double wr;
+    double rd;
+    baseline_file(dir, s.pool, s.pool_recs * rec_bytes, payload, &wr, &rd);
     bn_rmtree(dir, "q");
+    printf("%s.baseline_file_write %.1f MB/s\n", name, wr);
+    printf("%s.baseline_file_read %.1f MB/s\n", name, rd);
+    printf("%s.ingest_vs_file %.2f x\n", name, ingest / wr);
+    printf("%s.drain_vs_file %.2f x\n", name, drain / rd);
     free((void *)(uintptr_t)s.pool);
     return 0;
 }
