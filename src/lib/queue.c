@@ -1169,6 +1169,9 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
     }
     int rc;
     size_t to_mem = 0;
+    /* Read the clock before the lock: senders contend for mu, so what runs
+     * under it must be short. */
+    uint64_t ts = hp_now_wall_ms();
     hp_mutex_lock(&q->mu);
     for (;;) {
         if (q->failed) {
@@ -1202,7 +1205,7 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
         }
     }
     uint32_t pend_before = q->pend.count;
-    rc = place(q, recs, n, to_mem, hp_now_wall_ms());
+    rc = place(q, recs, n, to_mem, ts);
     if (rc < 0) {
         goto unlock;
     }
