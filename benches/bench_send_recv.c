@@ -2,7 +2,7 @@
 /* bench_send_recv: in-memory MPSC throughput, nothing spills.
  *
  *   bench_send_recv [PRODUCERS=4] [RECORD_BYTES=8] [SECONDS=1] [ACK_EVERY=64] [MEMORY_MIB=64]
- *                   [WHICH=both|hopper|baseline]
+ *                   [WHICH=both|hopper|baseline] [ROUNDS=5]
  *
  * P producer threads send RECORD_BYTES records for SECONDS; one consumer
  * receives (hopper_recv_ack when ACK_EVERY is 1, else hopper_recv and
@@ -10,7 +10,10 @@
  * left; records/s = records / (time until the last one was received).
  * The same shape runs in the same process against a BASELINE: a plain
  * bounded ring (one mutex, two condvars, 4096 slots, copy in and copy out),
- * the C equivalent of a synchronous channel. Prints both and the ratio.
+ * the C equivalent of a synchronous channel. ROUNDS rounds alternate the
+ * two (this 2-core machine's scheduling makes single runs of either vary by
+ * up to 2x); prints the median of each, the median of the rounds' ratios
+ * and its range.
  * The memory budget must be large enough that nothing spills; the bench
  * samples the stats and prints how many records ever reached disk. */
 #include "bench_common.h"
@@ -184,6 +187,24 @@ consumer_main(void *arg)
     return NULL;
 }
 
+#define MAX_ROUNDS 15
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median of v[0..n); sorts v in place. */
+static double
+median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 /* Returns records/s; *max_spilled gets the largest disk_records seen. */
 static double
 run_once(int use_hopper, int producers, size_t rec_bytes, double seconds, int ack_every,
@@ -244,9 +265,12 @@ main(int argc, char **argv)
     int ack_every = atoi(bn_arg(argc, argv, 4, "64"));
     uint64_t mem_mib = strtoull(bn_arg(argc, argv, 5, "64"), NULL, 10);
     const char *which = bn_arg(argc, argv, 6, "both"); /* one side only: for profiling */
-    if (producers < 1 || producers > 64 || rec_bytes < 8 || rec_bytes > 65536 || seconds <= 0) {
+    int rounds = atoi(bn_arg(argc, argv, 7, "5"));
+    if (producers < 1 || producers > 64 || rec_bytes < 8 || rec_bytes > 65536 || seconds <= 0 ||
+        rounds < 1 || rounds > MAX_ROUNDS) {
         fprintf(stderr, "usage: %s [PRODUCERS<=64] [RECORD_BYTES 8..65536] [SECONDS] "
-                        "[ACK_EVERY] [MEMORY_MIB]\n", argv[0]);
+                        "[ACK_EVERY] [MEMORY_MIB] [both|hopper|baseline] [ROUNDS<=%d]\n",
+                argv[0], MAX_ROUNDS);
         return 2;
     }
     char dir[4096];
@@ -262,12 +286,25 @@ main(int argc, char **argv)
     snprintf(name, sizeof(name), "send_recv.p%d.b%zu.ack%d", producers, rec_bytes, ack_every);
     bn_print_context(name, dir, &o);
 
+    /* Rounds alternate baseline and hopper, so that both see the same
+     * machine; the figures are medians over the rounds, the ratio the median
+     * of the rounds' ratios. */
     uint64_t spilled = 0;
-    uint64_t dummy;
     int do_base = strcmp(which, "hopper") != 0;
     int do_hop = strcmp(which, "baseline") != 0;
-    double base = do_base ? run_once(0, producers, rec_bytes, seconds, ack_every, NULL, &dummy) : 0;
-    double hop = do_hop ? run_once(1, producers, rec_bytes, seconds, ack_every, q, &spilled) : 0;
+    double bases[MAX_ROUNDS];
+    double hops[MAX_ROUNDS];
+    double ratios[MAX_ROUNDS];
+    for (int i = 0; i < rounds; i++) {
+        uint64_t sp = 0;
+        bases[i] = do_base ? run_once(0, producers, rec_bytes, seconds, ack_every, NULL, &sp) : 0;
+        hops[i] = do_hop ? run_once(1, producers, rec_bytes, seconds, ack_every, q, &sp) : 0;
+        spilled = sp > spilled ? sp : spilled;
+        ratios[i] = bases[i] > 0 ? hops[i] / bases[i] : 0;
+    }
+    double base = median(bases, rounds);
+    double hop = median(hops, rounds);
+    printf("%s.rounds %d -\n", name, rounds);
     if (do_hop) {
         printf("%s.hopper %.0f rec/s\n", name, hop);
         printf("%s.hopper_mb %.1f MB/s\n", name, hop * (double)rec_bytes / 1e6);
@@ -277,7 +314,9 @@ main(int argc, char **argv)
         printf("%s.baseline %.0f rec/s\n", name, base);
     }
     if (do_hop && do_base) {
-        printf("%s.ratio %.3f x\n", name, hop / base);
+        printf("%s.ratio %.3f x\n", name, median(ratios, rounds));
+        printf("%s.ratio_min %.3f x\n", name, ratios[0]);
+        printf("%s.ratio_max %.3f x\n", name, ratios[rounds - 1]); /* median() sorted them */
     }
     BN_CHECK(hopper_close(q));
     bn_rmtree(dir, "q");
