@@ -1,7 +1,9 @@
 # Unit tests of the library's internal modules and its failure handling
-# (crc32c, record codec, segment scan, on-disk damage, fault injection).
+# (crc32c, deque, record codec, segment scan, on-disk damage, fault injection).
 # Included by tests/CMakeLists.txt; every test links hopper_internal.
 hopper_add_test(test_crc32c SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crc32c.c
+                LABELS unit TIMEOUT 60)
+hopper_add_test(test_deque SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_deque.c
                 LABELS unit TIMEOUT 60)
 hopper_add_test(test_record SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_record.c
                 LABELS unit TIMEOUT 60)

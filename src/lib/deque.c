@@ -48,23 +48,35 @@ hp_deque_push(hp_deque *d, uint64_t seq, uint64_t ts_ms, const void *data, uint3
     return 0;
 }
 
-/* Halve the ring once it is three quarters empty, so a burst does not pin
- * its ring forever. Best effort: on allocation failure the ring stays. */
+/* Shrink the ring once it is fifteen sixteenths empty, so a burst does not
+ * pin its ring forever, to four times what it holds. The live entries are
+ * moved to the front in place and the ring is cut with realloc: the pages
+ * kept are not copied or touched again, and a drain copies about a
+ * twelfth of the entries it had, instead of half with a halving ring. Best
+ * effort: if realloc fails the ring stays as large. */
 static void
 shrink(hp_deque *d)
 {
-    size_t ncap = d->cap / 2;
-    hp_entry *n = malloc(ncap * sizeof(*n));
-    if (n == NULL) {
-        return;
+    size_t ncap = 64;
+    while (ncap < d->count * 4) {
+        ncap *= 2;
     }
-    for (size_t i = 0; i < d->count; i++) {
-        n[i] = d->ring[(d->head + i) & (d->cap - 1)];
+    if (d->head + d->count > d->cap) {
+        /* Wrapped: [head, cap) then [0, t). The ring is nearly empty, so
+         * head > cap - count >= count and the moves do not overlap. */
+        size_t first = d->cap - d->head;
+        size_t t = d->count - first;
+        memmove(d->ring + first, d->ring, t * sizeof(*d->ring));
+        memmove(d->ring, d->ring + d->head, first * sizeof(*d->ring));
+    } else {
+        memmove(d->ring, d->ring + d->head, d->count * sizeof(*d->ring));
     }
-    free(d->ring);
-    d->ring = n;
-    d->cap = ncap;
     d->head = 0;
+    hp_entry *n = realloc(d->ring, ncap * sizeof(*n));
+    if (n != NULL) {
+        d->ring = n;
+        d->cap = ncap;
+    }
 }
 
 void
@@ -76,7 +88,7 @@ hp_deque_pop_front(hp_deque *d)
     }
     d->head = (d->head + 1) & (d->cap - 1);
     d->count--;
-    if (d->cap > 256 && d->count < d->cap / 4) {
+    if (d->cap > 256 && d->count < d->cap / 16) {
         shrink(d);
     }
 }
