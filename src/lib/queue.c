@@ -1351,38 +1351,41 @@ stage_from_memory(hopper_queue *q)
     r->stage_i = 0;
     r->sbuf.len = 0;
     HP_GUARD(stage_reserve(r, STAGE_MAX_RECORDS));
-    size_t first = q->mem_read;
+    /* First the extent (records visible, within the byte cap), then one
+     * reservation and one pass that copies and stages. */
     size_t n = 0;
-    while (q->mem_read < q->mem.count && n < STAGE_MAX_RECORDS) {
-        hp_entry *e = hp_deque_at(&q->mem, q->mem_read);
+    size_t bytes = 0;
+    while (q->mem_read + n < q->mem.count && n < STAGE_MAX_RECORDS) {
+        hp_entry *e = hp_deque_at(&q->mem, q->mem_read + n);
         if (q->o.durability == HOPPER_DURABILITY_DISK && e->seq >= q->visible_next) {
             break; /* not written yet */
         }
-        if (n > 0 && r->sbuf.len + e->len > STAGE_MAX_BYTES) {
+        if (n > 0 && bytes + e->len > STAGE_MAX_BYTES) {
             break;
         }
-        int rc = hp_buf_append(&r->sbuf, hp_entry_data(e), e->len);
-        if (rc < 0) {
-            if (n == 0) {
-                return rc;
-            }
-            break;
-        }
-        q->mem_read++;
+        bytes += e->len;
         n++;
     }
-    /* Pointers only now: sbuf may have moved while growing. */
-    size_t off = 0;
+    if (n == 0) {
+        return 0;
+    }
+    HP_GUARD(hp_buf_reserve(&r->sbuf, bytes));
+    uint8_t *out = r->sbuf.data;
     for (size_t i = 0; i < n; i++) {
-        hp_entry *e = hp_deque_at(&q->mem, first + i);
+        hp_entry *e = hp_deque_at(&q->mem, q->mem_read + i);
         /* Empty records may leave sbuf without memory: never offset NULL. */
-        const uint8_t *data = r->sbuf.data != NULL ? r->sbuf.data + off : (const uint8_t *)"";
+        const uint8_t *data = out != NULL ? out : (const uint8_t *)"";
+        if (e->len > 0) {
+            memcpy(out, hp_entry_data(e), e->len);
+            out += e->len;
+        }
         r->stage[i] = (struct hp_staged){.data = data, .len = e->len, .seq = e->seq};
-        off += e->len;
         if (e->seq >= q->read_seq) {
             q->read_seq = e->seq + 1;
         }
     }
+    r->sbuf.len = bytes;
+    q->mem_read += n;
     r->stage_n = n;
     return (int)n;
 }
