@@ -505,6 +505,41 @@ test_max_size_record(void **state)
 
 /* Memory budget boundary: records exactly filling memory_bytes (payload plus
  * REC_COST each) stay in memory; the next one spills. */
+/* Records of a few MiB (incompressible: their frames are written straight
+ * from the compression slot, not through the write buffer) among small
+ * ones, in both modes: order and contents, before and after a restart. */
+static size_t
+len_big_small(uint64_t k)
+{
+    return k % 3 == 1 ? (size_t)(3u << 20) + (size_t)k : 100 + (size_t)k;
+}
+
+static void
+test_large_frames(void **state)
+{
+    tq_state *s = *state;
+    for (int mode = 0; mode <= 1; mode++) {
+        hopper_opts o;
+        opts_small(&o, mode);
+        o.memory_bytes = 4096; /* MEMORY mode spills them too */
+        o.disk_bytes = 256u << 20;
+        o.compression = 1;
+        hopper_queue *q = open_ok(s->dir, &o);
+        uint64_t s0 = stats_of(q).next_seq;
+        for (uint64_t k = 0; k < 9; k++) {
+            assert_int_equal(send_key(q, len_big_small(k), k, -1), 0);
+        }
+        recv_expect(q, 0, 4, len_big_small, s0, 1);
+        assert_int_equal(hopper_close(q), 0);
+        q = open_ok(s->dir, &o);
+        recv_expect(q, 4, 5, len_big_small, s0 + 4, 1);
+        assert_int_equal(hopper_close(q), 0);
+        hp_test_rmtree(s->dir);
+        s->dir = hp_test_tmpdir("queue");
+        assert_non_null(s->dir);
+    }
+}
+
 static void
 test_exactly_at_memory_budget(void **state)
 {
@@ -1547,6 +1582,7 @@ main(void)
         HP_T(test_second_opener_locked),
         HP_T(test_zero_byte_record),
         HP_T(test_max_size_record),
+        HP_T(test_large_frames),
         HP_T(test_exactly_at_memory_budget),
         HP_T(test_full_at_budget_memory),
         HP_T(test_full_at_budget_disk),

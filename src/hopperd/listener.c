@@ -845,7 +845,7 @@ conn_process(struct conn *c)
         return conn_flush(c);
     }
     if (c->blocked || !c->eof) {
-        if (!c->blocked && c->len == c->cap && c->cap == c->maxcap &&
+        if (!c->blocked && c->len == c->cap && c->cap >= c->maxcap &&
             !(native && c->out.size - c->outoff >= OUT_LIMIT)) {
             /* Cannot happen: a full buffer always holds one whole frame. */
             log_warnx("listener: source %s: %s: framing stalled, closing", c->src->conf->s.name,

@@ -21,9 +21,10 @@
  *
  * Parallel compression. The writer cuts its batch into frames and compresses
  * them in rounds of up to HP_ENC_SLOTS frames (`cr`). A round of more than one
- * frame is opened under `mu` and `written` is broadcast: every sender waiting
- * on `written` (for its batch, or at the write-behind bound) claims a frame of
- * the round with an atomic counter, compresses it outside `mu` with the
+ * frame is opened under `mu`, `written` is broadcast (MEMORY-mode senders at
+ * the write-behind bound wait there) and the DISK-mode senders of this batch
+ * and of the next are signalled on their own condvars: each claims a frame
+ * of the round with an atomic counter, compresses it outside `mu` with the
  * slot's own deflate context and output buffer, and counts it done under
  * `mu`. The writer compresses frames of its own round too, waits on `cr_done`
  * until all are done, then appends them in order. Only compression runs in
@@ -152,6 +153,7 @@ typedef struct hp_ctask {
 /* The writer's compression round. */
 typedef struct hp_cround {
     const uint8_t *raw;        /* the batch's records */
+    hp_waiter *idle;           /* [writer] the batch's own senders, idle meanwhile */
     uint64_t ts_ms;
     hp_ctask t[HP_ENC_SLOTS];  /* [writer; read by a claimer after its claim] */
     uint32_t n;                /* [mu] frames in the round */
@@ -234,7 +236,6 @@ struct hopper_queue {
     uint64_t sync_dur_ns;    /* [writer] how long the last fdatasync took */
     uint32_t linger_target;  /* [mu] see commit_linger() */
     uint64_t linger_until;   /* [mu] */
-    uint32_t lingering;      /* [mu] senders in commit_linger() */
 
     ARR(hp_seginfo) segs; /* [mu] sorted by id */
     ARR(hp_run) runs;     /* [mu] unread D ranges in seq order; front is being read */
@@ -624,9 +625,14 @@ compress_round(hopper_queue *q, uint32_t n, int parallel)
         q->cr.done = 0;
         q->cr.open = 1;
         pthread_cond_broadcast(&q->written);
+        /* Idle DISK-mode senders help too: first those of this batch, then
+         * those of the next one. */
         uint32_t k = 1;
+        for (hp_waiter *w = q->cr.idle; w != NULL && k < n; w = w->next, k++) {
+            pthread_cond_signal(&w->cv);
+        }
         for (hp_waiter *w = q->pend.waiters; w != NULL && k < n; w = w->next, k++) {
-            pthread_cond_signal(&w->cv); /* idle DISK-mode senders help too */
+            pthread_cond_signal(&w->cv);
         }
         hp_mutex_unlock(&q->mu);
         uint32_t mine = 0;
@@ -675,6 +681,7 @@ write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *act
     }
     q->cr.raw = raw;
     q->cr.ts_ms = b->ts_ms;
+    q->cr.idle = b->waiters;
     while (pos < b->raw.len) {
         /* Greedy framing: take records until the body reaches the target;
          * up to HP_ENC_SLOTS frames per compression round. */
@@ -707,7 +714,14 @@ write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *act
                             .first_seq = t->seq, .count = t->n,
                             .raw = t->len - (uint64_t)t->n * HP_REC_PREFIX, .bytes = f->len,
                             .ts_ms = b->ts_ms};
-            HP_GUARD(hp_buf_append(&q->wbuf, f->data, f->len));
+            if (f->len >= (1u << 20)) {
+                /* A large frame goes out from its slot: never held twice. */
+                HP_GUARD(flush_wbuf(q));
+                HP_GUARD(hp_fs_write_all(q->active_fd, f->data, f->len));
+                q->active_size += f->len;
+            } else {
+                HP_GUARD(hp_buf_append(&q->wbuf, f->data, f->len));
+            }
             ARR_PUSH(q->wlist, w, rc);
             if (rc < 0) {
                 return rc;
@@ -721,6 +735,9 @@ write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *act
         }
     }
     HP_GUARD(flush_wbuf(q));
+    for (uint32_t i = 0; i < HP_ENC_SLOTS; i++) {
+        hp_buf_reset(&q->eout[i]); /* a huge record's frame is not kept */
+    }
     if (do_sync) {
         uint64_t t0 = hp_now_mono_ns();
         HP_GUARD(hp_fs_fdatasync(q->active_fd));
@@ -1144,9 +1161,7 @@ commit_linger(hopper_queue *q, hp_waiter *w)
     if (hp_now_mono_ns() >= q->linger_until) {
         return 0;
     }
-    q->lingering++;
     (void)hp_cond_wait_until(&w->cv, &q->mu, q->linger_until);
-    q->lingering--;
     return 1;
 }
 
@@ -1203,6 +1218,7 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
             rc = HOPPER_EFULL;
             goto unlock;
         }
+        ts = hp_now_wall_ms(); /* the record is accepted after the wait */
     }
     uint32_t pend_before = q->pend.count;
     rc = place(q, recs, n, to_mem, ts);
@@ -1369,7 +1385,12 @@ stage_from_memory(hopper_queue *q)
     if (n == 0) {
         return 0;
     }
-    HP_GUARD(hp_buf_reserve(&r->sbuf, bytes));
+    if (hp_buf_reserve(&r->sbuf, bytes) < 0) {
+        /* Short of memory: make progress one record at a time. */
+        n = 1;
+        bytes = hp_deque_at(&q->mem, q->mem_read)->len;
+        HP_GUARD(hp_buf_reserve(&r->sbuf, bytes));
+    }
     uint8_t *out = r->sbuf.data;
     for (size_t i = 0; i < n; i++) {
         hp_entry *e = hp_deque_at(&q->mem, q->mem_read + i);
@@ -1572,7 +1593,8 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
             goto unlock;
         }
         uint64_t until = deadline_of(&deadline, timeout_ms);
-        if (q->pend.count > 0 && q->enospc_until_ns < until) {
+        if (q->pend.count > 0 && q->enospc_until_ns > hp_now_mono_ns() &&
+            q->enospc_until_ns < until) {
             until = q->enospc_until_ns; /* retry the write-behind then */
         }
         q->reader_waiting = 1;
