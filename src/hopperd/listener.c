@@ -358,24 +358,35 @@ conn_flush(struct conn *c)
     return 0;
 }
 
+/* hopper_send_batch() without waiting; when the queue is full under
+ * drop_oldest, room is made (by the queue's relay, or here when it has no
+ * sink) and, here, the send is tried again. Returns its last result. */
+static int
+send_or_drop_oldest(struct hd_queue_rt *qr, const hopper_iovec *iov, size_t k, uint64_t bytes)
+{
+    int rc = hopper_send_batch(qr->q, iov, k, 0);
+    if (rc == HOPPER_EFULL && qr->conf->when_full == HD_FULL_DROP_OLDEST && !L.give_up) {
+        if (qr->has_sink) {
+            request_drop_oldest(qr, bytes);
+        } else {
+            for (int i = 0; rc == HOPPER_EFULL && i < LOCAL_DROP_ROUNDS &&
+                            sub_drop_oldest(qr, bytes) > 0;
+                 i++) {
+                rc = hopper_send_batch(qr->q, iov, k, 0);
+            }
+        }
+    }
+    return rc;
+}
+
 /* Hand one record to the queue. Returns 0 when the record is done with
  * (accepted or dropped and counted), 1 when it must wait (block policy). */
 static int
 deliver(struct conn *c, const uint8_t *rec, size_t len)
 {
     struct hd_queue_rt *qr = c->src->queue;
-    int rc = hopper_send(qr->q, rec, len, 0);
-    if (rc == HOPPER_EFULL && qr->conf->when_full == HD_FULL_DROP_OLDEST && !L.give_up) {
-        if (qr->has_sink) {
-            request_drop_oldest(qr, len);
-        } else {
-            for (int i = 0; rc == HOPPER_EFULL && i < LOCAL_DROP_ROUNDS &&
-                            sub_drop_oldest(qr, len) > 0;
-                 i++) {
-                rc = hopper_send(qr->q, rec, len, 0);
-            }
-        }
-    }
+    hopper_iovec v = {.data = rec, .len = len};
+    int rc = send_or_drop_oldest(qr, &v, 1, len);
     if (rc == 0) {
         atomic_fetch_add(&qr->ingress_records, 1);
         atomic_fetch_add(&qr->ingress_bytes, len);
@@ -548,18 +559,7 @@ native_request(struct conn *c, const uint8_t *p, size_t n)
         bytes += rec.n;
         k++;
     }
-    int rc = hopper_send_batch(qr->q, iov, k, 0);
-    if (rc == HOPPER_EFULL && qr->conf->when_full == HD_FULL_DROP_OLDEST && !L.give_up) {
-        if (qr->has_sink) {
-            request_drop_oldest(qr, bytes);
-        } else {
-            for (int i = 0; rc == HOPPER_EFULL && i < LOCAL_DROP_ROUNDS &&
-                            sub_drop_oldest(qr, bytes) > 0;
-                 i++) {
-                rc = hopper_send_batch(qr->q, iov, k, 0);
-            }
-        }
-    }
+    int rc = send_or_drop_oldest(qr, iov, k, bytes);
     free(iov);
     if (rc == 0) {
         atomic_fetch_add(&qr->ingress_records, k);
