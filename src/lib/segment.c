@@ -53,16 +53,27 @@ hp_seg_parse_name(const char *name, uint64_t *id)
     return 0;
 }
 
+/* The segment header (§2) and the checkpoint (§4) share one layout: magic
+ * u32, version u16, size u16 (32), two u64, reserved u32 (0), CRC-32C u32 of
+ * the 28 bytes before it. */
+_Static_assert(HP_SEG_HDR == 32 && HP_CKPT_SIZE == 32, "FORMAT.md §2 and §4: 32 bytes");
+
+static void
+put_block32(uint8_t out[32], uint32_t magic, uint16_t version, uint64_t a, uint64_t b)
+{
+    hp_put_u32(out, magic);
+    hp_put_u16(out + 4, version);
+    hp_put_u16(out + 6, 32);
+    hp_put_u64(out + 8, a);
+    hp_put_u64(out + 16, b);
+    hp_put_u32(out + 24, 0);
+    hp_put_u32(out + 28, hp_crc32c_extend(0, out, 28));
+}
+
 void
 hp_seg_header_encode(uint8_t out[HP_SEG_HDR], uint64_t id, uint64_t first_seq)
 {
-    hp_put_u32(out, HP_SEG_MAGIC);
-    hp_put_u16(out + 4, HP_SEG_VERSION);
-    hp_put_u16(out + 6, HP_SEG_HDR);
-    hp_put_u64(out + 8, id);
-    hp_put_u64(out + 16, first_seq);
-    hp_put_u32(out + 24, 0);
-    hp_put_u32(out + 28, hp_crc32c_extend(0, out, 28));
+    put_block32(out, HP_SEG_MAGIC, HP_SEG_VERSION, id, first_seq);
 }
 
 int
@@ -387,13 +398,7 @@ hp_idx_free(hp_segidx *x)
 void
 hp_ckpt_encode(uint8_t out[HP_CKPT_SIZE], uint64_t ack_next, uint64_t read_next)
 {
-    hp_put_u32(out, HP_CKPT_MAGIC);
-    hp_put_u16(out + 4, HP_CKPT_VERSION);
-    hp_put_u16(out + 6, HP_CKPT_SIZE);
-    hp_put_u64(out + 8, ack_next);
-    hp_put_u64(out + 16, read_next);
-    hp_put_u32(out + 24, 0);
-    hp_put_u32(out + 28, hp_crc32c_extend(0, out, 28));
+    put_block32(out, HP_CKPT_MAGIC, HP_CKPT_VERSION, ack_next, read_next);
 }
 
 int
