@@ -306,6 +306,17 @@ deadline_of(uint64_t *deadline, int timeout_ms)
 /* Disk bytes a batch of `raw` encoded bytes may take, at worst: stored frames
  * are never larger than raw, plus a header per frame and per segment it may
  * open (FORMAT.md §3.3). */
+/* A wait until `until` ends earlier when an ENOSPC back-off that is still
+ * ahead ends before it: the file system is tried again then. [mu] */
+static uint64_t
+enospc_retry(const hopper_queue *q, uint64_t until)
+{
+    if (q->enospc_until_ns > hp_now_mono_ns() && q->enospc_until_ns < until) {
+        return q->enospc_until_ns;
+    }
+    return until;
+}
+
 static uint64_t
 reserve_for(const hopper_queue *q, uint64_t raw)
 {
@@ -473,6 +484,15 @@ waiters_finish(hp_waiter *w, int rc)
     }
 }
 
+/* The senders of the pending batch get rc; the batch keeps its records. [mu] */
+static void
+pend_finish_waiters(hopper_queue *q, int rc)
+{
+    waiters_finish(q->pend.waiters, rc);
+    q->pend.waiters = NULL;
+    q->pend.nwaiters = 0;
+}
+
 static int
 touch(hopper_queue *q, uint64_t id, uint64_t size_before)
 {
@@ -585,8 +605,8 @@ compress_task(hopper_queue *q, uint32_t i)
                           &q->eout[i]);
 }
 
-/* A thread waiting on `written` compresses unclaimed frames of the writer's
- * open round. Returns 1 when it did some (its wait condition may have
+/* A sender that would otherwise sleep (on `written`, or on its own condvar)
+ * compresses unclaimed frames of the writer's open round. Returns 1 when it did some (its wait condition may have
  * changed meanwhile). [mu] */
 static int
 help_compress(hopper_queue *q)
@@ -922,9 +942,7 @@ run_writer(hopper_queue *q)
     }
     if (q->failed) {
         /* Nothing more reaches the files of a failed queue. */
-        waiters_finish(q->pend.waiters, failed_rc(q));
-        q->pend.waiters = NULL;
-        q->pend.nwaiters = 0;
+        pend_finish_waiters(q, failed_rc(q));
         pthread_cond_broadcast(&q->written);
         return;
     }
@@ -987,9 +1005,7 @@ run_writer(hopper_queue *q)
     } else {
         q->active_id = active_id;
         waiters_finish(b.waiters, failed_rc(q));
-        waiters_finish(q->pend.waiters, failed_rc(q));
-        q->pend.waiters = NULL;
-        q->pend.nwaiters = 0;
+        pend_finish_waiters(q, failed_rc(q));
         fail_locked(q, rc);
     }
     batch_reset(&b);
@@ -1208,10 +1224,7 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
             atomic_fetch_add(&q->c_full, 1);
             goto unlock;
         }
-        uint64_t until = deadline_of(&deadline, timeout_ms);
-        if (q->enospc_until_ns > hp_now_mono_ns() && q->enospc_until_ns < until) {
-            until = q->enospc_until_ns; /* retry the file system then */
-        }
+        uint64_t until = enospc_retry(q, deadline_of(&deadline, timeout_ms));
         if (hp_cond_wait_until(&q->not_full, &q->mu, until) == -ETIMEDOUT &&
             hp_now_mono_ns() >= deadline) {
             atomic_fetch_add(&q->c_full, 1);
@@ -1593,9 +1606,8 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
             goto unlock;
         }
         uint64_t until = deadline_of(&deadline, timeout_ms);
-        if (q->pend.count > 0 && q->enospc_until_ns > hp_now_mono_ns() &&
-            q->enospc_until_ns < until) {
-            until = q->enospc_until_ns; /* retry the write-behind then */
+        if (q->pend.count > 0) {
+            until = enospc_retry(q, until); /* the write-behind */
         }
         q->reader_waiting = 1;
         int wrc = hp_cond_wait_until(&q->not_empty, &q->mu, until);
