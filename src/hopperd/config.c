@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "netutil.h"
 
 enum kind { K_MAIN, K_QUEUE, K_SOURCE, K_SINK, K_NONE };
 static const char *const kind_names[] = {"hopperd", "queue", "source", "sink"};
@@ -244,46 +245,6 @@ hd_parse_duration(const char *s, uint64_t *out_ms, char *err, size_t errlen)
     }
     seterr(err, errlen, "bad duration unit in '%s': use ms, s or m", s);
     return -1;
-}
-
-int
-hd_parse_addr(const char *s, char *host, size_t hostlen, char *port, size_t portlen, char *err,
-              size_t errlen)
-{
-    const char *h = s;
-    size_t hl;
-    const char *colon;
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':') {
-            seterr(err, errlen, "bad address '%s': expected [IPv6]:PORT", s);
-            return -1;
-        }
-        h = s + 1;
-        hl = (size_t)(end - h);
-        colon = end + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL) {
-            seterr(err, errlen, "bad address '%s': expected HOST:PORT", s);
-            return -1;
-        }
-        hl = (size_t)(colon - s);
-    }
-    if (hl == 0 || hl >= hostlen) {
-        seterr(err, errlen, "bad address '%s': missing or too long host", s);
-        return -1;
-    }
-    const char *p = colon + 1;
-    uint64_t v;
-    if (parse_u64(&p, &v) < 0 || *p != '\0' || v < 1 || v > 65535 || strlen(colon + 1) >= portlen) {
-        seterr(err, errlen, "bad address '%s': port must be 1..65535", s);
-        return -1;
-    }
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    snprintf(port, portlen, "%s", colon + 1);
-    return 0;
 }
 
 int

@@ -9,13 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "netutil.h" /* HD_ADDR_MAX, HD_ERR_LEN, hd_parse_addr() */
+#include "wire.h"    /* enum hd_format */
+
 #define HD_NAME_MAX 128  /* queue/source/sink names, as hopper_open() allows */
-#define HD_ADDR_MAX 256  /* "host:port" */
 #define HD_PATH_MAX 1024 /* file paths */
-#define HD_ERR_LEN 512   /* loader error messages */
 #define HD_MAX_KEYS 32   /* directives per section kind */
 
-enum hd_format { HD_FMT_LINES = 0, HD_FMT_OCTET = 1, HD_FMT_NATIVE = 2 };
 enum hd_when_full {
     HD_FULL_BLOCK = 0,
     HD_FULL_REJECT = 1,
@@ -118,9 +118,6 @@ int hd_config_queue_index(const struct hd_config *cfg, const char *name);
 /* Unit parsers, exposed for tests. Return 0 or -1 with a reason in err. */
 int hd_parse_size(const char *s, uint64_t *out, char *err, size_t errlen);
 int hd_parse_duration(const char *s, uint64_t *out_ms, char *err, size_t errlen);
-/* Split "host:port" or "[v6]:port"; port 1..65535. */
-int hd_parse_addr(const char *s, char *host, size_t hostlen, char *port, size_t portlen, char *err,
-                  size_t errlen);
 /* [A-Za-z0-9_.-]{1,128}, not "." or "..". */
 int hd_name_is_valid(const char *name);
 

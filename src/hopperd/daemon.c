@@ -2,8 +2,6 @@
 /* Small shared pieces of the daemon runtime (see daemon.h). */
 #include "daemon.h"
 
-#include <time.h>
-
 const char *const hd_drop_cause_names[HD_DROP_NCAUSES] = {
     "full", "drop_oldest", "oversize", "queue_failed", "shutdown", "rejected_downstream",
 };
@@ -11,11 +9,3 @@ const char *const hd_drop_cause_names[HD_DROP_NCAUSES] = {
 const char *const hd_sink_state_names[HD_SINK_NSTATES] = {
     "idle", "connecting", "established", "draining", "closing", "backoff", "stopped",
 };
-
-uint64_t
-hd_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}

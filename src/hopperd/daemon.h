@@ -122,7 +122,4 @@ struct hd_daemon {
     uint64_t start_ms;          /* monotonic start time */
 };
 
-/* Monotonic clock in milliseconds. */
-uint64_t hd_now_ms(void);
-
 #endif

@@ -1,16 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* Ingress framing (see framer.h). The framer keeps only resynchronisation
- * state; the caller owns the buffer and removes the consumed bytes. Every
- * length read from the peer is checked against max_record before it is
- * used, and no path indexes past n. */
+/* Framing (see framer.h). The framer keeps only resynchronisation state;
+ * the caller owns the buffer and removes the consumed bytes. Every length
+ * read from the peer is checked against max_record before it is used, and
+ * no path indexes past n. */
 #include "framer.h"
 
+#include <stdio.h>
 #include <string.h>
 
-#include "config.h"
-
 #define OCTET_MAX_DIGITS 10
-#define NATIVE_HDR 4
 
 void
 hd_framer_init(struct hd_framer *f, int format, size_t max_record)
@@ -27,7 +25,7 @@ hd_framer_buffer_size(const struct hd_framer *f)
         return f->max_record + OCTET_MAX_DIGITS + 1;
     }
     if (f->format == HD_FMT_NATIVE) {
-        return f->max_record + NATIVE_HDR;
+        return f->max_record + HD_WIRE_HDR;
     }
     return f->max_record + 1;
 }
@@ -123,19 +121,16 @@ static int
 next_native(struct hd_framer *f, const uint8_t *p, size_t n, size_t *consumed, const uint8_t **rec,
             size_t *reclen)
 {
-    if (n < NATIVE_HDR) {
-        return HD_FRAME_NEED_MORE;
-    }
-    size_t len = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
-    if (len == 0 || len > f->max_record) {
+    size_t size;
+    if (hd_wire_frame_size(p, n, f->max_record, &size) < 0) {
         return HD_FRAME_BAD;
     }
-    if (n - NATIVE_HDR < len) {
+    if (size == 0 || n < size) {
         return HD_FRAME_NEED_MORE;
     }
-    *rec = p + NATIVE_HDR;
-    *reclen = len;
-    *consumed = NATIVE_HDR + len;
+    *rec = p + HD_WIRE_HDR;
+    *reclen = size - HD_WIRE_HDR;
+    *consumed = size;
     return HD_FRAME_RECORD;
 }
 
@@ -172,4 +167,29 @@ hd_framer_eof(struct hd_framer *f, const uint8_t *p, size_t n, const uint8_t **r
     *rec = p;
     *reclen = n;
     return HD_FRAME_RECORD;
+}
+
+size_t
+hd_encode_record(int format, const void *data, size_t len, uint8_t *out, size_t cap)
+{
+    if (format == HD_FMT_OCTET) {
+        char hdr[24];
+        int h = snprintf(hdr, sizeof(hdr), "%zu ", len);
+        if (h < 0 || (size_t)h + len > cap) {
+            return 0;
+        }
+        memcpy(out, hdr, (size_t)h);
+        if (len > 0) {
+            memcpy(out + h, data, len);
+        }
+        return (size_t)h + len;
+    }
+    if (len + 1 > cap) {
+        return 0;
+    }
+    if (len > 0) {
+        memcpy(out, data, len);
+    }
+    out[len] = '\n';
+    return len + 1;
 }

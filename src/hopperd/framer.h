@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Ingress framing: split a connection's byte stream into records.
- * Pure functions over (const uint8_t *, size_t); no I/O, no allocation.
+/* Framing: split a connection's byte stream into records, and its inverse,
+ * encode a record for a lines or octet-counted stream (sinks, hopperctl
+ * salvage). Pure functions over (const uint8_t *, size_t); no I/O, no
+ * allocation. Formats are enum hd_format (wire.h).
  *
  *   lines          each '\n'-terminated line is a record; the '\n' is
  *                  stripped, a '\r' before it is kept as data.
@@ -21,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wire.h"
+
 enum hd_frame_rc {
     HD_FRAME_NEED_MORE = 0, /* no complete record; *consumed == 0 */
     HD_FRAME_RECORD = 1,    /* rec and reclen set; the consumed bytes belong to it */
@@ -30,7 +34,7 @@ enum hd_frame_rc {
 };
 
 struct hd_framer {
-    int format; /* HD_FMT_LINES or HD_FMT_OCTET */
+    int format; /* enum hd_format */
     size_t max_record;
     int skipping_line;  /* lines: inside an over-long line, discard to '\n' */
     uint64_t skip_left; /* octet: bytes of an over-long message still to discard */
@@ -47,5 +51,10 @@ int hd_framer_next(struct hd_framer *f, const uint8_t *p, size_t n, size_t *cons
  * nothing left (or only the tail of an over-long record) is HD_FRAME_NEED_MORE. */
 int hd_framer_eof(struct hd_framer *f, const uint8_t *p, size_t n, const uint8_t **rec,
                   size_t *reclen);
+
+/* Encode one record for a stream in `format` into out[0..cap): lines:
+ * data '\n'; octet-counted: "LEN " data (any other format: as lines).
+ * Returns the bytes written, or 0 if cap is too short. */
+size_t hd_encode_record(int format, const void *data, size_t len, uint8_t *out, size_t cap);
 
 #endif

@@ -40,7 +40,7 @@
 #include "config.h"
 #include "netutil.h"
 #include "proto.h"
-#include "relay.h"
+#include "framer.h"
 
 static void
 usage(void)

@@ -37,6 +37,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "framer.h"
 #include "log.h"

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "clock.h"
 #include "daemon.h"
 #include "listener.h"
 #include "log.h"

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "log.h"
 #include "netutil.h"
@@ -252,28 +253,11 @@ hd_metrics_open(struct hd_daemon *d, char *err, size_t errlen)
     return 0;
 }
 
+/* Write a reply within IO_TIMEOUT_MS. 0 or -errno. */
 static int
 write_full(int fd, const char *p, size_t n)
 {
-    uint64_t deadline = hd_now_ms() + IO_TIMEOUT_MS;
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            return -1;
-        }
-        uint64_t now = hd_now_ms();
-        if (now >= deadline) {
-            return -1;
-        }
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        poll(&pfd, 1, (int)(deadline - now));
-    }
-    return 0;
+    return hd_write_all(fd, p, n, 1, hd_now_ms() + IO_TIMEOUT_MS, NULL, NULL);
 }
 
 static void

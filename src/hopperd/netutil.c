@@ -17,8 +17,61 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "daemon.h"
+#include "clock.h"
+
+int
+hd_parse_addr(const char *s, char *host, size_t hostlen, char *port, size_t portlen, char *err,
+              size_t errlen)
+{
+#define ADDR_ERR(why)                                                                              \
+    do {                                                                                           \
+        if (err != NULL && errlen > 0) {                                                           \
+            snprintf(err, errlen, "bad address '%s': " why, s);                                    \
+        }                                                                                          \
+    } while (0)
+    const char *h = s;
+    size_t hl;
+    const char *colon;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':') {
+            ADDR_ERR("expected [IPv6]:PORT");
+            return -1;
+        }
+        h = s + 1;
+        hl = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL) {
+            ADDR_ERR("expected HOST:PORT");
+            return -1;
+        }
+        hl = (size_t)(colon - s);
+    }
+    if (hl == 0 || hl >= hostlen) {
+        ADDR_ERR("missing or too long host");
+        return -1;
+    }
+    /* One or more decimal digits (leading zeros allowed), 1..65535. */
+    const char *p = colon + 1;
+    uint32_t v = 0;
+    size_t digits = 0;
+    while (*p >= '0' && *p <= '9' && v <= 65535) {
+        v = v * 10 + (uint32_t)(*p - '0');
+        digits++;
+        p++;
+    }
+    if (digits == 0 || *p != '\0' || v < 1 || v > 65535 || strlen(colon + 1) >= portlen) {
+        ADDR_ERR("port must be 1..65535");
+        return -1;
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    snprintf(port, portlen, "%s", colon + 1);
+    return 0;
+#undef ADDR_ERR
+}
 
 int
 hd_net_nonblock(int fd)
@@ -208,4 +261,48 @@ hd_net_connect(const char *addr, int timeout_ms, int (*abort_fn)(void *), void *
         snprintf(err, errlen, "connect %s: %s", addr, strerror(-rc));
     }
     return rc;
+}
+
+int
+hd_write_all(int fd, const void *p, size_t n, int is_socket, uint64_t deadline_ms,
+             int (*abort_fn)(void *), void *arg)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = is_socket ? send(fd, b, n, MSG_NOSIGNAL) : write(fd, b, n);
+        if (w > 0) {
+            b += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            return w < 0 ? -errno : -EIO;
+        }
+        /* A slow peer is not an error: wait, but give up when told to stop
+         * or at the deadline. */
+        if (abort_fn != NULL && abort_fn(arg)) {
+            return -ECANCELED;
+        }
+        int wait_ms = 100;
+        if (deadline_ms != 0) {
+            uint64_t now = hd_now_ms();
+            if (now >= deadline_ms) {
+                return -ETIMEDOUT;
+            }
+            if (deadline_ms - now < 100) {
+                wait_ms = (int)(deadline_ms - now);
+            }
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) {
+            return -errno;
+        }
+        if (pfd.revents & (POLLERR | POLLHUP)) {
+            return -EPIPE;
+        }
+    }
+    return 0;
 }

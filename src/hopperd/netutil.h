@@ -1,12 +1,23 @@
 /* SPDX-License-Identifier: MIT */
-/* Socket helpers for the listener, relay and metrics endpoints. Each
- * returns a file descriptor or -errno and, where the failing step matters
- * (resolve, bind, listen), describes it in the caller's err buffer. */
+/* Socket helpers for the listener, relay, metrics endpoint and hopperctl,
+ * and the "host:port" syntax they all accept. Each returns a file
+ * descriptor or 0, or -errno, and where the failing step matters (resolve,
+ * bind, listen) describes it in the caller's err buffer (STYLE.md §16, as
+ * Redis anet.c). A leaf: it includes nothing of hopperd but the clock. */
 #ifndef HOPPER_SRC_HOPPERD_NETUTIL_H
 #define HOPPER_SRC_HOPPERD_NETUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+
+#define HD_ADDR_MAX 256 /* "host:port" */
+#define HD_ERR_LEN 512  /* caller buffers for error messages */
+
+/* Split "host:port" or "[v6]:port"; port 1..65535. 0, or -1 with a reason
+ * in err (which may be NULL). */
+int hd_parse_addr(const char *s, char *host, size_t hostlen, char *port, size_t portlen, char *err,
+                  size_t errlen);
 
 int hd_net_nonblock(int fd);
 /* Listening TCP socket on "host:port" (non-blocking, CLOEXEC, SO_REUSEADDR). */
@@ -20,5 +31,14 @@ int hd_net_listen_unix(const char *path, mode_t mode, char *err, size_t errlen);
  * non-zero. Returns a connected non-blocking fd or -errno. */
 int hd_net_connect(const char *addr, int timeout_ms, int (*abort_fn)(void *), void *arg, char *err,
                    size_t errlen);
+/* Write all of p[0..n) to fd: send(MSG_NOSIGNAL) when is_socket, else
+ * write(2); short writes and EINTR are retried. On a non-blocking fd that
+ * is full it waits for POLLOUT, at most 100 ms at a time, and gives up
+ * with -ECANCELED when `abort_fn` (may be NULL) returns non-zero or with
+ * -ETIMEDOUT once deadline_ms (monotonic, hd_now_ms(); 0 = none) passed.
+ * Returns 0, or -errno (-EPIPE when poll reports an error or hang-up, -EIO
+ * when a write makes no progress). */
+int hd_write_all(int fd, const void *p, size_t n, int is_socket, uint64_t deadline_ms,
+                 int (*abort_fn)(void *), void *arg);
 
 #endif

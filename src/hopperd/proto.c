@@ -14,8 +14,20 @@
 #define MAX_DEPTH 16
 
 const char *const hd_code_names[HD_CODE_NCODES] = {
-    "", "FULL", "TOO_BIG", "BAD_FRAME", "NO_SUCH_QUEUE", "FAILED", "BUSY",
+    [HD_CODE_NONE] = "",
+    [HD_CODE_FULL] = "FULL",
+    [HD_CODE_TOO_BIG] = "TOO_BIG",
+    [HD_CODE_BAD_FRAME] = "BAD_FRAME",
+    [HD_CODE_NO_SUCH_QUEUE] = "NO_SUCH_QUEUE",
+    [HD_CODE_FAILED] = "FAILED",
+    [HD_CODE_BUSY] = "BUSY",
 };
+
+const char *
+hd_code_name(int code)
+{
+    return code > HD_CODE_NONE && code < HD_CODE_NCODES ? hd_code_names[code] : "?";
+}
 
 struct rd {
     const uint8_t *p;
@@ -243,7 +255,7 @@ hd_proto_frame_len(const uint8_t *p, size_t n, uint32_t *len)
     if (n < HD_PROTO_HDR) {
         return -1;
     }
-    *len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    *len = hd_wire_get_len(p);
     return 0;
 }
 
@@ -421,11 +433,7 @@ frame_end(msgpack_sbuffer *sb, size_t at, int rc)
     if (len > UINT32_MAX) {
         return -1;
     }
-    uint8_t *h = (uint8_t *)sb->data + at;
-    h[0] = (uint8_t)(len >> 24);
-    h[1] = (uint8_t)(len >> 16);
-    h[2] = (uint8_t)(len >> 8);
-    h[3] = (uint8_t)len;
+    hd_wire_put_len((uint8_t *)sb->data + at, (uint32_t)len);
     return 0;
 }
 

@@ -12,8 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wire.h"
+
 #define HD_PROTO_VERSION 1
-#define HD_PROTO_HDR 4u
+#define HD_PROTO_HDR HD_WIRE_HDR
 /* Largest frame a peer may send: at least 1 MiB, always room for one
  * maximal record plus the envelope. */
 #define HD_PROTO_MIN_FRAME (1024u * 1024u)
@@ -29,7 +31,8 @@ enum hd_op {
     HD_OP_ACK,
 };
 
-/* Rejection codes (the `code` of an error reply). */
+/* Rejection codes (the `code` of an error reply). hd_code_names is the one
+ * list of their names: the codec, the metrics and hopperctl all use it. */
 enum hd_code {
     HD_CODE_NONE = 0,
     HD_CODE_FULL,
@@ -41,6 +44,8 @@ enum hd_code {
     HD_CODE_NCODES
 };
 extern const char *const hd_code_names[HD_CODE_NCODES];
+/* The name of a code received from a peer: "?" when out of range. */
+const char *hd_code_name(int code);
 
 struct hd_slice {
     const uint8_t *p;
@@ -69,7 +74,8 @@ struct hd_msg {
     int has_seq;
 };
 
-/* Frame header: 0 and *len set when 4 bytes are there, else -1. */
+/* Frame header (hd_wire_get_len): 0 and *len set when 4 bytes are there,
+ * else -1. */
 int hd_proto_frame_len(const uint8_t *p, size_t n, uint32_t *len);
 /* Parse one frame payload. 0, or -1 with a reason in why (malformed). */
 int hd_proto_parse(const uint8_t *p, size_t n, struct hd_msg *m, const char **why);

@@ -51,7 +51,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "daemon.h"
+#include "framer.h"
 #include "log.h"
 #include "netutil.h"
 #include "proto.h"
@@ -94,31 +96,6 @@ hd_backoff_delay(uint64_t min_ms, uint64_t max_ms, unsigned attempt, uint64_t *r
     uint64_t r = x * UINT64_C(2685821657736338717);
     uint64_t half = d / 2;
     return half + (d - half > 0 ? r % (d - half + 1) : 0);
-}
-
-size_t
-hd_encode_record(int format, const void *data, size_t len, uint8_t *out, size_t cap)
-{
-    if (format == HD_FMT_OCTET) {
-        char hdr[24];
-        int h = snprintf(hdr, sizeof(hdr), "%zu ", len);
-        if (h < 0 || (size_t)h + len > cap) {
-            return 0;
-        }
-        memcpy(out, hdr, (size_t)h);
-        if (len > 0) {
-            memcpy(out + h, data, len);
-        }
-        return (size_t)h + len;
-    }
-    if (len + 1 > cap) {
-        return 0;
-    }
-    if (len > 0) {
-        memcpy(out, data, len);
-    }
-    out[len] = '\n';
-    return len + 1;
 }
 
 struct relay {
@@ -335,14 +312,12 @@ native_read_frame(struct relay *r, uint64_t timeout_ms)
 {
     uint64_t deadline = hd_now_ms() + timeout_ms;
     for (;;) {
-        uint32_t len;
-        if (hd_proto_frame_len(r->rbuf, r->rlen, &len) == 0) {
-            if (len == 0 || len > r->rcap - HD_PROTO_HDR) {
-                return -EPROTO;
-            }
-            if (r->rlen >= HD_PROTO_HDR + len) {
-                return (long)len;
-            }
+        size_t size;
+        if (hd_wire_frame_size(r->rbuf, r->rlen, r->rcap - HD_PROTO_HDR, &size) < 0) {
+            return -EPROTO;
+        }
+        if (size > 0 && r->rlen >= size) {
+            return (long)(size - HD_PROTO_HDR);
         }
         if (should_abort(r)) {
             return -ECANCELED;
@@ -497,40 +472,21 @@ peer_alive(struct relay *r)
 }
 
 static int
+relay_should_abort(void *arg)
+{
+    return should_abort(arg);
+}
+
+/* Write the whole of p[0..n) to the sink. A slow downstream is not an
+ * error: hd_write_all() waits, but gives up when told to stop (the batch
+ * stays unacknowledged). */
+static int
 write_all(struct relay *r, const uint8_t *p, size_t n)
 {
     if (state_of(r) != HD_SINK_ESTABLISHED) {
         return -EINVAL;
     }
-    int is_tcp = r->s->conf->type == HD_SINK_TCP;
-    while (n > 0) {
-        ssize_t w = is_tcp ? send(r->fd, p, n, MSG_NOSIGNAL) : write(r->fd, p, n);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            /* A slow downstream is not an error: wait, but give up when
-             * told to stop (the batch stays unacknowledged). */
-            if (should_abort(r)) {
-                return -ECANCELED;
-            }
-            struct pollfd pfd = {.fd = r->fd, .events = POLLOUT};
-            if (poll(&pfd, 1, 100) < 0 && errno != EINTR) {
-                return -errno;
-            }
-            if (pfd.revents & (POLLERR | POLLHUP)) {
-                return -EPIPE;
-            }
-            continue;
-        }
-        return w < 0 ? -errno : -EIO;
-    }
-    return 0;
+    return hd_write_all(r->fd, p, n, r->s->conf->type == HD_SINK_TCP, 0, relay_should_abort, r);
 }
 
 static int

@@ -29,8 +29,5 @@ int hd_sink_transition_allowed(int from, int to);
 /* Next backoff delay: min(max, min * 2^attempt), then jittered into
  * [delay/2, delay]; `rng` is xorshift state. */
 uint64_t hd_backoff_delay(uint64_t min_ms, uint64_t max_ms, unsigned attempt, uint64_t *rng);
-/* Encode one record for a sink format into out (lines: data '\n';
- * octet-counted: "LEN " data). Returns bytes written or 0 if cap is short. */
-size_t hd_encode_record(int format, const void *data, size_t len, uint8_t *out, size_t cap);
 
 #endif

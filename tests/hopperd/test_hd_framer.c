@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Ingress framers (lines, octet-counted): records, partial input, limits,
- * over-long records, malformed frames, and random input never misbehaving. */
+ * over-long records, malformed frames, and random input never misbehaving;
+ * and their inverse, the record encoder. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
 #include "framer.h"
 
 /* Run the framer over `in` fed in chunks of `chunk` bytes (as a connection
@@ -202,6 +202,23 @@ test_random(void **state)
     }
 }
 
+/* The inverse of the framer: sink and salvage encoding. */
+static void
+test_encode(void **state)
+{
+    (void)state;
+    uint8_t out[64];
+    assert_int_equal(hd_encode_record(HD_FMT_LINES, "abc", 3, out, sizeof(out)), 4);
+    assert_memory_equal(out, "abc\n", 4);
+    assert_int_equal(hd_encode_record(HD_FMT_LINES, NULL, 0, out, sizeof(out)), 1);
+    assert_int_equal(out[0], '\n');
+    assert_int_equal(hd_encode_record(HD_FMT_OCTET, "hello", 5, out, sizeof(out)), 7);
+    assert_memory_equal(out, "5 hello", 7);
+    assert_int_equal(hd_encode_record(HD_FMT_OCTET, "", 0, out, sizeof(out)), 2);
+    assert_int_equal(hd_encode_record(HD_FMT_LINES, "abc", 3, out, 3), 0);
+    assert_int_equal(hd_encode_record(HD_FMT_OCTET, "abc", 3, out, 4), 0);
+}
+
 int
 main(void)
 {
@@ -209,7 +226,7 @@ main(void)
         cmocka_unit_test(test_lines),          cmocka_unit_test(test_lines_limits),
         cmocka_unit_test(test_octet),          cmocka_unit_test(test_octet_bad),
         cmocka_unit_test(test_octet_oversize), cmocka_unit_test(test_buffer_size),
-        cmocka_unit_test(test_random),
+        cmocka_unit_test(test_random),         cmocka_unit_test(test_encode),
     };
     return cmocka_run_group_tests_name("hopperd_framer", tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* hopperd relay pieces: the sink state machine's transition table, backoff
- * with jitter, and sink record encoding. */
+/* hopperd relay pieces: the sink state machine's transition table and
+ * backoff with jitter (sink record encoding: test_hd_framer.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,7 +8,6 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "config.h"
 #include "daemon.h"
 #include "relay.h"
 
@@ -71,29 +70,12 @@ test_backoff(void **state)
     assert_true(hd_backoff_delay(1, 1, 5, &rng) <= 1);
 }
 
-static void
-test_encode(void **state)
-{
-    (void)state;
-    uint8_t out[64];
-    assert_int_equal(hd_encode_record(HD_FMT_LINES, "abc", 3, out, sizeof(out)), 4);
-    assert_memory_equal(out, "abc\n", 4);
-    assert_int_equal(hd_encode_record(HD_FMT_LINES, NULL, 0, out, sizeof(out)), 1);
-    assert_int_equal(out[0], '\n');
-    assert_int_equal(hd_encode_record(HD_FMT_OCTET, "hello", 5, out, sizeof(out)), 7);
-    assert_memory_equal(out, "5 hello", 7);
-    assert_int_equal(hd_encode_record(HD_FMT_OCTET, "", 0, out, sizeof(out)), 2);
-    assert_int_equal(hd_encode_record(HD_FMT_LINES, "abc", 3, out, 3), 0);
-    assert_int_equal(hd_encode_record(HD_FMT_OCTET, "abc", 3, out, 4), 0);
-}
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transitions),
         cmocka_unit_test(test_backoff),
-        cmocka_unit_test(test_encode),
     };
     return cmocka_run_group_tests_name("hopperd_relay", tests, NULL, NULL);
 }
