@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "proto.h" /* enum hd_code: native rejections are counted per code */
 
 /* Why a record was dropped. Every drop is counted under exactly one cause. */
 enum hd_drop_cause {
@@ -31,9 +32,6 @@ enum hd_drop_cause {
     HD_DROP_NCAUSES
 };
 extern const char *const hd_drop_cause_names[HD_DROP_NCAUSES];
-
-/* Number of native rejection codes (enum hd_code in proto.h). */
-#define HD_NATIVE_NCODES 7
 
 struct hd_queue_rt {
     const struct hd_queue_conf *conf;
@@ -64,7 +62,7 @@ struct hd_source_rt {
     atomic_uint_fast64_t conns_total;    /* [atomic] accepted */
     atomic_uint_fast64_t conns_rejected; /* [atomic] over max_connections */
     atomic_uint_fast64_t bad_frames;     /* [atomic] connections closed for malformed input */
-    atomic_uint_fast64_t native_rejections[HD_NATIVE_NCODES]; /* [atomic] by enum hd_code */
+    atomic_uint_fast64_t native_rejections[HD_CODE_NCODES]; /* [atomic] by enum hd_code */
 };
 
 /* Sink connection lifecycle; transitions are checked in relay.c only. */

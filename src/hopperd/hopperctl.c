@@ -254,7 +254,7 @@ cmd_send(int argc, char **argv)
                 dropped += m.dropped;
                 break;
             }
-            const char *code = m.code > 0 && m.code < HD_CODE_NCODES ? hd_code_names[m.code] : "?";
+            const char *code = hd_code_name(m.code);
             if (m.code == HD_CODE_FULL && wait_full) {
                 struct timespec ts = {0, 100 * 1000000L};
                 nanosleep(&ts, NULL);
@@ -485,7 +485,7 @@ cmd_recv(int argc, char **argv)
     if (n < 0 || hd_proto_parse(buf, (size_t)n, &m, &why) < 0 || m.op != HD_OP_OK) {
         if (n >= 0 && m.op == HD_OP_ERROR) {
             fprintf(stderr, "hopperctl: subscribe refused: %s (%.*s)\n",
-                    m.code > 0 && m.code < HD_CODE_NCODES ? hd_code_names[m.code] : "?",
+                    hd_code_name(m.code),
                     (int)m.message.n, m.message.p ? (const char *)m.message.p : "");
         } else {
             fprintf(stderr, "hopperctl: subscribe failed\n");

@@ -44,8 +44,6 @@
 #include "netutil.h"
 #include "proto.h"
 
-_Static_assert(HD_NATIVE_NCODES == HD_CODE_NCODES, "daemon.h and proto.h disagree");
-
 #define RETRY_MS 10
 #define INITIAL_BUF (16u * 1024u)
 /* A fast sender's buffer grows to this, so that one read, one

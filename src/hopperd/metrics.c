@@ -19,6 +19,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "netutil.h"
+#include "proto.h"
 
 #define IO_TIMEOUT_MS 2000
 
@@ -180,16 +181,14 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
     head(&b, "hopperd_source_native_rejections_total", "counter",
          "native batches refused, by code");
     for (size_t i = 0; i < d->nsources; i++) {
-        static const char *const codes[HD_NATIVE_NCODES] = {"",          "FULL",          "TOO_BIG",
-                                                            "BAD_FRAME", "NO_SUCH_QUEUE", "FAILED"};
         if (d->sources[i].conf->format != HD_FMT_NATIVE) {
             continue;
         }
-        for (int c = 1; c < HD_NATIVE_NCODES; c++) {
+        for (int c = HD_CODE_NONE + 1; c < HD_CODE_NCODES; c++) {
             sb_printf(&b,
                       "hopperd_source_native_rejections_total{source=\"%s\",code=\"%s\"} %" PRIu64
                       "\n",
-                      d->sources[i].conf->s.name, codes[c],
+                      d->sources[i].conf->s.name, hd_code_names[c],
                       (uint64_t)atomic_load(&d->sources[i].native_rejections[c]));
         }
     }

@@ -639,7 +639,7 @@ native_exchange(struct relay *r)
         r->full_attempt = 0;
         return 0;
     }
-    const char *code = m.code > 0 && m.code < HD_CODE_NCODES ? hd_code_names[m.code] : "?";
+    const char *code = hd_code_name(m.code);
     if (m.code == HD_CODE_TOO_BIG) {
         log_errorx("relay: sink %s: %s refused a batch of %llu records as TOO_BIG (%.*s); "
                    "dropped",
