@@ -24,7 +24,7 @@
 enum hd_drop_cause {
     HD_DROP_FULL = 0,     /* queue full, when_full = reject | drop_newest */
     HD_DROP_OLDEST,       /* queue full, when_full = drop_oldest: the consumer discarded the
-                           * oldest records to make room (relay.c, listener.c) */
+                           * oldest records to make room (ingest.c) */
     HD_DROP_OVERSIZE,     /* longer than max_record_bytes */
     HD_DROP_QUEUE_FAILED, /* hopper_send failed otherwise (EFAILED, ENOMEM, ...) */
     HD_DROP_SHUTDOWN,     /* still blocked or partial when shutdown_timeout expired */
@@ -40,18 +40,28 @@ struct hd_queue_rt {
     atomic_uint_fast64_t ingress_bytes;          /* [atomic] */
     atomic_uint_fast64_t drops[HD_DROP_NCAUSES]; /* [atomic] records */
     atomic_uint_fast64_t drop_bytes[HD_DROP_NCAUSES]; /* [atomic] payload bytes, where known */
-    /* when_full = drop_oldest with a sink: a source that found the queue
-     * full stores the payload bytes it waits to send here and writes
-     * drop_wake_fd; the sink's relay thread (the queue's consumer) takes the
-     * request (exchanging it with 0), discards the oldest records and writes
-     * d->wake_fd so the listener retries at once. The listener stores 0
-     * when a send succeeds, so a request nobody needs any more is dropped. */
+    /* when_full = drop_oldest with a sink (ingest.c): a source that found
+     * the queue full stores the payload bytes it waits to send here and
+     * writes drop_wake_fd; the sink's relay thread (the queue's consumer)
+     * takes the request (exchanging it with 0), discards the oldest records
+     * and writes d->wake_fd so the listener retries at once. The listener
+     * stores 0 when a send succeeds, so a request nobody needs any more is
+     * dropped. */
     atomic_uint_fast64_t drop_need; /* [atomic] */
     int drop_wake_fd;               /* eventfd, or -1 when no sink consumes the queue */
     int has_sink;                   /* a sink consumes the queue (immutable) */
     atomic_uint_fast64_t sub_delivered;          /* [atomic] records sent to native subscribers */
     atomic_uint_fast64_t sub_acked;              /* [atomic] records they acknowledged */
     atomic_int subscribed; /* [atomic] 1 while a native subscriber is attached */
+};
+
+/* Records a queue's consumer (a relay thread, or the listener thread for
+ * its subscribers) received and has not acknowledged: the oldest records
+ * of the queue. drop_oldest discards them first (ingest.c). */
+struct hd_held {
+    uint64_t n;        /* records; 0 = none */
+    uint64_t bytes;    /* their payload bytes */
+    uint64_t last_seq; /* sequence number of the last one */
 };
 
 struct hd_source_rt {
@@ -79,6 +89,7 @@ enum hd_sink_state {
 extern const char *const hd_sink_state_names[HD_SINK_NSTATES];
 
 struct hd_daemon;
+struct hd_loop;
 
 struct hd_sink_rt {
     const struct hd_sink_conf *conf;
@@ -113,6 +124,8 @@ struct hd_daemon {
     size_t nsinks;
     atomic_int listener_stop;   /* [atomic] set by main, then wake_fd written */
     int wake_fd;                /* eventfd waking the listener loop */
+    struct hd_loop *loop;       /* the listener thread's state (loop_ctx.h), from
+                                 * hd_loop_start() to hd_loop_stop() */
     atomic_int relay_mode;      /* [atomic] enum hd_run_mode */
     uint64_t drain_deadline_ms; /* monotonic; written before relay_mode = HD_DRAIN */
     atomic_int metrics_stop;    /* [atomic] */

@@ -134,3 +134,18 @@ fatalx(const char *fmt, ...)
     LOG_BODY(HD_LOG_ERROR, 0);
     exit(1);
 }
+
+int
+log_limit_ok(struct log_limit *l, uint64_t now_ms, const char *who)
+{
+    if (now_ms - l->last_ms < 1000) {
+        l->suppressed++;
+        return 0;
+    }
+    if (l->suppressed > 0 && who != NULL) {
+        log_warnx("%s: %llu similar messages suppressed", who, (unsigned long long)l->suppressed);
+    }
+    l->suppressed = 0;
+    l->last_ms = now_ms;
+    return 1;
+}

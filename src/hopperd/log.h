@@ -6,6 +6,8 @@
 #ifndef HOPPER_SRC_HOPPERD_LOG_H
 #define HOPPER_SRC_HOPPERD_LOG_H
 
+#include <stdint.h>
+
 enum hd_log_level {
     HD_LOG_ERROR = 0,
     HD_LOG_WARN = 1,
@@ -29,5 +31,17 @@ void log_debug(const char *fmt, ...) HD_PRINTF(1, 2);
 void log_errorx(const char *fmt, ...) HD_PRINTF(1, 2);
 _Noreturn void fatal(const char *fmt, ...) HD_PRINTF(1, 2);
 _Noreturn void fatalx(const char *fmt, ...) HD_PRINTF(1, 2);
+
+/* Rate limit for the warnings of one thread (the listener thread, a relay
+ * thread): at most one a second, so a misbehaving peer cannot flood the
+ * log. Zero-initialise; owned by its thread. */
+struct log_limit {
+    uint64_t last_ms;    /* when the last warning was let through */
+    uint64_t suppressed; /* warnings held back since */
+};
+/* 1 if a warning may be logged at now_ms (monotonic), else 0 (counted).
+ * When `who` is not NULL, the first warning let through after some were
+ * held back is preceded by "WHO: N similar messages suppressed". */
+int log_limit_ok(struct log_limit *l, uint64_t now_ms, const char *who);
 
 #endif

@@ -23,7 +23,7 @@
 #include "config.h"
 #include "clock.h"
 #include "daemon.h"
-#include "listener.h"
+#include "loop.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -333,15 +333,15 @@ main(int argc, char **argv)
         hd_config_free(cfg);
         return 1;
     }
-    if (hd_listener_open(&d, err, sizeof(err)) < 0 || hd_metrics_open(&d, err, sizeof(err)) < 0) {
+    if (hd_loop_open(&d, err, sizeof(err)) < 0 || hd_metrics_open(&d, err, sizeof(err)) < 0) {
         log_errorx("main: %s", err);
-        hd_listener_stop(&d);
+        hd_loop_stop(&d);
         close_queues(&d);
         daemon_free(&d);
         hd_config_free(cfg);
         return 1;
     }
-    if ((rc = hd_relay_start(&d)) < 0 || (rc = hd_listener_start(&d)) < 0 ||
+    if ((rc = hd_relay_start(&d)) < 0 || (rc = hd_loop_start(&d)) < 0 ||
         (rc = hd_metrics_start(&d)) < 0 || (rc = hd_signals_start()) < 0) {
         fatalx("main: starting threads: %s", strerror(-rc));
     }
@@ -361,7 +361,7 @@ main(int argc, char **argv)
     hd_notify("STOPPING=1\nSTATUS=stopping");
     uint64_t t0 = hd_now_ms();
     uint64_t deadline = t0 + cfg->shutdown_timeout_ms;
-    hd_listener_stop(&d);
+    hd_loop_stop(&d);
     /* Leave a quarter of the budget for hopper_close (spooling memory). */
     uint64_t drain_until = t0 + cfg->shutdown_timeout_ms * 3 / 4;
     hd_relay_stop(&d, drain_until < deadline ? drain_until : deadline);

@@ -23,18 +23,14 @@
  * failure). Acknowledged "written" means handed to the kernel: for tcp, in
  * the socket buffer; for files, written (and fdatasynced per `fsync`).
  *
- * when_full = drop_oldest: a source that finds the queue full keeps its
- * records and asks this thread, the queue's only consumer, to make room
- * (daemon.h, hd_queue_rt.drop_need). serve_drops() discards the oldest
- * records: first a batch held for a retry (received, not acknowledged),
- * then records taken with hopper_recv(), each acknowledged without being
- * written and counted (cause drop_oldest), until at least the bytes asked
- * for are gone and the queue's files or memory actually shrank, bounded
- * per round; then it wakes the listener, which retries the send at once and
- * asks again if it is still full. Requests are served at the top of the
- * loop in every state and while backing off, connecting or pausing (the
- * waits poll the queue's drop_wake_fd), but not in the middle of writing a
- * batch or while a native sink waits for its reply.
+ * when_full = drop_oldest: this thread is its queue's only consumer, so a
+ * source that finds the queue full asks it to make room (ingest.c has the
+ * whole mechanism). serve_drops() answers through hd_drop_oldest_serve(),
+ * handing over a batch held for a retry (received, not acknowledged) as the
+ * oldest records to discard. Requests are served at the top of the loop in
+ * every state and while backing off, connecting or pausing (the waits poll
+ * the queue's drop_wake_fd), but not in the middle of writing a batch or
+ * while a native sink waits for its reply.
  *
  * Threads: one per sink; it alone uses its queue as the consumer.
  * Settings that SIGHUP may change are read under sink->mu (daemon.h).
@@ -54,6 +50,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "framer.h"
+#include "ingest.h"
 #include "log.h"
 #include "netutil.h"
 #include "proto.h"
@@ -116,7 +113,7 @@ struct relay {
     uint64_t rng;
     char addr[HD_ADDR_MAX];
     uint64_t connect_timeout_ms;
-    uint64_t last_err_ms;
+    struct log_limit warn; /* this thread's warnings */
     /* native sinks */
     uint64_t next_id;      /* id of the next send */
     uint64_t max_frame;    /* from the downstream's hello */
@@ -172,108 +169,34 @@ sleep_ms(uint64_t ms)
     nanosleep(&ts, NULL);
 }
 
-static int warn_ok(struct relay *r);
-
-/* Records discarded per round at most, and rounds per serve_drops() call;
- * a serve waits at most DROP_FOLLOWUP_MS for the listener to ask again. */
-#define DROP_ROUND_MAX 65536
-#define DROP_ROUNDS 64
-#define DROP_FOLLOWUP_MS 20
-
-static void
-drain_eventfd(int fd)
-{
-    uint64_t v;
-    ssize_t n = read(fd, &v, sizeof(v));
-    (void)n;
-}
-
-/* Has the queue given space back since `st0`? Disk space returns when a
- * segment file is reclaimed; in memory mode, records leaving memory also
- * release the disk room reserved for them. */
 static int
-space_freed(hopper_queue *q, const hopper_stats *st0, int memory_mode, uint64_t need)
+warn_ok(struct relay *r)
 {
-    hopper_stats st = {.struct_size = sizeof(st)};
-    if (hopper_stats_get(q, &st) < 0) {
-        return 1;
-    }
-    return st.disk_bytes < st0->disk_bytes ||
-           (memory_mode && st0->mem_bytes >= st.mem_bytes + need);
+    return log_limit_ok(&r->warn, hd_now_ms(), NULL);
 }
 
-/* One round: discard the oldest records until at least `need` payload
- * bytes are gone and space_freed(), or DROP_ROUND_MAX records. */
 static void
-drop_round(struct relay *r, uint64_t need)
+batch_clear(struct relay *r)
 {
-    struct hd_queue_rt *qr = r->s->queue;
-    hopper_stats st0 = {.struct_size = sizeof(st0)};
-    hopper_stats_get(qr->q, &st0);
-    int memory_mode = qr->conf->durability != HD_DUR_DISK;
-    uint64_t n = 0, bytes = 0;
-    int rc = 0;
-    if (r->have_batch) {
-        /* The batch kept for a retry holds the oldest records. */
-        rc = hopper_ack(qr->q, r->last_seq);
-        n += r->nrec;
-        bytes += r->payload;
-        r->blen = 0;
-        r->nrec = 0;
-        r->payload = 0;
-        r->have_batch = 0;
-    }
-    while (rc == 0 && n < DROP_ROUND_MAX &&
-           (bytes < need || n == 0 || !space_freed(qr->q, &st0, memory_mode, need))) {
-        hopper_record rec;
-        if (hopper_recv(qr->q, &rec, 0) != 0) {
-            break;
-        }
-        rc = hopper_ack(qr->q, rec.seq);
-        bytes += rec.len;
-        n++;
-    }
-    if (rc < 0 && warn_ok(r)) {
-        log_warnx("relay: sink %s: queue %s: ack: %s", r->s->conf->s.name, qr->conf->s.name,
-                  hopper_strerror(rc));
-    }
-    atomic_fetch_add(&qr->drops[HD_DROP_OLDEST], n);
-    atomic_fetch_add(&qr->drop_bytes[HD_DROP_OLDEST], bytes);
-    if (n > 0 && warn_ok(r)) {
-        log_warnx("relay: sink %s: queue %s full (when_full = drop_oldest): discarded the %llu "
-                  "oldest records (%llu bytes)",
-                  r->s->conf->s.name, qr->conf->s.name, (unsigned long long)n,
-                  (unsigned long long)bytes);
-    }
+    r->blen = 0;
+    r->nrec = 0;
+    r->payload = 0;
+    r->have_batch = 0;
 }
 
 /* Serve the sources' drop_oldest requests (see the top of this file). */
 static void
 serve_drops(struct relay *r)
 {
-    struct hd_queue_rt *qr = r->s->queue;
-    if (qr->drop_wake_fd < 0 || atomic_load(&qr->drop_need) == 0) {
-        return;
+    struct hd_held held = {0, 0, 0};
+    if (r->have_batch) {
+        held.n = r->nrec;
+        held.bytes = r->payload;
+        held.last_seq = r->last_seq;
     }
-    for (int round = 0; round < DROP_ROUNDS; round++) {
-        drain_eventfd(qr->drop_wake_fd);
-        uint64_t need = atomic_exchange(&qr->drop_need, 0);
-        if (need == 0) {
-            /* Did the retry fail? The listener asks again at once. */
-            struct pollfd pfd = {.fd = qr->drop_wake_fd, .events = POLLIN};
-            if (poll(&pfd, 1, DROP_FOLLOWUP_MS) <= 0) {
-                return;
-            }
-            drain_eventfd(qr->drop_wake_fd);
-            need = atomic_exchange(&qr->drop_need, 0);
-            if (need == 0) {
-                return;
-            }
-        }
-        drop_round(r, need);
-        uint64_t one = 1;
-        ssize_t w = write(r->s->d->wake_fd, &one, sizeof(one));
-        (void)w;
+    hd_drop_oldest_serve(r->s->queue, r->s->d->wake_fd, &held, r->s->conf->s.name, &r->warn);
+    if (r->have_batch && held.n == 0) {
+        batch_clear(r); /* discarded */
     }
 }
 
@@ -526,17 +449,6 @@ batch_append(struct relay *r, const hopper_record *rec)
     return 0;
 }
 
-static int
-warn_ok(struct relay *r)
-{
-    uint64_t now = hd_now_ms();
-    if (now - r->last_err_ms < 1000) {
-        return 0;
-    }
-    r->last_err_ms = now;
-    return 1;
-}
-
 /* Fill the batch from the queue: wait up to timeout_ms for the first
  * record, then take what is there without waiting up to batch_bytes. */
 static void
@@ -707,7 +619,7 @@ established_step(struct relay *r)
             return;
         }
         if (rc == NATIVE_DROP) {
-            atomic_fetch_add(&s->queue->drops[HD_DROP_REJECTED], r->nrec);
+            hd_ingest_count_drop(s->queue, HD_DROP_REJECTED, r->nrec, 0);
             rc = 0;
         }
     } else {
@@ -737,10 +649,7 @@ established_step(struct relay *r)
     }
     atomic_fetch_add(&s->egress_records, r->nrec);
     atomic_fetch_add(&s->egress_bytes, r->payload);
-    r->blen = 0;
-    r->nrec = 0;
-    r->payload = 0;
-    r->have_batch = 0;
+    batch_clear(r);
 }
 
 static void *

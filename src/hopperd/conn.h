@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/* One client connection of a source, owned by the listener thread.
+ *
+ * All socket I/O of a connection happens in conn.c (hd_conn_read,
+ * hd_conn_flush, accept's peer name, the final close), so a transport such
+ * as TLS can later slot in here as one read/write/close abstraction.
+ *
+ * Each connection owns a read buffer that grows up to maxcap =
+ * hd_framer_buffer_size() (one maximal frame; 128 KiB for a fast sender),
+ * so a client can never make hopperd hold more than that, and max_connections
+ * bounds the count per source. Native connections also stop reading while
+ * HD_CONN_OUT_LIMIT bytes of replies are unwritten.
+ *
+ * States: READING -> BLOCKED (not reading, retried) -> READING; native
+ * connections only flush after a malformed frame (CLOSING). Any -> closed at
+ * EOF, error, malformed input or shutdown. hd_conn_sync_events() derives the
+ * epoll interest from these flags in one place.
+ *
+ * Closing is the listener loop's (loop.c): functions here that find a
+ * connection finished return -1 and leave the close to their caller.
+ */
+#ifndef HOPPER_SRC_HOPPERD_CONN_H
+#define HOPPER_SRC_HOPPERD_CONN_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "framer.h"
+#include "loop_ctx.h"
+
+struct hd_source_rt;
+
+/* native: stop reading a client that does not read its replies */
+#define HD_CONN_OUT_LIMIT (256u * 1024u)
+
+struct hd_conn {
+    struct hd_item it;   /* HD_IT_CONN */
+    struct hd_subq *sub; /* native: the queue this connection consumes (subscribe.c), or NULL */
+    int fd;
+    struct hd_source_rt *src;
+    struct hd_framer fr;
+    uint8_t *buf; /* bytes read and not yet done with: buf[0..len) */
+    size_t len, cap, maxcap;
+    int read_filled;     /* the last read filled the buffer: the peer sends fast */
+    int blocked;         /* waiting for queue space (retried by the loop) */
+    int eof;             /* peer closed its side; finish the buffer, then close */
+    int closing;         /* native: flush the replies, then close */
+    uint32_t events;     /* epoll interest currently registered (0 = none) */
+    msgpack_sbuffer out; /* native: replies not yet written */
+    size_t outoff;       /* bytes of out already written */
+    char peer[64];
+    struct hd_conn *prev, *next; /* lp->conns */
+};
+
+/* A connection accepted on fd for src, framing frames of up to max_record
+ * bytes: linked into lp->conns and counted, not yet in epoll. NULL when out
+ * of memory (the fd is then still the caller's). */
+struct hd_conn *hd_conn_new(struct hd_loop *lp, int fd, struct hd_source_rt *src,
+                            size_t max_record);
+/* Release c: leave epoll, close the socket, unlink, uncount, free. A
+ * subscription must have been detached (hd_sub_detach) before. */
+void hd_conn_free(struct hd_loop *lp, struct hd_conn *c);
+/* Register exactly the epoll interest the connection's state calls for.
+ * 0, or -1 (logged): close the connection. */
+int hd_conn_sync_events(struct hd_loop *lp, struct hd_conn *c);
+void hd_conn_set_blocked(struct hd_loop *lp, struct hd_conn *c, int blocked);
+/* Write pending replies, then sync the epoll interest. 0, or -1 when the
+ * connection is finished (a write failed, or it was closing and everything
+ * is written): close it. */
+int hd_conn_flush(struct hd_loop *lp, struct hd_conn *c);
+/* One read into the buffer, after growing it as far as allowed. Returns the
+ * bytes read (> 0), 0 at EOF or on a read error (logged at debug level),
+ * -EAGAIN when nothing is there, or -ENOMEM (logged; close the connection). */
+ssize_t hd_conn_read(struct hd_conn *c);
+/* The first n bytes of the buffer are done with. */
+void hd_conn_consume(struct hd_conn *c, size_t n);
+
+/* Reply bytes not yet written. */
+static inline size_t
+hd_conn_unsent(const struct hd_conn *c)
+{
+    return c->out.size - c->outoff;
+}
+
+#endif

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/* The listener thread's state: one per daemon, created by hd_loop_start()
+ * (loop.c) and passed by pointer to every module of the ingress loop, each
+ * of which uses only the ones listed before it:
+ *
+ *   conn.c       one client connection: its buffers, its socket reads and
+ *                writes, its epoll interest, its release
+ *   subscribe.c  native pull subscriptions: this thread consumes the queue
+ *   ingest.c     records -> queue: the when_full policy and drop_oldest
+ *   native.c     one native request frame -> its reply
+ *   loop.c       the epoll loop, accept, framing a connection's input,
+ *                closing connections, shutdown
+ *
+ * This header holds data only, so every one of them can include it without
+ * depending on loop.c. Only the listener thread touches the state (main
+ * creates it before the thread starts and frees it after the join), so
+ * nothing here needs a lock.
+ */
+#ifndef HOPPER_SRC_HOPPERD_LOOP_CTX_H
+#define HOPPER_SRC_HOPPERD_LOOP_CTX_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+#include "log.h"
+
+struct hd_daemon;
+struct hd_conn;
+struct hd_lsock;
+struct hd_subq;
+
+/* What an epoll event's data.ptr points at: the first member of each
+ * registered object. */
+enum hd_item_kind { HD_IT_WAKE, HD_IT_LISTEN, HD_IT_CONN };
+
+struct hd_item {
+    int kind; /* enum hd_item_kind */
+};
+
+struct hd_loop {
+    struct hd_daemon *d;
+    int epfd;
+    pthread_t thread;
+    int started;
+    struct hd_item wake;     /* d->wake_fd: main and the relays wake the loop */
+    struct hd_lsock *lsocks; /* one per source (loop.c) */
+    uint64_t resume_ms;      /* when paused listening sockets rejoin epoll (loop.c) */
+    size_t npaused;
+    struct hd_conn *conns; /* every open connection (conn.c links and unlinks) */
+    size_t nblocked;       /* connections waiting for queue space (conn.c) */
+    int stopping;          /* shutdown: read what is there, then close */
+    int give_up;           /* shutdown deadline passed: waiting records are dropped */
+    struct log_limit warn; /* one warning per second from this thread */
+    struct hd_subq *subqs; /* one per queue (subscribe.c) */
+    size_t nsubs;          /* attached subscribers */
+};
+
+/* May the listener thread log a warning now? (log_limit_ok) */
+static inline int
+hd_loop_warn_ok(struct hd_loop *lp)
+{
+    return log_limit_ok(&lp->warn, hd_now_ms(), "listener");
+}
+
+#endif
