@@ -33,6 +33,29 @@ pause_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+int
+e2e_wait_until(int (*pred)(void *), void *arg, int timeout_ms)
+{
+    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
+    while (e2e_now_ms() < deadline) {
+        if (pred(arg)) {
+            return 0;
+        }
+        pause_ms(5);
+    }
+    return -1;
+}
+
+int
+e2e_file_contains(void *arg)
+{
+    const struct e2e_grep *g = arg;
+    char *text = e2e_read_file(g->path, NULL);
+    int seen = text != NULL && strstr(text, g->needle) != NULL;
+    free(text);
+    return seen;
+}
+
 char *
 e2e_tmpdir(void)
 {
@@ -193,39 +216,46 @@ connect_port(int port)
     return fd;
 }
 
+static int
+port_accepts(void *arg)
+{
+    int fd = connect_port(*(const int *)arg);
+    if (fd < 0) {
+        return 0;
+    }
+    close(fd);
+    return 1;
+}
+
 int
 e2e_wait_port(int port, int timeout_ms)
 {
-    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
-    while (e2e_now_ms() < deadline) {
-        int fd = connect_port(port);
-        if (fd >= 0) {
-            close(fd);
-            return 0;
-        }
-        pause_ms(10);
-    }
-    return -1;
+    return e2e_wait_until(port_accepts, &port, timeout_ms);
+}
+
+struct reap {
+    pid_t pid;
+    int status;
+};
+
+static int
+reaped(void *arg)
+{
+    struct reap *r = arg;
+    return waitpid(r->pid, &r->status, WNOHANG) == r->pid;
 }
 
 int
 e2e_stop(pid_t pid, int sig, int timeout_ms)
 {
     kill(pid, sig);
-    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) {
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        if (e2e_now_ms() >= deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        pause_ms(5);
+    struct reap r = {pid, 0};
+    if (e2e_wait_until(reaped, &r, timeout_ms) < 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &r.status, 0);
+        return -1;
     }
+    return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : 128 + WTERMSIG(r.status);
 }
 
 int
@@ -253,21 +283,9 @@ e2e_send(int port, const void *data, size_t len)
     if (fd < 0) {
         return -1;
     }
-    const char *p = data;
-    while (len > 0) {
-        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
-        if (w <= 0) {
-            if (w < 0 && errno == EINTR) {
-                continue;
-            }
-            close(fd);
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
+    int rc = e2e_write_all(fd, data, len);
     close(fd);
-    return 0;
+    return rc;
 }
 
 double

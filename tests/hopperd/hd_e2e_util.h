@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Helpers for the hopperd integration tests: temp dirs, free ports, running
  * the real binary, a downstream TCP server thread, metrics scraping. Every
- * wait polls a condition against a deadline; nothing sleeps to synchronise.
- * Only PIDs these helpers started are ever signalled. */
+ * wait polls a condition against a deadline through e2e_wait_until();
+ * nothing sleeps to synchronise. Only PIDs these helpers started are ever
+ * signalled. */
 #ifndef HOPPER_TESTS_HOPPERD_HD_E2E_UTIL_H
 #define HOPPER_TESTS_HOPPERD_HD_E2E_UTIL_H
 
@@ -13,6 +14,16 @@
 #include <sys/types.h>
 
 uint64_t e2e_now_ms(void);
+/* Poll pred(arg) every few milliseconds until it returns non-zero (0) or
+ * timeout_ms passed without that (-1). The one bounded wait of the tests. */
+int e2e_wait_until(int (*pred)(void *), void *arg, int timeout_ms);
+/* Does the file at path contain `needle`? (a pred for e2e_wait_until:
+ * arg is a struct e2e_grep) */
+struct e2e_grep {
+    const char *path;
+    const char *needle;
+};
+int e2e_file_contains(void *arg);
 char *e2e_tmpdir(void);
 void e2e_rmtree(const char *path);
 /* A TCP port on 127.0.0.1 that was free a moment ago. */

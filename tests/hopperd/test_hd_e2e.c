@@ -24,6 +24,7 @@
 
 #include "hd_e2e_util.h"
 #include "proto.h"
+#include "wire.h"
 
 struct env {
     char *dir;
@@ -180,21 +181,44 @@ metric_q(struct env *e, const char *name)
     return e2e_metric(e->metrics_port, prefix);
 }
 
+/* A metric to wait for (a pred for e2e_wait_until). */
+struct metric_wait {
+    int port;
+    const char *prefix;
+    double want;
+    int at_least; /* 1: until >= want; 0: until == want */
+    double last;  /* the value last scraped */
+};
+
+static int
+metric_reached(void *arg)
+{
+    struct metric_wait *w = arg;
+    w->last = e2e_metric(w->port, w->prefix);
+    return w->at_least ? w->last >= w->want : w->last == w->want;
+}
+
+/* Wait until the sample `prefix` of metrics endpoint `port` is `want` (or,
+ * with at_least, at least that); 0, or -1 on timeout (*last: the value
+ * seen last). */
+static int
+wait_metric_port(int port, const char *prefix, double want, int at_least, int timeout_ms,
+                 double *last)
+{
+    struct metric_wait w = {port, prefix, want, at_least, -1};
+    int rc = e2e_wait_until(metric_reached, &w, timeout_ms);
+    *last = w.last;
+    return rc;
+}
+
 static void
 wait_metric_raw(struct env *e, const char *prefix, double want, int timeout_ms)
 {
-    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
-    double v = -1;
-    while (e2e_now_ms() < deadline) {
-        v = e2e_metric(e->metrics_port, prefix);
-        if (v == want) {
-            return;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
+    double v;
+    if (wait_metric_port(e->metrics_port, prefix, want, 0, timeout_ms, &v) < 0) {
+        dump_log(e);
+        fail_msg("metric %s is %.0f, wanted %.0f", prefix, v, want);
     }
-    dump_log(e);
-    fail_msg("metric %s is %.0f, wanted %.0f", prefix, v, want);
 }
 
 static void
@@ -215,43 +239,74 @@ count_lines(const char *p, size_t len)
     return n;
 }
 
+/* The file sink's output, once it has `want` lines (a pred). */
+struct file_wait {
+    const char *path;
+    size_t want;
+    size_t have;
+    char *data; /* set when reached; the caller frees */
+    size_t len;
+};
+
+static int
+file_has_lines(void *arg)
+{
+    struct file_wait *w = arg;
+    size_t len = 0;
+    char *data = e2e_read_file(w->path, &len);
+    if (data == NULL) {
+        return 0;
+    }
+    w->have = count_lines(data, len);
+    if (w->have < w->want) {
+        free(data);
+        return 0;
+    }
+    w->data = data;
+    w->len = len;
+    return 1;
+}
+
 static char *
 wait_file_lines(struct env *e, size_t want, int timeout_ms, size_t *lenp)
 {
-    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
-    size_t have = 0;
-    while (e2e_now_ms() < deadline) {
-        size_t len = 0;
-        char *data = e2e_read_file(e->out, &len);
-        if (data != NULL) {
-            have = count_lines(data, len);
-            if (have >= want) {
-                *lenp = len;
-                return data;
-            }
-            free(data);
-        }
-        struct timespec ts = {0, 20 * 1000000L};
-        nanosleep(&ts, NULL);
+    struct file_wait w = {e->out, want, 0, NULL, 0};
+    if (e2e_wait_until(file_has_lines, &w, timeout_ms) < 0) {
+        dump_log(e);
+        fail_msg("file sink has %zu lines, wanted %zu", w.have, want);
     }
-    dump_log(e);
-    fail_msg("file sink has %zu lines, wanted %zu", have, want);
-    return NULL;
+    *lenp = w.len;
+    return w.data;
+}
+
+struct downstream_wait {
+    struct e2e_downstream *ds;
+    size_t want;
+};
+
+static int
+downstream_has_lines(void *arg)
+{
+    struct downstream_wait *w = arg;
+    return e2e_downstream_lines(w->ds) >= w->want;
 }
 
 static void
 wait_downstream(struct env *e, struct e2e_downstream *ds, size_t want, int timeout_ms)
 {
-    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
-    while (e2e_now_ms() < deadline) {
-        if (e2e_downstream_lines(ds) >= want) {
-            return;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
+    struct downstream_wait w = {ds, want};
+    if (e2e_wait_until(downstream_has_lines, &w, timeout_ms) < 0) {
+        dump_log(e);
+        fail_msg("downstream has %zu lines, wanted %zu", e2e_downstream_lines(ds), want);
     }
-    dump_log(e);
-    fail_msg("downstream has %zu lines, wanted %zu", e2e_downstream_lines(ds), want);
+}
+
+/* Wait until hopperd's log contains `needle`. */
+static int
+wait_log(struct env *e, const char *needle, int timeout_ms)
+{
+    struct e2e_grep g = {e->log, needle};
+    return e2e_wait_until(e2e_file_contains, &g, timeout_ms);
 }
 
 /* ---- tests ---- */
@@ -473,10 +528,11 @@ test_garbage_and_oversized(void **state)
     data = wait_file_lines(e, 5, 10000, &len);
     assert_int_equal(e2e_check_sequence(data, len, 5), 0);
     free(data);
-    uint64_t deadline = e2e_now_ms() + 5000;
-    while (e2e_metric(e->metrics_port, "hopperd_source_bad_frames_total{source=\"octet\"}") != 1) {
-        assert_true(e2e_now_ms() < deadline);
-    }
+    double v;
+    assert_int_equal(wait_metric_port(e->metrics_port,
+                                      "hopperd_source_bad_frames_total{source=\"octet\"}", 1, 0,
+                                      5000, &v),
+                     0);
     /* hopperd carries on. */
     assert_int_equal(e2e_send(octet_port, "12 rec-00000005", 15), 0);
     data = wait_file_lines(e, 6, 10000, &len);
@@ -520,12 +576,11 @@ test_block_backpressure(void **state)
     b.buf = make_records(0, n, 100, &b.len);
     pthread_t t;
     pthread_create(&t, NULL, bulk_sender, &b);
-    uint64_t deadline = e2e_now_ms() + 20000;
-    while (metric_q(e, "hopperd_queue_full_rejections_total") < 1) {
-        if (e2e_now_ms() > deadline) {
-            dump_log(e);
-            fail_msg("queue never became full");
-        }
+    double full;
+    if (wait_metric_port(e->metrics_port, "hopperd_queue_full_rejections_total{queue=\"q\"}", 1,
+                         1, 20000, &full) < 0) {
+        dump_log(e);
+        fail_msg("queue never became full");
     }
     /* The budgets hold far fewer than n records: ingress cannot reach n
      * while the downstream is down, whatever the socket buffers absorb. */
@@ -554,6 +609,23 @@ test_block_backpressure(void **state)
     pthread_mutex_destroy(&ds.mu);
 }
 
+/* Every record either accepted or dropped as `full` (a pred). */
+struct counts_wait {
+    struct env *e;
+    double n;
+    double in, drop; /* last seen */
+};
+
+static int
+ingress_and_full_drops(void *arg)
+{
+    struct counts_wait *w = arg;
+    w->in = metric_q(w->e, "hopperd_ingress_records_total");
+    w->drop = e2e_metric(w->e->metrics_port,
+                         "hopperd_dropped_records_total{queue=\"q\",cause=\"full\"}");
+    return w->in >= 0 && w->drop > 0 && w->in + w->drop == w->n;
+}
+
 /* when_full = reject: overflow is dropped and counted, never blocks. */
 static void
 test_reject_counts(void **state)
@@ -571,18 +643,10 @@ test_reject_counts(void **state)
     char *buf = make_records(0, n, 100, &len);
     assert_int_equal(e2e_send(e->in_port, buf, len), 0);
     free(buf);
-    uint64_t deadline = e2e_now_ms() + 20000;
-    for (;;) {
-        double in = metric_q(e, "hopperd_ingress_records_total");
-        double drop = e2e_metric(e->metrics_port,
-                                 "hopperd_dropped_records_total{queue=\"q\",cause=\"full\"}");
-        if (in >= 0 && drop > 0 && in + drop == (double)n) {
-            break;
-        }
-        if (e2e_now_ms() > deadline) {
-            dump_log(e);
-            fail_msg("ingress %.0f + dropped %.0f != %ld", in, drop, n);
-        }
+    struct counts_wait w = {e, (double)n, -1, -1};
+    if (e2e_wait_until(ingress_and_full_drops, &w, 20000) < 0) {
+        dump_log(e);
+        fail_msg("ingress %.0f + dropped %.0f != %ld", w.in, w.drop, n);
     }
     stop_expect(e, SIGTERM, 0);
 }
@@ -594,24 +658,31 @@ test_reject_counts(void **state)
  * drop_oldest counter (records and bytes) and nothing else is lost. */
 /* Wait until drop_oldest counter + backlog == n, twice in a row with the
  * same counter; return the counter. */
+struct settled_wait {
+    struct env *e;
+    double n;
+    double d, b; /* last seen: drop_oldest counter, backlog */
+};
+
+static int
+drop_settled(void *arg)
+{
+    static const char name[] = "hopperd_dropped_records_total{queue=\"q\",cause=\"drop_oldest\"}";
+    struct settled_wait *w = arg;
+    w->d = e2e_metric(w->e->metrics_port, name);
+    w->b = metric_q(w->e, "hopperd_queue_backlog_records");
+    return w->d >= 0 && w->d + w->b == w->n && e2e_metric(w->e->metrics_port, name) == w->d;
+}
+
 static double
 wait_drop_settled(struct env *e, long n)
 {
-    static const char name[] = "hopperd_dropped_records_total{queue=\"q\",cause=\"drop_oldest\"}";
-    uint64_t deadline = e2e_now_ms() + 10000;
-    double d = -1, b = -1;
-    while (e2e_now_ms() < deadline) {
-        d = e2e_metric(e->metrics_port, name);
-        b = metric_q(e, "hopperd_queue_backlog_records");
-        if (d >= 0 && d + b == (double)n && e2e_metric(e->metrics_port, name) == d) {
-            return d;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
+    struct settled_wait w = {e, (double)n, -1, -1};
+    if (e2e_wait_until(drop_settled, &w, 10000) < 0) {
+        dump_log(e);
+        fail_msg("dropped %.0f + backlog %.0f != %ld", w.d, w.b, n);
     }
-    dump_log(e);
-    fail_msg("dropped %.0f + backlog %.0f != %ld", d, b, n);
-    return -1;
+    return w.d;
 }
 
 static void
@@ -734,6 +805,16 @@ test_drop_oldest_no_sink(void **state)
     assert_int_equal(next, n);
 }
 
+static int
+downstream_connected(void *arg)
+{
+    struct e2e_downstream *ds = arg;
+    pthread_mutex_lock(&ds->mu);
+    int conns = ds->connections;
+    pthread_mutex_unlock(&ds->mu);
+    return conns > 0;
+}
+
 /* SIGHUP: a new sink address applies; a broken config is rejected and the
  * daemon keeps running with the old one. */
 static void
@@ -758,38 +839,16 @@ test_reload(void **state)
     tcp_sink(e, sink, sizeof(sink), port_b);
     write_conf(e, "", "", sink);
     kill(e->pid, SIGHUP);
-    uint64_t deadline = e2e_now_ms() + 10000;
-    for (;;) {
-        pthread_mutex_lock(&b.mu);
-        int conns = b.connections;
-        pthread_mutex_unlock(&b.mu);
-        if (conns > 0) {
-            break;
-        }
-        if (e2e_now_ms() > deadline) {
-            dump_log(e);
-            fail_msg("sink did not move to the new address");
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
+    if (e2e_wait_until(downstream_connected, &b, 10000) < 0) {
+        dump_log(e);
+        fail_msg("sink did not move to the new address");
     }
     send_records(e, 100, 100);
     wait_downstream(e, &b, 100, 10000);
 
     e2e_write_file(e->conf, "[hopperd]\nlog_level = shouty\n");
     kill(e->pid, SIGHUP);
-    deadline = e2e_now_ms() + 10000;
-    for (;;) {
-        char *log = e2e_read_file(e->log, NULL);
-        int seen = log != NULL && strstr(log, "reload: rejected") != NULL;
-        free(log);
-        if (seen) {
-            break;
-        }
-        assert_true(e2e_now_ms() < deadline);
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    assert_int_equal(wait_log(e, "reload: rejected", 10000), 0);
     assert_int_equal(kill(e->pid, 0), 0);
     send_records(e, 200, 10);
     wait_downstream(e, &b, 110, 10000);
@@ -894,13 +953,12 @@ test_connection_limit(void **state)
         sin.sin_port = htons((uint16_t)e->in_port);
         assert_int_equal(connect(fds[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
     }
-    uint64_t deadline = e2e_now_ms() + 5000;
-    while (e2e_metric(e->metrics_port,
-                      "hopperd_source_connections_rejected_total{source=\"in\"}") != 2) {
-        if (e2e_now_ms() > deadline) {
-            dump_log(e);
-            fail_msg("connections not refused");
-        }
+    double refused;
+    if (wait_metric_port(e->metrics_port,
+                         "hopperd_source_connections_rejected_total{source=\"in\"}", 2, 0, 5000,
+                         &refused) < 0) {
+        dump_log(e);
+        fail_msg("connections not refused");
     }
     assert_true(e2e_metric(e->metrics_port, "hopperd_source_connections{source=\"in\"}") == 2);
     for (int i = 0; i < 4; i++) {
@@ -909,21 +967,30 @@ test_connection_limit(void **state)
     stop_expect(e, SIGTERM, 0);
 }
 
+struct dgram_wait {
+    int fd;
+    char *buf;
+    size_t len;
+};
+
+static int
+dgram_arrived(void *arg)
+{
+    struct dgram_wait *w = arg;
+    ssize_t r = recv(w->fd, w->buf, w->len - 1, MSG_DONTWAIT);
+    if (r <= 0) {
+        return 0;
+    }
+    w->buf[r] = '\0';
+    return 1;
+}
+
 /* Reads one datagram from fd within timeout_ms into buf. */
 static int
 recv_dgram(int fd, char *buf, size_t len, int timeout_ms)
 {
-    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
-    while (e2e_now_ms() < deadline) {
-        ssize_t r = recv(fd, buf, len - 1, MSG_DONTWAIT);
-        if (r > 0) {
-            buf[r] = '\0';
-            return 0;
-        }
-        struct timespec ts = {0, 5 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    return -1;
+    struct dgram_wait w = {fd, buf, len};
+    return e2e_wait_until(dgram_arrived, &w, timeout_ms);
 }
 
 /* sd_notify by hand: READY=1 once listening, STOPPING=1 on SIGTERM. */
@@ -975,17 +1042,14 @@ static size_t
 native_read(int fd, uint8_t *buf, size_t cap)
 {
     size_t have = 0;
-    uint32_t len = 0;
+    size_t size = 0;
     for (;;) {
-        if (have >= HD_PROTO_HDR) {
-            hd_proto_frame_len(buf, have, &len);
-            assert_true(HD_PROTO_HDR + len <= cap);
-            if (have >= HD_PROTO_HDR + len) {
-                memmove(buf, buf + HD_PROTO_HDR, len);
-                return len;
-            }
+        assert_int_equal(hd_wire_frame_size(buf, have, cap - HD_WIRE_HDR, &size), 0);
+        if (size > 0 && have >= size) {
+            memmove(buf, buf + HD_WIRE_HDR, size - HD_WIRE_HDR);
+            return size - HD_WIRE_HDR;
         }
-        ssize_t r = recv(fd, buf + have, HD_PROTO_HDR + (have >= HD_PROTO_HDR ? len : 0) - have, 0);
+        ssize_t r = recv(fd, buf + have, (size > 0 ? size : HD_WIRE_HDR) - have, 0);
         if (r == 0) {
             return 0;
         }
@@ -1129,10 +1193,11 @@ test_native_block(void **state)
     for (uint64_t id = 0; id < 80; id++) {
         native_send(fd, id, NULL, (long)id * 50, 50, 100);
     }
-    uint64_t deadline = e2e_now_ms() + 10000;
-    while (metric_q(e, "hopperd_queue_full_rejections_total") < 1) {
-        assert_true(e2e_now_ms() < deadline);
-    }
+    double full;
+    assert_int_equal(wait_metric_port(e->metrics_port,
+                                      "hopperd_queue_full_rejections_total{queue=\"q\"}", 1, 1,
+                                      10000, &full),
+                     0);
     struct e2e_downstream ds;
     memset(&ds, 0, sizeof(ds));
     pthread_mutex_init(&ds.mu, NULL);
@@ -1187,15 +1252,12 @@ test_native_chain(void **state)
     pid_t b = e2e_start(bconf, blog);
     assert_true(b > 0);
     assert_int_equal(e2e_wait_port(b_metrics, 10000), 0);
-    uint64_t deadline = e2e_now_ms() + 20000;
-    while (e2e_metric(b_metrics,
-                      "hopperd_source_native_rejections_total{source=\"in\",code=\"FULL\"}") < 1) {
-        if (e2e_now_ms() > deadline) {
-            dump_log(e);
-            fail_msg("B never answered FULL");
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
+    double full;
+    if (wait_metric_port(b_metrics,
+                         "hopperd_source_native_rejections_total{source=\"in\",code=\"FULL\"}", 1,
+                         1, 20000, &full) < 0) {
+        dump_log(e);
+        fail_msg("B never answered FULL");
     }
     struct e2e_downstream ds;
     memset(&ds, 0, sizeof(ds));
@@ -1272,6 +1334,12 @@ test_hopperctl(void **state)
     stop_expect(e, SIGTERM, 0);
 }
 
+static int
+first_record_sent(void *arg)
+{
+    return e2e_send(*(const int *)arg, "rec-00000000\n", 13) == 0;
+}
+
 /* Out of file descriptors: hopperd pauses accepting instead of spinning or
  * dying, and accepts again once descriptors are free. */
 static void
@@ -1295,29 +1363,15 @@ test_fd_exhaustion(void **state)
         sin.sin_port = htons((uint16_t)e->in_port);
         connect(fds[i], (struct sockaddr *)&sin, sizeof(sin));
     }
-    uint64_t deadline = e2e_now_ms() + 10000;
-    for (;;) {
-        char *log = e2e_read_file(e->log, NULL);
-        int seen = log != NULL && strstr(log, "pausing") != NULL;
-        free(log);
-        if (seen) {
-            break;
-        }
-        if (e2e_now_ms() > deadline) {
-            dump_log(e);
-            fail_msg("no EMFILE pause logged");
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
+    if (wait_log(e, "pausing", 10000) < 0) {
+        dump_log(e);
+        fail_msg("no EMFILE pause logged");
     }
     for (int i = 0; i < 60; i++) {
         close(fds[i]);
     }
     assert_int_equal(kill(e->pid, 0), 0);
-    deadline = e2e_now_ms() + 10000;
-    while (e2e_send(e->in_port, "rec-00000000\n", 13) != 0) {
-        assert_true(e2e_now_ms() < deadline);
-    }
+    assert_int_equal(e2e_wait_until(first_record_sent, &e->in_port, 10000), 0);
     size_t len;
     char *data = wait_file_lines(e, 1, 10000, &len);
     assert_true(e2e_check_sequence(data, len, 1) >= 0);
