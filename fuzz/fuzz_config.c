@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Target functions: hd_config_load_buffer hd_config_free hd_parse_size
  *                   hd_parse_duration hd_parse_addr hd_name_is_valid
- *                   (src/hopperd/config.c, over libinih)
+ *                   (src/hopperd/config.c over libinih; hd_parse_addr is
+ *                   in src/hopperd/netutil.c)
  * Property: arbitrary config text never crashes the loader; it returns 0
  * with a config or -1 without one; an error is a NUL-terminated
  * "fuzz.conf:LINE: message" whose LINE is within the text (only "out of
