@@ -103,6 +103,9 @@ hd_sub_detach(struct hd_loop *lp, struct hd_conn *c)
 static void
 release_items(struct hd_subq *sq, size_t k)
 {
+    if (k == 0) {
+        return; /* items may still be NULL */
+    }
     for (size_t i = 0; i < k; i++) {
         sq->bytes -= sq->items[i].len;
         free(sq->items[i].data);
