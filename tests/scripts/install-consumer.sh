@@ -3,7 +3,7 @@
 #
 # `cmake --install BUILD_DIR` into a temporary prefix, check that what a
 # producer and an operator need is there (headers, library, hopper.pc, the
-# CMake package; with the daemon: hopperd, hopperctl, the example
+# CMake package, man pages; with the daemon: hopperd, hopperctl, the example
 # configuration, the systemd unit), then build src/example/hopper_example.c
 # and a version check against the installed copy twice and run them:
 #   1. cc + `pkg-config --cflags --libs hopper` (with --static when only
@@ -48,10 +48,13 @@ expect=("$HOPPER_INCLUDEDIR/hopper.h" "$HOPPER_INCLUDEDIR/hopper_version.h"
         "$HOPPER_LIBDIR/pkgconfig/hopper.pc"
         "$HOPPER_LIBDIR/cmake/hopper/hopperConfig.cmake"
         "$HOPPER_LIBDIR/cmake/hopper/hopperConfigVersion.cmake"
-        "$HOPPER_LIBDIR/cmake/hopper/hopperTargets.cmake")
+        "$HOPPER_LIBDIR/cmake/hopper/hopperTargets.cmake"
+        "$HOPPER_MANDIR/man3/libhopper.3")
 if [ "$HOPPER_WITH_DAEMON" = ON ]; then
     expect+=("$HOPPER_SBINDIR/hopperd" "$HOPPER_BINDIR/hopperctl"
-             "$HOPPER_SYSCONFDIR/hopperd.conf.example" "$HOPPER_UNITDIR/hopperd.service")
+             "$HOPPER_MANDIR/man8/hopperd.8" "$HOPPER_MANDIR/man5/hopperd.conf.5"
+             "$HOPPER_MANDIR/man1/hopperctl.1" "$HOPPER_SYSCONFDIR/hopperd.conf.example"
+             "$HOPPER_UNITDIR/hopperd.service")
 fi
 for f in "${expect[@]}"; do
     [ -f "$prefix/$f" ] || { echo "missing: $f" >&2; find "$prefix" -type f >&2; exit 1; }
