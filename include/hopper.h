@@ -75,9 +75,9 @@ extern "C" {
 #define HOPPER_API
 #endif
 
-#define HOPPER_VERSION_MAJOR 0
-#define HOPPER_VERSION_MINOR 1
-#define HOPPER_VERSION_PATCH 0
+/* HOPPER_VERSION_MAJOR, _MINOR, _PATCH and _STRING: generated from the
+ * project version by CMake and installed beside this header. */
+#include "hopper_version.h"
 
 /** Library error codes, all negative and far from -errno values.
  *  Append-only: values are never renumbered. */
@@ -104,9 +104,10 @@ HOPPER_API const char *hopper_strerror(int err);
 /** Short symbolic name of a code ("EFULL", "ENOSPC", "OK"). Never NULL. */
 HOPPER_API const char *hopper_err_name(int err);
 
-/** Runtime version as (major << 16) | (minor << 8) | patch. */
+/** Runtime version as (major << 16) | (minor << 8) | patch; equal to the
+ *  HOPPER_VERSION_* macros of the hopper_version.h the library was built with. */
 HOPPER_API unsigned hopper_version(void);
-/** Runtime version as "major.minor.patch". Static string. */
+/** Runtime version as "major.minor.patch" (HOPPER_VERSION_STRING). Static string. */
 HOPPER_API const char *hopper_version_string(void);
 
 /** Fsync policies. */

@@ -2,15 +2,11 @@
 hopper_add_test(test_queue
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_queue.c
   LABELS unit TIMEOUT 120)
-if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_concurrency.c)
 hopper_add_test(test_concurrency
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_concurrency.c
   LABELS concurrency TIMEOUT 240)
-endif()
-if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_crash.c)
 hopper_add_test(test_crash
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crash.c
   LABELS crash TIMEOUT 240)
-endif()
 hopper_add_test(test_inspect SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_inspect.c LABELS unit
                 TIMEOUT 60)

@@ -66,13 +66,10 @@ hopper_version(void)
     return (HOPPER_VERSION_MAJOR << 16) | (HOPPER_VERSION_MINOR << 8) | HOPPER_VERSION_PATCH;
 }
 
-#define HP_STR2_(x) #x
-#define HP_STR_(x) HP_STR2_(x)
 const char *
 hopper_version_string(void)
 {
-    return HP_STR_(HOPPER_VERSION_MAJOR) "." HP_STR_(HOPPER_VERSION_MINOR) "." HP_STR_(
-        HOPPER_VERSION_PATCH);
+    return HOPPER_VERSION_STRING;
 }
 
 uint64_t
