@@ -62,6 +62,14 @@ open_dir(void **state)
     return dfd;
 }
 
+static void
+create_empty(int dirfd, const char *name)
+{
+    int fd = hp_fs_openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    hp_fs_close(fd);
+}
+
 static uint64_t
 size_of(int dirfd, const char *name)
 {
@@ -388,9 +396,7 @@ test_dir_each(void **state)
     int dfd = open_dir(state);
     static const char *files[] = {"a", "b", "c"};
     for (size_t i = 0; i < 3; i++) {
-        int fd = hp_fs_openat(dfd, files[i], O_WRONLY | O_CREAT | O_EXCL, 0600);
-        assert_true(fd >= 0);
-        hp_fs_close(fd);
+        create_empty(dfd, files[i]);
     }
     /* The caller's descriptor stays open and usable after a walk. */
     assert_int_equal(hp_fs_dir_each(dfd, collect, &c), 0);
@@ -487,9 +493,7 @@ static void
 test_discard_and_unlink(void **state)
 {
     int dfd = open_dir(state);
-    int fd = hp_fs_openat(dfd, "gone", O_WRONLY | O_CREAT | O_EXCL, 0600);
-    assert_true(fd >= 0);
-    hp_fs_close(fd);
+    create_empty(dfd, "gone");
     assert_int_equal(hp_fs_exists(dfd, "gone"), 0);
     /* The hook is not consulted by discard (best-effort cleanup). */
     arm("unlink", -EIO);

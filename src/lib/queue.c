@@ -36,7 +36,6 @@ hp_q_fail_locked(hopper_queue *q, int rc)
     pthread_cond_broadcast(&q->written);
 }
 
-
 /* ---- options ------------------------------------------------------------ */
 
 void

@@ -328,7 +328,6 @@ hp_q_recover(hopper_queue *q)
     return 0;
 }
 
-
 /* ---- close: save what only memory holds --------------------------------- */
 
 /* MEMORY mode: write what only memory holds, as frames of consecutive seqs.
