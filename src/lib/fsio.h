@@ -13,10 +13,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Fault injection (tests only). When set, each operation first calls the hook
- * with its name ("open", "write", "pwrite", "pread", "fsync", "rename",
- * "unlink", "ftruncate", "mkdir", "fsync_dir", "alloc"); a negative return is
- * used as that operation's result (the operation is not attempted). */
+/* Fault injection (tests only). When set, each hooked operation first calls
+ * the hook with its name ("open", "write", "pread", "fsync" (also for
+ * fdatasync), "rename", "unlink", "ftruncate", "mkdir", "fsync_dir"; queue.c
+ * adds "alloc" for the queue's allocation); a negative return is used as that
+ * operation's result (the operation is not attempted). */
 typedef int (*hp_fault_fn)(const char *op);
 extern hp_fault_fn hp_fault_hook;
 

@@ -29,8 +29,9 @@
  * Locking. `mu` is the only lock, so there is no lock order to keep; an
  * internal function takes or releases no lock unless its comment says so.
  * Condvars (all waited on with `mu`, all in predicate loops):
- *   not_empty  the consumer waits for records (signalled only while
- *              `reader_waiting`, see sender.c wake_reader)
+ *   not_empty  the consumer waits for records (senders signal it only while
+ *              `reader_waiting`, see sender.c wake_reader; broadcast after
+ *              each batch, on failure, shutdown and close)
  *   not_full   senders wait for budget (memory freed, D drained, segments
  *              reclaimed, a failure or shutdown)
  *   written    senders wait for their batch (MEMORY mode), for the writer
@@ -50,7 +51,7 @@
  *   [consumer]  only the one consumer thread (hopper_recv/ack/sync, and
  *               close once no other thread runs)
  *   immutable   set by hopper_open before the queue is shared
- * The counters c_* are atomics, read by stats without `mu`.
+ * The counters c_* are atomics read by stats without `mu`, but c_sent ([mu]).
  *
  * I/O and `mu`. Disk I/O runs without `mu` (the writer drops it to write, the
  * consumer to read a frame, ack to write the checkpoint and unlink), with one

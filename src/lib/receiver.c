@@ -28,6 +28,7 @@
 
 /* ---- staging and disk reads --------------------------------------------- */
 
+/* Close the reader's segment and forget its position. [consumer] */
 void
 hp_q_reader_reset(hp_reader *r)
 {
