@@ -10,7 +10,9 @@
  *           (group commit, writer.c), taking the writer role when it is free
  *           and helping with compression rounds meanwhile (compress.c)
  * State and locking: queue_int.h. Everything here runs under `mu` except the
- * argument checks and the clock read before the lock.
+ * argument checks, the waiter's condvar setup and the clock read before the
+ * lock, and the compression done for the writer (hp_q_help_compress drops
+ * `mu` for it).
  */
 #include "queue_int.h"
 
