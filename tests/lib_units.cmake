@@ -1,6 +1,13 @@
 # Unit tests of the library's internal modules and its failure handling
-# (crc32c, deque, record codec, segment scan, on-disk damage, fault injection).
+# (error strings, buffers, file I/O, crc32c, deque, record codec, segment scan,
+# on-disk damage, fault injection).
 # Included by tests/CMakeLists.txt; every test links hopper_internal.
+hopper_add_test(test_error SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_error.c
+                LABELS unit TIMEOUT 60)
+hopper_add_test(test_buf SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_buf.c
+                LABELS unit TIMEOUT 60)
+hopper_add_test(test_fsio SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_fsio.c
+                LABELS unit TIMEOUT 60)
 hopper_add_test(test_crc32c SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crc32c.c
                 LABELS unit TIMEOUT 60)
 hopper_add_test(test_deque SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_deque.c

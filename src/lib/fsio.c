@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* File I/O with EINTR and short-transfer handling, plus the fault hook. */
+/* File I/O with EINTR and short-transfer handling, plus the fault hook.
+ * Every file-system call of the library is made here (see fsio.h). */
 #include "fsio.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,6 +117,79 @@ hp_fs_ftruncate(int fd, uint64_t len)
     return rc < 0 ? -errno : 0;
 }
 
+int
+hp_fs_mkdir(const char *path, int mode)
+{
+    HP_GUARD(hp_fault("mkdir"));
+    return mkdir(path, (mode_t)mode) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+int
+hp_fs_fsync_dir(int dirfd)
+{
+    HP_GUARD(hp_fault("fsync_dir"));
+    return fsync(dirfd) < 0 ? -errno : 0;
+}
+
+void
+hp_fs_discard(int dirfd, const char *name)
+{
+    int saved = errno;
+    (void)unlinkat(dirfd, name, 0);
+    errno = saved;
+}
+
+int
+hp_fs_trylock(int fd, int exclusive)
+{
+    if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
+        return errno == EWOULDBLOCK ? HOPPER_ELOCKED : -errno;
+    }
+    return 0;
+}
+
+int
+hp_fs_size(int fd, uint64_t *size)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        return -errno;
+    }
+    *size = (uint64_t)sb.st_size;
+    return 0;
+}
+
+int
+hp_fs_exists(int dirfd, const char *name)
+{
+    return faccessat(dirfd, name, F_OK, 0) < 0 ? -errno : 0;
+}
+
+int
+hp_fs_dir_each(int dirfd, int (*fn)(void *ctx, const char *name), void *ctx)
+{
+    /* fdopendir takes the descriptor over: give it a copy. */
+    int dfd = dup(dirfd);
+    if (dfd < 0) {
+        return -errno;
+    }
+    DIR *d = fdopendir(dfd);
+    if (d == NULL) {
+        int rc = -errno;
+        close(dfd);
+        return rc;
+    }
+    int rc = 0;
+    struct dirent *de;
+    while (rc >= 0 && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            rc = fn(ctx, de->d_name);
+        }
+    }
+    closedir(d);
+    return rc < 0 ? rc : 0;
+}
+
 void
 hp_fs_close(int fd)
 {
@@ -131,7 +207,7 @@ hp_fs_atomic_write(int dirfd, const char *name, const void *p, size_t n)
     int len = snprintf(tmp, sizeof(tmp), "%s.tmp", name);
     HP_ENSURE(len > 0 && (size_t)len < sizeof(tmp), -ENAMETOOLONG);
     /* A stale temp file from a crash is ours to replace. */
-    (void)unlinkat(dirfd, tmp, 0);
+    hp_fs_discard(dirfd, tmp);
     int fd = hp_fs_openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
         return fd;
@@ -147,12 +223,8 @@ hp_fs_atomic_write(int dirfd, const char *name, const void *p, size_t n)
         rc = hp_fs_renameat(dirfd, tmp, name);
     }
     if (rc < 0) {
-        (void)unlinkat(dirfd, tmp, 0);
+        hp_fs_discard(dirfd, tmp);
         return rc;
     }
-    rc = hp_fault("fsync_dir");
-    if (rc == 0 && fsync(dirfd) < 0) {
-        rc = -errno;
-    }
-    return rc;
+    return hp_fs_fsync_dir(dirfd);
 }

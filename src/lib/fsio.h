@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* The only module that calls open/write/pread/fsync/rename/unlink. Every
- * function returns 0 (or a byte count) or -errno, retries EINTR and short
- * transfers, and consults the fault hook so tests can fail any call site. */
+/* The only module that makes file-system calls (open, write, pread, fsync,
+ * rename, unlink, ftruncate, mkdir, flock, fstat, readdir). Every function
+ * returns 0 (or a byte count) or -errno and retries EINTR and short transfers.
+ * The calls on the persistence path consult the fault hook so tests can fail
+ * any call site; the few that do not say so (best-effort cleanup, locking,
+ * sizing and listing were never hooked, and tests count the hooked calls). */
 #ifndef HOPPER_SRC_LIB_FSIO_H
 #define HOPPER_SRC_LIB_FSIO_H
 #include "internal.h"
@@ -10,10 +13,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Fault injection (tests only). When set, each operation first calls the hook
- * with its name ("open", "write", "pwrite", "pread", "fsync", "rename",
- * "unlink", "ftruncate", "mkdir", "fsync_dir", "alloc"); a negative return is
- * used as that operation's result (the operation is not attempted). */
+/* Fault injection (tests only). When set, each hooked operation first calls
+ * the hook with its name ("open", "write", "pread", "fsync" (also for
+ * fdatasync), "rename", "unlink", "ftruncate", "mkdir", "fsync_dir"; queue.c
+ * adds "alloc" for the queue's allocation); a negative return is used as that
+ * operation's result (the operation is not attempted). */
 typedef int (*hp_fault_fn)(const char *op);
 extern hp_fault_fn hp_fault_hook;
 
@@ -33,6 +37,26 @@ HP_MUST_USE int hp_fs_fsync(int fd);
 HP_MUST_USE int hp_fs_renameat(int dirfd, const char *from, const char *to);
 HP_MUST_USE int hp_fs_unlinkat(int dirfd, const char *name);
 HP_MUST_USE int hp_fs_ftruncate(int fd, uint64_t len);
+/* mkdir(path, mode); an existing directory is success. Hooked as "mkdir". */
+HP_MUST_USE int hp_fs_mkdir(const char *path, int mode);
+/* fsync a directory, making the renames, creations and unlinks in it
+ * durable (FORMAT.md §2, §4). Hooked as "fsync_dir". */
+HP_MUST_USE int hp_fs_fsync_dir(int dirfd);
+/* Remove dirfd/name if it is there, ignoring every error and preserving errno;
+ * not hooked. Only for leftovers whose removal is an optimisation: stale temp
+ * files, index files that the next open would ignore or rebuild. */
+void hp_fs_discard(int dirfd, const char *name);
+/* Non-blocking flock(2) on fd, exclusive or shared. Returns 0, HOPPER_ELOCKED
+ * when a conflicting lock is held (by any open file description, in this
+ * process or another), or -errno. Not hooked. */
+HP_MUST_USE int hp_fs_trylock(int fd, int exclusive);
+/* *size = the size of the open file fd. 0 or -errno. Not hooked. */
+HP_MUST_USE int hp_fs_size(int fd, uint64_t *size);
+/* 0 when dirfd/name exists, -errno (-ENOENT: it does not) otherwise. Not hooked. */
+HP_MUST_USE int hp_fs_exists(int dirfd, const char *name);
+/* Call fn for every entry name of the directory (but "." and ".."); a
+ * negative return stops the walk and is returned. 0 or -errno. Not hooked. */
+HP_MUST_USE int hp_fs_dir_each(int dirfd, int (*fn)(void *ctx, const char *name), void *ctx);
 /* Write `n` bytes to dirfd/name atomically: O_EXCL temp, write, fsync,
  * rename over name, fsync the directory (FORMAT.md §4). */
 HP_MUST_USE int hp_fs_atomic_write(int dirfd, const char *name, const void *p, size_t n);

@@ -18,9 +18,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 typedef struct in_run {
     uint64_t seg_id;
@@ -241,11 +238,13 @@ hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect
     }
     walk w = {.dirfd = dirfd, .max_raw = hp_frame_max_raw(256u << 20), .rep = rep};
     hp_ids ids = {0};
-    int lockfd = hp_fs_openat(dirfd, "LOCK", O_RDONLY, 0);
+    int lockfd = hp_fs_openat(dirfd, HP_LOCK_NAME, O_RDONLY, 0);
     int rc = 0;
-    if (lockfd >= 0 && flock(lockfd, LOCK_SH | LOCK_NB) < 0) {
-        rc = errno == EWOULDBLOCK ? HOPPER_ELOCKED : -errno;
-        goto out;
+    if (lockfd >= 0) {
+        rc = hp_fs_trylock(lockfd, 0);
+        if (rc < 0) {
+            goto out;
+        }
     }
     uint64_t read_next;
     rc = hp_ckpt_read(dirfd, &rep->ack_next, &read_next);
@@ -253,7 +252,7 @@ hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect
         goto out;
     }
     rep->checkpoint_ok = rc == 0;
-    rc = hp_dir_each(dirfd, collect_id, &ids);
+    rc = hp_fs_dir_each(dirfd, collect_id, &ids);
     hp_ids_sort(&ids);
     for (size_t i = 0; i < ids.n && rc == 0; i++) {
         rc = scan_segment(&w, ids.v[i], i + 1 == ids.n);

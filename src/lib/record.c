@@ -60,7 +60,7 @@ sample_compresses(hp_encoder *e, const uint8_t *raw)
 }
 
 /* Try to deflate raw into dst (capacity cap). Returns the compressed size, or
- * 0 when it does not fit in cap (not worth it) or zlib failed. */
+ * 0 when it does not fit in cap (not worth it) or libdeflate failed. */
 static size_t
 try_deflate(hp_encoder *e, const uint8_t *raw, size_t raw_len, uint8_t *dst, size_t cap)
 {

@@ -14,13 +14,10 @@
 #include "crc32c.h"
 #include "fsio.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define WINDOW_CHUNK (1u << 20)
 
@@ -93,11 +90,7 @@ hp_seg_header_decode(const uint8_t *p, size_t n, uint64_t *id, uint64_t *first_s
 int
 hp_seg_check_header(int fd, uint64_t id, uint64_t *size)
 {
-    struct stat sb;
-    if (fstat(fd, &sb) < 0) {
-        return -errno;
-    }
-    *size = (uint64_t)sb.st_size;
+    HP_GUARD(hp_fs_size(fd, size));
     uint8_t hdr[HP_SEG_HDR];
     ssize_t r = hp_fs_pread_full(fd, hdr, sizeof(hdr), 0);
     if (r < 0) {
@@ -117,7 +110,7 @@ hp_seg_create(int dirfd, uint64_t id, uint64_t first_seq, int *fd_out)
     *fd_out = -1;
     hp_seg_name(name, id);
     snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-    (void)unlinkat(dirfd, tmp, 0);
+    hp_fs_discard(dirfd, tmp);
     int fd = hp_fs_openat(dirfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND, 0600);
     if (fd < 0) {
         return fd;
@@ -132,15 +125,12 @@ hp_seg_create(int dirfd, uint64_t id, uint64_t first_seq, int *fd_out)
         rc = hp_fs_renameat(dirfd, tmp, name);
     }
     if (rc == 0) {
-        rc = hp_fault("fsync_dir");
-        if (rc == 0 && fsync(dirfd) < 0) {
-            rc = -errno;
-        }
+        rc = hp_fs_fsync_dir(dirfd);
         if (rc < 0) {
-            (void)unlinkat(dirfd, name, 0);
+            hp_fs_discard(dirfd, name);
         }
     } else {
-        (void)unlinkat(dirfd, tmp, 0);
+        hp_fs_discard(dirfd, tmp);
     }
     if (rc < 0) {
         hp_fs_close(fd);
@@ -440,32 +430,7 @@ hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next)
     return 0;
 }
 
-/* ---- directory listing ------------------------------------------------- */
-
-int
-hp_dir_each(int dirfd, int (*fn)(void *ctx, const char *name), void *ctx)
-{
-    /* fdopendir takes the descriptor over: give it a copy. */
-    int dfd = dup(dirfd);
-    if (dfd < 0) {
-        return -errno;
-    }
-    DIR *d = fdopendir(dfd);
-    if (d == NULL) {
-        int rc = -errno;
-        close(dfd);
-        return rc;
-    }
-    int rc = 0;
-    struct dirent *de;
-    while (rc >= 0 && (de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
-            rc = fn(ctx, de->d_name);
-        }
-    }
-    closedir(d);
-    return rc < 0 ? rc : 0;
-}
+/* ---- segment id lists ------------------------------------------------- */
 
 int
 hp_ids_push(hp_ids *a, uint64_t id)

@@ -117,6 +117,9 @@ HP_MUST_USE int hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t 
                               hp_segidx *x);
 void hp_idx_free(hp_segidx *x);
 
+/* The directory lock (FORMAT.md §1): an exclusive flock by the one opener. */
+#define HP_LOCK_NAME "LOCK"
+
 /* Checkpoint file (FORMAT.md §4). */
 #define HP_CKPT_NAME "checkpoint"
 #define HP_CKPT_MAGIC 0x504b4348u /* "HCKP" */
@@ -130,10 +133,6 @@ HP_MUST_USE int hp_ckpt_decode(const uint8_t *p, size_t n, uint64_t *ack_next,
 /* Read dirfd/checkpoint: 0 with the positions, 1 when there is no usable
  * checkpoint (missing or damaged: positions 0), < 0 on I/O errors. */
 HP_MUST_USE int hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next);
-
-/* Call fn for every entry name of the directory (but "." and ".."); a
- * negative return stops the walk and is returned. 0 or -errno. */
-HP_MUST_USE int hp_dir_each(int dirfd, int (*fn)(void *ctx, const char *name), void *ctx);
 
 /* A growable list of segment ids. */
 typedef struct hp_ids {

@@ -1,0 +1,510 @@
+/* SPDX-License-Identifier: MIT */
+/* The single consumer: hopper_recv (staging of records from memory and from
+ * disk, frame reads that skip damage), hopper_ack with the checkpoint and the
+ * reclaim of fully acknowledged segments, hopper_sync and hopper_shutdown.
+ * State and locking: queue_int.h.
+ *
+ * Staging. hopper_recv takes up to STAGE_MAX_RECORDS records under one lock
+ * (copies of memory records, or pointers into the decoded frame) and hands
+ * them out one per call without locking. Frame reads and segment opens run
+ * with `mu` dropped; the consumer's reader state is its own ([consumer]).
+ *
+ * Crash safety of reclaim: the checkpoint (ack position) is written
+ * tmp -> fsync -> rename -> fsync(dir) BEFORE any segment whose records are all
+ * acknowledged is unlinked; the directory is fsynced after the unlinks. A crash
+ * in between leaves a fully acknowledged segment that the next open deletes.
+ */
+#include "queue_int.h"
+
+#include "fsio.h"
+
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+/* The most records / bytes staged from memory under one lock. */
+#define STAGE_MAX_RECORDS 256u
+#define STAGE_MAX_BYTES (256u * 1024u)
+
+/* ---- staging and disk reads --------------------------------------------- */
+
+/* Close the reader's segment and forget its position. [consumer] */
+void
+hp_q_reader_reset(hp_reader *r)
+{
+    hp_fs_close(r->fd);
+    r->fd = -1;
+    r->seg_id = 0;
+    r->win.buf.len = 0;
+    r->win.off = 0;
+    r->left = 0;
+    r->positioned = 0;
+}
+
+/* Room for n staged records. 0 or -ENOMEM. [consumer] */
+static int
+stage_reserve(hp_reader *r, size_t n)
+{
+    if (n <= r->stage_cap) {
+        return 0;
+    }
+    struct hp_staged *ns = realloc(r->stage, n * sizeof(*ns));
+    if (ns == NULL) {
+        return -ENOMEM;
+    }
+    r->stage = ns;
+    r->stage_cap = n;
+    return 0;
+}
+
+/* Stage the undelivered records of the decoded frame. Returns the number
+ * staged. [consumer, mu] */
+static size_t
+stage_from_frame(hopper_queue *q)
+{
+    hp_reader *r = &q->rd;
+    r->stage_n = 0;
+    r->stage_i = 0;
+    if (r->left == 0 || stage_reserve(r, r->left) < 0) {
+        /* Out of memory for the stage: hand out one record at a time. */
+        if (r->left == 0 || stage_reserve(r, 1) < 0) {
+            return 0;
+        }
+    }
+    while (r->left > 0 && r->stage_n < r->stage_cap) {
+        const uint8_t *p;
+        size_t len;
+        if (hp_rec_next(r->raw.data, r->raw.len, &r->raw_pos, &p, &len) != 0) {
+            r->left = 0; /* decode checked the layout; cannot happen */
+            break;
+        }
+        uint64_t seq = r->rec_seq++;
+        r->left--;
+        if (seq < q->read_seq) {
+            continue; /* delivered before (or acknowledged) */
+        }
+        q->read_seq = seq + 1;
+        r->stage[r->stage_n++] = (struct hp_staged){.data = p, .len = len, .seq = seq};
+    }
+    return r->stage_n;
+}
+
+/* Stage visible memory records (copies: an acknowledgement may free the
+ * entries). Returns the number staged, or -ENOMEM. [consumer, mu] */
+static int
+stage_from_memory(hopper_queue *q)
+{
+    hp_reader *r = &q->rd;
+    r->stage_n = 0;
+    r->stage_i = 0;
+    r->sbuf.len = 0;
+    HP_GUARD(stage_reserve(r, STAGE_MAX_RECORDS));
+    /* First the extent (records visible, within the byte cap), then one
+     * reservation and one pass that copies and stages. */
+    size_t n = 0;
+    size_t bytes = 0;
+    while (q->mem_read + n < q->mem.count && n < STAGE_MAX_RECORDS) {
+        hp_entry *e = hp_deque_at(&q->mem, q->mem_read + n);
+        if (q->o.durability == HOPPER_DURABILITY_DISK && e->seq >= q->visible_next) {
+            break; /* not written yet */
+        }
+        if (n > 0 && bytes + e->len > STAGE_MAX_BYTES) {
+            break;
+        }
+        bytes += e->len;
+        n++;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    if (hp_buf_reserve(&r->sbuf, bytes) < 0) {
+        /* Short of memory: make progress one record at a time. */
+        n = 1;
+        bytes = hp_deque_at(&q->mem, q->mem_read)->len;
+        HP_GUARD(hp_buf_reserve(&r->sbuf, bytes));
+    }
+    uint8_t *out = r->sbuf.data;
+    for (size_t i = 0; i < n; i++) {
+        hp_entry *e = hp_deque_at(&q->mem, q->mem_read + i);
+        /* Empty records may leave sbuf without memory: never offset NULL. */
+        const uint8_t *data = out != NULL ? out : (const uint8_t *)"";
+        if (e->len > 0) {
+            memcpy(out, hp_entry_data(e), e->len);
+            out += e->len;
+        }
+        r->stage[i] = (struct hp_staged){.data = data, .len = e->len, .seq = e->seq};
+        if (e->seq >= q->read_seq) {
+            q->read_seq = e->seq + 1;
+        }
+    }
+    r->sbuf.len = bytes;
+    q->mem_read += n;
+    r->stage_n = n;
+    return (int)n;
+}
+
+/* Hand out the next staged record; it counts as delivered now. [consumer] */
+static int
+take_staged(hopper_queue *q, hopper_record *rec)
+{
+    hp_reader *r = &q->rd;
+    if (r->stage_i >= r->stage_n) {
+        return 0;
+    }
+    struct hp_staged *e = &r->stage[r->stage_i++];
+    rec->data = e->data;
+    rec->len = e->len;
+    rec->seq = e->seq;
+    r->caller_next = e->seq + 1;
+    atomic_fetch_add_explicit(&q->c_received, 1, memory_order_relaxed);
+    if (e->seq < q->redeliver_below) {
+        atomic_fetch_add_explicit(&q->c_redelivered, 1, memory_order_relaxed);
+    }
+    return 1;
+}
+
+/* The front run is fully read. [consumer, mu] */
+static void
+pop_run(hopper_queue *q)
+{
+    q->runs_head++;
+    q->rd.positioned = 0; /* the next run may start anywhere */
+    if (q->runs_head == q->runs.n) {
+        q->runs_head = 0;
+        q->runs.n = 0;
+    } else if (q->runs_head > 1024 && q->runs_head * 2 > q->runs.n) {
+        memmove(q->runs.v, q->runs.v + q->runs_head, hp_q_runs_live(q) * sizeof(*q->runs.v));
+        q->runs.n -= q->runs_head;
+        q->runs_head = 0;
+    }
+    if (!hp_q_d_active(q)) {
+        /* D drained: new records may go to memory again. */
+        pthread_cond_broadcast(&q->not_full);
+    }
+}
+
+/* Read (and decode) the next frame of the current run, which ends at `end`,
+ * skipping damage. [consumer, no mu] Returns 0 (maybe with nothing decoded
+ * when the rest of the run was damaged) or a transient error. */
+static int
+read_frame(hopper_queue *q, uint64_t end)
+{
+    hp_reader *r = &q->rd;
+    r->win.size = end;
+    hp_frame_hdr h;
+    int rc = hp_seg_frame_at(&r->win, r->next_off, q->max_raw, 0, &h);
+    if (rc == 0) {
+        const uint8_t *p;
+        size_t total = HP_FRAME_HDR + (size_t)h.stored_len;
+        size_t used;
+        rc = hp_win_get(&r->win, r->next_off, total, &p);
+        if (rc == 0) {
+            rc = hp_rec_decode(&r->dec, p, total, q->max_raw, &h, &r->raw, &used);
+        }
+        if (rc == 0) {
+            r->raw_pos = 0;
+            r->left = h.count;
+            r->rec_seq = h.first_seq;
+            r->next_off += used;
+            return 0;
+        }
+        if (rc == HOPPER_EVERSION) {
+            /* CRC-valid frame we cannot interpret: skip exactly this frame. */
+            atomic_fetch_add(&q->c_corrupt_frames, 1);
+            atomic_fetch_add(&q->c_corrupt_bytes, total);
+            r->next_off += total;
+            return 0;
+        }
+    }
+    if (rc != HOPPER_ECORRUPT && rc != HOPPER_ENEEDMORE) {
+        return rc; /* I/O or memory: retry later, skip nothing */
+    }
+    uint64_t found = end;
+    rc = hp_seg_resync(&r->win, r->next_off + 1, q->max_raw, &found, &h);
+    if (rc < 0) {
+        return rc;
+    }
+    if (rc == 1) {
+        found = end;
+    }
+    atomic_fetch_add(&q->c_corrupt_frames, 1);
+    atomic_fetch_add(&q->c_corrupt_bytes, found - r->next_off);
+    r->next_off = found;
+    return 0;
+}
+
+/* Open segment `id` for reading. [consumer, no mu] 0 or -errno. */
+static int
+reader_open_seg(hopper_queue *q, uint64_t id)
+{
+    hp_reader *r = &q->rd;
+    hp_q_reader_reset(r);
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_name(name, id);
+    int fd = hp_fs_openat(q->dirfd, name, O_RDONLY, 0);
+    if (fd < 0) {
+        return fd;
+    }
+    r->fd = fd;
+    r->seg_id = id;
+    r->win.read = hp_read_at_fd;
+    r->win.ctx = &r->fd;
+    return 0;
+}
+
+/* ---- hopper_recv -------------------------------------------------------- */
+
+int
+hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
+{
+    HP_ENSURE(q != NULL && rec != NULL, -EINVAL);
+    hp_reader *r = &q->rd;
+    if (!atomic_load_explicit(&q->failed_flag, memory_order_relaxed) && take_staged(q, rec)) {
+        return 0; /* taken under an earlier lock */
+    }
+    uint64_t deadline = 0;
+    int rc;
+    hp_mutex_lock(&q->mu);
+    for (;;) {
+        if (q->failed) {
+            rc = HOPPER_EFAILED;
+            goto unlock;
+        }
+        if (q->mem_read < q->mem.count) {
+            rc = stage_from_memory(q);
+            if (rc < 0) {
+                goto unlock;
+            }
+            if (rc > 0) {
+                goto delivered;
+            }
+            /* Memory precedes disk: wait for this entry to be written. */
+        } else if (stage_from_frame(q) > 0) {
+            goto delivered;
+        } else if (hp_q_runs_live(q) > 0) {
+            hp_run run = q->runs.v[q->runs_head];
+            if (run.last_seq < q->read_seq ||
+                (r->positioned && r->seg_id == run.seg_id && r->next_off >= run.end)) {
+                /* Delivered already (its segment may even be reclaimed), or
+                 * read to its end. */
+                pop_run(q);
+                continue;
+            }
+            if (!r->positioned || r->seg_id != run.seg_id || r->next_off < run.off) {
+                if (r->fd < 0 || r->seg_id != run.seg_id) {
+                    hp_mutex_unlock(&q->mu);
+                    rc = reader_open_seg(q, run.seg_id);
+                    hp_mutex_lock(&q->mu);
+                    if (rc == -ENOENT) {
+                        /* The file vanished under us: its records are lost. */
+                        atomic_fetch_add(&q->c_corrupt_frames, 1);
+                        pop_run(q);
+                        continue;
+                    }
+                    if (rc < 0) {
+                        goto unlock;
+                    }
+                }
+                r->next_off = run.off;
+                r->positioned = 1;
+            }
+            hp_mutex_unlock(&q->mu);
+            rc = read_frame(q, run.end);
+            hp_mutex_lock(&q->mu);
+            if (rc < 0) {
+                goto unlock;
+            }
+            continue;
+        } else if (q->pend.count > 0 && !q->writer_active &&
+                   q->enospc_until_ns <= hp_now_mono_ns()) {
+            hp_q_run_writer(q); /* write-behind records we want now */
+            continue;
+        } else if (q->shutdown && q->d_pending == 0) {
+            rc = HOPPER_ECLOSED;
+            goto unlock;
+        }
+        if (timeout_ms == 0 && !q->writer_active) {
+            rc = -EAGAIN;
+            goto unlock;
+        }
+        uint64_t until = hp_q_deadline(&deadline, timeout_ms);
+        if (q->pend.count > 0) {
+            until = hp_q_enospc_retry(q, until); /* the write-behind */
+        }
+        q->reader_waiting = 1;
+        int wrc = hp_cond_wait_until(&q->not_empty, &q->mu, until);
+        q->reader_waiting = 0;
+        if (wrc == -ETIMEDOUT && hp_now_mono_ns() >= deadline) {
+            rc = timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
+            goto unlock;
+        }
+    }
+delivered:
+    rc = 0;
+    take_staged(q, rec);
+unlock:
+    hp_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/* ---- checkpoint, acknowledge and reclaim -------------------------------- */
+
+/* FORMAT.md §4: written tmp -> fsync -> rename -> fsync(dir). */
+int
+hp_q_ckpt_write(hopper_queue *q, uint64_t ack_next, uint64_t read_next)
+{
+    uint8_t b[HP_CKPT_SIZE];
+    hp_ckpt_encode(b, ack_next, read_next);
+    return hp_fs_atomic_write(q->dirfd, HP_CKPT_NAME, b, sizeof(b));
+}
+
+int
+hopper_ack(hopper_queue *q, uint64_t seq)
+{
+    HP_ENSURE(q != NULL, -EINVAL);
+    uint64_t reclaim[64];
+    size_t nrec = 0;
+    hp_mutex_lock(&q->mu);
+    if (q->failed) {
+        hp_mutex_unlock(&q->mu);
+        return HOPPER_EFAILED;
+    }
+    /* Clamp to what the caller was given (staged records are not). */
+    uint64_t given = q->rd.caller_next;
+    uint64_t upto = seq == UINT64_MAX ? given : seq + 1;
+    if (upto > given) {
+        upto = given;
+    }
+    if (upto > q->ack_next) {
+        atomic_fetch_add(&q->c_acked, upto - q->ack_next);
+        q->ack_next = upto;
+        int freed = 0;
+        while (q->mem_read > 0 && hp_deque_at(&q->mem, 0)->seq < upto) {
+            q->mem_bytes -= hp_deque_at(&q->mem, 0)->len + HP_ENTRY_COST;
+            hp_deque_pop_front(&q->mem);
+            q->mem_read--;
+            freed = 1;
+        }
+        if (freed) {
+            pthread_cond_broadcast(&q->not_full);
+        }
+    }
+    for (size_t i = 0; i < q->segs.n && nrec < 64; i++) {
+        hp_seginfo *s = &q->segs.v[i];
+        if (s->id != q->active_id && s->max_seq <= q->ack_next) {
+            reclaim[nrec++] = s->id;
+        }
+    }
+    uint64_t ack_next = q->ack_next;
+    uint64_t read_next = hp_q_read_hwm(q);
+    hp_mutex_unlock(&q->mu);
+
+    uint64_t now = hp_now_mono_ns();
+    int due = ack_next != q->ckpt_ack &&
+              (nrec > 0 || now - q->ckpt_ns >= (uint64_t)q->o.checkpoint_interval_ms * 1000000u);
+    int rc = 0;
+    if (due) {
+        rc = hp_q_ckpt_write(q, ack_next, read_next);
+        if (rc < 0) {
+            goto fail;
+        }
+        q->ckpt_ack = ack_next;
+        q->ckpt_ns = now;
+    }
+    if (nrec == 0 || q->ckpt_ack < ack_next) {
+        return 0;
+    }
+    /* Checkpoint durable first, then unlink, then fsync the directory. */
+    for (size_t i = 0; i < nrec; i++) {
+        char name[HP_SEG_NAME_MAX];
+        hp_seg_name(name, reclaim[i]);
+        if (q->rd.seg_id == reclaim[i]) {
+            hp_q_reader_reset(&q->rd);
+        }
+        rc = hp_fs_unlinkat(q->dirfd, name);
+        if (rc < 0 && rc != -ENOENT) {
+            goto fail;
+        }
+        hp_seg_idx_name(name, reclaim[i]);
+        rc = hp_fs_unlinkat(q->dirfd, name);
+        if (rc < 0 && rc != -ENOENT) {
+            goto fail;
+        }
+    }
+    rc = hp_fs_fsync_dir(q->dirfd);
+    if (rc < 0) {
+        goto fail;
+    }
+    hp_mutex_lock(&q->mu);
+    for (size_t i = 0; i < nrec; i++) {
+        for (size_t j = 0; j < q->segs.n; j++) {
+            if (q->segs.v[j].id == reclaim[i]) {
+                q->disk_bytes -= q->segs.v[j].bytes;
+                memmove(&q->segs.v[j], &q->segs.v[j + 1],
+                        (q->segs.n - j - 1) * sizeof(*q->segs.v));
+                q->segs.n--;
+                break;
+            }
+        }
+    }
+    q->enospc_until_ns = 0;
+    pthread_cond_broadcast(&q->not_full);
+    hp_mutex_unlock(&q->mu);
+    return 0;
+fail:
+    hp_mutex_lock(&q->mu);
+    hp_q_fail_locked(q, rc);
+    hp_mutex_unlock(&q->mu);
+    return HOPPER_EFAILED;
+}
+
+int
+hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_ms)
+{
+    int rc = hopper_recv(q, rec, timeout_ms);
+    if (rc < 0) {
+        return rc;
+    }
+    return hopper_ack(q, rec->seq);
+}
+
+int
+hopper_sync(hopper_queue *q)
+{
+    HP_ENSURE(q != NULL, -EINVAL);
+    hp_mutex_lock(&q->mu);
+    int failed = q->failed;
+    uint64_t ack_next = q->ack_next;
+    uint64_t read_next = hp_q_read_hwm(q);
+    hp_mutex_unlock(&q->mu);
+    if (failed) {
+        return HOPPER_EFAILED;
+    }
+    if (ack_next == q->ckpt_ack) {
+        return 0;
+    }
+    int rc = hp_q_ckpt_write(q, ack_next, read_next);
+    if (rc < 0) {
+        hp_mutex_lock(&q->mu);
+        hp_q_fail_locked(q, rc);
+        hp_mutex_unlock(&q->mu);
+        return HOPPER_EFAILED;
+    }
+    q->ckpt_ack = ack_next;
+    q->ckpt_ns = hp_now_mono_ns();
+    return 0;
+}
+
+void
+hopper_shutdown(hopper_queue *q)
+{
+    if (q == NULL) {
+        return;
+    }
+    hp_mutex_lock(&q->mu);
+    q->shutdown = 1;
+    pthread_cond_broadcast(&q->not_empty);
+    pthread_cond_broadcast(&q->not_full);
+    pthread_cond_broadcast(&q->written);
+    hp_mutex_unlock(&q->mu);
+}

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/* Senders: hopper_send / hopper_send_batch. Admission (memory and disk
+ * budgets, the ENOSPC back-off), placement of the records in memory (M) and
+ * in the pending batch (D, or every record in DISK mode), then the wait that
+ * the durability mode asks for:
+ *   MEMORY  accepted once placed; spilled records are written behind by a
+ *           sender once a frame's worth is pending, or by the consumer when
+ *           it wants them; write-behind is bounded to one compression round
+ *   DISK    the sender parks on its own condvar until its batch is written
+ *           (group commit, writer.c), taking the writer role when it is free
+ *           and helping with compression rounds meanwhile (compress.c)
+ * State and locking: queue_int.h. Everything here runs under `mu` except the
+ * argument checks, the waiter's condvar setup and the clock read before the
+ * lock, and the compression done for the writer (hp_q_help_compress drops
+ * `mu` for it).
+ */
+#include "queue_int.h"
+
+#include <stdatomic.h>
+
+/* Wake the consumer if it sleeps: a signal nobody waits for still costs. [mu] */
+static void
+wake_reader(hopper_queue *q)
+{
+    if (q->reader_waiting) {
+        pthread_cond_signal(&q->not_empty);
+    }
+}
+
+/* Can the batch be admitted now? 0 yes, HOPPER_EFULL not now, HOPPER_ETOOBIG
+ * never. Also reports how many leading records go to memory. [mu] */
+static int
+admit(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t *to_mem)
+{
+    uint64_t mem_add = 0;
+    size_t k = 0;
+    if (!hp_q_d_active(q)) {
+        while (k < n && q->mem_bytes + mem_add + recs[k].len + HP_ENTRY_COST <= q->o.memory_bytes) {
+            mem_add += recs[k].len + HP_ENTRY_COST;
+            k++;
+        }
+    }
+    uint64_t disk_raw = 0;
+    uint64_t all_raw = 0;
+    for (size_t i = 0; i < n; i++) {
+        all_raw += recs[i].len + HP_REC_PREFIX;
+        if (i >= k) {
+            disk_raw += recs[i].len + HP_REC_PREFIX;
+        }
+    }
+    int disk_mode = q->o.durability == HOPPER_DURABILITY_DISK;
+    uint64_t new_pend = q->pend.raw.len + (disk_mode ? all_raw : disk_raw);
+    /* MEMORY mode keeps room on disk for what is in memory, so that close can
+     * always save it (see hopper.h, durability). */
+    /* (The charge per record, HP_ENTRY_COST, exceeds its 4-byte prefix.) */
+    uint64_t mem_raw = disk_mode ? 0 : q->mem_bytes + mem_add;
+    uint64_t base = q->disk_bytes + q->inflight_reserve;
+    /* hp_q_reserve_for(x) <= 2x + 1 KiB (frames >= 1 KiB, segments >= 4 KiB):
+     * when even that fits, skip its divisions (the in-memory fast path). */
+    int surely_fits = base < q->o.disk_bytes &&
+                      2 * (new_pend + mem_raw) + 2048 <= q->o.disk_bytes - base;
+    if (!surely_fits) {
+        /* Would it fit an empty queue? If not, it never will. */
+        if (HP_CKPT_SIZE + hp_q_reserve_for(q, all_raw) > q->o.disk_bytes) {
+            return HOPPER_ETOOBIG;
+        }
+        if (base + hp_q_reserve_for(q, new_pend) + hp_q_reserve_for(q, mem_raw) > q->o.disk_bytes) {
+            return HOPPER_EFULL;
+        }
+    }
+    if ((disk_mode || k < n) && q->enospc_until_ns > hp_now_mono_ns()) {
+        return HOPPER_EFULL;
+    }
+    *to_mem = k;
+    return 0;
+}
+
+static int
+place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64_t ts)
+{
+    int disk_mode = q->o.durability == HOPPER_DURABILITY_DISK;
+    size_t mem_before = q->mem.count;
+    size_t raw_before = q->pend.raw.len;
+    uint32_t count_before = q->pend.count;
+    uint64_t d_before = q->pend.d_count;
+    uint64_t seq0 = q->next_seq;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = seq0 + i;
+        uint32_t len = (uint32_t)recs[i].len;
+        if (i < to_mem) {
+            rc = hp_deque_push(&q->mem, seq, ts, recs[i].data, len);
+            if (rc < 0) {
+                break;
+            }
+            q->mem_bytes += len + HP_ENTRY_COST;
+        }
+        if (i >= to_mem || disk_mode) {
+            uint8_t pre[HP_REC_PREFIX];
+            hp_put_u32(pre, len);
+            if (q->pend.count == 0) {
+                q->pend.first_seq = seq;
+                q->pend.ts_ms = ts;
+            }
+            rc = hp_buf_append(&q->pend.raw, pre, sizeof(pre));
+            if (rc == 0) {
+                rc = hp_buf_append(&q->pend.raw, recs[i].data, len);
+            }
+            if (rc < 0) {
+                break;
+            }
+            q->pend.count++;
+            if (i >= to_mem) {
+                q->pend.d_count++;
+            }
+        }
+    }
+    if (rc < 0) {
+        while (q->mem.count > mem_before) {
+            q->mem_bytes -= hp_deque_at(&q->mem, q->mem.count - 1)->len + HP_ENTRY_COST;
+            hp_deque_pop_back(&q->mem);
+        }
+        q->pend.raw.len = raw_before;
+        q->pend.count = count_before;
+        q->pend.d_count = d_before;
+        return rc;
+    }
+    q->d_pending += q->pend.d_count - d_before;
+    q->next_seq = seq0 + n;
+    return 0;
+}
+
+/* Group commit with synchronous senders (fsync=always). Each sender has one
+ * batch in flight, so without care the senders split into two groups taking
+ * turns: while one group's commit is synced, the other fills the next batch,
+ * and the group just released arrives too late for it (each commit carries
+ * about half of them). So when a commit ends, the next one waits until as
+ * many senders are pending as took part in the last two batches
+ * (`linger_target`), but never past `linger_until` (half the last fdatasync
+ * time, at most LINGER_MAX_NS). Returns 1 after waiting (the caller looks
+ * again), 0 when the commit should start now. [mu] */
+static int
+commit_linger(hopper_queue *q, hp_waiter *w)
+{
+    if (q->pend.nwaiters >= q->linger_target || q->failed || q->shutdown) {
+        return 0;
+    }
+    if (hp_now_mono_ns() >= q->linger_until) {
+        return 0;
+    }
+    (void)hp_cond_wait_until(&w->cv, &q->mu, q->linger_until);
+    return 1;
+}
+
+int
+hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeout_ms)
+{
+    HP_ENSURE(q != NULL && (recs != NULL || n == 0), -EINVAL);
+    if (n == 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        HP_ENSURE(recs[i].data != NULL || recs[i].len == 0, -EINVAL);
+        HP_ENSURE(recs[i].len <= q->o.max_record_bytes, HOPPER_ETOOBIG);
+    }
+    uint64_t deadline = 0;
+    hp_waiter w = {0};
+    int has_cv = q->o.durability == HOPPER_DURABILITY_DISK;
+    if (has_cv) {
+        HP_GUARD(hp_cond_init(&w.cv));
+    }
+    int rc;
+    size_t to_mem = 0;
+    /* Read the clock before the lock: senders contend for mu, so what runs
+     * under it must be short. */
+    uint64_t ts = hp_now_wall_ms();
+    hp_mutex_lock(&q->mu);
+    for (;;) {
+        if (q->failed) {
+            rc = HOPPER_EFAILED;
+            goto unlock;
+        }
+        if (q->shutdown) {
+            rc = HOPPER_ECLOSED;
+            goto unlock;
+        }
+        rc = admit(q, recs, n, &to_mem);
+        if (rc == 0) {
+            break;
+        }
+        if (rc == HOPPER_ETOOBIG) {
+            goto unlock;
+        }
+        if (timeout_ms == 0) {
+            atomic_fetch_add(&q->c_full, 1);
+            goto unlock;
+        }
+        uint64_t until = hp_q_enospc_retry(q, hp_q_deadline(&deadline, timeout_ms));
+        if (hp_cond_wait_until(&q->not_full, &q->mu, until) == -ETIMEDOUT &&
+            hp_now_mono_ns() >= deadline) {
+            atomic_fetch_add(&q->c_full, 1);
+            rc = HOPPER_EFULL;
+            goto unlock;
+        }
+        ts = hp_now_wall_ms(); /* the record is accepted after the wait */
+    }
+    uint32_t pend_before = q->pend.count;
+    rc = place(q, recs, n, to_mem, ts);
+    if (rc < 0) {
+        goto unlock;
+    }
+    q->c_sent += n;
+    if (to_mem > 0) {
+        wake_reader(q);
+    }
+    if (q->pend.count == pend_before) {
+        goto unlock; /* memory only: accepted */
+    }
+    if (q->o.durability == HOPPER_DURABILITY_MEMORY) {
+        /* Spilled records are written behind, a frame at a time: by a sender
+         * once a frame's worth is pending, or by the consumer as soon as it
+         * wants them (never stranded). */
+        wake_reader(q);
+        /* Bounded write-behind: while a writer is busy, at most one round's
+         * worth (HP_ENC_SLOTS frames) may wait; past that, senders help the
+         * writer compress or wait for it (memory stays bounded, and the
+         * sender takes its turn at writing). */
+        while (q->pend.raw.len >= HP_ENC_SLOTS * q->frame_target && q->writer_active &&
+               !q->failed) {
+            if (!hp_q_help_compress(q)) {
+                hp_cond_wait(&q->written, &q->mu);
+            }
+        }
+        if (q->pend.raw.len >= q->frame_target && !q->writer_active && !q->failed &&
+            q->enospc_until_ns <= hp_now_mono_ns()) {
+            hp_q_run_writer(q);
+        }
+        rc = 0;
+        goto unlock;
+    }
+    w.next = q->pend.waiters;
+    q->pend.waiters = &w;
+    q->pend.nwaiters++;
+    /* When the linger target is met now, this sender starts the commit
+     * itself (below); the lingering ones wait on. */
+    while (!w.done) {
+        /* Our batch is still pending if we are on its list; take the writer
+         * role when it is free. */
+        int mine_pending = 0;
+        for (hp_waiter *p = q->pend.waiters; p != NULL; p = p->next) {
+            if (p == &w) {
+                mine_pending = 1;
+                break;
+            }
+        }
+        if (mine_pending && !q->writer_active) {
+            if (!commit_linger(q, &w)) {
+                q->linger_target = 0;
+                hp_q_run_writer(q);
+            }
+            continue;
+        }
+        if (!hp_q_help_compress(q)) {
+            hp_cond_wait(&w.cv, &q->mu);
+        }
+    }
+    rc = w.rc;
+unlock:
+    hp_mutex_unlock(&q->mu);
+    if (has_cv) {
+        pthread_cond_destroy(&w.cv);
+    }
+    return rc;
+}
+
+int
+hopper_send(hopper_queue *q, const void *data, size_t len, int timeout_ms)
+{
+    hopper_iovec v = {.data = data, .len = len};
+    return hopper_send_batch(q, &v, 1, timeout_ms);
+}
