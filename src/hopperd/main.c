@@ -2,8 +2,9 @@
 /* hopperd: the spooling relay daemon. This file only sequences startup,
  * reload and shutdown (STYLE.md §16); each concern lives in its own file.
  *
- * Startup: config -> log_init -> block signals (before any thread) ->
- * hopper_open every queue (recovery runs here) -> bind sources and the
+ * Startup: block signals (first of all, so that a SIGHUP or SIGTERM sent
+ * while the process starts is held for the signal thread instead of killing
+ * it) -> config -> log_init -> hopper_open every queue (recovery runs here) -> bind sources and the
  * metrics endpoint -> start relays, listener, metrics, signal thread ->
  * READY=1 -> wait for requests.
  * Shutdown: STOPPING=1 -> stop the listener (it reads what clients already
@@ -270,6 +271,13 @@ reload(struct hd_daemon *d, const char *path, int debug, int verbose)
 int
 main(int argc, char **argv)
 {
+    /* Before anything else: until the sigwait thread runs, a blocked signal
+     * stays pending; with the default action a SIGHUP would kill us. */
+    int rc = hd_signals_block();
+    if (rc < 0) {
+        fprintf(stderr, "hopperd: blocking signals: %s\n", strerror(-rc));
+        return 1;
+    }
     const char *file = HOPPERD_DEFAULT_CONF;
     int check = 0, debug = 0, verbose = 0;
     int ch;
@@ -316,10 +324,6 @@ main(int argc, char **argv)
     }
 
     log_init(effective_level(cfg->log_level, debug, verbose), getenv("JOURNAL_STREAM") == NULL);
-    int rc = hd_signals_block();
-    if (rc < 0) {
-        fatalx("main: blocking signals: %s", strerror(-rc));
-    }
 
     struct hd_daemon d;
     rc = daemon_setup(&d, cfg);
