@@ -732,6 +732,34 @@ require(struct loader *ld, const struct hd_section *sec, int kind, const char *k
     }
 }
 
+/* Nothing configured is a mistake, not a daemon that runs idle (and
+ * creates state_dir): at least one queue, and each one fed by a source or
+ * consumed by a sink. A queue with a sink and no source still drains what
+ * an earlier run spooled; one with a source and no sink is read by native
+ * subscribers or offline (hopperctl dump). */
+static void
+check_every_queue_used(struct loader *ld)
+{
+    const struct hd_config *cfg = ld->cfg;
+    if (cfg->nqueues == 0) {
+        ld_error(ld, 0, "no queue configured (a [queue NAME] with a [source] or [sink] using it)");
+        return;
+    }
+    for (size_t i = 0; i < cfg->nqueues; i++) {
+        int used = 0;
+        for (size_t j = 0; j < cfg->nsources && !used; j++) {
+            used = cfg->sources[j].queue_index == (int)i;
+        }
+        for (size_t j = 0; j < cfg->nsinks && !used; j++) {
+            used = cfg->sinks[j].queue_index == (int)i;
+        }
+        if (!used) {
+            ld_error(ld, cfg->queues[i].s.line,
+                     "[queue %s]: no source writes to it and no sink reads it", cfg->queues[i].s.name);
+        }
+    }
+}
+
 static void
 validate(struct loader *ld)
 {
@@ -807,6 +835,9 @@ validate(struct loader *ld)
                          k->s.name, k->queue, cfg->sinks[j].s.name);
             }
         }
+    }
+    if (!ld->failed) {
+        check_every_queue_used(ld);
     }
 }
 

@@ -376,7 +376,8 @@ test_names(void **state)
 }
 
 #define BASE_Q "[queue q]\n"
-#define BASE_SRC "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q\n"
+#define BASE_SRC_KEYS "type = tcp\nlisten = 127.0.0.1:1\nqueue = q\n"
+#define BASE_SRC "[source s]\n" BASE_SRC_KEYS
 
 static void
 test_errors_with_lines(void **state)
@@ -477,14 +478,15 @@ static void
 test_line_too_long(void **state)
 {
     (void)state;
-    char text[2048];
+    char text[2304];
     char path[1000];
     memset(path, 'p', sizeof(path) - 1);
     path[sizeof(path) - 1] = '\0';
     snprintf(text, sizeof(text), "[hopperd]\nstate_dir = /%s\n", path);
     expect_error(text, "test.conf:2: line too long");
     /* A long comment is fine: it is stripped before the length check. */
-    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = /x # %s\n# %s\n", path, path);
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = /x # %s\n# %s\n" BASE_Q BASE_SRC, path,
+             path);
     struct hd_config *cfg = load_ok(text);
     assert_string_equal(cfg->state_dir, "/x");
     hd_config_free(cfg);
@@ -502,7 +504,8 @@ test_comments_ok(void **state)
                                     "metrics_listen = 127.0.0.1:1\t# tab then hash\n"
                                     "shutdown_timeout = 5s\r\n"
                                     "[queue q] ; x\n"
-                                    "memory_bytes = 64KiB #\n");
+                                    "memory_bytes = 64KiB #\n"
+                                    "[source s] # x\n" BASE_SRC_KEYS);
     assert_string_equal(cfg->state_dir, "/a#b");
     assert_int_equal(cfg->log_level, HD_LOG_WARN);
     assert_string_equal(cfg->metrics_listen, "127.0.0.1:1");
@@ -527,12 +530,32 @@ static void
 test_empty_and_garbage(void **state)
 {
     (void)state;
-    struct hd_config *cfg = load_ok("");
-    assert_int_equal(cfg->nqueues, 0);
-    hd_config_free(cfg);
+    struct hd_config *cfg = NULL;
     static const char bin[] = "[hopperd]\nstate_dir = /a\0b\n\xff\xfe = 1\n";
     char err[HD_ERR_LEN];
     assert_int_equal(hd_config_load_buffer("t", bin, sizeof(bin) - 1, &cfg, err, sizeof(err)), -1);
+}
+
+/* Issue 11, item 6: a config that configures nothing is an error, not a
+ * daemon that runs idle and creates /var/lib/hopperd; so is a queue that
+ * nothing writes to and nothing reads. */
+static void
+test_nothing_configured(void **state)
+{
+    (void)state;
+    expect_error("", "test.conf: no queue configured");
+    expect_error("# only a comment\n\n", "test.conf: no queue configured");
+    expect_error("[hopperd]\nstate_dir = /tmp/x\nlog_level = debug\n",
+                 "test.conf: no queue configured");
+    expect_error("[queue q]\n", "test.conf:1: [queue q]: no source writes to it and no sink reads it");
+    expect_error(BASE_Q BASE_SRC "[queue lonely]\nmemory_bytes = 64KiB\n",
+                 "test.conf:6: [queue lonely]: no source writes to it and no sink reads it");
+    /* A source alone (read by subscribers or offline) or a sink alone
+     * (draining what an earlier run spooled) is enough. */
+    struct hd_config *cfg = load_ok(BASE_Q BASE_SRC);
+    hd_config_free(cfg);
+    cfg = load_ok(BASE_Q "[sink k]\ntype = file\npath = /tmp/out\nqueue = q\n");
+    hd_config_free(cfg);
 }
 
 static void
@@ -560,10 +583,11 @@ test_diff(void **state)
     free(t);
     /* Sections added count too. */
     size_t n = strlen(example_conf);
-    char *t2 = malloc(n + 64);
-    snprintf(t2, n + 64, "%s[queue more]\n", example_conf);
+    char *t2 = malloc(n + 128);
+    snprintf(t2, n + 128, "%s[queue more]\n[sink more]\ntype = file\npath = /o\nqueue = more\n",
+             example_conf);
     b = load_ok(t2);
-    assert_int_equal(hd_config_diff(a, b, what, sizeof(what)), 1);
+    assert_int_equal(hd_config_diff(a, b, what, sizeof(what)), 2);
     assert_string_equal(what, "[queue more] was added");
     hd_config_free(b);
     free(t2);
@@ -589,6 +613,7 @@ main(void)
         cmocka_unit_test(test_comments_ok),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_empty_and_garbage),
+        cmocka_unit_test(test_nothing_configured),
         cmocka_unit_test(test_diff),
     };
     return cmocka_run_group_tests_name("hopperd_config", tests, NULL, NULL);

@@ -359,6 +359,60 @@ test_check_config(void **state)
     assert_non_null(strstr(out, "/nonexistent/h.conf"));
 }
 
+/* `hopperd -n -f path` on `text`: the exit status, output in out. */
+static int
+check_text(struct env *e, const char *text, char *out, size_t outlen)
+{
+    char path[700];
+    snprintf(path, sizeof(path), "%s/check.conf", e->dir);
+    e2e_write_file(path, text);
+    const char *const args[] = {"hopperd", "-n", "-f", path, NULL};
+    return e2e_run(args, out, outlen);
+}
+
+/* -n refuses `text` (exit 1) with a message containing `want`. */
+static void
+check_refuses(struct env *e, const char *text, const char *want)
+{
+    char out[4096];
+    int rc = check_text(e, text, out, sizeof(out));
+    if (rc != 1 || strstr(out, want) == NULL) {
+        fail_msg("hopperd -n: exit %d, output '%s'; wanted exit 1 and '%s'\n--- config ---\n%s", rc,
+                 out, want, text);
+    }
+}
+
+/* Issue 11, item 6: a config that configures nothing is refused by -n and
+ * by a start, which creates no state_dir. */
+static void
+test_check_config_nothing(void **state)
+{
+    struct env *e = *state;
+    char text[1024], never[700];
+    snprintf(never, sizeof(never), "%s/never", e->dir);
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s\n", never);
+    check_refuses(e, "", "check.conf: no queue configured");
+    check_refuses(e, text, "check.conf: no queue configured");
+    check_refuses(e, "[queue q]\n[queue r]\n",
+                  "check.conf:1: [queue q]: no source writes to it and no sink reads it");
+    /* A start of the same file stops at once, before touching state_dir. */
+    char path[700];
+    snprintf(path, sizeof(path), "%s/check.conf", e->dir);
+    e2e_write_file(path, text);
+    pid_t pid = e2e_start(path, e->log);
+    assert_true(pid > 0);
+    int rc = e2e_wait_exit(pid, 10000);
+    if (rc < 0) {
+        e2e_stop(pid, SIGKILL, 5000);
+    }
+    if (rc != 1) {
+        dump_log(e);
+        fail_msg("hopperd on a config without a queue: exit %d, wanted 1", rc);
+    }
+    struct stat st;
+    assert_int_not_equal(stat(never, &st), 0);
+}
+
 /* Lines in, file sink out: every record once and in order. */
 static void
 test_lines_to_file(void **state)
@@ -1630,6 +1684,7 @@ main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_check_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_config_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_to_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_sink_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_restart, setup, teardown),
