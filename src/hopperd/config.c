@@ -702,6 +702,17 @@ key_line(const struct hd_section *sec, int kind, const char *key)
 }
 
 int
+hd_config_key_line(const struct hd_section *sec, const char *section_kind, const char *key)
+{
+    for (int k = 0; k < K_NONE; k++) {
+        if (strcmp(kind_names[k], section_kind) == 0) {
+            return key_line(sec, k, key);
+        }
+    }
+    return sec->line;
+}
+
+int
 hd_config_queue_index(const struct hd_config *cfg, const char *name)
 {
     for (size_t i = 0; i < cfg->nqueues; i++) {

@@ -112,6 +112,10 @@ void hd_config_free(struct hd_config *cfg);
 int hd_config_diff(const struct hd_config *running, const struct hd_config *next, char *what,
                    size_t len);
 
+/* The line of `key` in section `sec` of kind `section_kind` ("hopperd",
+ * "queue", "source", "sink"), or the section's own line when the key was
+ * left at its default (0: no such line, e.g. no [hopperd] section). */
+int hd_config_key_line(const struct hd_section *sec, const char *section_kind, const char *key);
 /* Index of the queue called `name`, or -1. */
 int hd_config_queue_index(const struct hd_config *cfg, const char *name);
 

@@ -6,12 +6,17 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
+#include "netutil.h"
+#include "preflight.h"
 
 #define KiB (UINT64_C(1) << 10)
 #define MiB (UINT64_C(1) << 20)
@@ -558,6 +563,209 @@ test_nothing_configured(void **state)
     hd_config_free(cfg);
 }
 
+/* ---- preflight (issue 11, item 7): what a start would hit, found by -n
+ * without binding or creating anything ---- */
+
+struct pf_out {
+    char err[HD_ERR_LEN];
+    char warnings[4096];
+};
+
+static void
+pf_collect(void *arg, const char *msg)
+{
+    struct pf_out *o = arg;
+    size_t n = strlen(o->warnings);
+    snprintf(o->warnings + n, sizeof(o->warnings) - n, "%s\n", msg);
+}
+
+/* Load `text` (which must load) and run the preflight on it. */
+static int
+preflight(const char *text, struct pf_out *o)
+{
+    memset(o, 0, sizeof(*o));
+    struct hd_config *cfg = load_ok(text);
+    int rc = hd_preflight(cfg, o->err, sizeof(o->err), pf_collect, o);
+    hd_config_free(cfg);
+    return rc;
+}
+
+static void
+preflight_refuses(const char *text, const char *want)
+{
+    struct pf_out o;
+    if (preflight(text, &o) == 0) {
+        fail_msg("preflight accepted, wanted '%s':\n%s", want, text);
+    }
+    if (strstr(o.err, want) == NULL) {
+        fail_msg("preflight error '%s' does not contain '%s'", o.err, want);
+    }
+}
+
+/* A fresh directory under $TMPDIR or /tmp; the caller removes it. */
+static void
+make_tmpdir(char *out, size_t len)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(out, len, "%s/hd-preflight-XXXXXX", base != NULL ? base : "/tmp");
+    assert_non_null(mkdtemp(out));
+}
+
+static int
+rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    chmod(p, 0700);
+    return remove(p);
+}
+
+static void
+remove_tree(const char *dir)
+{
+    chmod(dir, 0700);
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+#define PF_SRC(name, addr) "[source " name "]\ntype = tcp\nlisten = " addr "\nqueue = q\n"
+
+static void
+test_preflight_listeners(void **state)
+{
+    (void)state;
+    char dir[512], text[2048];
+    make_tmpdir(dir, sizeof(dir));
+    struct pf_out o;
+#define PF_MAIN(metrics) "[hopperd]\nstate_dir = %s/state\nmetrics_listen = " metrics "\n[queue q]\n"
+    /* Distinct ports, loopback only: fine, no warning, nothing created. */
+    snprintf(text, sizeof(text),
+             PF_MAIN("127.0.0.1:7000") PF_SRC("a", "127.0.0.1:7001") PF_SRC("b", "[::1]:7001")
+                 PF_SRC("c", "127.0.0.2:7001"),
+             dir);
+    assert_int_equal(preflight(text, &o), 0);
+    assert_string_equal(o.warnings, "");
+    char state_dir[600];
+    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
+    struct stat st;
+    assert_int_not_equal(stat(state_dir, &st), 0);
+    /* Two sources on one address. */
+    snprintf(text, sizeof(text), PF_MAIN("") PF_SRC("a", "127.0.0.1:7001") PF_SRC("b", "127.0.0.1:7001"),
+             dir);
+    preflight_refuses(text, "test.conf:11: [source b]: listen = 127.0.0.1:7001 clashes with "
+                            "[source a]: listen = 127.0.0.1:7001 at line 7");
+    /* The metrics endpoint on a source's address. */
+    snprintf(text, sizeof(text), PF_MAIN("127.0.0.1:7001") PF_SRC("a", "127.0.0.1:7001"), dir);
+    preflight_refuses(text, "test.conf:3: [hopperd]: metrics_listen = 127.0.0.1:7001 clashes "
+                            "with [source a]: listen = 127.0.0.1:7001 at line 7");
+    /* *:PORT binds 0.0.0.0, which overlaps every IPv4 address of the port;
+     * [::]:PORT binds both families. */
+    snprintf(text, sizeof(text), PF_MAIN("") PF_SRC("a", "*:7002") PF_SRC("b", "127.0.0.1:7002"),
+             dir);
+    preflight_refuses(text, "[source b]: listen = 127.0.0.1:7002 clashes with [source a]: listen "
+                            "= *:7002 (0.0.0.0:7002) at line 7");
+    snprintf(text, sizeof(text), PF_MAIN("") PF_SRC("a", "127.0.0.1:7003") PF_SRC("b", "[::]:7003"),
+             dir);
+    preflight_refuses(text, "[source b]: listen = [::]:7003 clashes with [source a]");
+    snprintf(text, sizeof(text),
+             PF_MAIN("") PF_SRC("a", "[::ffff:127.0.0.1]:7004") PF_SRC("b", "127.0.0.1:7004"), dir);
+    preflight_refuses(text, "[source b]: listen = 127.0.0.1:7004 clashes with [source a]");
+    /* Off loopback: a warning, not an error. */
+    snprintf(text, sizeof(text), PF_MAIN("10.1.2.3:7005") PF_SRC("a", "*:7006"), dir);
+    assert_int_equal(preflight(text, &o), 0);
+    assert_non_null(strstr(o.warnings, "[source a]: listen = *:7006 binds 0.0.0.0:7006, which is "
+                                       "not a loopback address"));
+    assert_non_null(strstr(o.warnings, "[hopperd]: metrics_listen = 10.1.2.3:7005 binds "
+                                       "10.1.2.3:7005, which is not a loopback address"));
+    assert_non_null(strstr(o.warnings, "plaintext"));
+#undef PF_MAIN
+    remove_tree(dir);
+}
+
+static void
+test_loopback(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *addr;
+        int loopback;
+    } cases[] = {
+        {"127.0.0.1:1", 1}, {"127.255.0.9:1", 1},  {"0.0.0.0:1", 0},
+        {"10.0.0.1:1", 0},  {"[::1]:1", 1},        {"[::]:1", 0},
+        {"*:1", 0},         {"[::ffff:127.0.0.1]:1", 1}, {"[::ffff:10.0.0.1]:1", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct sockaddr_storage ss;
+        char err[HD_ERR_LEN];
+        assert_int_equal(hd_net_resolve_listen(cases[i].addr, &ss, err, sizeof(err)), 0);
+        if (hd_net_is_loopback((const struct sockaddr *)&ss) != cases[i].loopback) {
+            fail_msg("%s: loopback should be %d", cases[i].addr, cases[i].loopback);
+        }
+    }
+}
+
+static void
+test_preflight_paths(void **state)
+{
+    (void)state;
+    char dir[512], text[4096], path[700];
+    make_tmpdir(dir, sizeof(dir));
+    struct pf_out o;
+#define UNIX_SRC(name, p) "[source " name "]\ntype = unix\npath = " p "\nqueue = q\n"
+    /* One socket path spelled twice. */
+    snprintf(text, sizeof(text),
+             "[hopperd]\nstate_dir = %s/state\n[queue q]\n" UNIX_SRC("a", "%s/in.sock")
+                 UNIX_SRC("b", "%s//./x/../in.sock"),
+             dir, dir, dir);
+    preflight_refuses(text, "[source b]: path = ");
+    preflight_refuses(text, "is the socket of [source a] (line 6) too");
+    /* A socket in state_dir, which the start creates first: fine. */
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/state\n[queue q]\n" UNIX_SRC("a", "%s/state/in.sock"),
+             dir, dir);
+    assert_int_equal(preflight(text, &o), 0);
+    /* Anywhere else the directory must exist. */
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/state\n[queue q]\n" UNIX_SRC("a", "%s/run/in.sock"),
+             dir, dir);
+    preflight_refuses(text, "test.conf:6: [source a]: path = ");
+    preflight_refuses(text, "its directory does not exist");
+    /* A file that is not a socket where the socket goes. */
+    snprintf(path, sizeof(path), "%s/file", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/state\n[queue q]\n" UNIX_SRC("a", "%s"),
+             dir, path);
+    preflight_refuses(text, "exists and is not a socket");
+    /* state_dir a file, or under one. */
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s\n[queue q]\n" PF_SRC("a", "127.0.0.1:7007"),
+             path);
+    preflight_refuses(text, "test.conf:2: state_dir = ");
+    preflight_refuses(text, "/file is not a directory");
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/sub/dir\n[queue q]\n" PF_SRC("a", "127.0.0.1:7007"),
+             path);
+    preflight_refuses(text, "cannot be created: ");
+    preflight_refuses(text, "/file is not a directory");
+    /* A queue's directory that is a file. */
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s\n[queue file]\n"
+                                 "[source a]\ntype = tcp\nlisten = 127.0.0.1:7007\nqueue = file\n",
+             dir);
+    preflight_refuses(text, "test.conf:3: [queue file]: ");
+    /* A state_dir nobody may write to (root may write anywhere). */
+    if (geteuid() != 0) {
+        char ro[600];
+        snprintf(ro, sizeof(ro), "%s/ro", dir);
+        assert_int_equal(mkdir(ro, 0500), 0);
+        snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s\n[queue q]\n" PF_SRC("a", "127.0.0.1:7007"),
+                 ro);
+        preflight_refuses(text, "is not writable");
+        snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/new\n[queue q]\n" PF_SRC("a", "127.0.0.1:7007"),
+                 ro);
+        preflight_refuses(text, "cannot be created: ");
+    }
+#undef UNIX_SRC
+    remove_tree(dir);
+}
+
 static void
 test_diff(void **state)
 {
@@ -614,6 +822,9 @@ main(void)
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_empty_and_garbage),
         cmocka_unit_test(test_nothing_configured),
+        cmocka_unit_test(test_preflight_listeners),
+        cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_preflight_paths),
         cmocka_unit_test(test_diff),
     };
     return cmocka_run_group_tests_name("hopperd_config", tests, NULL, NULL);

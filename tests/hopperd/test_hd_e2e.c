@@ -413,6 +413,67 @@ test_check_config_nothing(void **state)
     assert_int_not_equal(stat(never, &st), 0);
 }
 
+/* Issue 11, item 7: -n finds what a start would hit without binding: two
+ * listeners on one address (a *:PORT wildcard included), one unix path
+ * twice, a state_dir that is a file; a listener off loopback is a warning.
+ * A start refuses the same before it creates state_dir. */
+static void
+test_check_config_conflicts(void **state)
+{
+    struct env *e = *state;
+    char text[4096], out[4096];
+    char file[700];
+    snprintf(file, sizeof(file), "%s/plain-file", e->dir);
+    e2e_write_file(file, "x\n");
+#define MAIN "[hopperd]\nstate_dir = %s/state\nmetrics_listen = 127.0.0.1:%d\n[queue q]\n"
+#define TCP(name, host) "[source " name "]\ntype = tcp\nlisten = " host ":%d\nqueue = q\n"
+    snprintf(text, sizeof(text), MAIN TCP("a", "127.0.0.1") TCP("b", "127.0.0.1"), e->dir,
+             e->metrics_port, e->in_port, e->in_port);
+    check_refuses(e, text, "check.conf:11: [source b]: listen = 127.0.0.1:");
+    check_refuses(e, text, "clashes with [source a]");
+    snprintf(text, sizeof(text), MAIN TCP("a", "127.0.0.1"), e->dir, e->in_port, e->in_port);
+    check_refuses(e, text, "check.conf:3: [hopperd]: metrics_listen = 127.0.0.1:");
+    snprintf(text, sizeof(text), MAIN TCP("a", "*") TCP("b", "127.0.0.1"), e->dir,
+             e->metrics_port, e->in_port, e->in_port);
+    check_refuses(e, text, "(0.0.0.0:");
+    snprintf(text, sizeof(text),
+             MAIN "[source a]\ntype = unix\npath = %s/in.sock\nqueue = q\n"
+                  "[source b]\ntype = unix\npath = %s/./in.sock\nqueue = q\n",
+             e->dir, e->metrics_port, e->dir, e->dir);
+    check_refuses(e, text, "is the socket of [source a]");
+    snprintf(text, sizeof(text),
+             "[hopperd]\nstate_dir = %s\n[queue q]\n" TCP("a", "127.0.0.1"), file, e->in_port);
+    check_refuses(e, text, "check.conf:2: state_dir = ");
+    check_refuses(e, text, "is not a directory");
+    /* *:PORT binds 0.0.0.0: allowed, with a warning (nothing is bound). */
+    snprintf(text, sizeof(text), MAIN TCP("a", "*"), e->dir, e->metrics_port, e->in_port);
+    assert_int_equal(check_text(e, text, out, sizeof(out)), 0);
+    if (strstr(out, "warning: [source a]: listen = *:") == NULL ||
+        strstr(out, "binds 0.0.0.0:") == NULL || strstr(out, "not a loopback address") == NULL ||
+        strstr(out, "configuration OK\n") == NULL) {
+        fail_msg("hopperd -n on *:PORT said '%s'", out);
+    }
+    /* A start on a clash stops before creating state_dir or binding. */
+    snprintf(text, sizeof(text), MAIN TCP("a", "127.0.0.1") TCP("b", "127.0.0.1"), e->dir,
+             e->metrics_port, e->in_port, e->in_port);
+    e2e_write_file(e->conf, text);
+    e->pid = e2e_start(e->conf, e->log);
+    assert_true(e->pid > 0);
+    int rc = e2e_wait_exit(e->pid, 10000);
+    if (rc != 1) {
+        dump_log(e);
+        fail_msg("start on a clash: exit %d, wanted 1", rc);
+    }
+    e->pid = -1;
+    char state_dir[700];
+    snprintf(state_dir, sizeof(state_dir), "%s/state", e->dir);
+    struct stat st;
+    assert_int_not_equal(stat(state_dir, &st), 0);
+    assert_int_equal(wait_log(e, "clashes with [source a]", 0), 0);
+#undef MAIN
+#undef TCP
+}
+
 /* Lines in, file sink out: every record once and in order. */
 static void
 test_lines_to_file(void **state)
@@ -1685,6 +1746,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_check_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_config_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_config_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_to_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_sink_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_restart, setup, teardown),
