@@ -150,6 +150,10 @@ test_defaults(void **state)
     assert_int_equal(s->mode, 0660);
     assert_int_equal(s->format, HD_FMT_LINES);
     assert_int_equal(s->max_connections, 256);
+    assert_int_equal(s->allow_subscribe, 0);
+    assert_string_equal(s->queues, "");
+    assert_int_equal(s->allowed_uids.n, 0);
+    assert_int_equal(s->allowed_gids.n, 0);
     const struct hd_sink_conf *k = &cfg->sinks[0];
     assert_int_equal(k->format, HD_FMT_LINES);
     assert_int_equal(k->fsync.mode, HD_FSYNC_INTERVAL);
@@ -563,6 +567,99 @@ test_nothing_configured(void **state)
     hd_config_free(cfg);
 }
 
+/* Authorization directives (auth.h): defaults, lists, names resolved at
+ * load, and the keys that do not apply. */
+static void
+test_authz_directives(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = load_ok("[queue a]\n[queue b]\n[queue c]\n"
+                                    "[source n]\ntype = tcp\nlisten = 127.0.0.1:1\n"
+                                    "format = native\nqueue = a\n"
+                                    "[source w]\ntype = tcp\nlisten = 127.0.0.1:2\n"
+                                    "format = native\nqueue = a\nallow_subscribe = on\n"
+                                    "queues = c , a,b\n"
+                                    "[source u]\ntype = unix\npath = /tmp/u\nqueue = a\n"
+                                    "allowed_uids = 0, root, 1000\nallowed_gids = root,7\n");
+    const struct hd_source_conf *n = &cfg->sources[0], *w = &cfg->sources[1];
+    const struct hd_source_conf *u = &cfg->sources[2];
+    /* Defaults: no subscribe, only the source's own queue, no id lists. */
+    assert_int_equal(n->allow_subscribe, 0);
+    assert_string_equal(n->queues, "");
+    assert_int_equal(n->nmay_use, 1);
+    assert_int_equal(n->may_use[0], 0);
+    assert_int_equal(n->allowed_uids.n, 0);
+    assert_int_equal(n->allowed_gids.n, 0);
+    /* Lists: blanks dropped, the own queue first and not twice. */
+    assert_int_equal(w->allow_subscribe, 1);
+    assert_string_equal(w->queues, "c,a,b");
+    assert_int_equal(w->nmay_use, 3);
+    assert_int_equal(w->may_use[0], 0);
+    assert_int_equal(w->may_use[1], 2);
+    assert_int_equal(w->may_use[2], 1);
+    assert_true(hd_source_may_use(w, 1) && !hd_source_may_use(n, 1));
+    /* Names resolved when the file is loaded ("root" is 0 everywhere). */
+    assert_int_equal(u->allowed_uids.n, 3);
+    assert_int_equal(u->allowed_uids.id[0], 0);
+    assert_int_equal(u->allowed_uids.id[1], 0);
+    assert_int_equal(u->allowed_uids.id[2], 1000);
+    assert_int_equal(u->allowed_gids.n, 2);
+    assert_int_equal(u->allowed_gids.id[0], 0);
+    assert_int_equal(u->allowed_gids.id[1], 7);
+    /* Queue b is used only through w's queues: that is a use. */
+    hd_config_free(cfg);
+
+    static const struct {
+        const char *text;
+        const char *want;
+    } bad[] = {
+        {BASE_Q BASE_SRC "allowed_uids = 0\n",
+         "test.conf:6: [source s]: 'allowed_uids' does not apply to type = tcp"},
+        {BASE_Q BASE_SRC "allowed_gids = 0\n",
+         "test.conf:6: [source s]: 'allowed_gids' does not apply to type = tcp"},
+        {BASE_Q BASE_SRC "queues = q\n",
+         "test.conf:6: [source s]: 'queues' does not apply to this format (native only)"},
+        {BASE_Q BASE_SRC "allow_subscribe = on\n",
+         "test.conf:6: [source s]: 'allow_subscribe' does not apply to this format"},
+        {BASE_Q BASE_SRC "format = native\nallow_subscribe = yes\n",
+         "test.conf:7: allow_subscribe = 'yes': expected off | on"},
+        {BASE_Q BASE_SRC "format = native\nqueues = q, nope\n",
+         "test.conf:7: [source s]: queues: no [queue nope]"},
+        {BASE_Q BASE_SRC "format = native\nqueues = q,,q\n",
+         "test.conf:7: queues = 'q,,q': expected names"},
+        {BASE_Q BASE_SRC "format = native\nqueues = q/x\n", "test.conf:7: queues = 'q/x'"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                "allowed_uids = hd-no-such-user-x\n",
+         "test.conf:6: allowed_uids: no user 'hd-no-such-user-x'"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                "allowed_gids = hd-no-such-group-x\n",
+         "test.conf:6: allowed_gids: no group 'hd-no-such-group-x'"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\nallowed_uids = 4294967295\n",
+         "test.conf:6: allowed_uids: '4294967295' is not an id"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\nallowed_uids = 1x\n",
+         "test.conf:6: allowed_uids: '1x' is not an id"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\nallowed_uids = 1,\n",
+         "test.conf:6: allowed_uids = '1,': expected user names or numbers"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                "allowed_uids = 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,"
+                "25,26,27,28,29,30,31,32,33\n",
+         "test.conf:6: allowed_uids: at most 32 entries"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        expect_error(bad[i].text, bad[i].want);
+    }
+    /* Changing who may connect needs a restart. */
+    char what[HD_ERR_LEN];
+    struct hd_config *x = load_ok(BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                                         "allowed_uids = 1\n");
+    struct hd_config *y = load_ok(BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                                         "allowed_uids = 2\n");
+    assert_int_equal(hd_config_diff(x, y, what, sizeof(what)), 1);
+    assert_string_equal(what, "[source s] allowed_uids");
+    hd_config_free(x);
+    hd_config_free(y);
+}
+
 /* ---- preflight (issue 11, item 7): what a start would hit, found by -n
  * without binding or creating anything ---- */
 
@@ -822,6 +919,7 @@ main(void)
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_empty_and_garbage),
         cmocka_unit_test(test_nothing_configured),
+        cmocka_unit_test(test_authz_directives),
         cmocka_unit_test(test_preflight_listeners),
         cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_preflight_paths),

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1537,8 +1538,11 @@ test_native_subscribe(void **state)
     struct env *e = *state;
     int nat = e2e_free_port();
     char extra[2048];
+    /* Subscribing is off by default (test_native_forbidden); `other` is
+     * listed so that subscribing to it meets its sink (BUSY). */
     snprintf(extra, sizeof(extra),
              "[source nat]\ntype = tcp\nlisten = 127.0.0.1:%d\nformat = native\nqueue = q\n"
+             "allow_subscribe = on\nqueues = other\n"
              "[queue other]\n"
              "[sink out]\ntype = file\npath = %s\nqueue = other\n",
              nat, e->out);
@@ -1612,6 +1616,166 @@ test_native_subscribe(void **state)
     wait_metric(e, "hopperd_queue_backlog_records", 0, 5000);
     stop_expect(e, SIGTERM, 0);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* How many times `needle` occurs in hopperd's log. */
+static int
+log_count(struct env *e, const char *needle)
+{
+    char *log = e2e_read_file(e->log, NULL);
+    int n = 0;
+    for (const char *p = log; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle)) {
+        n++;
+    }
+    free(log);
+    return n;
+}
+
+/* Authorization per native source: by default a client may send only to
+ * the source's queue and may not subscribe; a refusal is FORBIDDEN, the
+ * connection stays usable, the refusal is counted per code and logged once
+ * per connection. `queues` and `allow_subscribe = on` open both up. */
+static void
+test_native_forbidden(void **state)
+{
+    struct env *e = *state;
+    int wide = e2e_free_port();
+    char extra[2048];
+    snprintf(extra, sizeof(extra),
+             "[source wide]\ntype = tcp\nlisten = 127.0.0.1:%d\nformat = native\nqueue = q\n"
+             "queues = other\nallow_subscribe = on\n"
+             "[queue other]\n"
+             "[sink out]\ntype = file\npath = %s\nqueue = other\nfsync = never\n",
+             wide, e->out);
+    write_conf(e, "", "format = native\n", extra);
+    start(e);
+    static uint8_t buf[1 << 20];
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+
+    /* Source `in`, defaults. */
+    int fd = native_connect(e->in_port);
+    native_read(fd, buf, sizeof(buf));
+    native_send(fd, 1, "other", 0, 1, 0);
+    native_expect(fd, 1, HD_OP_ERROR, HD_CODE_FORBIDDEN, 0);
+    assert_int_equal(hd_proto_put_subscribe(&sb, 2, NULL, 10), 0);
+    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
+    msgpack_sbuffer_clear(&sb);
+    native_expect(fd, 2, HD_OP_ERROR, HD_CODE_FORBIDDEN, 0);
+    /* Still usable for what it may do. */
+    native_send(fd, 3, NULL, 0, 1, 0);
+    native_expect(fd, 3, HD_OP_OK, 0, 1);
+    native_send(fd, 4, "q", 1, 1, 0);
+    native_expect(fd, 4, HD_OP_OK, 0, 1);
+    /* An unknown queue is still NO_SUCH_QUEUE. */
+    native_send(fd, 5, "nope", 2, 1, 0);
+    native_expect(fd, 5, HD_OP_ERROR, HD_CODE_NO_SUCH_QUEUE, 0);
+    close(fd);
+    wait_metric_raw(e, "hopperd_source_native_rejections_total{source=\"in\",code=\"FORBIDDEN\"}",
+                    2, 5000);
+    assert_int_equal(log_count(e, " refused: "), 1);
+    assert_int_equal(log_count(e, "send of queue other refused"), 1);
+    assert_int_equal(log_count(e, "subscribe of queue q refused"), 0);
+
+    /* Source `wide`: queues = other, allow_subscribe = on. */
+    fd = native_connect(wide);
+    native_read(fd, buf, sizeof(buf));
+    native_send(fd, 6, "other", 0, 1, 0);
+    native_expect(fd, 6, HD_OP_OK, 0, 1);
+    size_t len;
+    char *data = wait_file_lines(e, 1, 10000, &len);
+    assert_int_equal(e2e_check_sequence(data, len, 1), 0);
+    free(data);
+    assert_int_equal(hd_proto_put_subscribe(&sb, 7, "q", 10), 0);
+    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
+    msgpack_sbuffer_clear(&sb);
+    native_expect(fd, 7, HD_OP_OK, 0, 0);
+    long next = 0;
+    uint64_t last = sub_read(fd, &next, 2);
+    assert_int_equal(hd_proto_put_ack(&sb, last), 0);
+    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
+    msgpack_sbuffer_clear(&sb);
+    wait_metric(e, "hopperd_subscriber_acked_records_total", 2, 5000);
+    close(fd);
+    assert_true(e2e_metric(e->metrics_port, "hopperd_source_native_rejections_total{source=\"wide\","
+                                            "code=\"FORBIDDEN\"}") == 0);
+    /* Loopback listeners: no plaintext warning. */
+    assert_int_equal(log_count(e, "not a loopback address"), 0);
+    stop_expect(e, SIGTERM, 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Connect to the unix socket at path, send text, then read until the
+ * server closes or 10 s pass: 1 if hopperd closed the connection without a
+ * word, 0 if it kept it (the read timed out). */
+static int
+unix_send_closed(const char *path, const char *text)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    send(fd, text, strlen(text), MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char c;
+    ssize_t r = recv(fd, &c, 1, 0);
+    int closed = r == 0 || (r < 0 && errno == ECONNRESET);
+    close(fd);
+    return closed;
+}
+
+/* allowed_uids / allowed_gids on unix sources, checked with SO_PEERCRED at
+ * accept: our uid (as a number and as a name) and our gid are admitted; a
+ * uid that is not ours is closed at accept, counted and logged with its
+ * uid, and nothing it sent arrives. */
+static void
+test_unix_peer_auth(void **state)
+{
+    struct env *e = *state;
+    char sink[1024];
+    file_sink(e, sink, sizeof(sink));
+    struct passwd *pw = getpwuid(getuid());
+    assert_non_null(pw);
+    unsigned uid = (unsigned)getuid(), gid = (unsigned)getgid();
+    char extra[2048];
+    snprintf(extra, sizeof(extra),
+             "[source other]\ntype = unix\npath = %s/other.sock\nqueue = q\nallowed_uids = %u\n"
+             "[source mine]\ntype = unix\npath = %s/mine.sock\nqueue = q\nallowed_uids = %u\n"
+             "[source byname]\ntype = unix\npath = %s/byname.sock\nqueue = q\n"
+             "allowed_uids = %s\n"
+             "[source bygroup]\ntype = unix\npath = %s/bygroup.sock\nqueue = q\n"
+             "allowed_gids = %u\n%s",
+             e->dir, uid + 1, e->dir, uid, e->dir, pw->pw_name, e->dir, gid, sink);
+    write_conf(e, "", "", extra);
+    start(e);
+    char path[700];
+    snprintf(path, sizeof(path), "%s/other.sock", e->dir);
+    assert_int_equal(unix_send_closed(path, "rec-00000099\n"), 1);
+    wait_metric_raw(e, "hopperd_source_connections_forbidden_total{source=\"other\"}", 1, 5000);
+    char want[128];
+    snprintf(want, sizeof(want), "listener: source other: refused uid %u gid %u", uid, gid);
+    assert_int_equal(wait_log(e, want, 5000), 0);
+    assert_int_equal(wait_log(e, "uid not in allowed_uids", 0), 0);
+    static const char *const names[] = {"mine", "byname", "bygroup"};
+    for (int i = 0; i < 3; i++) {
+        char rec[32];
+        snprintf(path, sizeof(path), "%s/%s.sock", e->dir, names[i]);
+        snprintf(rec, sizeof(rec), "rec-%08d\n", i);
+        /* Admitted: hopperd reads to our EOF, then closes its side. */
+        assert_int_equal(unix_send_closed(path, rec), 1);
+        size_t len;
+        char *data = wait_file_lines(e, (size_t)i + 1, 10000, &len);
+        assert_int_equal(e2e_check_sequence(data, len, i + 1), 0);
+        free(data);
+    }
+    assert_true(e2e_metric(e->metrics_port, "hopperd_source_connections_forbidden_total{source=\""
+                                            "mine\"}") == 0);
+    assert_true(metric_q(e, "hopperd_ingress_records_total") == 3);
+    stop_expect(e, SIGTERM, 0);
 }
 
 /* A FIFO's reader, or the end of the process that should have opened it
@@ -1769,6 +1933,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_fd_exhaustion, setup, teardown),
         cmocka_unit_test_setup_teardown(test_native_subscribe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sighup_at_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_forbidden, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unix_peer_auth, setup, teardown),
     };
     if (getenv("HOPPERD_E2E_ONLY") != NULL) {
         cmocka_set_test_filter(getenv("HOPPERD_E2E_ONLY"));
