@@ -123,6 +123,53 @@ test_shipped_conf(void **state)
     hd_config_free(cfg);
 }
 
+/* Under the unit's working directory (/) is read-only: a path in the
+ * example for it must be absolute and inside a directory the unit lets
+ * hopperd write (issue 11, item 9). */
+static void
+expect_unit_writable(const char *what, const char *path)
+{
+    static const char *const rw[] = {"/var/lib/hopperd", "/run/hopperd"};
+    for (size_t i = 0; i < sizeof(rw) / sizeof(rw[0]); i++) {
+        size_t n = strlen(rw[i]);
+        if (strncmp(path, rw[i], n) == 0 && (path[n] == '\0' || path[n] == '/') &&
+            strstr(path, "/..") == NULL) {
+            return;
+        }
+    }
+    fail_msg("conf/hopperd-systemd.conf: %s = '%s' is not under /var/lib/hopperd or /run/hopperd",
+             what, path);
+}
+
+static void
+test_systemd_conf(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = NULL;
+    char err[HD_ERR_LEN] = "";
+    int rc =
+        hd_config_load_file(HD_SOURCE_DIR "/conf/hopperd-systemd.conf", &cfg, err, sizeof(err));
+    if (rc != 0) {
+        fail_msg("conf/hopperd-systemd.conf: %s", err);
+    }
+    expect_unit_writable("state_dir", cfg->state_dir);
+    assert_true(cfg->nsources > 0 && cfg->nsinks > 0);
+    for (size_t i = 0; i < cfg->nsources; i++) {
+        if (cfg->sources[i].type == HD_SRC_UNIX) {
+            expect_unit_writable("path", cfg->sources[i].path);
+        } else {
+            assert_non_null(strstr(cfg->sources[i].listen, "127.0.0.1:"));
+        }
+    }
+    for (size_t i = 0; i < cfg->nsinks; i++) {
+        if (cfg->sinks[i].type == HD_SINK_FILE) {
+            expect_unit_writable("path", cfg->sinks[i].path);
+        }
+    }
+    assert_true(strncmp(cfg->metrics_listen, "127.0.0.1:", 10) == 0);
+    hd_config_free(cfg);
+}
+
 static void
 test_defaults(void **state)
 {
@@ -906,6 +953,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_verbatim),
         cmocka_unit_test(test_shipped_conf),
+        cmocka_unit_test(test_systemd_conf),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_every_directive),
         cmocka_unit_test(test_sizes),
