@@ -53,66 +53,63 @@ teardown(void **state)
     return 0;
 }
 
-static struct hd_peer
-unix_peer(uint32_t uid, uint32_t gid)
-{
-    struct hd_peer p;
-    memset(&p, 0, sizeof(p));
-    p.kind = HD_PEER_UNIX;
-    p.has_cred = 1;
-    p.uid = uid;
-    p.gid = gid;
-    p.pid = 1;
-    return p;
-}
+/* One peer against one source: hd_auth_peer's answer and reason. */
+struct peer_case {
+    int source;         /* index into the config's sources */
+    int kind;           /* enum hd_peer_kind */
+    int has_cred;
+    uint32_t uid, gid;
+    uint32_t groups[2]; /* supplementary groups, 0 = none */
+    int truncated;
+    int want;
+    const char *why; /* the reason, or a part of it, when refused */
+};
 
 static void
 test_peer(void **state)
 {
     const struct hd_config *cfg = *state;
-    const struct hd_source_conf *s0 = &cfg->sources[0], *s2 = &cfg->sources[2];
-    const struct hd_source_conf *s3 = &cfg->sources[3], *s4 = &cfg->sources[4];
-    char why[256];
-    /* No list: every peer (tcp peers carry no identity). */
-    struct hd_peer tcp;
-    memset(&tcp, 0, sizeof(tcp));
-    tcp.kind = HD_PEER_TCP;
-    assert_int_equal(hd_auth_peer(s0, &tcp, why, sizeof(why)), 1);
-    struct hd_peer p = unix_peer(99, 99);
-    assert_int_equal(hd_auth_peer(s0, &p, why, sizeof(why)), 1);
-    /* allowed_uids. */
-    p = unix_peer(20, 99);
-    assert_int_equal(hd_auth_peer(s2, &p, why, sizeof(why)), 1);
-    p = unix_peer(11, 10);
-    assert_int_equal(hd_auth_peer(s2, &p, why, sizeof(why)), 0);
-    assert_string_equal(why, "uid not in allowed_uids");
-    /* allowed_gids: the primary gid or any supplementary group. */
-    p = unix_peer(10, 30);
-    assert_int_equal(hd_auth_peer(s3, &p, why, sizeof(why)), 1);
-    p = unix_peer(10, 31);
-    assert_int_equal(hd_auth_peer(s3, &p, why, sizeof(why)), 0);
-    assert_string_equal(why, "neither its gid nor its groups are in allowed_gids");
-    p.ngroups = 2;
-    p.groups[0] = 29;
-    p.groups[1] = 30;
-    assert_int_equal(hd_auth_peer(s3, &p, why, sizeof(why)), 1);
-    /* More groups than were read: refused, and said why. */
-    p = unix_peer(10, 31);
-    p.groups_truncated = 1;
-    assert_int_equal(hd_auth_peer(s3, &p, why, sizeof(why)), 0);
-    assert_non_null(strstr(why, "more than 256 groups"));
-    /* Both lists: either admits. */
-    p = unix_peer(10, 1);
-    assert_int_equal(hd_auth_peer(s4, &p, why, sizeof(why)), 1);
-    p = unix_peer(1, 30);
-    assert_int_equal(hd_auth_peer(s4, &p, why, sizeof(why)), 1);
-    p = unix_peer(1, 1);
-    assert_int_equal(hd_auth_peer(s4, &p, why, sizeof(why)), 0);
-    assert_string_equal(why, "uid not in allowed_uids, gid and groups not in allowed_gids");
-    /* Credentials that could not be read: refused. */
-    p.has_cred = 0;
-    assert_int_equal(hd_auth_peer(s4, &p, why, sizeof(why)), 0);
-    assert_string_equal(why, "its credentials could not be read");
+    static const struct peer_case cases[] = {
+        /* No list: every peer (tcp peers carry no identity). */
+        {0, HD_PEER_TCP, 0, 0, 0, {0, 0}, 0, 1, NULL},
+        {0, HD_PEER_UNIX, 1, 99, 99, {0, 0}, 0, 1, NULL},
+        /* allowed_uids = 10, 20. */
+        {2, HD_PEER_UNIX, 1, 20, 99, {0, 0}, 0, 1, NULL},
+        {2, HD_PEER_UNIX, 1, 11, 10, {0, 0}, 0, 0, "uid not in allowed_uids"},
+        /* allowed_gids = 30: the primary gid or any supplementary group. */
+        {3, HD_PEER_UNIX, 1, 10, 30, {0, 0}, 0, 1, NULL},
+        {3, HD_PEER_UNIX, 1, 10, 31, {0, 0}, 0, 0,
+         "neither its gid nor its groups are in allowed_gids"},
+        {3, HD_PEER_UNIX, 1, 10, 31, {29, 30}, 0, 1, NULL},
+        /* More groups than were read: refused, and said why. */
+        {3, HD_PEER_UNIX, 1, 10, 31, {0, 0}, 1, 0, "more than 256 groups"},
+        /* Both lists: either admits. */
+        {4, HD_PEER_UNIX, 1, 10, 1, {0, 0}, 0, 1, NULL},
+        {4, HD_PEER_UNIX, 1, 1, 30, {0, 0}, 0, 1, NULL},
+        {4, HD_PEER_UNIX, 1, 1, 1, {0, 0}, 0, 0,
+         "uid not in allowed_uids, gid and groups not in allowed_gids"},
+        /* Credentials that could not be read: refused. */
+        {4, HD_PEER_UNIX, 0, 10, 30, {0, 0}, 0, 0, "its credentials could not be read"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct peer_case *c = &cases[i];
+        struct hd_peer p;
+        memset(&p, 0, sizeof(p));
+        p.kind = c->kind;
+        p.has_cred = c->has_cred;
+        p.uid = c->uid;
+        p.gid = c->gid;
+        for (size_t g = 0; g < 2 && c->groups[g] != 0; g++) {
+            p.groups[p.ngroups++] = c->groups[g];
+        }
+        p.groups_truncated = c->truncated;
+        char why[256] = "";
+        int got = hd_auth_peer(&cfg->sources[c->source], &p, why, sizeof(why));
+        if (got != c->want || (c->why != NULL && strstr(why, c->why) == NULL)) {
+            fail_msg("case %zu: got %d '%s', wanted %d '%s'", i, got, why, c->want,
+                     c->why != NULL ? c->why : "");
+        }
+    }
 }
 
 static void

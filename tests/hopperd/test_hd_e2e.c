@@ -1215,6 +1215,28 @@ native_expect(int fd, uint64_t id, int op, int code, uint64_t count)
     }
 }
 
+/* Subscribe to queue (NULL: the source's) with `window`, or acknowledge up
+ * to seq: one frame written to fd. */
+static void
+native_subscribe(int fd, uint64_t id, const char *queue, uint64_t window)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(hd_proto_put_subscribe(&sb, id, queue, window), 0);
+    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void
+native_ack(int fd, uint64_t seq)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(hd_proto_put_ack(&sb, seq), 0);
+    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* native producers: batches acknowledged once accepted; FULL, TOO_BIG,
  * NO_SUCH_QUEUE rejections; a malformed frame gets BAD_FRAME and the
  * connection closes; accepted records are delivered in order. */
@@ -1556,16 +1578,12 @@ test_native_subscribe(void **state)
     msgpack_sbuffer_init(&sb);
     int fd = native_connect(nat);
     native_read(fd, buf, sizeof(buf));
-    assert_int_equal(hd_proto_put_subscribe(&sb, 1, NULL, 100), 0);
-    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
-    msgpack_sbuffer_clear(&sb);
+    native_subscribe(fd, 1, NULL, 100);
     native_expect(fd, 1, HD_OP_OK, 0, 0);
     long next = 0;
     /* The window is 100: read 100, acknowledge the first 60 only. */
     sub_read(fd, &next, 100);
-    assert_int_equal(hd_proto_put_ack(&sb, 59), 0);
-    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
-    msgpack_sbuffer_clear(&sb);
+    native_ack(fd, 59);
     wait_metric(e, "hopperd_subscriber_acked_records_total", 60, 5000);
 
     /* A second subscriber, and a subscriber of a queue with a sink: BUSY. */
@@ -1586,15 +1604,11 @@ test_native_subscribe(void **state)
     wait_metric(e, "hopperd_subscriber_connected", 0, 5000);
     fd = native_connect(nat);
     native_read(fd, buf, sizeof(buf));
-    hd_proto_put_subscribe(&sb, 2, NULL, 1000);
-    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
-    msgpack_sbuffer_clear(&sb);
+    native_subscribe(fd, 2, NULL, 1000);
     native_expect(fd, 2, HD_OP_OK, 0, 0);
     next = 60;
     uint64_t last = sub_read(fd, &next, 940);
-    hd_proto_put_ack(&sb, last);
-    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
-    msgpack_sbuffer_clear(&sb);
+    native_ack(fd, last);
     wait_metric(e, "hopperd_queue_backlog_records", 0, 5000);
     close(fd);
     stop_expect(e, SIGTERM, 0);
@@ -1650,17 +1664,13 @@ test_native_forbidden(void **state)
     write_conf(e, "", "format = native\n", extra);
     start(e);
     static uint8_t buf[1 << 20];
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
 
     /* Source `in`, defaults. */
     int fd = native_connect(e->in_port);
     native_read(fd, buf, sizeof(buf));
     native_send(fd, 1, "other", 0, 1, 0);
     native_expect(fd, 1, HD_OP_ERROR, HD_CODE_FORBIDDEN, 0);
-    assert_int_equal(hd_proto_put_subscribe(&sb, 2, NULL, 10), 0);
-    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
-    msgpack_sbuffer_clear(&sb);
+    native_subscribe(fd, 2, NULL, 10);
     native_expect(fd, 2, HD_OP_ERROR, HD_CODE_FORBIDDEN, 0);
     /* Still usable for what it may do. */
     native_send(fd, 3, NULL, 0, 1, 0);
@@ -1686,15 +1696,10 @@ test_native_forbidden(void **state)
     char *data = wait_file_lines(e, 1, 10000, &len);
     assert_int_equal(e2e_check_sequence(data, len, 1), 0);
     free(data);
-    assert_int_equal(hd_proto_put_subscribe(&sb, 7, "q", 10), 0);
-    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
-    msgpack_sbuffer_clear(&sb);
+    native_subscribe(fd, 7, "q", 10);
     native_expect(fd, 7, HD_OP_OK, 0, 0);
     long next = 0;
-    uint64_t last = sub_read(fd, &next, 2);
-    assert_int_equal(hd_proto_put_ack(&sb, last), 0);
-    assert_int_equal(e2e_write_all(fd, sb.data, sb.size), 0);
-    msgpack_sbuffer_clear(&sb);
+    native_ack(fd, sub_read(fd, &next, 2));
     wait_metric(e, "hopperd_subscriber_acked_records_total", 2, 5000);
     close(fd);
     assert_true(e2e_metric(e->metrics_port, "hopperd_source_native_rejections_total{source=\"wide\","
@@ -1702,7 +1707,6 @@ test_native_forbidden(void **state)
     /* Loopback listeners: no plaintext warning. */
     assert_int_equal(log_count(e, "not a loopback address"), 0);
     stop_expect(e, SIGTERM, 0);
-    msgpack_sbuffer_destroy(&sb);
 }
 
 /* Connect to the unix socket at path, send text, then read until the
