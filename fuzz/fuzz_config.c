@@ -6,10 +6,11 @@
  * Property: arbitrary config text never crashes the loader; it returns 0
  * with a config or -1 without one; an error is a NUL-terminated
  * "fuzz.conf:LINE: message" whose LINE is within the text (only "out of
- * memory" may omit it); loading twice gives the same result and message. An
+ * memory" and "no queue configured" may omit it); loading twice gives the same result and message. An
  * accepted config is consistent: names valid, strings terminated, every
- * source and sink points at a queue of that name, at most one sink per
- * queue, queue sizes within the documented bounds (max_record_bytes <=
+ * source and sink points at a queue of that name, a source's may_use
+ * starts with its own queue and holds valid queue indices, id lists only
+ * on unix sources, at most one sink per queue, queue sizes within the documented bounds (max_record_bytes <=
  * disk_bytes / 2, compression <= 9; segment_bytes may exceed disk_bytes
  * only when left at its default: the library caps segments at a quarter
  * of disk_bytes, docs/hopperd.md). The
@@ -74,6 +75,19 @@ check_config(const struct hd_config *c, size_t nlines)
                  "source %s: queue_index %d of %zu", s->s.name, s->queue_index, c->nqueues);
         FZ_CHECK(strcmp(c->queues[s->queue_index].s.name, s->queue) == 0,
                  "source %s: queue_index points at the wrong queue", s->s.name);
+        FZ_CHECK(terminated(s->queues, sizeof(s->queues)), "source queues not terminated");
+        FZ_CHECK(s->nmay_use >= 1 && s->nmay_use <= HD_MAX_SOURCE_QUEUES &&
+                     s->may_use[0] == s->queue_index,
+                 "source %s: may_use starts without its own queue", s->s.name);
+        for (size_t k = 0; k < s->nmay_use; k++) {
+            FZ_CHECK(s->may_use[k] >= 0 && (size_t)s->may_use[k] < c->nqueues,
+                     "source %s: may_use[%zu] = %d of %zu", s->s.name, k, s->may_use[k],
+                     c->nqueues);
+        }
+        FZ_CHECK(s->allowed_uids.n <= HD_MAX_IDS && s->allowed_gids.n <= HD_MAX_IDS,
+                 "source %s: id lists too long", s->s.name);
+        FZ_CHECK(s->type == HD_SRC_UNIX || (s->allowed_uids.n == 0 && s->allowed_gids.n == 0),
+                 "source %s: id lists on a tcp source", s->s.name);
     }
     for (size_t i = 0; i < c->nsinks; i++) {
         const struct hd_sink_conf *k = &c->sinks[i];
@@ -108,7 +122,9 @@ check_error(const char *err, size_t errlen, size_t nlines)
         FZ_CHECK(line >= 1 && line <= nlines, "error line %lu outside 1..%zu: '%s'", line, nlines,
                  err);
     } else {
-        FZ_CHECK(strstr(err, "out of memory") != NULL, "error without a line number: '%s'", err);
+        /* Only errors about the whole file may lack a line. */
+        FZ_CHECK(strstr(err, "out of memory") != NULL || strstr(err, "no queue configured") != NULL,
+                 "error without a line number: '%s'", err);
     }
 }
 

@@ -21,8 +21,10 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +36,20 @@
 enum kind { K_MAIN, K_QUEUE, K_SOURCE, K_SINK, K_NONE };
 static const char *const kind_names[] = {"hopperd", "queue", "source", "sink"};
 
-enum dtype { T_NAME, T_PATH, T_ADDR, T_SIZE, T_DURATION, T_UINT, T_OCTAL, T_ENUM, T_FSYNC };
+enum dtype {
+    T_NAME,
+    T_PATH,
+    T_ADDR,
+    T_SIZE,
+    T_DURATION,
+    T_UINT,
+    T_OCTAL,
+    T_ENUM,
+    T_FSYNC,
+    T_NAMES, /* comma-separated names, stored as "a,b" */
+    T_UIDS,  /* comma-separated user names or numbers -> struct hd_idlist */
+    T_GIDS,  /* comma-separated group names or numbers -> struct hd_idlist */
+};
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const durability_names[] = {"memory", "disk", NULL};
@@ -43,6 +58,7 @@ static const char *const when_full_names[] = {"block", "reject", "drop_newest", 
 static const char *const source_type_names[] = {"tcp", "unix", NULL};
 static const char *const sink_type_names[] = {"tcp", "file", NULL};
 static const char *const format_names[] = {"lines", "octet-counted", "native", NULL};
+static const char *const onoff_names[] = {"off", "on", NULL};
 
 struct directive {
     int kind; /* enum kind */
@@ -89,6 +105,10 @@ static const struct directive directives[] = {
     {K_SOURCE, "format", T_ENUM, 0, 0, "lines", SF(format), 0, format_names},
     {K_SOURCE, "queue", T_NAME, 0, 0, NULL, SF(queue), 0, NULL},
     {K_SOURCE, "max_connections", T_UINT, 1, 65536, "256", SF(max_connections), 0, NULL},
+    {K_SOURCE, "allow_subscribe", T_ENUM, 0, 0, "off", SF(allow_subscribe), 0, onoff_names},
+    {K_SOURCE, "queues", T_NAMES, 0, 0, "", SF(queues), 0, NULL},
+    {K_SOURCE, "allowed_uids", T_UIDS, 0, 0, "", SF(allowed_uids), 0, NULL},
+    {K_SOURCE, "allowed_gids", T_GIDS, 0, 0, "", SF(allowed_gids), 0, NULL},
     /* [sink NAME] */
     {K_SINK, "type", T_ENUM, 0, 0, NULL, KF(type), 0, sink_type_names},
     {K_SINK, "connect", T_ADDR, 1, 0, NULL, KF(connect), 1, NULL},
@@ -313,6 +333,127 @@ check_range(const struct directive *d, const char *value, uint64_t v, char *err,
     return 0;
 }
 
+/* The next item of a comma-separated list at *sp, blanks around it
+ * removed, into item. Returns 1 when more items follow (*sp moves past the
+ * comma), 0 after the last one, -1 when the item is empty (as in "a,,b"
+ * or "a,") or longer than itemlen - 1. */
+static int
+next_item(const char **sp, char *item, size_t itemlen)
+{
+    const char *p = *sp + strspn(*sp, " \t");
+    size_t n = strcspn(p, ",");
+    int more = p[n] == ',';
+    *sp = p + n + (size_t)more;
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t')) {
+        n--;
+    }
+    if (n == 0 || n >= itemlen) {
+        return -1;
+    }
+    memcpy(item, p, n);
+    item[n] = '\0';
+    return more;
+}
+
+/* T_NAMES: "a, b" -> "a,b" ("" stays "": the default, nothing listed). */
+static int
+set_names(const struct directive *d, char *field, const char *value, char *err, size_t errlen)
+{
+    char out[HD_LIST_TEXT] = "";
+    const char *p = value;
+    for (int more = value[0] != '\0'; more;) {
+        char name[HD_NAME_MAX + 1];
+        more = next_item(&p, name, sizeof(name));
+        if (more < 0 || !hd_name_is_valid(name)) {
+            seterr(err, errlen, "%s = '%s': expected names of [A-Za-z0-9_.-] separated by commas",
+                   d->key, value);
+            return -1;
+        }
+        size_t used = strlen(out);
+        snprintf(out + used, sizeof(out) - used, "%s%s", used > 0 ? "," : "", name);
+    }
+    snprintf(field, d->size, "%s", out);
+    return 0;
+}
+
+/* A user (T_UIDS) or group (T_GIDS) name -> its id, from the system's
+ * databases (getpwnam_r/getgrnam_r: /etc/passwd, or whatever NSS says). */
+static int
+lookup_id(const struct directive *d, const char *name, uint32_t *id, char *err, size_t errlen)
+{
+    int is_group = d->type == T_GIDS;
+    for (size_t cap = 1024; cap <= (size_t)1 << 20; cap *= 4) {
+        char *buf = malloc(cap);
+        if (buf == NULL) {
+            break;
+        }
+        int rc;
+        int found = 0;
+        if (is_group) {
+            struct group gr, *res = NULL;
+            rc = getgrnam_r(name, &gr, buf, cap, &res);
+            if (rc == 0 && res != NULL) {
+                *id = (uint32_t)gr.gr_gid;
+                found = 1;
+            }
+        } else {
+            struct passwd pw, *res = NULL;
+            rc = getpwnam_r(name, &pw, buf, cap, &res);
+            if (rc == 0 && res != NULL) {
+                *id = (uint32_t)pw.pw_uid;
+                found = 1;
+            }
+        }
+        free(buf);
+        if (found) {
+            return 0;
+        }
+        if (rc != ERANGE) {
+            seterr(err, errlen, "%s: no %s '%s'%s%s", d->key, is_group ? "group" : "user", name,
+                   rc != 0 ? ": " : "", rc != 0 ? strerror(rc) : "");
+            return -1;
+        }
+    }
+    seterr(err, errlen, "%s: looking up '%s': out of memory", d->key, name);
+    return -1;
+}
+
+/* T_UIDS, T_GIDS: "0, www-data, 1000" -> ids (names resolved now). */
+static int
+set_ids(const struct directive *d, char *field, const char *value, char *err, size_t errlen)
+{
+    struct hd_idlist l;
+    memset(&l, 0, sizeof(l));
+    const char *p = value;
+    for (int more = value[0] != '\0'; more;) {
+        char item[HD_LIST_TEXT];
+        more = next_item(&p, item, sizeof(item));
+        if (more < 0) {
+            seterr(err, errlen, "%s = '%s': expected %s names or numbers separated by commas",
+                   d->key, value, d->type == T_GIDS ? "group" : "user");
+            return -1;
+        }
+        if (l.n == HD_MAX_IDS) {
+            seterr(err, errlen, "%s: at most %d entries", d->key, HD_MAX_IDS);
+            return -1;
+        }
+        uint64_t v;
+        const char *q = item;
+        if (item[0] >= '0' && item[0] <= '9') {
+            if (parse_u64(&q, &v) < 0 || *q != '\0' || v >= UINT32_MAX) {
+                seterr(err, errlen, "%s: '%s' is not an id (0..%" PRIu32 ") nor a name", d->key,
+                       item, UINT32_MAX - 1);
+                return -1;
+            }
+            l.id[l.n++] = (uint32_t)v;
+        } else if (lookup_id(d, item, &l.id[l.n++], err, errlen) < 0) {
+            return -1;
+        }
+    }
+    memcpy(field, &l, sizeof(l));
+    return 0;
+}
+
 /* Parse `value` for directive `d` and store it at base + d->off. */
 static int
 set_value(const struct directive *d, void *base, const char *value, char *err, size_t errlen)
@@ -423,6 +564,11 @@ set_value(const struct directive *d, void *base, const char *value, char *err, s
         memcpy(field, &fs, sizeof(fs));
         return 0;
     }
+    case T_NAMES:
+        return set_names(d, field, value, err, errlen);
+    case T_UIDS:
+    case T_GIDS:
+        return set_ids(d, field, value, err, errlen);
     default:
         seterr(err, errlen, "%s: internal error: bad directive type", d->key);
         return -1;
@@ -702,6 +848,28 @@ key_line(const struct hd_section *sec, int kind, const char *key)
 }
 
 int
+hd_config_key_line(const struct hd_section *sec, const char *section_kind, const char *key)
+{
+    for (int k = 0; k < K_NONE; k++) {
+        if (strcmp(kind_names[k], section_kind) == 0) {
+            return key_line(sec, k, key);
+        }
+    }
+    return sec->line;
+}
+
+int
+hd_source_may_use(const struct hd_source_conf *s, int queue_index)
+{
+    for (size_t i = 0; i < s->nmay_use; i++) {
+        if (s->may_use[i] == queue_index) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int
 hd_config_queue_index(const struct hd_config *cfg, const char *name)
 {
     for (size_t i = 0; i < cfg->nqueues; i++) {
@@ -712,14 +880,15 @@ hd_config_queue_index(const struct hd_config *cfg, const char *name)
     return -1;
 }
 
-/* A key that does not apply to the section's type is an error, not ignored:
- * it is almost always a typo in `type`. */
+/* A key that does not apply to the section's type (or format) is an error,
+ * not ignored: it is almost always a typo in `type`. `what` names the
+ * setting it does not apply to, e.g. "type = tcp". */
 static void
-forbid(struct loader *ld, const struct hd_section *sec, int kind, const char *key, const char *type)
+forbid(struct loader *ld, const struct hd_section *sec, int kind, const char *key, const char *what)
 {
     if (is_set(sec, kind, key)) {
-        ld_error(ld, key_line(sec, kind, key), "[%s %s]: '%s' does not apply to type = %s",
-                 kind_names[kind], sec->name, key, type);
+        ld_error(ld, key_line(sec, kind, key), "[%s %s]: '%s' does not apply to %s",
+                 kind_names[kind], sec->name, key, what);
     }
 }
 
@@ -729,6 +898,67 @@ require(struct loader *ld, const struct hd_section *sec, int kind, const char *k
     if (!is_set(sec, kind, key)) {
         ld_error(ld, sec->line, "[%s %s]: '%s' is required%s", kind_names[kind], sec->name, key,
                  why);
+    }
+}
+
+/* s->may_use: the source's queue, then each of `queues` (which must
+ * exist; naming the source's own queue again is harmless). */
+static void
+resolve_may_use(struct loader *ld, struct hd_source_conf *s)
+{
+    s->may_use[0] = s->queue_index;
+    s->nmay_use = 1;
+    const char *p = s->queues;
+    for (int more = p[0] != '\0'; more;) {
+        char name[HD_NAME_MAX + 1];
+        more = next_item(&p, name, sizeof(name));
+        if (more < 0) {
+            break; /* cannot happen: set_names() stored valid names */
+        }
+        int qi = hd_config_queue_index(ld->cfg, name);
+        if (qi < 0) {
+            ld_error(ld, key_line(&s->s, K_SOURCE, "queues"), "[source %s]: queues: no [queue %s]",
+                     s->s.name, name);
+            return;
+        }
+        if (hd_source_may_use(s, qi)) {
+            continue;
+        }
+        if (s->nmay_use == HD_MAX_SOURCE_QUEUES) {
+            ld_error(ld, key_line(&s->s, K_SOURCE, "queues"),
+                     "[source %s]: queues: at most %d queues per source", s->s.name,
+                     HD_MAX_SOURCE_QUEUES);
+            return;
+        }
+        s->may_use[s->nmay_use++] = qi;
+    }
+}
+
+/* Nothing configured is a mistake, not a daemon that runs idle (and
+ * creates state_dir): at least one queue, and each one fed by a source or
+ * consumed by a sink. A queue with a sink and no source still drains what
+ * an earlier run spooled; one with a source and no sink is read by native
+ * subscribers or offline (hopperctl dump). */
+static void
+check_every_queue_used(struct loader *ld)
+{
+    const struct hd_config *cfg = ld->cfg;
+    if (cfg->nqueues == 0) {
+        ld_error(ld, 0, "no queue configured (a [queue NAME] with a [source] or [sink] using it)");
+        return;
+    }
+    for (size_t i = 0; i < cfg->nqueues; i++) {
+        int used = 0;
+        for (size_t j = 0; j < cfg->nsources && !used; j++) {
+            used = hd_source_may_use(&cfg->sources[j], (int)i);
+        }
+        for (size_t j = 0; j < cfg->nsinks && !used; j++) {
+            used = cfg->sinks[j].queue_index == (int)i;
+        }
+        if (!used) {
+            ld_error(ld, cfg->queues[i].s.line,
+                     "[queue %s]: no source writes to it and no sink reads it", cfg->queues[i].s.name);
+        }
     }
 }
 
@@ -758,17 +988,29 @@ validate(struct loader *ld)
         }
         if (s->type == HD_SRC_TCP) {
             require(ld, &s->s, K_SOURCE, "listen", " for type = tcp");
-            forbid(ld, &s->s, K_SOURCE, "path", "tcp");
-            forbid(ld, &s->s, K_SOURCE, "mode", "tcp");
+            forbid(ld, &s->s, K_SOURCE, "path", "type = tcp");
+            forbid(ld, &s->s, K_SOURCE, "mode", "type = tcp");
         } else {
             require(ld, &s->s, K_SOURCE, "path", " for type = unix");
-            forbid(ld, &s->s, K_SOURCE, "listen", "unix");
+            forbid(ld, &s->s, K_SOURCE, "listen", "type = unix");
+        }
+        if (s->type == HD_SRC_TCP) {
+            /* A tcp peer has no credentials to check (auth.h). */
+            forbid(ld, &s->s, K_SOURCE, "allowed_uids", "type = tcp");
+            forbid(ld, &s->s, K_SOURCE, "allowed_gids", "type = tcp");
+        }
+        if (s->format != HD_FMT_NATIVE) {
+            /* Only native clients name queues or subscribe. */
+            forbid(ld, &s->s, K_SOURCE, "queues", "this format (native only)");
+            forbid(ld, &s->s, K_SOURCE, "allow_subscribe", "this format (native only)");
         }
         s->queue_index = hd_config_queue_index(cfg, s->queue);
         if (s->queue_index < 0) {
             ld_error(ld, key_line(&s->s, K_SOURCE, "queue"), "[source %s]: no [queue %s]",
                      s->s.name, s->queue);
+            continue;
         }
+        resolve_may_use(ld, s);
     }
     for (size_t i = 0; i < cfg->nsinks; i++) {
         struct hd_sink_conf *k = &cfg->sinks[i];
@@ -779,12 +1021,12 @@ validate(struct loader *ld)
         }
         if (k->type == HD_SINK_TCP) {
             require(ld, &k->s, K_SINK, "connect", " for type = tcp");
-            forbid(ld, &k->s, K_SINK, "path", "tcp");
-            forbid(ld, &k->s, K_SINK, "fsync", "tcp");
+            forbid(ld, &k->s, K_SINK, "path", "type = tcp");
+            forbid(ld, &k->s, K_SINK, "fsync", "type = tcp");
         } else {
             require(ld, &k->s, K_SINK, "path", " for type = file");
-            forbid(ld, &k->s, K_SINK, "connect", "file");
-            forbid(ld, &k->s, K_SINK, "connect_timeout", "file");
+            forbid(ld, &k->s, K_SINK, "connect", "type = file");
+            forbid(ld, &k->s, K_SINK, "connect_timeout", "type = file");
         }
         if (k->format == HD_FMT_NATIVE && k->type != HD_SINK_TCP) {
             ld_error(ld, key_line(&k->s, K_SINK, "format"),
@@ -807,6 +1049,9 @@ validate(struct loader *ld)
                          k->s.name, k->queue, cfg->sinks[j].s.name);
             }
         }
+    }
+    if (!ld->failed) {
+        check_every_queue_used(ld);
     }
 }
 

@@ -15,6 +15,9 @@
 #define HD_NAME_MAX 128  /* queue/source/sink names, as hopper_open() allows */
 #define HD_PATH_MAX 1024 /* file paths */
 #define HD_MAX_KEYS 32   /* directives per section kind */
+#define HD_LIST_TEXT 200 /* a list's value as written (a line holds at most 197 characters) */
+#define HD_MAX_IDS 32    /* entries of allowed_uids, of allowed_gids */
+#define HD_MAX_SOURCE_QUEUES 64 /* queues one source may use: `queue` and `queues` */
 
 enum hd_when_full {
     HD_FULL_BLOCK = 0,
@@ -54,6 +57,13 @@ struct hd_queue_conf {
     int when_full; /* enum hd_when_full */
 };
 
+/* User or group ids, resolved from numbers or names when the file is
+ * loaded. n == 0: the directive was not given (no restriction). */
+struct hd_idlist {
+    uint64_t n;
+    uint32_t id[HD_MAX_IDS];
+};
+
 struct hd_source_conf {
     struct hd_section s;
     int type; /* enum hd_source_type */
@@ -63,7 +73,16 @@ struct hd_source_conf {
     int format;    /* enum hd_format */
     char queue[HD_NAME_MAX + 1];
     uint64_t max_connections;
-    int queue_index; /* resolved after parsing */
+    /* Authorization (auth.h, docs/SECURITY.md). */
+    int allow_subscribe;           /* native: 1 = clients may subscribe */
+    char queues[HD_LIST_TEXT];     /* native: more queues clients may name, "a,b"; "" = none */
+    struct hd_idlist allowed_uids; /* unix: peers admitted by uid ... */
+    struct hd_idlist allowed_gids; /* ... or by gid or supplementary group */
+    int queue_index;               /* resolved after parsing */
+    /* Resolved after parsing: the queues clients may send to and (with
+     * allow_subscribe) subscribe to, queue_index first, then `queues`. */
+    int may_use[HD_MAX_SOURCE_QUEUES];
+    size_t nmay_use;
 };
 
 struct hd_sink_conf {
@@ -112,8 +131,15 @@ void hd_config_free(struct hd_config *cfg);
 int hd_config_diff(const struct hd_config *running, const struct hd_config *next, char *what,
                    size_t len);
 
+/* The line of `key` in section `sec` of kind `section_kind` ("hopperd",
+ * "queue", "source", "sink"), or the section's own line when the key was
+ * left at its default (0: no such line, e.g. no [hopperd] section). */
+int hd_config_key_line(const struct hd_section *sec, const char *section_kind, const char *key);
 /* Index of the queue called `name`, or -1. */
 int hd_config_queue_index(const struct hd_config *cfg, const char *name);
+/* Is queue number queue_index among those clients of source s may use
+ * (its `queue` and its `queues`)? */
+int hd_source_may_use(const struct hd_source_conf *s, int queue_index);
 
 /* Unit parsers, exposed for tests. Return 0 or -1 with a reason in err. */
 int hd_parse_size(const char *s, uint64_t *out, char *err, size_t errlen);

@@ -47,6 +47,7 @@ struct hd_conn {
     int blocked;         /* waiting for queue space (retried by the loop) */
     int eof;             /* peer closed its side; finish the buffer, then close */
     int closing;         /* native: flush the replies, then close */
+    int refusal_logged;  /* native: a FORBIDDEN reply was logged (once per connection) */
     uint32_t events;     /* epoll interest currently registered (0 = none) */
     msgpack_sbuffer out; /* native: replies not yet written */
     size_t outoff;       /* bytes of out already written */

@@ -71,6 +71,7 @@ struct hd_source_rt {
     atomic_uint_fast64_t conns_active;   /* [atomic] */
     atomic_uint_fast64_t conns_total;    /* [atomic] accepted */
     atomic_uint_fast64_t conns_rejected; /* [atomic] over max_connections */
+    atomic_uint_fast64_t conns_forbidden; /* [atomic] peers refused by allowed_uids/gids */
     atomic_uint_fast64_t bad_frames;     /* [atomic] connections closed for malformed input */
     atomic_uint_fast64_t native_rejections[HD_CODE_NCODES]; /* [atomic] by enum hd_code */
 };

@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "conn.h"
 #include "daemon.h"
@@ -279,6 +280,31 @@ conn_readable(struct hd_loop *lp, struct hd_conn *c, int rounds)
     }
 }
 
+/* Authorization at accept (auth.h): a refused peer is closed before it
+ * takes a slot, counted, and logged (rate-limited) with who and why. */
+static int
+peer_admitted(struct hd_loop *lp, struct hd_source_rt *src, int fd)
+{
+    const struct hd_source_conf *sc = src->conf;
+    struct hd_peer peer;
+    char why[HD_ERR_LEN];
+    int rc = hd_peer_read(fd, sc->type == HD_SRC_UNIX ? HD_PEER_UNIX : HD_PEER_TCP,
+                          sc->allowed_gids.n > 0, &peer);
+    if (rc == 0 && hd_auth_peer(sc, &peer, why, sizeof(why))) {
+        return 1;
+    }
+    if (rc < 0) {
+        snprintf(why, sizeof(why), "its credentials could not be read: %s", strerror(-rc));
+    }
+    atomic_fetch_add(&src->conns_forbidden, 1);
+    if (hd_loop_warn_ok(lp)) {
+        char who[96];
+        hd_peer_describe(&peer, who, sizeof(who));
+        log_warnx("listener: source %s: refused %s: %s", sc->s.name, who, why);
+    }
+    return 0;
+}
+
 static void
 accept_all(struct hd_loop *lp, struct hd_lsock *ls)
 {
@@ -305,6 +331,10 @@ accept_all(struct hd_loop *lp, struct hd_lsock *ls)
                 log_warn("listener: source %s: accept", src->conf->s.name);
             }
             return;
+        }
+        if (!peer_admitted(lp, src, fd)) {
+            close(fd);
+            continue;
         }
         if (atomic_load(&src->conns_active) >= src->conf->max_connections) {
             atomic_fetch_add(&src->conns_rejected, 1);

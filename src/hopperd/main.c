@@ -2,8 +2,10 @@
 /* hopperd: the spooling relay daemon. This file only sequences startup,
  * reload and shutdown (STYLE.md §16); each concern lives in its own file.
  *
- * Startup: config -> log_init -> block signals (before any thread) ->
- * hopper_open every queue (recovery runs here) -> bind sources and the
+ * Startup: block signals (first of all, so that a SIGHUP or SIGTERM sent
+ * while the process starts is held for the signal thread instead of killing
+ * it) -> config -> log_init -> preflight (what -n checks: listener clashes,
+ * state_dir; warns about listeners off loopback) -> hopper_open every queue (recovery runs here) -> bind sources and the
  * metrics endpoint -> start relays, listener, metrics, signal thread ->
  * READY=1 -> wait for requests.
  * Shutdown: STOPPING=1 -> stop the listener (it reads what clients already
@@ -27,6 +29,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "preflight.h"
 #include "relay.h"
 #include "signals.h"
 
@@ -227,6 +230,20 @@ daemon_free(struct hd_daemon *d)
     }
 }
 
+static void
+print_warning(void *arg, const char *msg)
+{
+    (void)arg;
+    fprintf(stderr, "warning: %s\n", msg);
+}
+
+static void
+log_warning(void *arg, const char *msg)
+{
+    (void)arg;
+    log_warnx("main: %s", msg);
+}
+
 static int
 effective_level(int config_level, int debug, int verbose)
 {
@@ -270,6 +287,13 @@ reload(struct hd_daemon *d, const char *path, int debug, int verbose)
 int
 main(int argc, char **argv)
 {
+    /* Before anything else: until the sigwait thread runs, a blocked signal
+     * stays pending; with the default action a SIGHUP would kill us. */
+    int rc = hd_signals_block();
+    if (rc < 0) {
+        fprintf(stderr, "hopperd: blocking signals: %s\n", strerror(-rc));
+        return 1;
+    }
     const char *file = HOPPERD_DEFAULT_CONF;
     int check = 0, debug = 0, verbose = 0;
     int ch;
@@ -310,15 +334,22 @@ main(int argc, char **argv)
         return 1;
     }
     if (check) {
-        printf("configuration OK\n");
+        /* -n finds what a start would hit, short of binding and creating. */
+        rc = hd_preflight(cfg, err, sizeof(err), print_warning, NULL);
+        if (rc < 0) {
+            fprintf(stderr, "%s\n", err);
+        } else {
+            printf("configuration OK\n");
+        }
         hd_config_free(cfg);
-        return 0;
+        return rc < 0 ? 1 : 0;
     }
 
     log_init(effective_level(cfg->log_level, debug, verbose), getenv("JOURNAL_STREAM") == NULL);
-    int rc = hd_signals_block();
-    if (rc < 0) {
-        fatalx("main: blocking signals: %s", strerror(-rc));
+    if (hd_preflight(cfg, err, sizeof(err), log_warning, NULL) < 0) {
+        log_errorx("main: %s", err);
+        hd_config_free(cfg);
+        return 1;
     }
 
     struct hd_daemon d;

@@ -175,6 +175,8 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
     SRC("hopperd_source_connections_total", "counter", "accepted connections", conns_total);
     SRC("hopperd_source_connections_rejected_total", "counter",
         "connections refused over max_connections", conns_rejected);
+    SRC("hopperd_source_connections_forbidden_total", "counter",
+        "unix peers refused by allowed_uids and allowed_gids", conns_forbidden);
     SRC("hopperd_source_bad_frames_total", "counter", "connections closed for malformed input",
         bad_frames);
 #undef SRC

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "conn.h"
 #include "daemon.h"
 #include "ingest.h"
@@ -54,12 +55,36 @@ find_queue(struct hd_loop *lp, const struct hd_conn *c, const struct hd_slice *n
     return NULL;
 }
 
+/* May c perform op (enum hd_auth_op) on qr? If not, reply FORBIDDEN
+ * (counted by hd_native_reject) and log it, once per connection. */
+static int
+allowed(struct hd_loop *lp, struct hd_conn *c, const struct hd_msg *m, struct hd_queue_rt *qr,
+        int op)
+{
+    const char *why;
+    if (hd_auth_queue(c->src->conf, (int)(qr - lp->d->queues), op, &why)) {
+        return 1;
+    }
+    if (!c->refusal_logged && hd_loop_warn_ok(lp)) {
+        c->refusal_logged = 1;
+        log_warnx("listener: source %s: %s: %s of queue %s refused: %s (further refusals on this "
+                  "connection are counted, not logged)",
+                  c->src->conf->s.name, c->peer, op == HD_AUTH_SUBSCRIBE ? "subscribe" : "send",
+                  qr->conf->s.name, why);
+    }
+    hd_native_reject(c, m->id, HD_CODE_FORBIDDEN, why);
+    return 0;
+}
+
 static int
 native_subscribe(struct hd_loop *lp, struct hd_conn *c, const struct hd_msg *m)
 {
     struct hd_queue_rt *qr = find_queue(lp, c, &m->queue);
     if (qr == NULL) {
         hd_native_reject(c, m->id, HD_CODE_NO_SUCH_QUEUE, "no such queue");
+        return 0;
+    }
+    if (!allowed(lp, c, m, qr, HD_AUTH_SUBSCRIBE)) {
         return 0;
     }
     const char *why;
@@ -78,6 +103,9 @@ native_send(struct hd_loop *lp, struct hd_conn *c, const struct hd_msg *m, const
     struct hd_queue_rt *qr = find_queue(lp, c, &m->queue);
     if (qr == NULL) {
         hd_native_reject(c, m->id, HD_CODE_NO_SUCH_QUEUE, "no such queue");
+        return 0;
+    }
+    if (!allowed(lp, c, m, qr, HD_AUTH_SEND)) {
         return 0;
     }
     if (m->nrecords == 0) {

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -101,6 +102,54 @@ resolve(const char *addr, int passive, struct addrinfo **res, char *err, size_t 
         return rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
     }
     return 0;
+}
+
+int
+hd_net_resolve_listen(const char *addr, struct sockaddr_storage *ss, char *err, size_t errlen)
+{
+    struct addrinfo *res = NULL;
+    int rc = resolve(addr, 1, &res, err, errlen);
+    if (rc < 0) {
+        return rc;
+    }
+    if (res == NULL || res->ai_addrlen > sizeof(*ss)) {
+        snprintf(err, errlen, "%s: no usable address", addr);
+        rc = -EADDRNOTAVAIL;
+    } else {
+        memset(ss, 0, sizeof(*ss));
+        memcpy(ss, res->ai_addr, res->ai_addrlen);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+int
+hd_net_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)sa;
+        return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+void
+hd_net_addr_str(const struct sockaddr *sa, char *out, size_t outlen)
+{
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+    if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) ||
+        getnameinfo(sa, len, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(out, outlen, "?");
+        return;
+    }
+    snprintf(out, outlen, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 }
 
 int

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define HD_ADDR_MAX 256 /* "host:port" */
@@ -20,6 +21,14 @@ int hd_parse_addr(const char *s, char *host, size_t hostlen, char *port, size_t 
                   size_t errlen);
 
 int hd_net_nonblock(int fd);
+/* The address hd_net_listen_tcp(addr) binds first (getaddrinfo's first
+ * passive result: "*:PORT" is 0.0.0.0:PORT), without binding. 0, or -errno
+ * with the reason in err. */
+int hd_net_resolve_listen(const char *addr, struct sockaddr_storage *ss, char *err, size_t errlen);
+/* 1 for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104, else 0. */
+int hd_net_is_loopback(const struct sockaddr *sa);
+/* "1.2.3.4:80" or "[::1]:80" (numeric), "?" when it cannot be shown. */
+void hd_net_addr_str(const struct sockaddr *sa, char *out, size_t outlen);
 /* Listening TCP socket on "host:port" (non-blocking, CLOEXEC, SO_REUSEADDR). */
 int hd_net_listen_tcp(const char *addr, char *err, size_t errlen);
 /* Listening Unix stream socket at path with permissions mode; a stale

@@ -21,6 +21,7 @@ const char *const hd_code_names[HD_CODE_NCODES] = {
     [HD_CODE_NO_SUCH_QUEUE] = "NO_SUCH_QUEUE",
     [HD_CODE_FAILED] = "FAILED",
     [HD_CODE_BUSY] = "BUSY",
+    [HD_CODE_FORBIDDEN] = "FORBIDDEN",
 };
 
 const char *

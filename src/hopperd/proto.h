@@ -32,7 +32,8 @@ enum hd_op {
 };
 
 /* Rejection codes (the `code` of an error reply). hd_code_names is the one
- * list of their names: the codec, the metrics and hopperctl all use it. */
+ * list of their names: the codec, the metrics and hopperctl all use it.
+ * Append only: peers and dashboards know the names. */
 enum hd_code {
     HD_CODE_NONE = 0,
     HD_CODE_FULL,
@@ -41,6 +42,7 @@ enum hd_code {
     HD_CODE_NO_SUCH_QUEUE,
     HD_CODE_FAILED,
     HD_CODE_BUSY,
+    HD_CODE_FORBIDDEN, /* the source does not allow this operation on this queue */
     HD_CODE_NCODES
 };
 extern const char *const hd_code_names[HD_CODE_NCODES];

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Signal handling without async handlers: every thread has the signals
  * blocked; one thread loops on sigwait() and writes a request byte into a
- * pipe that main reads in normal context. A second SIGTERM/SIGINT while a
+ * pipe that main reads in normal context. main blocks the signals as its
+ * very first step: a signal that arrives while the configuration is still
+ * being read (systemctl reload right after start) stays pending and is
+ * taken by the sigwait thread once it runs, instead of killing the process
+ * with the default action. A second SIGTERM/SIGINT while a
  * shutdown is under way exits at once: data already handed to the queue in
  * disk mode is on disk by construction, and the operator asked twice. */
 #include "signals.h"
@@ -37,11 +41,6 @@ hd_signals_block(void)
     if (sigaction(SIGPIPE, &sa, NULL) < 0) {
         return -errno;
     }
-    if (pipe(req_pipe) < 0) {
-        return -errno;
-    }
-    fcntl(req_pipe[0], F_SETFD, FD_CLOEXEC);
-    fcntl(req_pipe[1], F_SETFD, FD_CLOEXEC);
     return 0;
 }
 
@@ -91,6 +90,11 @@ signal_main(void *arg)
 int
 hd_signals_start(void)
 {
+    if (pipe(req_pipe) < 0) {
+        return -errno;
+    }
+    fcntl(req_pipe[0], F_SETFD, FD_CLOEXEC);
+    fcntl(req_pipe[1], F_SETFD, FD_CLOEXEC);
     int rc = pthread_create(&sig_thread, NULL, signal_main, NULL);
     if (rc != 0) {
         return -rc;

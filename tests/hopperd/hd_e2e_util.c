@@ -37,13 +37,15 @@ int
 e2e_wait_until(int (*pred)(void *), void *arg, int timeout_ms)
 {
     uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
-    while (e2e_now_ms() < deadline) {
+    for (;;) {
         if (pred(arg)) {
             return 0;
         }
+        if (e2e_now_ms() >= deadline) {
+            return -1;
+        }
         pause_ms(5);
     }
-    return -1;
 }
 
 int
@@ -246,16 +248,25 @@ reaped(void *arg)
 }
 
 int
-e2e_stop(pid_t pid, int sig, int timeout_ms)
+e2e_wait_exit(pid_t pid, int timeout_ms)
 {
-    kill(pid, sig);
     struct reap r = {pid, 0};
     if (e2e_wait_until(reaped, &r, timeout_ms) < 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &r.status, 0);
         return -1;
     }
     return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : 128 + WTERMSIG(r.status);
+}
+
+int
+e2e_stop(pid_t pid, int sig, int timeout_ms)
+{
+    kill(pid, sig);
+    int rc = e2e_wait_exit(pid, timeout_ms);
+    if (rc < 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return rc;
 }
 
 int

@@ -15,7 +15,8 @@
 
 uint64_t e2e_now_ms(void);
 /* Poll pred(arg) every few milliseconds until it returns non-zero (0) or
- * timeout_ms passed without that (-1). The one bounded wait of the tests. */
+ * timeout_ms passed without that (-1); pred is asked at least once, so a
+ * timeout of 0 is a plain check. The one bounded wait of the tests. */
 int e2e_wait_until(int (*pred)(void *), void *arg, int timeout_ms);
 /* Does the file at path contain `needle`? (a pred for e2e_wait_until:
  * arg is a struct e2e_grep) */
@@ -40,6 +41,9 @@ pid_t e2e_start_nofile(const char *conf, const char *logpath, int nofile);
 int e2e_run(const char *const *args, char *out, size_t outlen);
 /* Wait until 127.0.0.1:port accepts connections. 0 or -1 on timeout. */
 int e2e_wait_port(int port, int timeout_ms);
+/* Wait up to timeout_ms for pid (a child) to exit, without signalling it:
+ * its exit status (or 128+sig), or -1 if it still runs. */
+int e2e_wait_exit(pid_t pid, int timeout_ms);
 /* Send a signal and wait for exit; returns the exit status (or 128+sig),
  * -1 on timeout (then the process is SIGKILLed and reaped). */
 int e2e_stop(pid_t pid, int sig, int timeout_ms);

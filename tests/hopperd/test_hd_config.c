@@ -6,12 +6,17 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
+#include "netutil.h"
+#include "preflight.h"
 
 #define KiB (UINT64_C(1) << 10)
 #define MiB (UINT64_C(1) << 20)
@@ -118,6 +123,53 @@ test_shipped_conf(void **state)
     hd_config_free(cfg);
 }
 
+/* Under the unit's working directory (/) is read-only: a path in the
+ * example for it must be absolute and inside a directory the unit lets
+ * hopperd write (issue 11, item 9). */
+static void
+expect_unit_writable(const char *what, const char *path)
+{
+    static const char *const rw[] = {"/var/lib/hopperd", "/run/hopperd"};
+    for (size_t i = 0; i < sizeof(rw) / sizeof(rw[0]); i++) {
+        size_t n = strlen(rw[i]);
+        if (strncmp(path, rw[i], n) == 0 && (path[n] == '\0' || path[n] == '/') &&
+            strstr(path, "/..") == NULL) {
+            return;
+        }
+    }
+    fail_msg("conf/hopperd-systemd.conf: %s = '%s' is not under /var/lib/hopperd or /run/hopperd",
+             what, path);
+}
+
+static void
+test_systemd_conf(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = NULL;
+    char err[HD_ERR_LEN] = "";
+    int rc =
+        hd_config_load_file(HD_SOURCE_DIR "/conf/hopperd-systemd.conf", &cfg, err, sizeof(err));
+    if (rc != 0) {
+        fail_msg("conf/hopperd-systemd.conf: %s", err);
+    }
+    expect_unit_writable("state_dir", cfg->state_dir);
+    assert_true(cfg->nsources > 0 && cfg->nsinks > 0);
+    for (size_t i = 0; i < cfg->nsources; i++) {
+        if (cfg->sources[i].type == HD_SRC_UNIX) {
+            expect_unit_writable("path", cfg->sources[i].path);
+        } else {
+            assert_non_null(strstr(cfg->sources[i].listen, "127.0.0.1:"));
+        }
+    }
+    for (size_t i = 0; i < cfg->nsinks; i++) {
+        if (cfg->sinks[i].type == HD_SINK_FILE) {
+            expect_unit_writable("path", cfg->sinks[i].path);
+        }
+    }
+    assert_true(strncmp(cfg->metrics_listen, "127.0.0.1:", 10) == 0);
+    hd_config_free(cfg);
+}
+
 static void
 test_defaults(void **state)
 {
@@ -145,6 +197,10 @@ test_defaults(void **state)
     assert_int_equal(s->mode, 0660);
     assert_int_equal(s->format, HD_FMT_LINES);
     assert_int_equal(s->max_connections, 256);
+    assert_int_equal(s->allow_subscribe, 0);
+    assert_string_equal(s->queues, "");
+    assert_int_equal(s->allowed_uids.n, 0);
+    assert_int_equal(s->allowed_gids.n, 0);
     const struct hd_sink_conf *k = &cfg->sinks[0];
     assert_int_equal(k->format, HD_FMT_LINES);
     assert_int_equal(k->fsync.mode, HD_FSYNC_INTERVAL);
@@ -376,7 +432,8 @@ test_names(void **state)
 }
 
 #define BASE_Q "[queue q]\n"
-#define BASE_SRC "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q\n"
+#define BASE_SRC_KEYS "type = tcp\nlisten = 127.0.0.1:1\nqueue = q\n"
+#define BASE_SRC "[source s]\n" BASE_SRC_KEYS
 
 static void
 test_errors_with_lines(void **state)
@@ -477,14 +534,15 @@ static void
 test_line_too_long(void **state)
 {
     (void)state;
-    char text[2048];
+    char text[2304];
     char path[1000];
     memset(path, 'p', sizeof(path) - 1);
     path[sizeof(path) - 1] = '\0';
     snprintf(text, sizeof(text), "[hopperd]\nstate_dir = /%s\n", path);
     expect_error(text, "test.conf:2: line too long");
     /* A long comment is fine: it is stripped before the length check. */
-    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = /x # %s\n# %s\n", path, path);
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = /x # %s\n# %s\n" BASE_Q BASE_SRC, path,
+             path);
     struct hd_config *cfg = load_ok(text);
     assert_string_equal(cfg->state_dir, "/x");
     hd_config_free(cfg);
@@ -502,7 +560,8 @@ test_comments_ok(void **state)
                                     "metrics_listen = 127.0.0.1:1\t# tab then hash\n"
                                     "shutdown_timeout = 5s\r\n"
                                     "[queue q] ; x\n"
-                                    "memory_bytes = 64KiB #\n");
+                                    "memory_bytes = 64KiB #\n"
+                                    "[source s] # x\n" BASE_SRC_KEYS);
     assert_string_equal(cfg->state_dir, "/a#b");
     assert_int_equal(cfg->log_level, HD_LOG_WARN);
     assert_string_equal(cfg->metrics_listen, "127.0.0.1:1");
@@ -527,12 +586,328 @@ static void
 test_empty_and_garbage(void **state)
 {
     (void)state;
-    struct hd_config *cfg = load_ok("");
-    assert_int_equal(cfg->nqueues, 0);
-    hd_config_free(cfg);
+    struct hd_config *cfg = NULL;
     static const char bin[] = "[hopperd]\nstate_dir = /a\0b\n\xff\xfe = 1\n";
     char err[HD_ERR_LEN];
     assert_int_equal(hd_config_load_buffer("t", bin, sizeof(bin) - 1, &cfg, err, sizeof(err)), -1);
+}
+
+/* Issue 11, item 6: a config that configures nothing is an error, not a
+ * daemon that runs idle and creates /var/lib/hopperd; so is a queue that
+ * nothing writes to and nothing reads. */
+static void
+test_nothing_configured(void **state)
+{
+    (void)state;
+    expect_error("", "test.conf: no queue configured");
+    expect_error("# only a comment\n\n", "test.conf: no queue configured");
+    expect_error("[hopperd]\nstate_dir = /tmp/x\nlog_level = debug\n",
+                 "test.conf: no queue configured");
+    expect_error("[queue q]\n", "test.conf:1: [queue q]: no source writes to it and no sink reads it");
+    expect_error(BASE_Q BASE_SRC "[queue lonely]\nmemory_bytes = 64KiB\n",
+                 "test.conf:6: [queue lonely]: no source writes to it and no sink reads it");
+    /* A source alone (read by subscribers or offline) or a sink alone
+     * (draining what an earlier run spooled) is enough. */
+    struct hd_config *cfg = load_ok(BASE_Q BASE_SRC);
+    hd_config_free(cfg);
+    cfg = load_ok(BASE_Q "[sink k]\ntype = file\npath = /tmp/out\nqueue = q\n");
+    hd_config_free(cfg);
+}
+
+/* Authorization directives (auth.h): defaults, lists, names resolved at
+ * load, and the keys that do not apply. */
+static void
+test_authz_directives(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = load_ok("[queue a]\n[queue b]\n[queue c]\n"
+                                    "[source n]\ntype = tcp\nlisten = 127.0.0.1:1\n"
+                                    "format = native\nqueue = a\n"
+                                    "[source w]\ntype = tcp\nlisten = 127.0.0.1:2\n"
+                                    "format = native\nqueue = a\nallow_subscribe = on\n"
+                                    "queues = c , a,b\n"
+                                    "[source u]\ntype = unix\npath = /tmp/u\nqueue = a\n"
+                                    "allowed_uids = 0, root, 1000\nallowed_gids = root,7\n");
+    const struct hd_source_conf *n = &cfg->sources[0], *w = &cfg->sources[1];
+    const struct hd_source_conf *u = &cfg->sources[2];
+    /* Defaults: no subscribe, only the source's own queue, no id lists. */
+    assert_int_equal(n->allow_subscribe, 0);
+    assert_string_equal(n->queues, "");
+    assert_int_equal(n->nmay_use, 1);
+    assert_int_equal(n->may_use[0], 0);
+    assert_int_equal(n->allowed_uids.n, 0);
+    assert_int_equal(n->allowed_gids.n, 0);
+    /* Lists: blanks dropped, the own queue first and not twice. */
+    assert_int_equal(w->allow_subscribe, 1);
+    assert_string_equal(w->queues, "c,a,b");
+    assert_int_equal(w->nmay_use, 3);
+    assert_int_equal(w->may_use[0], 0);
+    assert_int_equal(w->may_use[1], 2);
+    assert_int_equal(w->may_use[2], 1);
+    assert_true(hd_source_may_use(w, 1) && !hd_source_may_use(n, 1));
+    /* Names resolved when the file is loaded ("root" is 0 everywhere). */
+    assert_int_equal(u->allowed_uids.n, 3);
+    assert_int_equal(u->allowed_uids.id[0], 0);
+    assert_int_equal(u->allowed_uids.id[1], 0);
+    assert_int_equal(u->allowed_uids.id[2], 1000);
+    assert_int_equal(u->allowed_gids.n, 2);
+    assert_int_equal(u->allowed_gids.id[0], 0);
+    assert_int_equal(u->allowed_gids.id[1], 7);
+    /* Queue b is used only through w's queues: that is a use. */
+    hd_config_free(cfg);
+
+    static const struct {
+        const char *text;
+        const char *want;
+    } bad[] = {
+        {BASE_Q BASE_SRC "allowed_uids = 0\n",
+         "test.conf:6: [source s]: 'allowed_uids' does not apply to type = tcp"},
+        {BASE_Q BASE_SRC "allowed_gids = 0\n",
+         "test.conf:6: [source s]: 'allowed_gids' does not apply to type = tcp"},
+        {BASE_Q BASE_SRC "queues = q\n",
+         "test.conf:6: [source s]: 'queues' does not apply to this format (native only)"},
+        {BASE_Q BASE_SRC "allow_subscribe = on\n",
+         "test.conf:6: [source s]: 'allow_subscribe' does not apply to this format"},
+        {BASE_Q BASE_SRC "format = native\nallow_subscribe = yes\n",
+         "test.conf:7: allow_subscribe = 'yes': expected off | on"},
+        {BASE_Q BASE_SRC "format = native\nqueues = q, nope\n",
+         "test.conf:7: [source s]: queues: no [queue nope]"},
+        {BASE_Q BASE_SRC "format = native\nqueues = q,,q\n",
+         "test.conf:7: queues = 'q,,q': expected names"},
+        {BASE_Q BASE_SRC "format = native\nqueues = q/x\n", "test.conf:7: queues = 'q/x'"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                "allowed_uids = hd-no-such-user-x\n",
+         "test.conf:6: allowed_uids: no user 'hd-no-such-user-x'"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                "allowed_gids = hd-no-such-group-x\n",
+         "test.conf:6: allowed_gids: no group 'hd-no-such-group-x'"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\nallowed_uids = 4294967295\n",
+         "test.conf:6: allowed_uids: '4294967295' is not an id"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\nallowed_uids = 1x\n",
+         "test.conf:6: allowed_uids: '1x' is not an id"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\nallowed_uids = 1,\n",
+         "test.conf:6: allowed_uids = '1,': expected user names or numbers"},
+        {BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                "allowed_uids = 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,"
+                "25,26,27,28,29,30,31,32,33\n",
+         "test.conf:6: allowed_uids: at most 32 entries"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        expect_error(bad[i].text, bad[i].want);
+    }
+    /* Changing who may connect needs a restart. */
+    char what[HD_ERR_LEN];
+    struct hd_config *x = load_ok(BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                                         "allowed_uids = 1\n");
+    struct hd_config *y = load_ok(BASE_Q "[source s]\ntype = unix\npath = /x\nqueue = q\n"
+                                         "allowed_uids = 2\n");
+    assert_int_equal(hd_config_diff(x, y, what, sizeof(what)), 1);
+    assert_string_equal(what, "[source s] allowed_uids");
+    hd_config_free(x);
+    hd_config_free(y);
+}
+
+/* ---- preflight (issue 11, item 7): what a start would hit, found by -n
+ * without binding or creating anything ---- */
+
+struct pf_out {
+    char err[HD_ERR_LEN];
+    char warnings[4096];
+};
+
+static void
+pf_collect(void *arg, const char *msg)
+{
+    struct pf_out *o = arg;
+    size_t n = strlen(o->warnings);
+    snprintf(o->warnings + n, sizeof(o->warnings) - n, "%s\n", msg);
+}
+
+/* Load `text` (which must load) and run the preflight on it. */
+static int
+preflight(const char *text, struct pf_out *o)
+{
+    memset(o, 0, sizeof(*o));
+    struct hd_config *cfg = load_ok(text);
+    int rc = hd_preflight(cfg, o->err, sizeof(o->err), pf_collect, o);
+    hd_config_free(cfg);
+    return rc;
+}
+
+static void
+preflight_refuses(const char *text, const char *want)
+{
+    struct pf_out o;
+    if (preflight(text, &o) == 0) {
+        fail_msg("preflight accepted, wanted '%s':\n%s", want, text);
+    }
+    if (strstr(o.err, want) == NULL) {
+        fail_msg("preflight error '%s' does not contain '%s'", o.err, want);
+    }
+}
+
+/* A fresh directory under $TMPDIR or /tmp; the caller removes it. */
+static void
+make_tmpdir(char *out, size_t len)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(out, len, "%s/hd-preflight-XXXXXX", base != NULL ? base : "/tmp");
+    assert_non_null(mkdtemp(out));
+}
+
+static int
+rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    chmod(p, 0700);
+    return remove(p);
+}
+
+static void
+remove_tree(const char *dir)
+{
+    chmod(dir, 0700);
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+#define PF_SRC(name, addr) "[source " name "]\ntype = tcp\nlisten = " addr "\nqueue = q\n"
+
+static void
+test_preflight_listeners(void **state)
+{
+    (void)state;
+    char dir[512], text[2048];
+    make_tmpdir(dir, sizeof(dir));
+    struct pf_out o;
+#define PF_MAIN(metrics) "[hopperd]\nstate_dir = %s/state\nmetrics_listen = " metrics "\n[queue q]\n"
+    /* Distinct ports, loopback only: fine, no warning, nothing created. */
+    snprintf(text, sizeof(text),
+             PF_MAIN("127.0.0.1:7000") PF_SRC("a", "127.0.0.1:7001") PF_SRC("b", "[::1]:7001")
+                 PF_SRC("c", "127.0.0.2:7001"),
+             dir);
+    assert_int_equal(preflight(text, &o), 0);
+    assert_string_equal(o.warnings, "");
+    char state_dir[600];
+    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
+    struct stat st;
+    assert_int_not_equal(stat(state_dir, &st), 0);
+    /* Two sources on one address. */
+    snprintf(text, sizeof(text), PF_MAIN("") PF_SRC("a", "127.0.0.1:7001") PF_SRC("b", "127.0.0.1:7001"),
+             dir);
+    preflight_refuses(text, "test.conf:11: [source b]: listen = 127.0.0.1:7001 clashes with "
+                            "[source a]: listen = 127.0.0.1:7001 at line 7");
+    /* The metrics endpoint on a source's address. */
+    snprintf(text, sizeof(text), PF_MAIN("127.0.0.1:7001") PF_SRC("a", "127.0.0.1:7001"), dir);
+    preflight_refuses(text, "test.conf:3: [hopperd]: metrics_listen = 127.0.0.1:7001 clashes "
+                            "with [source a]: listen = 127.0.0.1:7001 at line 7");
+    /* *:PORT binds 0.0.0.0, which overlaps every IPv4 address of the port;
+     * [::]:PORT binds both families. */
+    snprintf(text, sizeof(text), PF_MAIN("") PF_SRC("a", "*:7002") PF_SRC("b", "127.0.0.1:7002"),
+             dir);
+    preflight_refuses(text, "[source b]: listen = 127.0.0.1:7002 clashes with [source a]: listen "
+                            "= *:7002 (0.0.0.0:7002) at line 7");
+    snprintf(text, sizeof(text), PF_MAIN("") PF_SRC("a", "127.0.0.1:7003") PF_SRC("b", "[::]:7003"),
+             dir);
+    preflight_refuses(text, "[source b]: listen = [::]:7003 clashes with [source a]");
+    snprintf(text, sizeof(text),
+             PF_MAIN("") PF_SRC("a", "[::ffff:127.0.0.1]:7004") PF_SRC("b", "127.0.0.1:7004"), dir);
+    preflight_refuses(text, "[source b]: listen = 127.0.0.1:7004 clashes with [source a]");
+    /* Off loopback: a warning, not an error. */
+    snprintf(text, sizeof(text), PF_MAIN("10.1.2.3:7005") PF_SRC("a", "*:7006"), dir);
+    assert_int_equal(preflight(text, &o), 0);
+    assert_non_null(strstr(o.warnings, "[source a]: listen = *:7006 binds 0.0.0.0:7006, which is "
+                                       "not a loopback address"));
+    assert_non_null(strstr(o.warnings, "[hopperd]: metrics_listen = 10.1.2.3:7005 binds "
+                                       "10.1.2.3:7005, which is not a loopback address"));
+    assert_non_null(strstr(o.warnings, "plaintext"));
+#undef PF_MAIN
+    remove_tree(dir);
+}
+
+static void
+test_loopback(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *addr;
+        int loopback;
+    } cases[] = {
+        {"127.0.0.1:1", 1}, {"127.255.0.9:1", 1},  {"0.0.0.0:1", 0},
+        {"10.0.0.1:1", 0},  {"[::1]:1", 1},        {"[::]:1", 0},
+        {"*:1", 0},         {"[::ffff:127.0.0.1]:1", 1}, {"[::ffff:10.0.0.1]:1", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct sockaddr_storage ss;
+        char err[HD_ERR_LEN];
+        assert_int_equal(hd_net_resolve_listen(cases[i].addr, &ss, err, sizeof(err)), 0);
+        if (hd_net_is_loopback((const struct sockaddr *)&ss) != cases[i].loopback) {
+            fail_msg("%s: loopback should be %d", cases[i].addr, cases[i].loopback);
+        }
+    }
+}
+
+static void
+test_preflight_paths(void **state)
+{
+    (void)state;
+    char dir[512], text[4096], path[700];
+    make_tmpdir(dir, sizeof(dir));
+    struct pf_out o;
+#define UNIX_SRC(name, p) "[source " name "]\ntype = unix\npath = " p "\nqueue = q\n"
+    /* One socket path spelled twice. */
+    snprintf(text, sizeof(text),
+             "[hopperd]\nstate_dir = %s/state\n[queue q]\n" UNIX_SRC("a", "%s/in.sock")
+                 UNIX_SRC("b", "%s//./x/../in.sock"),
+             dir, dir, dir);
+    preflight_refuses(text, "[source b]: path = ");
+    preflight_refuses(text, "is the socket of [source a] (line 6) too");
+    /* A socket in state_dir, which the start creates first: fine. */
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/state\n[queue q]\n" UNIX_SRC("a", "%s/state/in.sock"),
+             dir, dir);
+    assert_int_equal(preflight(text, &o), 0);
+    /* Anywhere else the directory must exist. */
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/state\n[queue q]\n" UNIX_SRC("a", "%s/run/in.sock"),
+             dir, dir);
+    preflight_refuses(text, "test.conf:6: [source a]: path = ");
+    preflight_refuses(text, "its directory does not exist");
+    /* A file that is not a socket where the socket goes. */
+    snprintf(path, sizeof(path), "%s/file", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/state\n[queue q]\n" UNIX_SRC("a", "%s"),
+             dir, path);
+    preflight_refuses(text, "exists and is not a socket");
+    /* state_dir a file, or under one. */
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s\n[queue q]\n" PF_SRC("a", "127.0.0.1:7007"),
+             path);
+    preflight_refuses(text, "test.conf:2: state_dir = ");
+    preflight_refuses(text, "/file is not a directory");
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/sub/dir\n[queue q]\n" PF_SRC("a", "127.0.0.1:7007"),
+             path);
+    preflight_refuses(text, "cannot be created: ");
+    preflight_refuses(text, "/file is not a directory");
+    /* A queue's directory that is a file. */
+    snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s\n[queue file]\n"
+                                 "[source a]\ntype = tcp\nlisten = 127.0.0.1:7007\nqueue = file\n",
+             dir);
+    preflight_refuses(text, "test.conf:3: [queue file]: ");
+    /* A state_dir nobody may write to (root may write anywhere). */
+    if (geteuid() != 0) {
+        char ro[600];
+        snprintf(ro, sizeof(ro), "%s/ro", dir);
+        assert_int_equal(mkdir(ro, 0500), 0);
+        snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s\n[queue q]\n" PF_SRC("a", "127.0.0.1:7007"),
+                 ro);
+        preflight_refuses(text, "is not writable");
+        snprintf(text, sizeof(text), "[hopperd]\nstate_dir = %s/new\n[queue q]\n" PF_SRC("a", "127.0.0.1:7007"),
+                 ro);
+        preflight_refuses(text, "cannot be created: ");
+    }
+#undef UNIX_SRC
+    remove_tree(dir);
 }
 
 static void
@@ -560,10 +935,11 @@ test_diff(void **state)
     free(t);
     /* Sections added count too. */
     size_t n = strlen(example_conf);
-    char *t2 = malloc(n + 64);
-    snprintf(t2, n + 64, "%s[queue more]\n", example_conf);
+    char *t2 = malloc(n + 128);
+    snprintf(t2, n + 128, "%s[queue more]\n[sink more]\ntype = file\npath = /o\nqueue = more\n",
+             example_conf);
     b = load_ok(t2);
-    assert_int_equal(hd_config_diff(a, b, what, sizeof(what)), 1);
+    assert_int_equal(hd_config_diff(a, b, what, sizeof(what)), 2);
     assert_string_equal(what, "[queue more] was added");
     hd_config_free(b);
     free(t2);
@@ -577,6 +953,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_verbatim),
         cmocka_unit_test(test_shipped_conf),
+        cmocka_unit_test(test_systemd_conf),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_every_directive),
         cmocka_unit_test(test_sizes),
@@ -589,6 +966,11 @@ main(void)
         cmocka_unit_test(test_comments_ok),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_empty_and_garbage),
+        cmocka_unit_test(test_nothing_configured),
+        cmocka_unit_test(test_authz_directives),
+        cmocka_unit_test(test_preflight_listeners),
+        cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_preflight_paths),
         cmocka_unit_test(test_diff),
     };
     return cmocka_run_group_tests_name("hopperd_config", tests, NULL, NULL);

@@ -13,7 +13,7 @@
 # Each step must succeed. ctest sets the environment (tests/CMakeLists.txt):
 # CC, HOPPER_VERSION, HOPPER_CONSUMER_FLAGS (the sanitizer flag of a
 # sanitized build, which a static libhopper needs at link time too),
-# HOPPER_WITH_DAEMON and the GNUInstallDirs directories. Exit 77 (skipped)
+# HOPPER_WITH_DAEMON and the GNUInstallDirs directories (HOPPER_DOCDIR too). Exit 77 (skipped)
 # when an install directory is absolute: it cannot go under a temporary prefix.
 set -euo pipefail
 
@@ -22,7 +22,8 @@ src=$2
 cc=${CC:-cc}
 flags=${HOPPER_CONSUMER_FLAGS:-}
 dirs=(HOPPER_LIBDIR HOPPER_INCLUDEDIR HOPPER_MANDIR)
-[ "${HOPPER_WITH_DAEMON:-}" = ON ] && dirs+=(HOPPER_BINDIR HOPPER_SBINDIR HOPPER_SYSCONFDIR HOPPER_UNITDIR)
+[ "${HOPPER_WITH_DAEMON:-}" = ON ] &&
+    dirs+=(HOPPER_BINDIR HOPPER_SBINDIR HOPPER_SYSCONFDIR HOPPER_UNITDIR HOPPER_DOCDIR)
 for v in HOPPER_VERSION HOPPER_WITH_DAEMON "${dirs[@]}"; do
     [ -n "${!v:-}" ] || { echo "install-consumer: $v is not set (run through ctest)" >&2; exit 1; }
 done
@@ -54,12 +55,19 @@ if [ "$HOPPER_WITH_DAEMON" = ON ]; then
     expect+=("$HOPPER_SBINDIR/hopperd" "$HOPPER_BINDIR/hopperctl"
              "$HOPPER_MANDIR/man8/hopperd.8" "$HOPPER_MANDIR/man5/hopperd.conf.5"
              "$HOPPER_MANDIR/man1/hopperctl.1" "$HOPPER_SYSCONFDIR/hopperd.conf.example"
-             "$HOPPER_UNITDIR/hopperd.service")
+             "$HOPPER_DOCDIR/hopperd.conf.annotated" "$HOPPER_UNITDIR/hopperd.service")
 fi
 for f in "${expect[@]}"; do
     [ -f "$prefix/$f" ] || { echo "missing: $f" >&2; find "$prefix" -type f >&2; exit 1; }
     echo "ok $f"
 done
+if [ "$HOPPER_WITH_DAEMON" = ON ]; then
+    # The example next to /etc/hopperd.conf is the one for the unit (absolute
+    # paths), not the source tree's annotated file (relative paths).
+    cmp "$prefix/$HOPPER_SYSCONFDIR/hopperd.conf.example" "$src/conf/hopperd-systemd.conf"
+    cmp "$prefix/$HOPPER_DOCDIR/hopperd.conf.annotated" "$src/conf/hopperd.conf"
+    echo "ok hopperd.conf.example is conf/hopperd-systemd.conf"
+fi
 if [ -e "$libdir/libhopper.so" ]; then
     kind=shared
 elif [ -f "$libdir/libhopper.a" ]; then
