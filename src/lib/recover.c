@@ -330,7 +330,10 @@ hp_q_recover(hopper_queue *q)
 
 /* ---- close: save what only memory holds --------------------------------- */
 
-/* MEMORY mode: write what only memory holds, as frames of consecutive seqs.
+/* MEMORY mode: write what only memory holds, as frames of consecutive seqs,
+ * one compression round's worth (HP_ENC_SLOTS frames of the frame target) at
+ * a time through one reused buffer: saving a full memory budget needs no
+ * second copy of it (the memory bound of README.md).
  * [mu held, writer role held, no other thread active]
  * I/O under mu: called by hopper_close() only, when no other thread can take
  * mu (see queue_int.h); records it cannot write are counted as lost. */
@@ -342,13 +345,16 @@ hp_q_save_memory(hopper_queue *q)
     size_t i = 0;
     uint64_t next_id = q->next_seg_id;
     uint64_t active_id = q->active_id;
+    const uint64_t chunk = HP_ENC_SLOTS * q->frame_target;
     while (i < q->mem.count && rc == 0) {
         hp_entry *e = hp_deque_at(&q->mem, i);
         b.raw.len = 0;
         b.first_seq = e->seq;
         b.count = 0;
         b.ts_ms = e->ts_ms;
-        while (i < q->mem.count && rc == 0) {
+        /* A chunk ends at a gap in seqs or past `chunk` bytes (a record
+         * larger than that is a chunk, and a frame, of its own). */
+        while (i < q->mem.count && rc == 0 && b.raw.len < chunk) {
             e = hp_deque_at(&q->mem, i);
             if (e->seq != b.first_seq + b.count) {
                 break;
@@ -380,4 +386,3 @@ hp_q_save_memory(hopper_queue *q)
     q->active_id = active_id;
     return hp_q_is_space_error(rc) ? HOPPER_EFULL : rc;
 }
-
