@@ -30,6 +30,8 @@ hp_fault(const char *op)
 HP_MUST_USE int hp_fs_open(const char *path, int flags, int mode);
 HP_MUST_USE int hp_fs_openat(int dirfd, const char *name, int flags, int mode);
 HP_MUST_USE int hp_fs_write_all(int fd, const void *p, size_t n);
+/* Write all n bytes at offset off (overwriting in place; hooked as "write"). */
+HP_MUST_USE int hp_fs_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
 /* Reads up to n bytes at off; returns the number read (short only at EOF). */
 HP_MUST_USE ssize_t hp_fs_pread_full(int fd, void *p, size_t n, uint64_t off);
 HP_MUST_USE int hp_fs_fdatasync(int fd);

@@ -94,7 +94,12 @@ quarantine(hopper_queue *q, uint64_t id, uint64_t size, const char *why)
     hp_seg_name(name, id);
     char text[160];
     int n = snprintf(text, sizeof(text), "%s: %s (%" PRIu64 " bytes)\n", name, why, size);
-    HP_GUARD(hp_fs_atomic_write(q->dirfd, note, text, (size_t)n));
+    int rc = hp_fs_atomic_write(q->dirfd, note, text, (size_t)n);
+    if (rc < 0 && !hp_q_is_space_error(rc)) {
+        return rc;
+    }
+    /* A full file system leaves the quarantine without its note: open must
+     * still succeed there, so that draining can free space. */
     atomic_fetch_add(&q->c_quarantined, size);
     return 0;
 }
