@@ -321,7 +321,7 @@ typedef struct hopper_stats {
     uint64_t disk_records;        /**< records in segment files not yet reclaimed */
     uint64_t disk_raw_bytes;      /**< payload bytes of those records */
     uint64_t disk_bytes;          /**< bytes of the queue's files: segments, indexes,
-                                   *  the checkpoint (4128) */
+                                   *  the checkpoint (4128), leftovers not yet deleted */
     uint64_t segments;            /**< segment files */
     uint64_t backlog_records;     /**< accepted and not yet acknowledged */
     uint64_t oldest_age_ms;       /**< age of the oldest unacknowledged record, 0 if none */

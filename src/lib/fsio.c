@@ -179,6 +179,17 @@ hp_fs_size(int fd, uint64_t *size)
 }
 
 int
+hp_fs_size_at(int dirfd, const char *name, uint64_t *size)
+{
+    struct stat sb;
+    if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+        return -errno;
+    }
+    *size = (uint64_t)sb.st_size;
+    return 0;
+}
+
+int
 hp_fs_exists(int dirfd, const char *name)
 {
     return faccessat(dirfd, name, F_OK, 0) < 0 ? -errno : 0;

@@ -54,6 +54,9 @@ void hp_fs_discard(int dirfd, const char *name);
 HP_MUST_USE int hp_fs_trylock(int fd, int exclusive);
 /* *size = the size of the open file fd. 0 or -errno. Not hooked. */
 HP_MUST_USE int hp_fs_size(int fd, uint64_t *size);
+/* *size = the size of dirfd/name (not following a symlink). 0 or -errno.
+ * Not hooked. */
+HP_MUST_USE int hp_fs_size_at(int dirfd, const char *name, uint64_t *size);
 /* 0 when dirfd/name exists, -errno (-ENOENT: it does not) otherwise. Not hooked. */
 HP_MUST_USE int hp_fs_exists(int dirfd, const char *name);
 /* Call fn for every entry name of the directory (but "." and ".."); a
