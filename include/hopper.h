@@ -43,15 +43,28 @@
  *
  * In MEMORY mode a record that reached a segment file (because memory was
  * full) is never lost by a kill -9. Delivery is at-least-once: records that
- * were received but not acknowledged (and not yet recorded in the checkpoint,
- * see `checkpoint_interval_ms`) are delivered again after a reopen.
+ * were received but not acknowledged are delivered again after a reopen, and
+ * so may be the last acknowledged ones:
+ * | acknowledged records | clean close | kill -9                | power loss                  |
+ * |----------------------|-------------|------------------------|-----------------------------|
+ * | delivered again      | none        | at most the last 4096  | those of the last           |
+ * |                      |             |                        | `checkpoint_interval_ms`    |
+ * (none acknowledged before a hopper_sync() that returned 0 comes back).
+ * The acknowledged position is written into the checkpoint in place, without
+ * fsync, every 4096 records or 5 ms and whenever hopper_recv() finds nothing
+ * to hand out (a kill -9 keeps the page cache); it is made durable (fsynced)
+ * every `checkpoint_interval_ms`, before a segment is reclaimed, by
+ * hopper_sync() and by hopper_close() (docs/FORMAT.md §4).
  *
  * @section caveats_sec Caveats
  * - One process, one opener: a second hopper_open() of the same queue (from
  *   this or another process) fails with HOPPER_ELOCKED.
  * - A failed write, fsync or rename on the persistence path makes the queue
  *   fail stickily: every later call returns HOPPER_EFAILED until the handle
- *   is closed and the queue reopened.
+ *   is closed and the queue reopened. A full file system (ENOSPC, EDQUOT) is
+ *   not such a failure: sends get HOPPER_EFULL, and the consumer can still
+ *   receive, acknowledge and so free space (the checkpoint is overwritten in
+ *   place and needs no new block).
  * - The disk budget may be exceeded by at most one frame header
  *   (HOPPER_FRAME_OVERHEAD bytes) per queue; in practice it is not exceeded.
  *
@@ -147,8 +160,10 @@ typedef struct hopper_opts {
     uint32_t fsync_interval_ms;   /**< for HOPPER_FSYNC_INTERVAL; default 1000 */
     int durability;               /**< enum hopper_durability; default MEMORY */
     uint32_t max_record_bytes;    /**< default 16 MiB; at most 256 MiB */
-    uint32_t checkpoint_interval_ms; /**< persist the ack position at most this
-                                      *  often (also at segment reclaim and close); default 1000 */
+    uint32_t checkpoint_interval_ms; /**< make the ack position durable (fsync) at most
+                                      *  this often (also at segment reclaim, sync and
+                                      *  close); between, it is written without fsync every
+                                      *  4096 records or 5 ms; default 1000 */
 } hopper_opts;
 
 /** Fill `opts` with the defaults. Thread safety: any thread. */
@@ -190,7 +205,9 @@ HOPPER_API int hopper_open(const char *dir, const char *name, const hopper_opts 
  * @return 0 on success, or one of: HOPPER_EFAILED (the queue had failed;
  *   records only in memory could not be saved), HOPPER_EFULL (the disk budget
  *   or the file system had no room for the in-memory records; they are lost
- *   and counted), -EIO or another -errno from write/fsync/rename.
+ *   and counted), -ENOSPC/-EDQUOT (no room to write the checkpoint: nothing is
+ *   lost, acknowledgements not yet durable may be delivered again), -EIO or
+ *   another -errno from write/fsync/rename.
  */
 HOPPER_API int hopper_close(hopper_queue *q);
 
@@ -250,27 +267,37 @@ typedef struct hopper_record {
  * queue a batch at a time (up to 256 per lock) and handed out one per call;
  * a record counts as received (stats, redelivery) when it is returned.
  *
+ * When it has nothing to hand out, it first writes the acknowledged position
+ * to the checkpoint if that moved (see @ref durability_sec).
+ *
  * @param[out] rec filled on success. `rec->data` is owned by the queue and is
  *   valid only until the next hopper_recv()/hopper_recv_ack() or hopper_close()
  *   on this queue; do not modify or free it.
  * @param[in] timeout_ms 0 = poll; -1 = wait forever; N = wait at most N ms
  * Thread safety: the single consumer thread only.
  * @return 0 on success, or one of: -EAGAIN (poll found nothing), -ETIMEDOUT,
- *   HOPPER_ECLOSED (shut down and nothing left), HOPPER_EFAILED, -ENOMEM,
- *   -EMFILE/-EIO or another -errno from reading a segment (retryable; the
- *   record is not skipped).
+ *   HOPPER_ECLOSED (shut down and nothing left), HOPPER_EFAILED (also when
+ *   writing the checkpoint failed: sticky), -ENOMEM, -EMFILE/-EIO or another
+ *   -errno from reading a segment (retryable; the record is not skipped).
  */
 HOPPER_API int hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms);
 
 /**
  * Acknowledge every record with sequence number <= `seq`. Acknowledged
- * records are never delivered again once the checkpoint is written (at most
- * checkpoint_interval_ms later, at segment reclaim and at close). Segment
- * files whose records are all acknowledged are deleted (checkpoint first).
+ * records are not delivered again once the position is in the checkpoint:
+ * within 4096 records or 5 ms for a kill -9, once it is durable (at most
+ * checkpoint_interval_ms later, at segment reclaim, hopper_sync() and close)
+ * for a power loss (see @ref durability_sec). Segment files whose records are
+ * all acknowledged are deleted (durable checkpoint first); so is the segment
+ * being written once all of it is acknowledged, if the file system said
+ * ENOSPC/EDQUOT since the last reclaim (it may be the only one to free).
+ * A full file system while writing the checkpoint is not an error: the
+ * acknowledgement holds, the old checkpoint stays, and the write (and the
+ * reclaim) is tried again by a later call.
  * Acknowledging a position not yet received is clamped to the last received.
  * Thread safety: the single consumer thread only.
  * @return 0 on success, or one of: HOPPER_EFAILED, -EIO or another -errno
- *   from writing the checkpoint (sticky).
+ *   from writing the checkpoint or deleting a segment (sticky).
  */
 HOPPER_API int hopper_ack(hopper_queue *q, uint64_t seq);
 
@@ -280,7 +307,10 @@ HOPPER_API int hopper_ack(hopper_queue *q, uint64_t seq);
 HOPPER_API int hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_ms);
 
 /** Write the checkpoint now (fsynced) if the ack position moved.
- *  Thread safety: the consumer thread. @return 0, HOPPER_EFAILED or -errno. */
+ *  Thread safety: the consumer thread.
+ *  @return 0, or one of: -ENOSPC/-EDQUOT (no room: not sticky, the old
+ *  checkpoint stands; call again later), HOPPER_EFAILED (also when the write
+ *  or fsync failed otherwise: sticky). */
 HOPPER_API int hopper_sync(hopper_queue *q);
 
 /** Queue statistics. Gauges describe the moment of the call. */
@@ -290,7 +320,8 @@ typedef struct hopper_stats {
     uint64_t mem_bytes;           /**< memory charged to them: payload + 48 bytes each */
     uint64_t disk_records;        /**< records in segment files not yet reclaimed */
     uint64_t disk_raw_bytes;      /**< payload bytes of those records */
-    uint64_t disk_bytes;          /**< bytes of segment + checkpoint files */
+    uint64_t disk_bytes;          /**< bytes of the queue's files: segments, indexes,
+                                   *  the checkpoint (4128), leftovers not yet deleted */
     uint64_t segments;            /**< segment files */
     uint64_t backlog_records;     /**< accepted and not yet acknowledged */
     uint64_t oldest_age_ms;       /**< age of the oldest unacknowledged record, 0 if none */

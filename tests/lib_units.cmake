@@ -25,3 +25,8 @@ hopper_add_test(test_fault SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_fault.c
 # Fallback for running test_damage by hand (ctest sets HOPPER_TEST_DATA).
 target_compile_definitions(test_damage PRIVATE
   HP_TEST_DATA_DIR="${CMAKE_CURRENT_SOURCE_DIR}/data")
+# The queue's own files: the two-slot checkpoint (tests/data/golden/ has a
+# version-1 queue), leftovers, and the disk budget counting every file.
+hopper_add_test(test_files SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_files.c
+                LABELS unit TIMEOUT 60)
+target_compile_definitions(test_files PRIVATE HP_TEST_DATA_DIR="${CMAKE_CURRENT_SOURCE_DIR}/data")

@@ -639,7 +639,54 @@ populate_and_ack(const fx *f)
     seg_path(f, 1, "", path, sizeof(path));
     assert_int_equal(file_size(path), -1);
     snprintf(path, sizeof(path), "%s/checkpoint", f->qdir);
-    assert_int_equal(file_size(path), 32);
+    assert_int_equal(file_size(path), HP_CKPT_FILE_SIZE);
+}
+
+/* A fresh queue from populate_and_ack; its checkpoint file read into *b. */
+static void
+fresh_checkpoint(const fx *f, const char *ck, uint8_t **b, size_t *n)
+{
+    char qd[PATH_MAX];
+    snprintf(qd, sizeof(qd), "%s", f->qdir);
+    hp_test_rmtree(strdup(qd));
+    populate_and_ack(f);
+    assert_int_equal(hp_test_read_file(ck, b, n), 0);
+    assert_int_equal(*n, HP_CKPT_FILE_SIZE);
+}
+
+enum { FLIP_ACK, FLIP_CRC, FLIP_MAGIC, GARBAGE, VERSION, NSLOTCASES };
+
+/* The checkpoint is two slots (FORMAT.md §4); a slot-level damage case is
+ * applied to the slots in `mask` (bit 0: slot 0, bit 1: slot 1). */
+static void
+damage_slots(uint8_t *b, int c, unsigned mask)
+{
+    for (unsigned i = 0; i < 2; i++) {
+        if (!(mask & (1u << i))) {
+            continue;
+        }
+        uint8_t *s = b + i * HP_CKPT_SLOT_STRIDE;
+        switch (c) {
+        case FLIP_ACK:
+            s[8] ^= 0x01;
+            break;
+        case FLIP_CRC:
+            s[30] ^= 0x40;
+            break;
+        case FLIP_MAGIC:
+            s[0] ^= 0x20;
+            break;
+        case GARBAGE:
+            memset(s, 0xA5, HP_CKPT_SIZE);
+            break;
+        case VERSION:
+            hp_put_u16(s + 4, 3);
+            hp_put_u32(s + 28, hp_crc32c_extend(0, s, 28));
+            break;
+        default:
+            fail();
+        }
+    }
 }
 
 static void
@@ -653,53 +700,45 @@ test_checkpoint_damaged(void **state)
     populate_and_ack(f);
     drain(f, &out);
     expect_range(&out, 10, NREC);
-    enum { FLIP_ACK, FLIP_CRC, FLIP_MAGIC, EMPTY, SHORT, LONG, GARBAGE, VERSION, NCASES };
-    for (int c = 0; c < NCASES; c++) {
-        char qd[PATH_MAX];
-        snprintf(qd, sizeof(qd), "%s", f->qdir);
-        hp_test_rmtree(strdup(qd));
-        populate_and_ack(f);
+    /* Slot damage: to one slot, the other one is used (both say 10, see
+     * populate_and_ack: the reclaim and the close wrote one each); to both,
+     * the checkpoint is unusable. */
+    for (int c = 0; c < NSLOTCASES; c++) {
+        for (unsigned mask = 1; mask <= 3; mask++) {
+            uint8_t *b = NULL;
+            size_t n = 0;
+            fresh_checkpoint(f, ck, &b, &n);
+            damage_slots(b, c, mask);
+            assert_int_equal(hp_test_write_file(ck, b, n), 0);
+            free(b);
+            drain(f, &out);
+            if (mask != 3) {
+                expect_range(&out, 10, NREC);
+                continue;
+            }
+            /* Everything still on disk is delivered again: segments 2 and 3. */
+            if (out.n != NREC - PER_SEG) {
+                print_error("checkpoint case %d: %zu delivered\n", c, out.n);
+            }
+            expect_range(&out, PER_SEG, NREC);
+            expect_counters(&out, 0, 0, 0, 0);
+        }
+    }
+    /* Damage to the file's size. */
+    enum { EMPTY, SHORT_V1, SHORT_V2, LONG, NSIZECASES };
+    for (int c = 0; c < NSIZECASES; c++) {
         uint8_t *b = NULL;
         size_t n = 0;
-        assert_int_equal(hp_test_read_file(ck, &b, &n), 0);
-        assert_int_equal(n, 32);
-        switch (c) {
-        case FLIP_ACK:
-            b[8] ^= 0x01;
-            break;
-        case FLIP_CRC:
-            b[30] ^= 0x40;
-            break;
-        case FLIP_MAGIC:
-            b[0] ^= 0x20;
-            break;
-        case EMPTY:
-            n = 0;
-            break;
-        case SHORT:
-            n = 31;
-            break;
-        case LONG:
-            break; /* handled below: 32 valid bytes + junk is not a checkpoint */
-        case GARBAGE:
-            memset(b, 0xA5, 32);
-            break;
-        case VERSION:
-            hp_put_u16(b + 4, 2);
-            hp_put_u32(b + 28, hp_crc32c_extend(0, b, 28));
-            break;
-        default:
-            fail();
-        }
-        if (c == LONG) {
-            uint8_t big[40];
-            memcpy(big, b, 32);
-            memset(big + 32, 0, 8);
-            assert_int_equal(hp_test_write_file(ck, big, sizeof(big)), 0);
-        } else {
-            assert_int_equal(hp_test_write_file(ck, b, n), 0);
-        }
+        fresh_checkpoint(f, ck, &b, &n);
+        uint8_t big[HP_CKPT_FILE_SIZE + 8];
+        memset(big, 0, sizeof(big));
+        memcpy(big, b, n);
         free(b);
+        size_t len = c == EMPTY      ? 0
+                     : c == SHORT_V1 ? HP_CKPT_SIZE - 1
+                     : c == SHORT_V2 ? HP_CKPT_FILE_SIZE - 1
+                                     : sizeof(big);
+        assert_int_equal(hp_test_write_file(ck, big, len), 0);
         drain(f, &out);
         if (c == LONG) {
             /* A checkpoint with trailing bytes: either read as valid (resume
@@ -708,9 +747,8 @@ test_checkpoint_damaged(void **state)
             expect_range(&out, NREC - out.n, NREC);
             continue;
         }
-        /* Everything still on disk is delivered again: segments 2 and 3. */
         if (out.n != NREC - PER_SEG) {
-            print_error("checkpoint case %d: %zu delivered\n", c, out.n);
+            print_error("checkpoint size case %d: %zu delivered\n", c, out.n);
         }
         expect_range(&out, PER_SEG, NREC);
         expect_counters(&out, 0, 0, 0, 0);

@@ -34,13 +34,14 @@ hp_fs_openat(int dirfd, const char *name, int flags, int mode)
     return fd < 0 ? -errno : fd;
 }
 
-int
-hp_fs_write_all(int fd, const void *p, size_t n)
+/* write(2) (at < 0) or pwrite(2) at offset `at` of all n bytes, retrying
+ * EINTR and short writes. */
+static int
+write_loop(int fd, const void *p, size_t n, int64_t at)
 {
-    HP_GUARD(hp_fault("write"));
     const uint8_t *c = p;
     while (n > 0) {
-        ssize_t w = write(fd, c, n);
+        ssize_t w = at < 0 ? write(fd, c, n) : pwrite(fd, c, n, (off_t)at);
         if (w < 0) {
             if (errno == EINTR) {
                 continue;
@@ -52,8 +53,26 @@ hp_fs_write_all(int fd, const void *p, size_t n)
         }
         c += w;
         n -= (size_t)w;
+        if (at >= 0) {
+            at += w;
+        }
     }
     return 0;
+}
+
+int
+hp_fs_write_all(int fd, const void *p, size_t n)
+{
+    HP_GUARD(hp_fault("write"));
+    return write_loop(fd, p, n, -1);
+}
+
+int
+hp_fs_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    HP_GUARD(hp_fault("write"));
+    HP_ENSURE(off <= (uint64_t)INT64_MAX, -EINVAL);
+    return write_loop(fd, p, n, (int64_t)off);
 }
 
 ssize_t
@@ -153,6 +172,17 @@ hp_fs_size(int fd, uint64_t *size)
 {
     struct stat sb;
     if (fstat(fd, &sb) < 0) {
+        return -errno;
+    }
+    *size = (uint64_t)sb.st_size;
+    return 0;
+}
+
+int
+hp_fs_size_at(int dirfd, const char *name, uint64_t *size)
+{
+    struct stat sb;
+    if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
         return -errno;
     }
     *size = (uint64_t)sb.st_size;

@@ -30,6 +30,8 @@ hp_fault(const char *op)
 HP_MUST_USE int hp_fs_open(const char *path, int flags, int mode);
 HP_MUST_USE int hp_fs_openat(int dirfd, const char *name, int flags, int mode);
 HP_MUST_USE int hp_fs_write_all(int fd, const void *p, size_t n);
+/* Write all n bytes at offset off (overwriting in place; hooked as "write"). */
+HP_MUST_USE int hp_fs_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
 /* Reads up to n bytes at off; returns the number read (short only at EOF). */
 HP_MUST_USE ssize_t hp_fs_pread_full(int fd, void *p, size_t n, uint64_t off);
 HP_MUST_USE int hp_fs_fdatasync(int fd);
@@ -52,6 +54,9 @@ void hp_fs_discard(int dirfd, const char *name);
 HP_MUST_USE int hp_fs_trylock(int fd, int exclusive);
 /* *size = the size of the open file fd. 0 or -errno. Not hooked. */
 HP_MUST_USE int hp_fs_size(int fd, uint64_t *size);
+/* *size = the size of dirfd/name (not following a symlink). 0 or -errno.
+ * Not hooked. */
+HP_MUST_USE int hp_fs_size_at(int dirfd, const char *name, uint64_t *size);
 /* 0 when dirfd/name exists, -errno (-ENOENT: it does not) otherwise. Not hooked. */
 HP_MUST_USE int hp_fs_exists(int dirfd, const char *name);
 /* Call fn for every entry name of the directory (but "." and ".."); a

@@ -4,9 +4,10 @@
  * the split of the rest into files are described in queue_int.h.
  *
  * Open: check the options, create DIR/NAME, take the exclusive flock on
- * LOCK (HOPPER_ELOCKED while another opener holds it), read the checkpoint,
- * recover the segments (recover.c), create the compressor and decompressor
- * and, with fsync=interval, start the syncer thread (writer.c).
+ * LOCK (HOPPER_ELOCKED while another opener holds it), read the checkpoint
+ * (converting an old or missing one, checkpoint.c), recover the segments
+ * (recover.c), create the compressor and decompressor and, with
+ * fsync=interval, start the syncer thread (writer.c).
  *
  * Close: stop and join the syncer, wait for the writer role, write the
  * write-behind records and (MEMORY mode) what only memory holds, fdatasync
@@ -113,6 +114,7 @@ queue_free(hopper_queue *q)
     free(q->sealed.v);
     hp_idx_free(&q->aidx);
     hp_fs_close(q->active_fd);
+    hp_fs_close(q->ckpt_fd);
     hp_fs_close(q->lockfd); /* releases the flock */
     hp_fs_close(q->dirfd);
     pthread_cond_destroy(&q->not_empty);
@@ -156,6 +158,7 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
     q->dirfd = -1;
     q->lockfd = -1;
     q->active_fd = -1;
+    q->ckpt_fd = -1;
     q->rd.fd = -1;
     /* Critical sections are short: spin a little before sleeping (glibc's
      * adaptive mutex), which keeps contended sends off the futex path. */
@@ -207,14 +210,14 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
         goto fail;
     }
     uint64_t read_next;
-    rc = hp_ckpt_read(q->dirfd, &q->ack_next, &read_next);
+    rc = hp_q_ckpt_open(q, &read_next);
     if (rc < 0) {
         goto fail;
     }
-    q->ckpt_ack = q->ack_next;
-    q->ckpt_ns = hp_now_mono_ns();
     q->redeliver_below = read_next;
-    q->disk_bytes = HP_CKPT_SIZE;
+    /* The checkpoint counts at its full size even while an old or missing one
+     * waits to be replaced (checkpoint.c). */
+    q->disk_bytes = HP_CKPT_FILE_SIZE;
     rc = hp_q_recover(q);
     if (rc < 0) {
         goto fail;

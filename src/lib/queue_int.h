@@ -2,8 +2,8 @@
 /* The queue's private header: struct hopper_queue, what guards each of its
  * fields, and the internal functions that cross the queue's files. Included
  * only by the queue's own files (queue.c, writer.c, compress.c, sender.c,
- * receiver.c, recover.c); nothing below them (record, segment, fsio, deque,
- * buf) may include it (STYLE.md §3).
+ * receiver.c, recover.c, checkpoint.c); nothing below them (record,
+ * segment, fsio, deque, buf) may include it (STYLE.md §3).
  *
  * Logical order. Every accepted record gets the next sequence number. The
  * unacknowledged records form one FIFO made of two parts:
@@ -23,8 +23,9 @@
  *               segment rotation and seal, the interval syncer thread
  *   compress.c  the writer's parallel compression rounds
  *   receiver.c  the consumer: staging, disk reads, hopper_recv, ack,
- *               checkpoint, reclaim, hopper_sync, hopper_shutdown
+ *               when to checkpoint, reclaim, hopper_sync, hopper_shutdown
  *   recover.c   open-time recovery and close-time save of memory records
+ *   checkpoint.c  the checkpoint file: two slots written in place
  *
  * Locking. `mu` is the only lock, so there is no lock order to keep; an
  * internal function takes or releases no lock unless its comment says so.
@@ -45,7 +46,9 @@
  *   [writer]    only the holder of the writer role (`writer_active`, taken
  *               and released under `mu`) touches it, with or without `mu`;
  *               the role is held by at most one thread: a sender, the
- *               consumer, the interval syncer or close
+ *               consumer, the interval syncer or close (hopper_ack also
+ *               retires the active segment under `mu` while the role is
+ *               free: taking and dropping it within one critical section)
  *   [slot]      slot i of `enc`/`eout` belongs to whoever claimed frame i of
  *               the open compression round (the writer between rounds)
  *   [consumer]  only the one consumer thread (hopper_recv/ack/sync, and
@@ -255,9 +258,18 @@ struct hopper_queue {
 
     uint64_t read_seq;       /* [mu] every seq below was delivered (or skipped) */
     uint64_t ack_next;       /* [mu] every seq below is acknowledged */
-    uint64_t ckpt_ack;       /* [consumer] ack_next stored in the checkpoint */
-    uint64_t ckpt_ns;        /* [consumer] when it was written */
     uint64_t redeliver_below; /* immutable: seqs below were delivered before open */
+
+    /* The checkpoint file (checkpoint.c, FORMAT.md §4), all [consumer]: */
+    int ckpt_fd;             /* open for in-place writes, -1 when there is none */
+    int ckpt_layout;         /* 2: two slots; 1: a version-1 file; 0: no usable file */
+    int ckpt_w;              /* layout 2: the working slot (the other is durable) */
+    uint32_t ckpt_gen;       /* layout 2: generation of the durable slot */
+    uint64_t ckpt_ack;       /* ack_next made durable */
+    uint64_t ckpt_ns;        /* when */
+    uint64_t ckpt_mark_ack;  /* ack_next last written, durable or not */
+    uint64_t ckpt_mark_ns;   /* when */
+    uint64_t ckpt_retry_ns;  /* after ENOSPC: no durable write before this */
 
     hp_reader rd;   /* [consumer] */
     hp_encoder enc[HP_ENC_SLOTS];  /* [slot] deflate contexts, created when first used */
@@ -371,8 +383,25 @@ int hp_q_help_compress(hopper_queue *q);
 
 /* Close the reader's segment and forget its position. [consumer] */
 void hp_q_reader_reset(hp_reader *r);
-/* Write the checkpoint durably (FORMAT.md §4). [consumer; not `mu`] */
+
+/* ---- checkpoint.c ------------------------------------------------------- */
+
+/* The acknowledged position is marked (written in place without fsync) once
+ * this many records or this much time passed since the last write, so a
+ * kill -9 repeats at most HP_CKPT_MARK_RECORDS acknowledged records. */
+#define HP_CKPT_MARK_RECORDS 4096u
+#define HP_CKPT_MARK_NS 5000000ull
+
+/* Open (creating or converting when needed) the checkpoint and set ack_next,
+ * ckpt_* and *read_next. [open] 0 or -errno. */
+HP_MUST_USE int hp_q_ckpt_open(hopper_queue *q, uint64_t *read_next);
+/* Write the position durably (FORMAT.md §4). [consumer; not `mu`] 0, a space
+ * error (ENOSPC/EDQUOT: not a failure, the old checkpoint stands; retry
+ * after ckpt_retry_ns) or another -errno (sticky). */
 HP_MUST_USE int hp_q_ckpt_write(hopper_queue *q, uint64_t ack_next, uint64_t read_next);
+/* Write the position in place without fsync (survives a kill -9, not a power
+ * loss). [consumer; not `mu`] 0, a space error (ignored) or -errno (sticky). */
+HP_MUST_USE int hp_q_ckpt_mark(hopper_queue *q, uint64_t ack_next, uint64_t read_next);
 
 /* ---- recover.c ---------------------------------------------------------- */
 

@@ -9,10 +9,12 @@
  * them out one per call without locking. Frame reads and segment opens run
  * with `mu` dropped; the consumer's reader state is its own ([consumer]).
  *
- * Crash safety of reclaim: the checkpoint (ack position) is written
- * tmp -> fsync -> rename -> fsync(dir) BEFORE any segment whose records are all
- * acknowledged is unlinked; the directory is fsynced after the unlinks. A crash
- * in between leaves a fully acknowledged segment that the next open deletes.
+ * Crash safety of reclaim: the checkpoint (ack position) is written durably
+ * (in place, then fdatasync; checkpoint.c) BEFORE any segment whose records
+ * are all acknowledged is unlinked; the directory is fsynced after the
+ * unlinks. A crash in between leaves a fully acknowledged segment that the
+ * next open deletes. Between durable writes the position is marked in place
+ * without fsync, often, so that a kill -9 repeats few acknowledgements.
  */
 #include "queue_int.h"
 
@@ -252,6 +254,23 @@ reader_open_seg(hopper_queue *q, uint64_t id)
     return 0;
 }
 
+/* ---- when to write the checkpoint (checkpoint.c writes it) -------------- */
+
+static uint64_t
+ckpt_interval_ns(const hopper_queue *q)
+{
+    return (uint64_t)q->o.checkpoint_interval_ms * 1000000u;
+}
+
+/* Is a durable write of ack_next due: it moved, no ENOSPC pause is on, and
+ * a reclaim waits for it or checkpoint_interval_ms passed? [consumer] */
+static int
+ckpt_due(const hopper_queue *q, uint64_t ack_next, uint64_t now, int reclaim)
+{
+    return ack_next != q->ckpt_ack && now >= q->ckpt_retry_ns &&
+           (reclaim || now - q->ckpt_ns >= ckpt_interval_ns(q));
+}
+
 /* ---- hopper_recv -------------------------------------------------------- */
 
 int
@@ -323,6 +342,24 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
             rc = HOPPER_ECLOSED;
             goto unlock;
         }
+        /* Nothing to hand out. Before returning empty-handed or waiting,
+         * the acknowledged position goes to the checkpoint: durably when
+         * that is due, else marked, so a kill -9 of a consumer that caught
+         * up repeats nothing. */
+        uint64_t now = hp_now_mono_ns();
+        int due = ckpt_due(q, q->ack_next, now, 0);
+        if (due || q->ack_next != q->ckpt_mark_ack) {
+            uint64_t ack_next = q->ack_next;
+            uint64_t read_next = hp_q_read_hwm(q);
+            hp_mutex_unlock(&q->mu);
+            rc = due ? hp_q_ckpt_write(q, ack_next, read_next)
+                     : hp_q_ckpt_mark(q, ack_next, read_next);
+            hp_mutex_lock(&q->mu);
+            if (rc < 0 && !hp_q_is_space_error(rc)) {
+                hp_q_fail_locked(q, rc);
+            }
+            continue;
+        }
         if (timeout_ms == 0 && !q->writer_active) {
             rc = -EAGAIN;
             goto unlock;
@@ -330,6 +367,12 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
         uint64_t until = hp_q_deadline(&deadline, timeout_ms);
         if (q->pend.count > 0) {
             until = hp_q_enospc_retry(q, until); /* the write-behind */
+        }
+        if (q->ack_next != q->ckpt_ack) {
+            /* Wake up when the durable write comes due. */
+            uint64_t at = q->ckpt_ns + ckpt_interval_ns(q);
+            at = at > q->ckpt_retry_ns ? at : q->ckpt_retry_ns;
+            until = at < until ? at : until;
         }
         q->reader_waiting = 1;
         int wrc = hp_cond_wait_until(&q->not_empty, &q->mu, until);
@@ -349,13 +392,44 @@ unlock:
 
 /* ---- checkpoint, acknowledge and reclaim -------------------------------- */
 
-/* FORMAT.md §4: written tmp -> fsync -> rename -> fsync(dir). */
-int
-hp_q_ckpt_write(hopper_queue *q, uint64_t ack_next, uint64_t read_next)
+/* After an acknowledgement: write the position durably when a reclaim waits
+ * for it or checkpoint_interval_ms passed, else mark it (in place, no fsync)
+ * every HP_CKPT_MARK_RECORDS records or HP_CKPT_MARK_NS. A full file system
+ * is not a failure: the old checkpoint stands. [consumer, no mu] 0 or a
+ * sticky -errno. */
+static int
+ckpt_after_ack(hopper_queue *q, uint64_t ack_next, uint64_t read_next, int reclaim)
 {
-    uint8_t b[HP_CKPT_SIZE];
-    hp_ckpt_encode(b, ack_next, read_next);
-    return hp_fs_atomic_write(q->dirfd, HP_CKPT_NAME, b, sizeof(b));
+    uint64_t now = hp_now_mono_ns();
+    int rc = 0;
+    if (ckpt_due(q, ack_next, now, reclaim)) {
+        rc = hp_q_ckpt_write(q, ack_next, read_next);
+    } else if (ack_next - q->ckpt_mark_ack >= HP_CKPT_MARK_RECORDS ||
+               (ack_next != q->ckpt_mark_ack && now - q->ckpt_mark_ns >= HP_CKPT_MARK_NS)) {
+        rc = hp_q_ckpt_mark(q, ack_next, read_next);
+    }
+    return hp_q_is_space_error(rc) ? 0 : rc;
+}
+
+/* The active segment is fully acknowledged. After ENOSPC (and no reclaim
+ * since) it is retired so that it can be reclaimed: when it is the only
+ * segment, or holds most of the space, nothing else would give space back.
+ * Otherwise it stays, so a consumer that keeps up does not churn segments.
+ * Returns 1 with its fd (to close without `mu`) when it was retired. [mu,
+ * consumer; takes the free writer role for the moment: active_fd and aidx
+ * are the writer's] */
+static int
+retire_active(hopper_queue *q, int *fd)
+{
+    if (q->enospc_until_ns == 0 || q->writer_active) {
+        return 0;
+    }
+    *fd = q->active_fd;
+    q->active_fd = -1;
+    q->active_id = 0;
+    q->aidx.id = 0; /* no index: the segment is about to go */
+    q->aidx.n = 0;
+    return 1;
 }
 
 int
@@ -389,27 +463,22 @@ hopper_ack(hopper_queue *q, uint64_t seq)
             pthread_cond_broadcast(&q->not_full);
         }
     }
+    int retired_fd = -1;
     for (size_t i = 0; i < q->segs.n && nrec < 64; i++) {
         hp_seginfo *s = &q->segs.v[i];
-        if (s->id != q->active_id && s->max_seq <= q->ack_next) {
+        if (s->max_seq <= q->ack_next &&
+            (s->id != q->active_id || retire_active(q, &retired_fd))) {
             reclaim[nrec++] = s->id;
         }
     }
     uint64_t ack_next = q->ack_next;
     uint64_t read_next = hp_q_read_hwm(q);
     hp_mutex_unlock(&q->mu);
+    hp_fs_close(retired_fd);
 
-    uint64_t now = hp_now_mono_ns();
-    int due = ack_next != q->ckpt_ack &&
-              (nrec > 0 || now - q->ckpt_ns >= (uint64_t)q->o.checkpoint_interval_ms * 1000000u);
-    int rc = 0;
-    if (due) {
-        rc = hp_q_ckpt_write(q, ack_next, read_next);
-        if (rc < 0) {
-            goto fail;
-        }
-        q->ckpt_ack = ack_next;
-        q->ckpt_ns = now;
+    int rc = ckpt_after_ack(q, ack_next, read_next, nrec > 0);
+    if (rc < 0) {
+        goto fail;
     }
     if (nrec == 0 || q->ckpt_ack < ack_next) {
         return 0;
@@ -484,15 +553,13 @@ hopper_sync(hopper_queue *q)
         return 0;
     }
     int rc = hp_q_ckpt_write(q, ack_next, read_next);
-    if (rc < 0) {
+    if (rc < 0 && !hp_q_is_space_error(rc)) {
         hp_mutex_lock(&q->mu);
         hp_q_fail_locked(q, rc);
         hp_mutex_unlock(&q->mu);
         return HOPPER_EFAILED;
     }
-    q->ckpt_ack = ack_next;
-    q->ckpt_ns = hp_now_mono_ns();
-    return 0;
+    return rc; /* a full file system: the old checkpoint stands */
 }
 
 void

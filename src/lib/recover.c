@@ -4,12 +4,13 @@
  *
  * Recovery runs in hopper_open before the queue is shared, so it takes no
  * lock. It lists the directory (removing our own temp files and the indexes
- * of reclaimed segments, ignoring foreign files), then per segment in id
- * order: a bad header quarantines the file (*.bad plus a *.why note); a valid
- * index replaces the scan; otherwise the frames are scanned with their CRCs,
- * damage in the middle is skipped and counted, and a torn tail of the LAST
- * segment is truncated. Fully acknowledged segments (a crash between the
- * checkpoint and the unlink) are deleted.
+ * of reclaimed segments, counting any that would not go; ignoring foreign
+ * files), then per segment in id order: a bad header quarantines the file
+ * (*.bad plus a *.why note); a valid index replaces the scan; otherwise the
+ * frames are scanned with their CRCs, damage in the middle is skipped and
+ * counted, and a torn tail of the LAST segment is truncated. Fully
+ * acknowledged segments (a crash between the checkpoint and the unlink) are
+ * deleted with their indexes.
  */
 #include "queue_int.h"
 
@@ -78,6 +79,18 @@ cmp_run(const void *a, const void *b)
     return x->first_seq < y->first_seq ? -1 : x->first_seq > y->first_seq;
 }
 
+/* Delete one of our leftovers (a temp file, a stale index). Should it stay
+ * (the unlink failed), it still takes space: it is counted in disk_bytes. */
+static void
+drop_leftover(hopper_queue *q, const char *name)
+{
+    hp_fs_discard(q->dirfd, name);
+    uint64_t size;
+    if (hp_fs_size_at(q->dirfd, name, &size) == 0) {
+        q->disk_bytes += size;
+    }
+}
+
 /* Rename a segment that cannot be read to *.bad and leave a note why. */
 static int
 quarantine(hopper_queue *q, uint64_t id, uint64_t size, const char *why)
@@ -90,11 +103,16 @@ quarantine(hopper_queue *q, uint64_t id, uint64_t size, const char *why)
     snprintf(note, sizeof(note), "%s.bad.why", name);
     HP_GUARD(hp_fs_renameat(q->dirfd, name, bad));
     hp_seg_idx_name(name, id);
-    hp_fs_discard(q->dirfd, name);
+    drop_leftover(q, name);
     hp_seg_name(name, id);
     char text[160];
     int n = snprintf(text, sizeof(text), "%s: %s (%" PRIu64 " bytes)\n", name, why, size);
-    HP_GUARD(hp_fs_atomic_write(q->dirfd, note, text, (size_t)n));
+    int rc = hp_fs_atomic_write(q->dirfd, note, text, (size_t)n);
+    if (rc < 0 && !hp_q_is_space_error(rc)) {
+        return rc;
+    }
+    /* A full file system leaves the quarantine without its note: open must
+     * still succeed there, so that draining can free space. */
     atomic_fetch_add(&q->c_quarantined, size);
     return 0;
 }
@@ -121,7 +139,7 @@ load_index(hopper_queue *q, uint64_t id, uint64_t size, scan_ctx *c)
         goto out;
     }
     if (fsize < HP_IDX_HDR + 4 || fsize > HP_IDX_RESERVE) {
-        hp_fs_discard(q->dirfd, name);
+        drop_leftover(q, name);
         goto out; /* not one of our indexes: scan */
     }
     size_t n = (size_t)fsize;
@@ -141,7 +159,7 @@ load_index(hopper_queue *q, uint64_t id, uint64_t size, scan_ctx *c)
     }
     if (rc < 0) {
         rc = 0; /* stale or damaged index: scan, and do not keep it */
-        hp_fs_discard(q->dirfd, name);
+        drop_leftover(q, name);
         goto out;
     }
     c->info->bytes = n;
@@ -231,8 +249,13 @@ keep:
         *max_seq = info.max_seq;
     }
     if (info.max_seq <= q->ack_next) {
-        /* Fully acknowledged (a crash between checkpoint and unlink), or empty. */
+        /* Fully acknowledged (a crash between checkpoint and unlink), or
+         * empty: the segment goes, and its index with it (FORMAT.md §2.1). */
         rc = hp_fs_unlinkat(q->dirfd, name);
+        if (rc == 0) {
+            hp_seg_idx_name(name, id);
+            drop_leftover(q, name);
+        }
         goto out;
     }
     HP_ARR_PUSH(q->segs, info, rc);
@@ -250,6 +273,40 @@ typedef struct list_ctx {
     hp_ids ids;
 } list_ctx;
 
+/* Is `name` (of length n) the name of a segment's index? The segment's name
+ * in seg. */
+static int
+index_name(const char *name, size_t n, char seg[HP_SEG_NAME_MAX])
+{
+    uint64_t id;
+    if (n != 21 || strcmp(name + 16, ".hidx") != 0) {
+        return 0;
+    }
+    memcpy(seg, name, 16);
+    memcpy(seg + 16, ".hseg", 6);
+    return hp_seg_parse_name(seg, &id) == 0;
+}
+
+/* Is `name` (of length n) the temp file of one of our files (FORMAT.md §1):
+ * the checkpoint, a segment, an index or a quarantine note? */
+static int
+our_tmp_name(const char *name, size_t n)
+{
+    char base[HP_SEG_NAME_MAX + 16];
+    char seg[HP_SEG_NAME_MAX];
+    uint64_t id;
+    if (n <= 4 || n - 4 >= sizeof(base) || strcmp(name + n - 4, ".tmp") != 0) {
+        return 0;
+    }
+    memcpy(base, name, n - 4);
+    base[n - 4] = '\0';
+    if (n - 4 == 21 + 8 && strcmp(base + 21, ".bad.why") == 0) {
+        base[21] = '\0'; /* a quarantine note */
+    }
+    return strcmp(base, HP_CKPT_NAME) == 0 || hp_seg_parse_name(base, &id) == 0 ||
+           index_name(base, strlen(base), seg);
+}
+
 /* One directory entry at open: collect segments, drop our own leftovers,
  * ignore everything that is not ours. */
 static int
@@ -259,23 +316,19 @@ on_dir_entry(void *arg, const char *name)
     hopper_queue *q = c->q;
     size_t n = strlen(name);
     uint64_t id;
+    char seg[HP_SEG_NAME_MAX];
     if (hp_seg_parse_name(name, &id) == 0) {
         if (id >= q->next_seg_id) {
             q->next_seg_id = id + 1;
         }
         return hp_ids_push(&c->ids, id);
     }
-    if (n > 4 && strcmp(name + n - 4, ".tmp") == 0 &&
-        (strncmp(name, HP_CKPT_NAME, strlen(HP_CKPT_NAME)) == 0 ||
-         strstr(name, ".hseg.tmp") != NULL)) {
+    if (our_tmp_name(name, n)) {
         /* Our own temp file from an interrupted create: never complete. */
-        hp_fs_discard(q->dirfd, name);
-    } else if (n == 21 && strcmp(name + 16, ".hidx") == 0) {
-        char seg[HP_SEG_NAME_MAX];
-        memcpy(seg, name, 16);
-        memcpy(seg + 16, ".hseg", 6);
+        drop_leftover(q, name);
+    } else if (index_name(name, n, seg)) {
         if (hp_fs_exists(q->dirfd, seg) == -ENOENT) {
-            hp_fs_discard(q->dirfd, name); /* index of a reclaimed segment */
+            drop_leftover(q, name); /* index of a reclaimed segment */
         }
     } else if (n > 4 && n - 4 < HP_SEG_NAME_MAX && strcmp(name + n - 4, ".bad") == 0) {
         char base[HP_SEG_NAME_MAX];
@@ -330,7 +383,10 @@ hp_q_recover(hopper_queue *q)
 
 /* ---- close: save what only memory holds --------------------------------- */
 
-/* MEMORY mode: write what only memory holds, as frames of consecutive seqs.
+/* MEMORY mode: write what only memory holds, as frames of consecutive seqs,
+ * one compression round's worth (HP_ENC_SLOTS frames of the frame target) at
+ * a time through one reused buffer: saving a full memory budget needs no
+ * second copy of it (the memory bound of README.md).
  * [mu held, writer role held, no other thread active]
  * I/O under mu: called by hopper_close() only, when no other thread can take
  * mu (see queue_int.h); records it cannot write are counted as lost. */
@@ -342,13 +398,16 @@ hp_q_save_memory(hopper_queue *q)
     size_t i = 0;
     uint64_t next_id = q->next_seg_id;
     uint64_t active_id = q->active_id;
+    const uint64_t chunk = HP_ENC_SLOTS * q->frame_target;
     while (i < q->mem.count && rc == 0) {
         hp_entry *e = hp_deque_at(&q->mem, i);
         b.raw.len = 0;
         b.first_seq = e->seq;
         b.count = 0;
         b.ts_ms = e->ts_ms;
-        while (i < q->mem.count && rc == 0) {
+        /* A chunk ends at a gap in seqs or past `chunk` bytes (a record
+         * larger than that is a chunk, and a frame, of its own). */
+        while (i < q->mem.count && rc == 0 && b.raw.len < chunk) {
             e = hp_deque_at(&q->mem, i);
             if (e->seq != b.first_seq + b.count) {
                 break;
@@ -380,4 +439,3 @@ hp_q_save_memory(hopper_queue *q)
     q->active_id = active_id;
     return hp_q_is_space_error(rc) ? HOPPER_EFULL : rc;
 }
-

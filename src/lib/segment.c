@@ -50,27 +50,28 @@ hp_seg_parse_name(const char *name, uint64_t *id)
     return 0;
 }
 
-/* The segment header (§2) and the checkpoint (§4) share one layout: magic
- * u32, version u16, size u16 (32), two u64, reserved u32 (0), CRC-32C u32 of
- * the 28 bytes before it. */
+/* The segment header (§2) and a checkpoint slot (§4) share one layout: magic
+ * u32, version u16, size u16 (32), two u64, a u32 (flags 0 in the header,
+ * the generation in a version-2 slot), CRC-32C u32 of the 28 bytes before it. */
 _Static_assert(HP_SEG_HDR == 32 && HP_CKPT_SIZE == 32, "FORMAT.md §2 and §4: 32 bytes");
 
 static void
-put_block32(uint8_t out[32], uint32_t magic, uint16_t version, uint64_t a, uint64_t b)
+put_block32(uint8_t out[32], uint32_t magic, uint16_t version, uint64_t a, uint64_t b,
+            uint32_t word)
 {
     hp_put_u32(out, magic);
     hp_put_u16(out + 4, version);
     hp_put_u16(out + 6, 32);
     hp_put_u64(out + 8, a);
     hp_put_u64(out + 16, b);
-    hp_put_u32(out + 24, 0);
+    hp_put_u32(out + 24, word);
     hp_put_u32(out + 28, hp_crc32c_extend(0, out, 28));
 }
 
 void
 hp_seg_header_encode(uint8_t out[HP_SEG_HDR], uint64_t id, uint64_t first_seq)
 {
-    put_block32(out, HP_SEG_MAGIC, HP_SEG_VERSION, id, first_seq);
+    put_block32(out, HP_SEG_MAGIC, HP_SEG_VERSION, id, first_seq, 0);
 }
 
 int
@@ -386,21 +387,91 @@ hp_idx_free(hp_segidx *x)
 /* ---- checkpoint, FORMAT.md §4 ------------------------------------------ */
 
 void
-hp_ckpt_encode(uint8_t out[HP_CKPT_SIZE], uint64_t ack_next, uint64_t read_next)
+hp_ckpt_encode(uint8_t out[HP_CKPT_SIZE], uint64_t ack_next, uint64_t read_next, uint32_t gen)
 {
-    put_block32(out, HP_CKPT_MAGIC, HP_CKPT_VERSION, ack_next, read_next);
+    put_block32(out, HP_CKPT_MAGIC, HP_CKPT_VERSION, ack_next, read_next, gen);
+}
+
+void
+hp_ckpt_encode_v1(uint8_t out[HP_CKPT_SIZE], uint64_t ack_next, uint64_t read_next)
+{
+    put_block32(out, HP_CKPT_MAGIC, HP_CKPT_VERSION_1, ack_next, read_next, 0);
 }
 
 int
-hp_ckpt_decode(const uint8_t *p, size_t n, uint64_t *ack_next, uint64_t *read_next)
+hp_ckpt_decode(const uint8_t *p, size_t n, unsigned version, uint64_t *ack_next,
+               uint64_t *read_next, uint32_t *gen)
 {
-    HP_ENSURE(n == HP_CKPT_SIZE && hp_get_u32(p) == HP_CKPT_MAGIC, HOPPER_ECORRUPT);
-    HP_ENSURE(hp_get_u16(p + 4) == HP_CKPT_VERSION && hp_get_u16(p + 6) == HP_CKPT_SIZE,
+    HP_ENSURE(n >= HP_CKPT_SIZE && hp_get_u32(p) == HP_CKPT_MAGIC, HOPPER_ECORRUPT);
+    HP_ENSURE(hp_get_u16(p + 4) == version && hp_get_u16(p + 6) == HP_CKPT_SIZE,
               HOPPER_ECORRUPT);
     HP_ENSURE(hp_get_u32(p + 28) == hp_crc32c_extend(0, p, 28), HOPPER_ECORRUPT);
     *ack_next = hp_get_u64(p + 8);
     *read_next = hp_get_u64(p + 16);
+    /* Version 1 calls the field reserved; its writers left it 0. */
+    *gen = version == HP_CKPT_VERSION_1 ? 0 : hp_get_u32(p + 24);
     return 0;
+}
+
+/* The two slots of a version-2 file (s1 NULL: a version-1 file of one). */
+static int
+ckpt_pick(const uint8_t *s0, const uint8_t *s1, hp_ckpt *c)
+{
+    memset(c, 0, sizeof(*c));
+    if (s1 == NULL) {
+        HP_GUARD(hp_ckpt_decode(s0, HP_CKPT_SIZE, HP_CKPT_VERSION_1, &c->ack_next,
+                                &c->read_next, &c->gen));
+        c->layout = 1;
+        return 0;
+    }
+    hp_ckpt s[2];
+    int ok[2];
+    for (int i = 0; i < 2; i++) {
+        ok[i] = hp_ckpt_decode(i == 0 ? s0 : s1, HP_CKPT_SIZE, HP_CKPT_VERSION, &s[i].ack_next,
+                               &s[i].read_next, &s[i].gen) == 0;
+    }
+    HP_ENSURE(ok[0] || ok[1], HOPPER_ECORRUPT);
+    /* Generations compare as serial numbers (RFC 1982), so they may wrap. */
+    int use = !ok[0] || (ok[1] && (uint32_t)(s[1].gen - s[0].gen) - 1u < 0x7fffffffu);
+    *c = s[use];
+    c->slot = use;
+    c->layout = 2;
+    return 0;
+}
+
+int
+hp_ckpt_parse(const uint8_t *p, size_t n, hp_ckpt *c)
+{
+    memset(c, 0, sizeof(*c));
+    if (n == HP_CKPT_SIZE) {
+        return ckpt_pick(p, NULL, c);
+    }
+    HP_ENSURE(n == HP_CKPT_FILE_SIZE, HOPPER_ECORRUPT);
+    return ckpt_pick(p, p + HP_CKPT_SLOT_STRIDE, c);
+}
+
+int
+hp_ckpt_read_fd(int fd, hp_ckpt *c)
+{
+    memset(c, 0, sizeof(*c));
+    uint64_t size;
+    HP_GUARD(hp_fs_size(fd, &size));
+    if (size != HP_CKPT_SIZE && size != HP_CKPT_FILE_SIZE) {
+        return 1;
+    }
+    uint8_t b[2 * HP_CKPT_SIZE];
+    for (int i = 0; i < (size == HP_CKPT_SIZE ? 1 : 2); i++) {
+        ssize_t r = hp_fs_pread_full(fd, b + i * HP_CKPT_SIZE, HP_CKPT_SIZE,
+                                     (uint64_t)i * HP_CKPT_SLOT_STRIDE);
+        if (r < 0) {
+            return (int)r;
+        }
+        if (r != HP_CKPT_SIZE) {
+            return 1; /* shrank under us */
+        }
+    }
+    int rc = ckpt_pick(b, size == HP_CKPT_SIZE ? NULL : b + HP_CKPT_SIZE, c);
+    return rc == 0 ? 0 : 1;
 }
 
 int
@@ -415,19 +486,12 @@ hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next)
     if (fd < 0) {
         return fd;
     }
-    /* One byte more than a checkpoint, to tell a longer file from ours. */
-    uint8_t b[HP_CKPT_SIZE + 1];
-    ssize_t r = hp_fs_pread_full(fd, b, sizeof(b), 0);
+    hp_ckpt c;
+    int rc = hp_ckpt_read_fd(fd, &c);
     hp_fs_close(fd);
-    if (r < 0) {
-        return (int)r;
-    }
-    if (hp_ckpt_decode(b, (size_t)r, ack_next, read_next) < 0) {
-        *ack_next = 0;
-        *read_next = 0;
-        return 1;
-    }
-    return 0;
+    *ack_next = c.ack_next;
+    *read_next = c.read_next;
+    return rc;
 }
 
 /* ---- segment id lists ------------------------------------------------- */

@@ -120,16 +120,42 @@ void hp_idx_free(hp_segidx *x);
 /* The directory lock (FORMAT.md §1): an exclusive flock by the one opener. */
 #define HP_LOCK_NAME "LOCK"
 
-/* Checkpoint file (FORMAT.md §4). */
+/* Checkpoint file (FORMAT.md §4). Version 2: two 32-byte slots, at offsets
+ * 0 and HP_CKPT_SLOT_STRIDE, each with a generation number; the valid slot
+ * of the newer generation holds the positions. Version 1 (still read): the
+ * file is one 32-byte slot. */
 #define HP_CKPT_NAME "checkpoint"
 #define HP_CKPT_MAGIC 0x504b4348u /* "HCKP" */
-#define HP_CKPT_VERSION 1u
-#define HP_CKPT_SIZE 32u
+#define HP_CKPT_VERSION 2u
+#define HP_CKPT_VERSION_1 1u
+#define HP_CKPT_SIZE 32u /* one slot; the whole file in version 1 */
+#define HP_CKPT_SLOT_STRIDE 4096u
+#define HP_CKPT_FILE_SIZE (HP_CKPT_SLOT_STRIDE + HP_CKPT_SIZE)
 
-void hp_ckpt_encode(uint8_t out[HP_CKPT_SIZE], uint64_t ack_next, uint64_t read_next);
-/* Returns 0 with the positions, HOPPER_ECORRUPT for a damaged one. */
-HP_MUST_USE int hp_ckpt_decode(const uint8_t *p, size_t n, uint64_t *ack_next,
-                               uint64_t *read_next);
+/* What a checkpoint file holds. */
+typedef struct hp_ckpt {
+    uint64_t ack_next;
+    uint64_t read_next;
+    uint32_t gen; /* generation of the slot used (0 in version 1) */
+    int slot;     /* the slot used: 0 or 1 */
+    int layout;   /* 2: two slots (version 2); 1: a version-1 file; 0: unusable */
+} hp_ckpt;
+
+/* Encode one version-2 slot. */
+void hp_ckpt_encode(uint8_t out[HP_CKPT_SIZE], uint64_t ack_next, uint64_t read_next,
+                    uint32_t gen);
+/* Encode a version-1 checkpoint (a whole version-1 file). */
+void hp_ckpt_encode_v1(uint8_t out[HP_CKPT_SIZE], uint64_t ack_next, uint64_t read_next);
+/* Decode one slot of `version` (1 or 2): 0 with the fields (gen 0 in version
+ * 1), HOPPER_ECORRUPT when it is not a valid slot of that version. */
+HP_MUST_USE int hp_ckpt_decode(const uint8_t *p, size_t n, unsigned version, uint64_t *ack_next,
+                               uint64_t *read_next, uint32_t *gen);
+/* Parse a whole checkpoint file image: 0 with *c, or HOPPER_ECORRUPT when no
+ * slot is usable (then c->layout is 0 and the positions 0). */
+HP_MUST_USE int hp_ckpt_parse(const uint8_t *p, size_t n, hp_ckpt *c);
+/* Read and parse the open checkpoint file fd: 0 with *c, 1 when it is
+ * unusable (damaged: *c zeroed), < 0 on I/O errors. */
+HP_MUST_USE int hp_ckpt_read_fd(int fd, hp_ckpt *c);
 /* Read dirfd/checkpoint: 0 with the positions, 1 when there is no usable
  * checkpoint (missing or damaged: positions 0), < 0 on I/O errors. */
 HP_MUST_USE int hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next);

@@ -61,7 +61,7 @@ admit(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t *to_mem)
                       2 * (new_pend + mem_raw) + 2048 <= q->o.disk_bytes - base;
     if (!surely_fits) {
         /* Would it fit an empty queue? If not, it never will. */
-        if (HP_CKPT_SIZE + hp_q_reserve_for(q, all_raw) > q->o.disk_bytes) {
+        if (HP_CKPT_FILE_SIZE + hp_q_reserve_for(q, all_raw) > q->o.disk_bytes) {
             return HOPPER_ETOOBIG;
         }
         if (base + hp_q_reserve_for(q, new_pend) + hp_q_reserve_for(q, mem_raw) > q->o.disk_bytes) {

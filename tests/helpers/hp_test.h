@@ -5,6 +5,7 @@
 #define HOPPER_TESTS_HELPERS_HP_TEST_H
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* mkdtemp under $TMPDIR (or /tmp); returns a malloc'd path or NULL. */
 char *hp_test_tmpdir(const char *tag);
@@ -28,6 +29,16 @@ uint64_t hp_test_seed(const char *test_name);
 uint64_t hp_test_rand(uint64_t *state);
 /* Monotonic milliseconds. */
 uint64_t hp_test_now_ms(void);
+/* Deterministic, incompressible payload for `key`: the first 8 bytes are the
+ * key (host order) when len >= 8, every other byte depends on key and len. */
+void hp_test_payload(uint8_t *buf, size_t len, uint64_t key);
+/* Is p[0..len) hp_test_payload(.., len, key) for the key in its first 8
+ * bytes? 1 with *key, 0 otherwise (also when len < 8). */
+int hp_test_payload_check(const void *p, size_t len, uint64_t *key);
+/* Fork a child that runs child(ctx, wfd) and never returns (it must _exit;
+ * it is _exit(9)ed if it returns); wfd is the write end of a pipe whose read
+ * end the parent gets in *rfd. Returns the child's pid, or -1 (errno set). */
+pid_t hp_test_fork_piped(void (*child)(void *ctx, int wfd), void *ctx, int *rfd);
 /* Write `n` bytes to path (create/truncate). 0 or -errno. */
 int hp_test_write_file(const char *path, const void *p, size_t n);
 /* Read a whole file (malloc'd, caller frees). 0 or -errno. */

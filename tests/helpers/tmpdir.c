@@ -129,6 +129,64 @@ hp_test_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+void
+hp_test_payload(uint8_t *buf, size_t len, uint64_t key)
+{
+    uint64_t st = (key ^ ((uint64_t)len << 40)) * 0x9E3779B97F4A7C15ull + 0x2545F491ull;
+    if (st == 0) {
+        st = 1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = (uint8_t)(hp_test_rand(&st) >> 56);
+    }
+    if (len >= 8) {
+        memcpy(buf, &key, 8);
+    }
+}
+
+int
+hp_test_payload_check(const void *p, size_t len, uint64_t *key)
+{
+    if (len < 8) {
+        return 0;
+    }
+    memcpy(key, p, 8);
+    uint8_t *exp = malloc(len);
+    if (exp == NULL) {
+        return 0;
+    }
+    hp_test_payload(exp, len, *key);
+    int ok = memcmp(exp, p, len) == 0;
+    free(exp);
+    return ok;
+}
+
+pid_t
+hp_test_fork_piped(void (*child)(void *ctx, int wfd), void *ctx, int *rfd)
+{
+    int p[2];
+    if (pipe(p) < 0) {
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(p[0]);
+        close(p[1]);
+        errno = e;
+        return -1;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        child(ctx, p[1]);
+        _exit(9);
+    }
+    close(p[1]);
+    *rfd = p[0];
+    return pid;
+}
+
 int
 hp_test_write_file(const char *path, const void *p, size_t n)
 {
