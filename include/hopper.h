@@ -98,10 +98,18 @@ enum {
 };
 
 /** Render any return code (0, -errno or HOPPER_E*). Never returns NULL.
- *  Ownership: the string is static. Thread safety: any thread. */
+ *  A -errno renders as the system's message for it, in English (the C
+ *  locale's wording); a value that is neither a library code nor an errno
+ *  the system defines renders as "unknown error".
+ *  Ownership: the string is a static constant (never a strerror() buffer):
+ *  valid for the life of the program, the same pointer for the same code.
+ *  Thread safety: any thread. */
 HOPPER_API const char *hopper_strerror(int err);
 
-/** Short symbolic name of a code ("EFULL", "ENOSPC", "OK"). Never NULL. */
+/** Short symbolic name of a code: "OK" for 0, "EFULL" etc. for the library's
+ *  codes, the errno macro's name for every -errno the system defines
+ *  ("ENOSPC", "ESPIPE", "EISDIR", ...), "EUNKNOWN" for anything else. Never
+ *  NULL. Ownership, thread safety: as hopper_strerror(). */
 HOPPER_API const char *hopper_err_name(int err);
 
 /** Runtime version as (major << 16) | (minor << 8) | patch; equal to the
