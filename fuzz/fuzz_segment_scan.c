@@ -28,7 +28,9 @@
  *                 of segment 1, 0000000000000001.hidx (bit 2 set);
  *             3 = the next two bytes (LE) split the rest into segments 1 and 2;
  *   bit 2     mode 0: verify CRCs during the scan; mode 2: see above;
- *   bits 3-4  max_record_bytes: 16 MiB, 64, 4096, 65536.
+ *   bits 3-4  max_record_bytes: 16 MiB, 64, 4096, 65536 (the limit of the
+ *             mode 0 scan, and the queue's option; the queue reads stored
+ *             frames up to the format-wide limit whatever the option).
  * The queue lives in one temp dir created once per process, emptied at every
  * iteration. */
 #include "fuzz_common.h"
@@ -512,10 +514,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         index_used = check_index(ckpt, ckpt_len, ids[0], seg_len[0]);
     }
 
-    /* Reference scan of each image, with the queue's max_raw and CRC checks. */
+    /* Reference scan of each image, with CRC checks and the limit every queue
+     * reads stored frames with (the format-wide one, whatever the queue's
+     * max_record_bytes: FORMAT.md §3.4). */
     expect ex = {0};
     for (int i = 0; i < nseg; i++) {
-        scan_result r = scan_image(seg[i], seg_len[i], max_raw, 1, &dec, &ref);
+        scan_result r = scan_image(seg[i], seg_len[i], HP_FRAME_MAX_RAW, 1, &dec, &ref);
         if (i == 0 && index_used && r.header_rc == 0 && r.header_id == ids[0]) {
             continue; /* not scanned at open: no counters from it */
         }

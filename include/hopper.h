@@ -154,7 +154,10 @@ typedef struct hopper_opts {
     int fsync;                    /**< enum hopper_fsync; default HOPPER_FSYNC_INTERVAL */
     uint32_t fsync_interval_ms;   /**< for HOPPER_FSYNC_INTERVAL; default 1000 */
     int durability;               /**< enum hopper_durability; default MEMORY */
-    uint32_t max_record_bytes;    /**< default 16 MiB; at most 256 MiB */
+    uint32_t max_record_bytes;    /**< largest record hopper_send() accepts; default
+                                   *  16 MiB; at most 256 MiB (the format-wide limit).
+                                   *  Records already stored are read whatever their
+                                   *  size, also after a reopen with a smaller value */
     uint32_t checkpoint_interval_ms; /**< persist the ack position at most this
                                       *  often (also at segment reclaim and close); default 1000 */
 } hopper_opts;

@@ -781,6 +781,69 @@ test_big_record_after_small_survives_reopen(void **state)
     }
 }
 
+/* Issue 10 item 3: stored records are judged by the format-wide record limit
+ * (FORMAT.md §3.4), not by the current max_record_bytes, which limits only
+ * what hopper_send accepts. A 1 MiB record written with max 4 MiB is read
+ * back after a reopen with max 64 KiB, with its index and without it (the
+ * scan), in both modes; a new record of that size is refused. */
+static void
+test_smaller_max_record_after_reopen(void **state)
+{
+    fx *f = *state;
+    const size_t big = 1u << 20;
+    uint8_t *p = malloc(big);
+    assert_non_null(p);
+    make_payload(p, big, 0);
+    for (int c = 0; c < 4; c++) {
+        int disk = c & 1;
+        int drop_index = (c & 2) != 0;
+        char qd[PATH_MAX];
+        snprintf(qd, sizeof(qd), "%s", f->qdir);
+        hp_test_rmtree(strdup(qd));
+        hopper_opts o;
+        hopper_opts_init(&o);
+        o.fsync = HOPPER_FSYNC_NEVER;
+        o.durability = disk ? HOPPER_DURABILITY_DISK : HOPPER_DURABILITY_MEMORY;
+        o.max_record_bytes = 4u << 20;
+        hopper_queue *q = NULL;
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+        uint8_t small[PAYLOAD];
+        make_payload(small, sizeof(small), 1);
+        assert_int_equal(hopper_send(q, p, big, 0), 0);
+        assert_int_equal(hopper_send(q, small, sizeof(small), 0), 0);
+        assert_int_equal(hopper_close(q), 0);
+        char path[PATH_MAX];
+        char iname[HP_SEG_NAME_MAX];
+        hp_seg_idx_name(iname, 1);
+        snprintf(path, sizeof(path), "%s/%s", f->qdir, iname);
+        /* DISK mode seals the index at close: the 1 MiB frame is not
+         * scanned at open, only read. */
+        assert_true(!disk || file_size(path) > 0);
+        if (drop_index && file_size(path) > 0) {
+            assert_int_equal(unlink(path), 0);
+        }
+        o.max_record_bytes = 64u * 1024u;
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+        assert_int_equal(hopper_send(q, p, big, 0), HOPPER_ETOOBIG);
+        hopper_record r;
+        assert_int_equal(hopper_recv(q, &r, 0), 0);
+        assert_int_equal(r.seq, 0);
+        assert_int_equal(r.len, big);
+        assert_memory_equal(r.data, p, big);
+        assert_int_equal(hopper_recv(q, &r, 0), 0);
+        assert_int_equal(r.seq, 1);
+        assert_int_equal(r.len, sizeof(small));
+        assert_int_equal(hopper_recv(q, &r, 0), -EAGAIN);
+        hopper_stats st = {.struct_size = sizeof(st)};
+        assert_int_equal(hopper_stats_get(q, &st), 0);
+        assert_int_equal(st.corrupt_frames, 0);
+        assert_int_equal(st.corrupt_bytes, 0);
+        assert_int_equal(st.torn_bytes, 0);
+        assert_int_equal(hopper_close(q), 0);
+    }
+    free(p);
+}
+
 /* ---- tests/data/bad fixtures ------------------------------------------------ */
 
 enum fx_kind { KIND_FRAME, KIND_SEGMENT };
@@ -1134,6 +1197,7 @@ main(int argc, char **argv)
         HP_T(test_foreign_files_untouched),
         HP_T(test_checkpoint_damaged),
         HP_T(test_big_record_after_small_survives_reopen),
+        HP_T(test_smaller_max_record_after_reopen),
         HP_T(test_bad_fixtures_table),
     };
     return cmocka_run_group_tests_name("damage", tests, NULL, NULL);

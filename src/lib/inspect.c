@@ -236,7 +236,7 @@ hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect
     if (dirfd < 0) {
         return dirfd;
     }
-    walk w = {.dirfd = dirfd, .max_raw = hp_frame_max_raw(256u << 20), .rep = rep};
+    walk w = {.dirfd = dirfd, .max_raw = HP_FRAME_MAX_RAW, .rep = rep};
     hp_ids ids = {0};
     int lockfd = hp_fs_openat(dirfd, HP_LOCK_NAME, O_RDONLY, 0);
     int rc = 0;

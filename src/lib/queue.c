@@ -66,7 +66,7 @@ check_opts(const hopper_opts *o)
     HP_ENSURE(o->durability == HOPPER_DURABILITY_MEMORY ||
                   o->durability == HOPPER_DURABILITY_DISK,
               -EINVAL);
-    HP_ENSURE(o->max_record_bytes <= (256u << 20), -EINVAL);
+    HP_ENSURE(o->max_record_bytes <= HP_RECORD_MAX, -EINVAL);
     return 0;
 }
 
@@ -142,7 +142,10 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
         return -ENOMEM;
     }
     q->o = *opts;
-    q->max_raw = hp_frame_max_raw(q->o.max_record_bytes);
+    /* Stored frames are judged by the format-wide limit, not by this open's
+     * max_record_bytes: a queue reopened with a smaller one still reads the
+     * larger records it holds (FORMAT.md §3.4). */
+    q->max_raw = HP_FRAME_MAX_RAW;
     /* Space comes back a whole segment at a time, so no segment may hold more
      * than a quarter of the disk budget; frames stay well below a segment. */
     q->seg_cap = q->o.segment_bytes;

@@ -205,7 +205,7 @@ typedef struct hp_reader {
  * are explained at the top of this file. */
 struct hopper_queue {
     hopper_opts o;     /* immutable after open */
-    uint64_t max_raw;  /* immutable: largest frame body accepted */
+    uint64_t max_raw;  /* immutable: largest frame body read (HP_FRAME_MAX_RAW) */
     uint64_t seg_cap;  /* immutable: segments are sealed past this size */
     uint64_t frame_target; /* immutable: frames are closed past this raw size */
     int dirfd;         /* immutable */

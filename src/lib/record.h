@@ -28,6 +28,11 @@ typedef struct hp_frame_hdr {
     uint16_t flags;
 } hp_frame_hdr;
 
+/* The format-wide record limit (FORMAT.md §3.4): no record is larger, whatever
+ * max_record_bytes a queue was opened with (that option only limits what
+ * hopper_send accepts). */
+#define HP_RECORD_MAX (256u << 20)
+
 /* Largest raw body a reader must accept for records of at most max_record:
  * the writer adds records while the body is below its target (at most
  * HP_FRAME_TARGET), so the last one may bring it to target - 1 + one record. */
@@ -36,6 +41,11 @@ hp_frame_max_raw(uint32_t max_record)
 {
     return (uint64_t)HP_FRAME_TARGET + max_record + HP_REC_PREFIX;
 }
+
+/* What every reader of stored frames accepts: the bound for records of the
+ * format-wide limit, so that data written under a larger max_record_bytes is
+ * never judged damaged by a queue reopened with a smaller one. */
+#define HP_FRAME_MAX_RAW ((uint64_t)HP_FRAME_TARGET + HP_RECORD_MAX + HP_REC_PREFIX)
 
 struct libdeflate_compressor;
 struct libdeflate_decompressor;
