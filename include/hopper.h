@@ -174,7 +174,10 @@ typedef struct hopper_queue hopper_queue;
  * record. Damaged data never makes open fail: a torn tail is truncated, a
  * corrupt frame is skipped (and counted), an unreadable segment is renamed
  * `*.bad` beside a `*.bad.why` note. Files that are not the queue's are
- * ignored.
+ * ignored, and so is anything that is not a regular file (a FIFO, directory
+ * or symlink named like a segment, an index or the checkpoint): it is never
+ * opened for reading (so open never blocks on it) and its segment id is
+ * never reused.
  *
  * @param[in]  dir   existing directory; the queue lives in dir/name/ (created 0700)
  * @param[in]  name  queue name, 1..128 characters of [A-Za-z0-9_.-], not "." or ".."
@@ -356,7 +359,9 @@ typedef int (*hopper_inspect_fn)(void *ctx, const hopper_record *rec);
  * and calls `fn` (when not NULL) for every readable record not yet
  * acknowledged (all of them with HOPPER_INSPECT_ACKED), in sequence order,
  * each seq at most once. Never modifies, truncates, renames or deletes a
- * file. Takes a shared lock on the queue, so it fails while the queue is open.
+ * file, and ignores what recovery ignores (names held by something that is
+ * not a regular file are never opened, so a FIFO never blocks the walk).
+ * Takes a shared lock on the queue, so it fails while the queue is open.
  *
  * @param[out] rep filled (struct_size set by the caller), also on error
  * Ownership: everything is borrowed for the duration of the call.

@@ -616,6 +616,121 @@ test_foreign_files_untouched(void **state)
     assert_true(S_ISDIR(sb.st_mode));
 }
 
+/* Issue 10 item 4: a name of the queue's held by something that is not a
+ * regular file (a FIFO, a directory, a symlink, even to a valid segment) is
+ * not the queue's: open neither blocks nor fails on it, leaves it alone,
+ * counts no damage, and never gives its id to a new segment. */
+static void
+put_non_regular(const fx *f, const char *name, char kind, const char *target)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", f->qdir, name);
+    if (kind == 'p') {
+        assert_int_equal(mkfifo(path, 0600), 0);
+    } else if (kind == 'd') {
+        assert_int_equal(mkdir(path, 0700), 0);
+    } else {
+        assert_int_equal(symlink(target, path), 0);
+    }
+}
+
+static void
+expect_kind(const fx *f, const char *name, char kind)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", f->qdir, name);
+    struct stat sb;
+    assert_int_equal(lstat(path, &sb), 0);
+    assert_true(kind == 'p'   ? S_ISFIFO(sb.st_mode)
+                : kind == 'd' ? S_ISDIR(sb.st_mode)
+                              : S_ISLNK(sb.st_mode));
+}
+
+static void
+test_non_regular_segment_names(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    /* A copy of segment 1 outside the queue, for a symlink to point at. */
+    char src[PATH_MAX];
+    char copy[PATH_MAX];
+    seg_path(f, 1, "", src, sizeof(src));
+    snprintf(copy, sizeof(copy), "%s/seg1-copy", f->dir);
+    uint8_t *img = NULL;
+    size_t n = 0;
+    assert_int_equal(hp_test_read_file(src, &img, &n), 0);
+    assert_int_equal(hp_test_write_file(copy, img, n), 0);
+    free(img);
+    put_non_regular(f, "0000000000000009.hseg", 'p', NULL);
+    put_non_regular(f, "000000000000000a.hseg", 'd', NULL);
+    put_non_regular(f, "000000000000000b.hseg", 'l', copy);
+    /* The index of sealed segment 2 replaced by a FIFO: the segment is scanned. */
+    char iname[HP_SEG_NAME_MAX];
+    char ipath[PATH_MAX];
+    hp_seg_idx_name(iname, 2);
+    snprintf(ipath, sizeof(ipath), "%s/%s", f->qdir, iname);
+    assert_int_equal(unlink(ipath), 0);
+    put_non_regular(f, iname, 'p', NULL);
+    alarm(60); /* a blocking open kills the test instead of hanging it */
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 0, NREC);
+    expect_counters(&out, 0, 0, 0, 0);
+    assert_int_equal(out.st.segments, 3);
+    expect_kind(f, "0000000000000009.hseg", 'p');
+    expect_kind(f, "000000000000000a.hseg", 'd');
+    expect_kind(f, "000000000000000b.hseg", 'l');
+    expect_kind(f, iname, 'p');
+    /* New records go to a segment whose id is above every name seen. */
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    uint8_t buf[PAYLOAD];
+    make_payload(buf, sizeof(buf), NREC);
+    assert_int_equal(hopper_send(q, buf, sizeof(buf), 0), 0);
+    assert_int_equal(hopper_close(q), 0);
+    char path[PATH_MAX];
+    seg_path(f, 0xc, "", path, sizeof(path));
+    assert_int_equal(file_size(path), HP_SEG_HDR + FRAME);
+    drain(f, &out);
+    expect_range(&out, 0, NREC + 1);
+    expect_counters(&out, 0, 0, 0, 0);
+    alarm(0);
+    /* The symlink's target was neither read as a segment nor changed. */
+    assert_int_equal(file_size(copy), SEG_FULL);
+}
+
+/* A FIFO where the checkpoint belongs: open does not block on it; it is no
+ * checkpoint (everything is delivered again), and the next checkpoint
+ * written replaces it. */
+static void
+test_non_regular_checkpoint(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    put_non_regular(f, "checkpoint", 'p', NULL);
+    alarm(60);
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    hopper_record r;
+    for (uint64_t i = 0; i < 5; i++) {
+        assert_int_equal(hopper_recv(q, &r, 0), 0);
+        assert_int_equal(r.seq, i);
+    }
+    assert_int_equal(hopper_ack(q, 4), 0);
+    assert_int_equal(hopper_close(q), 0);
+    alarm(0);
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/checkpoint", f->qdir);
+    assert_int_equal(file_size(path), HP_CKPT_SIZE);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 5, NREC);
+}
+
 /* ---- checkpoint damaged ---------------------------------------------------- */
 
 /* Receive and acknowledge seqs 0..9: segment 1 (0..6) is reclaimed, and the
@@ -1195,6 +1310,8 @@ main(int argc, char **argv)
         HP_T(test_segment_other_version),
         HP_T(test_zero_length_segments),
         HP_T(test_foreign_files_untouched),
+        HP_T(test_non_regular_segment_names),
+        HP_T(test_non_regular_checkpoint),
         HP_T(test_checkpoint_damaged),
         HP_T(test_big_record_after_small_survives_reopen),
         HP_T(test_smaller_max_record_after_reopen),

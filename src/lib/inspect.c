@@ -74,13 +74,17 @@ scan_segment(walk *w, uint64_t id, int is_last)
 {
     char name[HP_SEG_NAME_MAX];
     hp_seg_name(name, id);
-    int fd = hp_fs_openat(w->dirfd, name, O_RDONLY, 0);
-    if (fd < 0) {
-        return fd;
+    int fd;
+    int rc = hp_fs_open_regular(w->dirfd, name, O_RDONLY, &fd);
+    if (rc == 1) {
+        return 0; /* not a file: not the queue's (FORMAT.md §1), as at open */
+    }
+    if (rc < 0) {
+        return rc;
     }
     hp_window win = {.read = hp_read_at_fd, .ctx = &fd};
     uint64_t size = 0;
-    int rc = hp_seg_check_header(fd, id, &size);
+    rc = hp_seg_check_header(fd, id, &size);
     w->rep->segments++;
     w->rep->segment_bytes += size;
     if (rc == HOPPER_ECORRUPT || rc == HOPPER_EVERSION || rc == HOPPER_ENEEDMORE) {
@@ -148,9 +152,15 @@ visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
             hp_fs_close(fd);
             char name[HP_SEG_NAME_MAX];
             hp_seg_name(name, run->seg_id);
-            fd = hp_fs_openat(w->dirfd, name, O_RDONLY, 0);
-            if (fd < 0) {
-                rc = fd;
+            rc = hp_fs_open_regular(w->dirfd, name, O_RDONLY, &fd);
+            if (rc == 1) {
+                /* Replaced since the scan by something that is not a file. */
+                w->rep->corrupt_frames++;
+                w->rep->corrupt_bytes += run->r.end - run->r.off;
+                rc = 0;
+                continue;
+            }
+            if (rc < 0) {
                 break;
             }
             fd_id = run->seg_id;
@@ -238,7 +248,8 @@ hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect
     }
     walk w = {.dirfd = dirfd, .max_raw = HP_FRAME_MAX_RAW, .rep = rep};
     hp_ids ids = {0};
-    int lockfd = hp_fs_openat(dirfd, HP_LOCK_NAME, O_RDONLY, 0);
+    /* O_NONBLOCK: a FIFO named LOCK must not block the walk. */
+    int lockfd = hp_fs_openat(dirfd, HP_LOCK_NAME, O_RDONLY | O_NONBLOCK, 0);
     int rc = 0;
     if (lockfd >= 0) {
         rc = hp_fs_trylock(lockfd, 0);

@@ -233,7 +233,8 @@ read_frame(hopper_queue *q, uint64_t end)
     return 0;
 }
 
-/* Open segment `id` for reading. [consumer, no mu] 0 or -errno. */
+/* Open segment `id` for reading. [consumer, no mu] 0 or -errno (-ENOENT also
+ * when the name no longer holds a regular file). */
 static int
 reader_open_seg(hopper_queue *q, uint64_t id)
 {
@@ -241,9 +242,13 @@ reader_open_seg(hopper_queue *q, uint64_t id)
     hp_q_reader_reset(r);
     char name[HP_SEG_NAME_MAX];
     hp_seg_name(name, id);
-    int fd = hp_fs_openat(q->dirfd, name, O_RDONLY, 0);
-    if (fd < 0) {
-        return fd;
+    int fd;
+    int rc = hp_fs_open_regular(q->dirfd, name, O_RDONLY, &fd);
+    if (rc == 1) {
+        return -ENOENT; /* replaced by something that is not a file: gone */
+    }
+    if (rc < 0) {
+        return rc;
     }
     r->fd = fd;
     r->seg_id = id;

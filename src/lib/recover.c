@@ -106,17 +106,18 @@ load_index(hopper_queue *q, uint64_t id, uint64_t size, scan_ctx *c)
 {
     char name[HP_SEG_NAME_MAX];
     hp_seg_idx_name(name, id);
-    int fd = hp_fs_openat(q->dirfd, name, O_RDONLY, 0);
-    if (fd == -ENOENT) {
-        return 0;
+    int fd;
+    int rc = hp_fs_open_regular(q->dirfd, name, O_RDONLY, &fd);
+    if (rc == -ENOENT || rc == 1) {
+        return 0; /* none, or not a file of ours (FORMAT.md §1): scan */
     }
-    if (fd < 0) {
-        return fd;
+    if (rc < 0) {
+        return rc;
     }
     uint64_t fsize = 0;
     uint8_t *buf = NULL;
     hp_segidx x = {0};
-    int rc = hp_fs_size(fd, &fsize);
+    rc = hp_fs_size(fd, &fsize);
     if (rc < 0) {
         goto out;
     }
@@ -175,13 +176,19 @@ recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
 {
     char name[HP_SEG_NAME_MAX];
     hp_seg_name(name, id);
-    int fd = hp_fs_openat(q->dirfd, name, O_RDWR, 0);
-    if (fd < 0) {
-        return fd;
+    int fd;
+    int rc = hp_fs_open_regular(q->dirfd, name, O_RDWR, &fd);
+    if (rc == 1) {
+        /* A FIFO, directory, symlink... named like a segment is not the
+         * queue's (FORMAT.md §1): left alone; its id is never reused. */
+        return 0;
+    }
+    if (rc < 0) {
+        return rc;
     }
     hp_window win = {.read = hp_read_at_fd, .ctx = &fd};
     uint64_t size = 0;
-    int rc = hp_seg_check_header(fd, id, &size);
+    rc = hp_seg_check_header(fd, id, &size);
     if (rc < 0 && rc != HOPPER_ECORRUPT && rc != HOPPER_EVERSION && rc != HOPPER_ENEEDMORE) {
         goto out; /* I/O: transient, never damage */
     }

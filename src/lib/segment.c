@@ -408,12 +408,13 @@ hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next)
 {
     *ack_next = 0;
     *read_next = 0;
-    int fd = hp_fs_openat(dirfd, HP_CKPT_NAME, O_RDONLY, 0);
-    if (fd == -ENOENT) {
-        return 1;
+    int fd;
+    int rc = hp_fs_open_regular(dirfd, HP_CKPT_NAME, O_RDONLY, &fd);
+    if (rc == -ENOENT || rc == 1) {
+        return 1; /* none, or not a file (a FIFO would block the read) */
     }
-    if (fd < 0) {
-        return fd;
+    if (rc < 0) {
+        return rc;
     }
     /* One byte more than a checkpoint, to tell a longer file from ours. */
     uint8_t b[HP_CKPT_SIZE + 1];

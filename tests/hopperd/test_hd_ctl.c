@@ -63,6 +63,7 @@ ctl(char *out, size_t outlen, char *err, size_t errlen, const char *const *args)
         dup2(pfd[1], 1);
         dup2(efd, 2);
         close(pfd[0]);
+        alarm(60); /* a hanging hopperctl exits 128 + SIGALRM */
         execv(HOPPERCTL_BIN, (char *const *)args);
         _exit(127);
     }
@@ -304,6 +305,33 @@ check_dump(const struct env *e, const char *out, uint64_t from, int damaged)
     assert_string_equal(p, "");
 }
 
+/* A FIFO, a directory and a symlink named like segments are not the
+ * queue's: verify neither blocks nor fails on them and reports the queue as
+ * it is (issue 10 item 4). */
+static void
+test_verify_non_regular(void **state)
+{
+    struct env *e = *state;
+    static char out[1 << 16], err[4096];
+    char p[800];
+    snprintf(p, sizeof(p), "%s/00000000000000f0.hseg", e->qdir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    snprintf(p, sizeof(p), "%s/00000000000000f1.hseg", e->qdir);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof(p), "%s/00000000000000f2.hseg", e->qdir);
+    assert_int_equal(symlink("/dev/zero", p), 0);
+    const char *const args[] = {"hopperctl", "verify", e->qdir, NULL};
+    int rc = ctl(out, sizeof(out), err, sizeof(err), args);
+    if (rc != 0) {
+        fail_msg("verify with non-regular segment names: %d\n%s%s", rc, out, err);
+    }
+    assert_int_equal(field(out, "\nrecords"), NREC);
+    assert_non_null(strstr(out, "result              OK"));
+    const char *const dump[] = {"hopperctl", "dump", e->qdir, NULL};
+    assert_int_equal(ctl(out, sizeof(out), err, sizeof(err), dump), 0);
+    check_dump(e, out, NACK, 0);
+}
+
 static void
 test_dump(void **state)
 {
@@ -426,6 +454,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_non_regular, setup, teardown),
         cmocka_unit_test_setup_teardown(test_salvage_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_salvage_file, setup, teardown),
     };
