@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Target functions: hp_seg_header_decode hp_seg_scan hp_seg_resync
  *                   hp_seg_frame_at hp_win_get hp_idx_decode hp_idx_encode
+ *                   hp_idx_verify
  *                   (in memory), and hopper_open
  *                   (recovery) + hopper_recv_ack + hopper_close (on files)
  * Property: an arbitrary segment image never crashes or hangs the scan; every
@@ -15,7 +16,8 @@
  * image (no phantom records); after close, a reopen delivers nothing more.
  * An index that hp_idx_decode accepts has disjoint runs in file order inside
  * the segment and re-encodes (hp_idx_encode) to the same bytes; a segment
- * with a usable index is not scanned (no corrupt/torn counts from it).
+ * with a usable index (one that hp_idx_verify finds in agreement with the
+ * frame headers) is not scanned (no corrupt/torn counts from it).
  *
  * Input: when it starts with the segment magic "HSEG" the whole input is one
  * segment file (named after the id in its header when that decodes), scanned
@@ -376,22 +378,25 @@ open_and_drain(const char *base, const hopper_opts *o, const ref_set *ref, uint6
     return capped;
 }
 
-/* Parse a checkpoint image the way FORMAT.md §4 defines it: ack_next, or 0. */
+/* Parse a checkpoint image the way FORMAT.md §4 defines it: ack_next, or 0
+ * (also for positions past the sequence space, 2^63). */
 static uint64_t
 ckpt_ack_next(const uint8_t *p, size_t n)
 {
     if (n != 32 || hp_get_u32(p) != 0x504b4348u || hp_get_u16(p + 4) != 1 ||
-        hp_get_u16(p + 6) != 32 || hp_get_u32(p + 28) != hp_crc32c_extend(0, p, 28)) {
+        hp_get_u16(p + 6) != 32 || hp_get_u32(p + 28) != hp_crc32c_extend(0, p, 28) ||
+        hp_get_u64(p + 8) > (UINT64_C(1) << 63) || hp_get_u64(p + 16) > (UINT64_C(1) << 63)) {
         return 0;
     }
     return hp_get_u64(p + 8);
 }
 
-/* Decode an index image for segment `id` of `seg_size` bytes; check what
- * it accepts. Returns 1 when open would use it (valid, and of a size open
- * reads: 52..212 bytes, at most 4 runs). */
+/* Decode an index image for segment `id` (image seg[0..seg_size)); check
+ * what it accepts. Returns 1 when open would use it: valid, of a size open
+ * reads (52..212 bytes, at most 4 runs), and in agreement with the
+ * segment's frame headers (hp_idx_verify, FORMAT.md §2.1). */
 static int
-check_index(const uint8_t *p, size_t n, uint64_t id, uint64_t seg_size)
+check_index(const uint8_t *p, size_t n, uint64_t id, const uint8_t *seg, size_t seg_size)
 {
     hp_segidx x = {0};
     int rc = hp_idx_decode(p, n, id, seg_size, &x);
@@ -421,8 +426,11 @@ check_index(const uint8_t *p, size_t n, uint64_t id, uint64_t seg_size)
     }
     hp_buf_free(&out);
     size_t nruns = x.n;
+    mem_img m = {.p = seg, .n = seg_size};
+    rc = hp_idx_verify(mem_read, &m, &x, HP_FRAME_MAX_RAW);
+    FZ_CHECK(rc == 0 || rc == HOPPER_ECORRUPT, "hp_idx_verify rc %d", rc);
     hp_idx_free(&x);
-    return n >= HP_IDX_HDR + 4 && nruns <= 4;
+    return n >= HP_IDX_HDR + 4 && nruns <= 4 && rc == 0;
 }
 
 int
@@ -511,7 +519,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* A usable index replaces the scan of segment 1 (FORMAT.md §2.1). */
     int index_used = 0;
     if (have_ckpt && side_is_index) {
-        index_used = check_index(ckpt, ckpt_len, ids[0], seg_len[0]);
+        index_used = check_index(ckpt, ckpt_len, ids[0], seg[0], seg_len[0]);
     }
 
     /* Reference scan of each image, with CRC checks and the limit every queue

@@ -6,9 +6,11 @@
  * A queue is a directory `DIR/NAME/` holding a lock file, a checkpoint file
  * and numbered segment files (see docs/FORMAT.md, the normative on-disk
  * specification). Records are opaque byte strings of 0..max_record_bytes
- * bytes. Every record gets a 64-bit sequence number when it is accepted;
- * sequence numbers grow by one per record and are never reused for a record
- * that was reported accepted.
+ * bytes. Every record gets a sequence number below 2^63 when it is
+ * accepted; sequence numbers grow by one per record, never wrap, and are
+ * never reused for a record that was reported accepted, with one exception:
+ * after a kill -9 in MEMORY mode, the numbers of records lost with the
+ * memory (see @ref durability_sec) may be given to new records.
  *
  * @section model_sec Memory and disk
  * Records are held in an in-memory deque up to `memory_bytes` (each record
@@ -89,7 +91,8 @@ extern "C" {
     XX(EFULL, -1005, "memory and disk budgets exhausted")                                      \
     XX(EFAILED, -1006, "queue failed after an I/O error; close and reopen")                   \
     XX(ELOCKED, -1007, "queue directory is in use by another opener")                         \
-    XX(ENEEDMORE, -1008, "decoder needs more bytes")
+    XX(ENEEDMORE, -1008, "decoder needs more bytes")                                          \
+    XX(EEXHAUSTED, -1009, "sequence numbers exhausted; drain the queue and recreate it")
 
 enum {
 #define HOPPER_XX_(name, val, msg) HOPPER_##name = (val),
@@ -237,8 +240,11 @@ typedef struct hopper_iovec {
  *   (hopper_shutdown() was called), HOPPER_EFAILED (sticky I/O failure: the
  *   outcome of this record is unknown — when the write succeeded and only the
  *   fdatasync failed, the record may still be delivered after a reopen),
- *   -ENOMEM, -EINVAL. HOPPER_EFULL and HOPPER_ETOOBIG guarantee that the record
- *   was not stored.
+ *   HOPPER_EEXHAUSTED (the record would get a sequence number at or past
+ *   2^63, the end of the sequence space; only a damaged or hand-made queue
+ *   directory gets there: drain the queue, then recreate it), -ENOMEM,
+ *   -EINVAL. HOPPER_EFULL, HOPPER_ETOOBIG and HOPPER_EEXHAUSTED guarantee
+ *   that the record was not stored.
  */
 HOPPER_API int hopper_send(hopper_queue *q, const void *data, size_t len, int timeout_ms);
 

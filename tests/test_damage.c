@@ -9,7 +9,9 @@
  * Also the fixtures of tests/data/bad/ (shared with the fuzz replay): each
  * maps to one expected decoder result (table below). They are produced by
  * this file's generator; regenerate them with
- *     test_damage --write-fixtures tests/data/bad
+ *     test_damage --write-fixtures tests/data/bad fuzz/corpus/segment_scan
+ * (the queue_* fixtures, hand-made queue directories with valid CRCs, are
+ * also fuzz_segment_scan seeds: see "queue fixtures" below).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -959,6 +961,64 @@ test_smaller_max_record_after_reopen(void **state)
     free(p);
 }
 
+/* The cross-check of an index against its segment (FORMAT.md §2.1) accepts
+ * every index the writer writes: after a reopen the indexes are still there
+ * (a rejected one is deleted), and nothing was counted as damage. Covers
+ * one-run segments (DISK mode, rotation and close) and a two-run segment
+ * (MEMORY mode: records spilled first, then the memory saved at close with
+ * lower seqs into the same segment). */
+static void
+test_writer_indexes_pass_cross_check(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    char iname[HP_SEG_NAME_MAX];
+    for (int round = 0; round < 2; round++) {
+        outcome out;
+        drain(f, &out);
+        expect_range(&out, 0, NREC);
+        expect_counters(&out, 0, 0, 0, 0);
+        for (uint64_t id = 1; id <= 3; id++) {
+            hp_seg_idx_name(iname, id);
+            snprintf(path, sizeof(path), "%s/%s", f->qdir, iname);
+            assert_true(file_size(path) > 0);
+        }
+    }
+    /* MEMORY mode, two runs in one segment. */
+    char qd[PATH_MAX];
+    snprintf(qd, sizeof(qd), "%s", f->qdir);
+    hp_test_rmtree(strdup(qd));
+    hopper_opts o;
+    hopper_opts_init(&o);
+    o.fsync = HOPPER_FSYNC_NEVER;
+    o.compression = 0;
+    o.memory_bytes = 4 * (PAYLOAD + 48);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    uint8_t buf[PAYLOAD];
+    for (uint64_t i = 0; i < 10; i++) {
+        make_payload(buf, sizeof(buf), i);
+        assert_int_equal(hopper_send(q, buf, sizeof(buf), 0), 0);
+    }
+    assert_int_equal(hopper_close(q), 0);
+    hp_seg_idx_name(iname, 1);
+    snprintf(path, sizeof(path), "%s/%s", f->qdir, iname);
+    assert_int_equal(file_size(path), HP_IDX_HDR + 2 * HP_IDX_RUN + 4);
+    o.memory_bytes = 8u << 20;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    for (uint64_t i = 0; i < 10; i++) {
+        hopper_record r;
+        assert_int_equal(hopper_recv(q, &r, 0), 0);
+        assert_int_equal(r.seq, i);
+    }
+    hopper_stats st = {.struct_size = sizeof(st)};
+    assert_int_equal(hopper_stats_get(q, &st), 0);
+    assert_int_equal(st.corrupt_frames, 0);
+    assert_int_equal(hopper_close(q), 0);
+    assert_int_equal(file_size(path), HP_IDX_HDR + 2 * HP_IDX_RUN + 4);
+}
+
 /* ---- tests/data/bad fixtures ------------------------------------------------ */
 
 enum fx_kind { KIND_FRAME, KIND_SEGMENT };
@@ -1109,24 +1169,220 @@ fx_generate(const char *name, hp_buf *out)
     }
 }
 
+/* ---- queue fixtures (issue 15): hand-made directories, valid CRCs ------- */
+
+/* Queue directories that lie behind valid CRCs: built with the real encoders
+ * (hp_rec_encode, hp_seg_header_encode, hp_idx_encode, hp_ckpt_encode) and
+ * laid out the way fuzz_segment_scan reads its input, so that each is also a
+ * seed of that harness (fuzz/corpus/segment_scan/) and replayed with
+ * tests/data/bad/:
+ *   a segment file alone      the input is the segment ("HSEG" magic);
+ *   checkpoint + segment 1    0x02, checkpoint length, checkpoint, segment;
+ *   index + segment 1         0x06, index length, index, segment.
+ * Payloads are make_payload(seq) of FXLEN bytes, one frame per entry. */
+#define SEQ_LIMIT (UINT64_C(1) << 63) /* FORMAT.md §1: the sequence space */
+
+typedef struct qfx_frame {
+    uint64_t seq;
+    uint32_t count;
+} qfx_frame;
+
+/* Segment `id` holding the frames; *idx (when not NULL) describes it as the
+ * writer's index would. */
+static void
+qfx_segment(hp_buf *out, uint64_t id, const qfx_frame *fr, size_t n, hp_segidx *idx)
+{
+    uint8_t hdr[HP_SEG_HDR];
+    hp_seg_header_encode(hdr, id, n > 0 ? fr[0].seq : 0);
+    assert_int_equal(hp_buf_append(out, hdr, sizeof(hdr)), 0);
+    if (idx != NULL) {
+        memset(idx, 0, sizeof(*idx));
+        idx->id = id;
+        idx->size = HP_SEG_HDR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t at = out->len;
+        if (fr[i].seq > SEQ_LIMIT - fr[i].count) {
+            /* Past the sequence space: the encoder refuses, so patch the
+             * header of a frame of seq 0 and fix its CRC. */
+            fx_frame(out, 0, fr[i].count, 0, 0);
+            hp_put_u64(out->data + at + 8, fr[i].seq);
+            fx_recrc(out->data + at);
+        } else {
+            fx_frame(out, fr[i].seq, fr[i].count, 0, 0);
+        }
+        if (idx != NULL) {
+            assert_int_equal(hp_idx_add(idx, at, out->len - at, fr[i].seq, fr[i].count,
+                                        (uint64_t)fr[i].count * FXLEN, 1700000000000ull),
+                             0);
+        }
+    }
+}
+
+/* 0x02/0x06, the side file's length, the side file, the segment. */
+static void
+qfx_with_side(hp_buf *out, int side_is_index, const hp_buf *side, const hp_buf *seg)
+{
+    assert_true(side->len < 255);
+    uint8_t head[2] = {side_is_index ? 0x06 : 0x02, (uint8_t)side->len};
+    assert_int_equal(hp_buf_append(out, head, 2), 0);
+    assert_int_equal(hp_buf_append(out, side->data, side->len), 0);
+    assert_int_equal(hp_buf_append(out, seg->data, seg->len), 0);
+}
+
+static void
+qfx_ckpt(hp_buf *out, uint64_t ack_next, uint64_t read_next, const qfx_frame *fr, size_t n)
+{
+    hp_buf seg = {0};
+    hp_buf ck = {0};
+    qfx_segment(&seg, 1, fr, n, NULL);
+    assert_int_equal(hp_buf_reserve(&ck, HP_CKPT_SIZE), 0);
+    hp_ckpt_encode(ck.data, ack_next, read_next);
+    ck.len = HP_CKPT_SIZE;
+    qfx_with_side(out, 0, &ck, &seg);
+    hp_buf_free(&seg);
+    hp_buf_free(&ck);
+}
+
+/* Frames 0..4, one record each: the segment the index fixtures describe. */
+static const qfx_frame QFX_FIVE[] = {{0, 1}, {1, 1}, {2, 1}, {3, 1}, {4, 1}};
+
+enum qfx_lie { LIE_SEQ_TOP, LIE_SHORT_RUN, LIE_SHIFTED, LIE_LAST_SEQ, LIE_RECORDS };
+
+/* Segment 1 (frames 0..4) with an index that lies, re-encoded (valid CRC). */
+static void
+qfx_index_lie(hp_buf *out, enum qfx_lie lie)
+{
+    hp_buf seg = {0};
+    hp_buf ib = {0};
+    hp_segidx x;
+    qfx_segment(&seg, 1, QFX_FIVE, 5, &x);
+    assert_int_equal(x.n, 1); /* one run: 0..4 */
+    switch (lie) {
+    case LIE_SEQ_TOP: /* seqs near the top of the 64-bit range */
+        x.runs[0].first_seq = UINT64_MAX - 5;
+        x.runs[0].last_seq = UINT64_MAX - 1;
+        break;
+    case LIE_SHORT_RUN: /* the run ends after frame 2: frames 3, 4 unindexed */
+        x.runs[0].end = HP_SEG_HDR + 3 * FXFRAME;
+        x.runs[0].last_seq = 2;
+        x.records = 3;
+        x.raw = 3 * FXLEN;
+        break;
+    case LIE_SHIFTED: /* seqs 100..104 for frames holding 0..4 */
+        x.runs[0].first_seq = 100;
+        x.runs[0].last_seq = 104;
+        break;
+    case LIE_LAST_SEQ: /* claims records up to 1000 */
+        x.runs[0].last_seq = 1000;
+        x.records = 1001;
+        break;
+    case LIE_RECORDS: /* runs right, totals wrong */
+        x.records = 7;
+        break;
+    default:
+        fail();
+    }
+    assert_int_equal(hp_idx_encode(&x, &ib), 0);
+    qfx_with_side(out, 1, &ib, &seg);
+    hp_idx_free(&x);
+    hp_buf_free(&seg);
+    hp_buf_free(&ib);
+}
+
+/* Produce queue fixture `name` (deterministic). Returns 0 when unknown. */
 static int
-write_fixtures(const char *dir)
+qfx_generate(const char *name, hp_buf *out)
+{
+    out->len = 0;
+    if (strcmp(name, "queue_frame_seq_top.hseg") == 0) {
+        /* A CRC-valid frame claiming seqs at the top of the 64-bit range,
+         * between valid frames. */
+        static const qfx_frame fr[] = {{0, 1}, {1, 1}, {2, 1}, {UINT64_MAX - 2, 2}, {3, 1},
+                                       {4, 1}};
+        qfx_segment(out, 1, fr, 6, NULL);
+    } else if (strcmp(name, "queue_frame_seq_ceiling.hseg") == 0) {
+        /* Valid frames ending two records below the end of the sequence
+         * space: one more record fits, then sends are refused. */
+        static const qfx_frame fr[] = {{0, 1}, {1, 1}, {2, 1}, {SEQ_LIMIT - 3, 2}};
+        qfx_segment(out, 1, fr, 4, NULL);
+    } else if (strcmp(name, "queue_ckpt_seq_top.bin") == 0) {
+        qfx_ckpt(out, UINT64_MAX - 1, UINT64_MAX - 1, QFX_FIVE, 5);
+    } else if (strcmp(name, "queue_index_seq_top.bin") == 0) {
+        qfx_index_lie(out, LIE_SEQ_TOP);
+    } else if (strcmp(name, "queue_index_short_run.bin") == 0) {
+        qfx_index_lie(out, LIE_SHORT_RUN);
+    } else if (strcmp(name, "queue_index_shifted.bin") == 0) {
+        qfx_index_lie(out, LIE_SHIFTED);
+    } else if (strcmp(name, "queue_index_last_seq.bin") == 0) {
+        qfx_index_lie(out, LIE_LAST_SEQ);
+    } else if (strcmp(name, "queue_index_records.bin") == 0) {
+        qfx_index_lie(out, LIE_RECORDS);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* What the library (and hopper_inspect) make of each queue fixture. */
+typedef struct queue_fixture {
+    const char *name;
+    uint64_t d[2][2];        /* seqs delivered: [d[0][0], d[0][1]) then [d[1][0], d[1][1]) */
+    uint64_t next_seq;       /* after open */
+    uint64_t disk_records;   /* after open: records of the valid frames on disk */
+    uint64_t corrupt_frames; /* after the drain */
+    int send_rc;             /* a send after the drain (then a second one) */
+    int send2_rc;
+} queue_fixture;
+
+static const queue_fixture QBAD[] = {
+    {"queue_frame_seq_top.hseg", {{0, 5}, {0, 0}}, 5, 5, 1, 0, 0},
+    {"queue_frame_seq_ceiling.hseg", {{0, 3}, {SEQ_LIMIT - 3, SEQ_LIMIT - 1}}, SEQ_LIMIT - 1, 5, 0,
+     0, HOPPER_EEXHAUSTED},
+    {"queue_ckpt_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
+    {"queue_index_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
+    {"queue_index_short_run.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
+    {"queue_index_shifted.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
+    {"queue_index_last_seq.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
+    {"queue_index_records.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
+};
+enum { NQBAD = sizeof(QBAD) / sizeof(QBAD[0]) };
+
+static int
+write_one(const char *dir, const char *name, const hp_buf *b)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int rc = hp_test_write_file(path, b->data, b->len);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", path, strerror(-rc));
+        return 1;
+    }
+    printf("wrote %s (%zu bytes)\n", path, b->len);
+    return 0;
+}
+
+/* test_damage --write-fixtures tests/data/bad [fuzz/corpus/segment_scan]:
+ * every fixture into the first dir, the queue fixtures also into the
+ * second (fuzz_segment_scan seeds). */
+static int
+write_fixtures(const char *dir, const char *corpus)
 {
     hp_buf b = {0};
-    for (size_t i = 0; i < NBAD; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < NBAD && rc == 0; i++) {
         fx_generate(BAD[i].name, &b);
-        char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/%s", dir, BAD[i].name);
-        int rc = hp_test_write_file(path, b.data, b.len);
-        if (rc < 0) {
-            fprintf(stderr, "%s: %s\n", path, strerror(-rc));
-            hp_buf_free(&b);
-            return 1;
+        rc = write_one(dir, BAD[i].name, &b);
+    }
+    for (size_t i = 0; i < NQBAD && rc == 0; i++) {
+        assert_int_equal(qfx_generate(QBAD[i].name, &b), 1);
+        rc = write_one(dir, QBAD[i].name, &b);
+        if (rc == 0 && corpus != NULL) {
+            rc = write_one(corpus, QBAD[i].name, &b);
         }
-        printf("wrote %s (%zu bytes)\n", path, b.len);
     }
     hp_buf_free(&b);
-    return 0;
+    return rc;
 }
 
 typedef struct seg_tally {
@@ -1201,10 +1457,9 @@ fx_verdict(const bad_fixture *b, const uint8_t *p, size_t n)
     return t.skips > 0 || end < n ? HOPPER_ECORRUPT : 0;
 }
 
-static void
-test_bad_fixtures_table(void **state)
+static const char *
+test_data_dir(void)
 {
-    fx *f = *state;
     const char *data = getenv("HOPPER_TEST_DATA");
     if (data == NULL) {
 #ifdef HP_TEST_DATA_DIR
@@ -1213,6 +1468,14 @@ test_bad_fixtures_table(void **state)
         data = "tests/data";
 #endif
     }
+    return data;
+}
+
+static void
+test_bad_fixtures_table(void **state)
+{
+    fx *f = *state;
+    const char *data = test_data_dir();
     hp_buf gen = {0};
     for (size_t i = 0; i < NBAD; i++) {
         const bad_fixture *b = &BAD[i];
@@ -1286,13 +1549,198 @@ test_bad_fixtures_table(void **state)
     hp_buf_free(&gen);
 }
 
+/* Lay out a queue fixture (the fuzz_segment_scan input layout) as f->qdir. */
+static void
+qfx_layout(const fx *f, const uint8_t *p, size_t n)
+{
+    char qd[PATH_MAX];
+    snprintf(qd, sizeof(qd), "%s", f->qdir);
+    hp_test_rmtree(strdup(qd));
+    assert_int_equal(mkdir(f->qdir, 0700), 0);
+    char path[PATH_MAX];
+    if (n >= 4 && hp_get_u32(p) == HP_SEG_MAGIC) {
+        uint64_t id = 0;
+        uint64_t first = 0;
+        assert_int_equal(hp_seg_header_decode(p, n, &id, &first), 0);
+        seg_path(f, id, "", path, sizeof(path));
+        assert_int_equal(hp_test_write_file(path, p, n), 0);
+        return;
+    }
+    assert_true(n >= 2 && (p[0] == 0x02 || p[0] == 0x06) && (size_t)p[1] + 2 <= n);
+    size_t k = p[1];
+    seg_path(f, 1, "", path, sizeof(path));
+    assert_int_equal(hp_test_write_file(path, p + 2 + k, n - 2 - k), 0);
+    char side[HP_SEG_NAME_MAX];
+    if (p[0] == 0x06) {
+        hp_seg_idx_name(side, 1);
+    } else {
+        snprintf(side, sizeof(side), "checkpoint");
+    }
+    snprintf(path, sizeof(path), "%s/%s", f->qdir, side);
+    assert_int_equal(hp_test_write_file(path, p + 2, k), 0);
+}
+
+typedef struct seqlist {
+    size_t n;
+    uint64_t v[64];
+    int payload_ok;
+} seqlist;
+
+static void
+seqlist_add(seqlist *l, const hopper_record *r)
+{
+    uint8_t expect[FXLEN];
+    make_payload(expect, FXLEN, r->seq);
+    if (r->len != FXLEN || memcmp(r->data, expect, FXLEN) != 0) {
+        l->payload_ok = 0;
+    }
+    assert_true(l->n < 64);
+    l->v[l->n++] = r->seq;
+}
+
+static int
+qfx_collect(void *ctx, const hopper_record *r)
+{
+    seqlist_add(ctx, r);
+    return 0;
+}
+
+static void
+expect_seqs(const char *name, const seqlist *l, const uint64_t d[2][2])
+{
+    size_t j = 0;
+    for (int k = 0; k < 2; k++) {
+        for (uint64_t s = d[k][0]; s < d[k][1]; s++, j++) {
+            if (j >= l->n || l->v[j] != s) {
+                fail_msg("%s: delivery %zu: expected seq %" PRIu64 ", got %s%" PRIu64, name, j, s,
+                         j >= l->n ? "nothing " : "", j >= l->n ? 0 : l->v[j]);
+            }
+        }
+    }
+    if (j != l->n) {
+        fail_msg("%s: %zu deliveries, expected %zu", name, l->n, j);
+    }
+    if (!l->payload_ok) {
+        fail_msg("%s: a payload differs from its seq's", name);
+    }
+}
+
+/* Issue 15: queue directories that lie behind valid CRCs (tests/data/bad/
+ * queue_*). For each: the checked-in file is what the generator writes (and
+ * so is its copy among the fuzz_segment_scan seeds); hopper_inspect sees
+ * exactly the records the library delivers; the library never wraps a
+ * sequence number, drains completely (backlog 0, every segment reclaimed
+ * after the acknowledgement) and keeps working: a send after the drain gets
+ * the next seq (or HOPPER_EEXHAUSTED at the end of the sequence space), and
+ * what it accepted is there after a reopen. */
+static void
+test_bad_queue_fixtures(void **state)
+{
+    fx *f = *state;
+    const char *data = test_data_dir();
+    hp_buf gen = {0};
+    for (size_t i = 0; i < NQBAD; i++) {
+        const queue_fixture *b = &QBAD[i];
+        char path[PATH_MAX];
+        uint8_t *p = NULL;
+        size_t n = 0;
+        assert_int_equal(qfx_generate(b->name, &gen), 1);
+        for (int copy = 0; copy < 2; copy++) {
+            if (copy == 0) {
+                snprintf(path, sizeof(path), "%s/bad/%s", data, b->name);
+            } else {
+                snprintf(path, sizeof(path), "%s/../../fuzz/corpus/segment_scan/%s", data,
+                         b->name);
+            }
+            free(p);
+            p = NULL;
+            int rc = hp_test_read_file(path, &p, &n);
+            if (rc != 0) {
+                fail_msg("%s: %s", path, strerror(-rc));
+            }
+            if (gen.len != n || memcmp(gen.data, p, n) != 0) {
+                fail_msg("%s differs from its generator; regenerate with test_damage "
+                         "--write-fixtures tests/data/bad fuzz/corpus/segment_scan",
+                         path);
+            }
+        }
+        /* Offline first: hopper_inspect changes nothing. */
+        qfx_layout(f, p, n);
+        alarm(60);
+        hopper_inspect_report rep = {.struct_size = sizeof(rep)};
+        seqlist seen = {.payload_ok = 1};
+        assert_int_equal(hopper_inspect(f->dir, "q", 0, qfx_collect, &seen, &rep), 0);
+        expect_seqs(b->name, &seen, b->d);
+
+        hopper_opts o;
+        opts_disk(&o);
+        hopper_queue *q = NULL;
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+        hopper_stats st = {.struct_size = sizeof(st)};
+        assert_int_equal(hopper_stats_get(q, &st), 0);
+        if (st.next_seq != b->next_seq || st.disk_records != b->disk_records) {
+            fail_msg("%s: next_seq %" PRIu64 " disk_records %" PRIu64 ", expected %" PRIu64
+                     " and %" PRIu64,
+                     b->name, st.next_seq, st.disk_records, b->next_seq, b->disk_records);
+        }
+        seqlist got = {.payload_ok = 1};
+        hopper_record r;
+        int rc;
+        while ((rc = hopper_recv(q, &r, 0)) == 0) {
+            seqlist_add(&got, &r);
+        }
+        assert_int_equal(rc, -EAGAIN);
+        expect_seqs(b->name, &got, b->d);
+        if (got.n > 0) {
+            assert_int_equal(hopper_ack(q, got.v[got.n - 1]), 0);
+        }
+        assert_int_equal(hopper_stats_get(q, &st), 0);
+        if (st.backlog_records != 0 || st.segments != 0 || st.failed != 0 ||
+            st.corrupt_frames != b->corrupt_frames || rep.corrupt_frames != st.corrupt_frames) {
+            fail_msg("%s: after the drain: backlog %" PRIu64 " segments %" PRIu64
+                     " corrupt %" PRIu64 " (inspect %" PRIu64 ", expected %" PRIu64 ")",
+                     b->name, st.backlog_records, st.segments, st.corrupt_frames,
+                     rep.corrupt_frames, b->corrupt_frames);
+        }
+        /* Sends after the drain: the next seq, never a wrapped one. */
+        uint8_t pay[FXLEN];
+        make_payload(pay, FXLEN, b->next_seq);
+        assert_int_equal(hopper_send(q, pay, FXLEN, 0), b->send_rc);
+        if (b->send_rc == 0) {
+            assert_int_equal(hopper_recv(q, &r, 0), 0);
+            assert_int_equal(r.seq, b->next_seq);
+            assert_int_equal(hopper_ack(q, r.seq), 0);
+        }
+        make_payload(pay, FXLEN, b->next_seq + 1);
+        assert_int_equal(hopper_send(q, pay, FXLEN, 0), b->send2_rc);
+        hopper_iovec two[2] = {{pay, FXLEN}, {pay, FXLEN}};
+        if (b->send2_rc != 0) {
+            assert_int_equal(hopper_send_batch(q, two, 2, 0), b->send2_rc);
+        }
+        assert_int_equal(hopper_close(q), 0);
+        /* What the sends stored is there after a reopen, with its seq. */
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+        if (b->send2_rc == 0) {
+            assert_int_equal(hopper_recv(q, &r, 0), 0);
+            assert_int_equal(r.seq, b->next_seq + 1);
+            assert_int_equal(r.len, FXLEN);
+            assert_memory_equal(r.data, pay, FXLEN);
+        }
+        assert_int_equal(hopper_recv(q, &r, 0), -EAGAIN);
+        assert_int_equal(hopper_close(q), 0);
+        alarm(0);
+        free(p);
+    }
+    hp_buf_free(&gen);
+}
+
 #define HP_T(fn) cmocka_unit_test_setup_teardown(fn, hp_test_dir_setup, hp_test_dir_teardown)
 
 int
 main(int argc, char **argv)
 {
-    if (argc == 3 && strcmp(argv[1], "--write-fixtures") == 0) {
-        return write_fixtures(argv[2]);
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "--write-fixtures") == 0) {
+        return write_fixtures(argv[2], argc == 4 ? argv[3] : NULL);
     }
     const struct CMUnitTest tests[] = {
         HP_T(test_control_undamaged),
@@ -1315,7 +1763,9 @@ main(int argc, char **argv)
         HP_T(test_checkpoint_damaged),
         HP_T(test_big_record_after_small_survives_reopen),
         HP_T(test_smaller_max_record_after_reopen),
+        HP_T(test_writer_indexes_pass_cross_check),
         HP_T(test_bad_fixtures_table),
+        HP_T(test_bad_queue_fixtures),
     };
     return cmocka_run_group_tests_name("damage", tests, NULL, NULL);
 }

@@ -3,9 +3,11 @@
  *
  * It applies the recovery rules of FORMAT.md §5 without their side effects:
  * segments with a bad header are counted instead of renamed, a torn tail is
- * counted instead of truncated, nothing is deleted. Every frame is checked in
- * full (§3.4), then the records are visited in seq order across segments, the
- * way a reopened queue would deliver them. A shared flock on LOCK keeps an
+ * counted instead of truncated, an index that disagrees with its segment is
+ * not used (but not deleted), nothing is deleted. A segment is scanned (CRCs
+ * checked) unless recovery would use its index; then the records are visited
+ * in seq order across segments, the way a reopened queue would deliver them,
+ * and every frame is checked in full (§3.4) as it is decoded. A shared flock on LOCK keeps an
  * opener (which takes it exclusively) out for the duration. */
 #include "internal.h"
 
@@ -96,6 +98,18 @@ scan_segment(walk *w, uint64_t id, int is_last)
         goto out;
     }
     hp_idx_free(&w->idx);
+    /* Where recovery would use the index (it agrees with the frame headers),
+     * so does the walk: the library and inspect then know the same frames,
+     * and every frame is still checked in full when visited. */
+    rc = hp_idx_load(w->dirfd, id, fd, size, w->max_raw, &w->idx);
+    if (rc < 0 && rc != HOPPER_ECORRUPT) {
+        goto out;
+    }
+    if (rc == 1) {
+        rc = 0;
+        goto runs;
+    }
+    hp_idx_free(&w->idx);
     w->idx.id = id;
     win.size = size;
     hp_scan_ops ops = {.frame = on_frame, .skipped = on_skipped};
@@ -112,6 +126,7 @@ scan_segment(walk *w, uint64_t id, int is_last)
             w->rep->corrupt_bytes += size - valid_end;
         }
     }
+runs:
     for (size_t i = 0; i < w->idx.n; i++) {
         if (w->nruns == w->cap) {
             size_t nc = w->cap ? w->cap * 2 : 16;

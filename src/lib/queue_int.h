@@ -75,11 +75,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-/* An index is written only for segments of at most this many runs, so its
- * size stays within HP_IDX_RESERVE (reserved per segment in the budget). */
-#define HP_IDX_KEEP_RUNS 4u
-#define HP_IDX_RESERVE (HP_IDX_HDR + HP_IDX_KEEP_RUNS * HP_IDX_RUN + 4u)
-
 typedef struct hp_run {
     uint64_t seg_id;
     uint64_t off;       /* first frame */

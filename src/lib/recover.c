@@ -99,53 +99,26 @@ quarantine(hopper_queue *q, uint64_t id, uint64_t size, const char *why)
     return 0;
 }
 
-/* Use the segment's index instead of scanning it. Returns 1 when the index
- * was valid and used, 0 when the segment must be scanned, < 0 on I/O. */
+/* Use the segment's index instead of scanning it, when it agrees with the
+ * segment's frame headers (FORMAT.md §2.1). Returns 1 when the index was
+ * used, 0 when the segment must be scanned, < 0 on I/O. */
 static int
-load_index(hopper_queue *q, uint64_t id, uint64_t size, scan_ctx *c)
+load_index(hopper_queue *q, uint64_t id, int fd, uint64_t size, scan_ctx *c)
 {
-    char name[HP_SEG_NAME_MAX];
-    hp_seg_idx_name(name, id);
-    int fd;
-    int rc = hp_fs_open_regular(q->dirfd, name, O_RDONLY, &fd);
-    if (rc == -ENOENT || rc == 1) {
-        return 0; /* none, or not a file of ours (FORMAT.md §1): scan */
+    hp_segidx x = {0};
+    int rc = hp_idx_load(q->dirfd, id, fd, size, q->max_raw, &x);
+    if (rc == HOPPER_ECORRUPT) {
+        /* Stale, damaged or lying: scan, and do not keep it. */
+        char name[HP_SEG_NAME_MAX];
+        hp_seg_idx_name(name, id);
+        hp_fs_discard(q->dirfd, name);
+        rc = 0;
     }
-    if (rc < 0) {
+    if (rc <= 0) {
+        hp_idx_free(&x);
         return rc;
     }
-    uint64_t fsize = 0;
-    uint8_t *buf = NULL;
-    hp_segidx x = {0};
-    rc = hp_fs_size(fd, &fsize);
-    if (rc < 0) {
-        goto out;
-    }
-    if (fsize < HP_IDX_HDR + 4 || fsize > HP_IDX_RESERVE) {
-        hp_fs_discard(q->dirfd, name);
-        goto out; /* not one of our indexes: scan */
-    }
-    size_t n = (size_t)fsize;
-    buf = malloc(n);
-    if (buf == NULL) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    ssize_t r = hp_fs_pread_full(fd, buf, n, 0);
-    if (r < 0) {
-        rc = (int)r;
-        goto out;
-    }
-    rc = hp_idx_decode(buf, (size_t)r, id, size, &x);
-    if (rc == -ENOMEM) {
-        goto out;
-    }
-    if (rc < 0) {
-        rc = 0; /* stale or damaged index: scan, and do not keep it */
-        hp_fs_discard(q->dirfd, name);
-        goto out;
-    }
-    c->info->bytes = n;
+    c->info->bytes = HP_IDX_HDR + (uint64_t)x.n * HP_IDX_RUN + 4;
     c->info->records = x.records;
     c->info->raw = x.raw;
     for (size_t i = 0; i < x.n; i++) {
@@ -160,15 +133,11 @@ load_index(hopper_queue *q, uint64_t id, uint64_t size, scan_ctx *c)
                       .last_seq = v->last_seq, .ts_ms = v->ts_ms};
         HP_ARR_PUSH(q->runs, run, rc);
         if (rc < 0) {
-            goto out;
+            break;
         }
     }
-    rc = 1;
-out:
     hp_idx_free(&x);
-    free(buf);
-    hp_fs_close(fd);
-    return rc;
+    return rc < 0 ? rc : 1;
 }
 
 static int
@@ -203,7 +172,7 @@ recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
     }
     hp_seginfo info = {.id = id};
     scan_ctx c = {.q = q, .seg_id = id, .info = &info};
-    rc = load_index(q, id, size, &c);
+    rc = load_index(q, id, fd, size, &c);
     if (rc < 0) {
         goto out;
     }

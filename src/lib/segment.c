@@ -358,7 +358,7 @@ hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t size, hp_segidx 
                         .ts_ms = hp_get_u64(r + 32)};
         /* Runs are disjoint, in file order, inside the segment body. */
         if (v.off < prev_end || v.end <= v.off || v.end > size || v.last_seq < v.first_seq ||
-            v.last_seq == UINT64_MAX) {
+            v.last_seq >= HP_SEQ_LIMIT) {
             free(runs);
             return HOPPER_ECORRUPT;
         }
@@ -383,6 +383,69 @@ hp_idx_free(hp_segidx *x)
     memset(x, 0, sizeof(*x));
 }
 
+int
+hp_idx_verify(hp_read_at_fn rd, void *ctx, const hp_segidx *x, uint64_t max_raw)
+{
+    uint64_t off = HP_SEG_HDR;
+    uint64_t records = 0;
+    uint64_t raw = 0;
+    for (size_t i = 0; i < x->n; i++) {
+        const hp_idx_run *r = &x->runs[i];
+        HP_ENSURE(r->off == off, HOPPER_ECORRUPT); /* runs tile the body */
+        uint64_t seq = r->first_seq;
+        while (off < r->end) {
+            uint8_t b[HP_FRAME_HDR];
+            ssize_t got = rd(ctx, b, sizeof(b), off);
+            if (got < 0) {
+                return (int)got;
+            }
+            hp_frame_hdr h;
+            HP_ENSURE(hp_rec_parse_header(b, (size_t)got, max_raw, &h) == 0, HOPPER_ECORRUPT);
+            HP_ENSURE(h.count > 0 && h.first_seq == seq, HOPPER_ECORRUPT);
+            HP_ENSURE(off != r->off || h.ts_ms == r->ts_ms, HOPPER_ECORRUPT);
+            seq += h.count;
+            records += h.count;
+            raw += h.raw_len - (uint64_t)h.count * HP_REC_PREFIX;
+            off += HP_FRAME_HDR + (uint64_t)h.stored_len;
+        }
+        HP_ENSURE(off == r->end && seq - 1 == r->last_seq, HOPPER_ECORRUPT);
+    }
+    HP_ENSURE(off == x->size && records == x->records && raw == x->raw, HOPPER_ECORRUPT);
+    return 0;
+}
+
+int
+hp_idx_load(int dirfd, uint64_t id, int seg_fd, uint64_t size, uint64_t max_raw, hp_segidx *x)
+{
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_idx_name(name, id);
+    int fd;
+    int rc = hp_fs_open_regular(dirfd, name, O_RDONLY, &fd);
+    if (rc == -ENOENT || rc == 1) {
+        return 0; /* none, or not a file of ours (FORMAT.md §1) */
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    uint8_t buf[HP_IDX_RESERVE + 1]; /* one byte more, to tell a longer file */
+    ssize_t n = hp_fs_pread_full(fd, buf, sizeof(buf), 0);
+    hp_fs_close(fd);
+    if (n < 0) {
+        return (int)n;
+    }
+    if ((size_t)n > HP_IDX_RESERVE) {
+        return HOPPER_ECORRUPT; /* larger than any index we write */
+    }
+    rc = hp_idx_decode(buf, (size_t)n, id, size, x);
+    if (rc == 0) {
+        rc = hp_idx_verify(hp_read_at_fd, &seg_fd, x, max_raw);
+    }
+    if (rc == -ENOMEM || (rc < 0 && rc != HOPPER_ECORRUPT && rc != HOPPER_EVERSION)) {
+        return rc;
+    }
+    return rc == 0 ? 1 : HOPPER_ECORRUPT;
+}
+
 /* ---- checkpoint, FORMAT.md §4 ------------------------------------------ */
 
 void
@@ -398,8 +461,12 @@ hp_ckpt_decode(const uint8_t *p, size_t n, uint64_t *ack_next, uint64_t *read_ne
     HP_ENSURE(hp_get_u16(p + 4) == HP_CKPT_VERSION && hp_get_u16(p + 6) == HP_CKPT_SIZE,
               HOPPER_ECORRUPT);
     HP_ENSURE(hp_get_u32(p + 28) == hp_crc32c_extend(0, p, 28), HOPPER_ECORRUPT);
-    *ack_next = hp_get_u64(p + 8);
-    *read_next = hp_get_u64(p + 16);
+    uint64_t ack = hp_get_u64(p + 8);
+    uint64_t read = hp_get_u64(p + 16);
+    /* Positions past the sequence space were never written by us. */
+    HP_ENSURE(ack <= HP_SEQ_LIMIT && read <= HP_SEQ_LIMIT, HOPPER_ECORRUPT);
+    *ack_next = ack;
+    *read_next = read;
     return 0;
 }
 

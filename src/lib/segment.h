@@ -85,6 +85,11 @@ HP_MUST_USE int hp_seg_scan(hp_window *w, uint64_t max_raw, int verify_crc,
 #define HP_IDX_HDR 48u
 #define HP_IDX_RUN 40u
 #define HP_IDX_MAX_RUNS (1u << 20)
+/* An index is written only for segments of at most this many runs, so its
+ * size stays within HP_IDX_RESERVE (reserved per segment in the budget);
+ * a reader ignores a larger file. */
+#define HP_IDX_KEEP_RUNS 4u
+#define HP_IDX_RESERVE (HP_IDX_HDR + HP_IDX_KEEP_RUNS * HP_IDX_RUN + 4u)
 
 typedef struct hp_idx_run {
     uint64_t off;       /* first frame */
@@ -116,6 +121,24 @@ HP_MUST_USE int hp_idx_encode(const hp_segidx *x, hp_buf *out);
 HP_MUST_USE int hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t size,
                               hp_segidx *x);
 void hp_idx_free(hp_segidx *x);
+/* Does a decoded index agree with its segment (FORMAT.md §2.1)? Its runs
+ * must tile the body [HP_SEG_HDR, size) exactly, and within each run the
+ * frame headers (parsed with max_raw, not CRC-checked: frames are checked
+ * when read) must lie back to back up to the run's end, hold consecutive
+ * seqs from the run's first_seq to its last_seq, the first one carrying the
+ * run's timestamp; the index's record and payload totals must be the
+ * frames'. Reads the headers through rd. Returns 0 (agrees), HOPPER_ECORRUPT
+ * (it does not) or a read error. */
+HP_MUST_USE int hp_idx_verify(hp_read_at_fn rd, void *ctx, const hp_segidx *x,
+                              uint64_t max_raw);
+/* Load the index of segment `id` (open as seg_fd, `size` bytes) from dirfd
+ * and check it against the segment (hp_idx_verify). Returns 1 with *x
+ * filled when it can be used instead of a scan; 0 when there is none (or
+ * its name holds something other than a regular file); HOPPER_ECORRUPT when
+ * there is one that must not be used (stale, damaged, lying: the caller may
+ * delete it); -ENOMEM or a read error. Opens nothing but the index. */
+HP_MUST_USE int hp_idx_load(int dirfd, uint64_t id, int seg_fd, uint64_t size, uint64_t max_raw,
+                            hp_segidx *x);
 
 /* The directory lock (FORMAT.md §1): an exclusive flock by the one opener. */
 #define HP_LOCK_NAME "LOCK"
