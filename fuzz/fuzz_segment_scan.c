@@ -13,7 +13,10 @@
  * agree with the in-memory scan, and draining with hopper_recv_ack delivers
  * records with strictly increasing seqs, none below the checkpoint's
  * ack_next, each equal to the record of that seq in a CRC-valid frame of the
- * image (no phantom records); after close, a reopen delivers nothing more.
+ * image (no phantom records), exactly the seqs hopper_inspect visited before
+ * the open, with the same missing_records and checkpoint_clamped; the next
+ * seq stays within the sequence space (2^63); after close, a reopen
+ * delivers nothing more.
  * An index that hp_idx_decode accepts has disjoint runs in file order inside
  * the segment and re-encodes (hp_idx_encode) to the same bytes; a segment
  * with a usable index (one that hp_idx_verify finds in agreement with the
@@ -316,11 +319,36 @@ expect_add(expect *e, const scan_result *r, size_t n, uint64_t id, int is_last)
     }
 }
 
+/* What hopper_inspect saw before the open: its report and the seqs it
+ * visited (the first MAX_VISITS of them). */
+#define MAX_VISITS (1u << 16)
+
+typedef struct inspected {
+    hopper_inspect_report rep;
+    uint64_t *seq;
+    size_t n;
+    int complete; /* 0: more than MAX_VISITS, or no memory: no comparison */
+} inspected;
+
+static int
+on_visit(void *ctx, const hopper_record *r)
+{
+    inspected *in = ctx;
+    if (in->complete && in->n < MAX_VISITS && in->seq != NULL) {
+        in->seq[in->n++] = r->seq;
+    } else {
+        in->complete = 0;
+    }
+    return 0;
+}
+
 /* Open the queue, check the counters, drain it. Returns 1 when the drain hit
- * its cap (then the reopen check is skipped). */
+ * its cap (then the reopen check is skipped). With `in`, the library must
+ * agree with hopper_inspect: the same missing records and checkpoint clamp,
+ * and the same records delivered as visited, in the same order. */
 static int
 open_and_drain(const char *base, const hopper_opts *o, const ref_set *ref, uint64_t ack_floor,
-               const expect *ex, uint64_t *delivered)
+               const expect *ex, const inspected *in, uint64_t *delivered)
 {
     hopper_queue *q = NULL;
     int rc = hopper_open(base, "q", o, &q);
@@ -339,6 +367,17 @@ open_and_drain(const char *base, const hopper_opts *o, const ref_set *ref, uint6
                  (unsigned long long)st.torn_bytes, (unsigned long long)ex->torn);
         FZ_CHECK(st.quarantined_bytes == ex->quarantined, "quarantined %llu, expected %llu",
                  (unsigned long long)st.quarantined_bytes, (unsigned long long)ex->quarantined);
+    }
+    if (in != NULL) {
+        FZ_CHECK(st.missing_records == in->rep.missing_records &&
+                     st.checkpoint_clamped == in->rep.checkpoint_clamped,
+                 "missing %llu / clamped %llu, hopper_inspect says %llu / %llu",
+                 (unsigned long long)st.missing_records,
+                 (unsigned long long)st.checkpoint_clamped,
+                 (unsigned long long)in->rep.missing_records,
+                 (unsigned long long)in->rep.checkpoint_clamped);
+        FZ_CHECK(st.next_seq <= (UINT64_C(1) << 63), "next_seq %llu past the sequence space",
+                 (unsigned long long)st.next_seq);
     }
     int capped = 0;
     int have_last = 0;
@@ -369,9 +408,20 @@ open_and_drain(const char *base, const hopper_opts *o, const ref_set *ref, uint6
                      "record seq %llu (%zu bytes) is in no valid frame of the image",
                      (unsigned long long)rec.seq, rec.len);
         }
+        if (in != NULL && in->complete) {
+            FZ_CHECK(*delivered < in->n && in->seq[*delivered] == rec.seq,
+                     "delivery %llu is seq %llu, hopper_inspect visited %s%llu",
+                     (unsigned long long)*delivered, (unsigned long long)rec.seq,
+                     *delivered < in->n ? "" : "nothing, ",
+                     *delivered < in->n ? (unsigned long long)in->seq[*delivered] : 0ull);
+        }
         have_last = 1;
         last = rec.seq;
         (*delivered)++;
+    }
+    if (in != NULL && in->complete && !capped) {
+        FZ_CHECK(*delivered == in->n, "%llu delivered, hopper_inspect visited %zu",
+                 (unsigned long long)*delivered, in->n);
     }
     rc = hopper_close(q);
     FZ_CHECK(rc == 0, "hopper_close: %s", hopper_err_name(rc));
@@ -561,12 +611,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.durability = HOPPER_DURABILITY_MEMORY;
     o.max_record_bytes = max_record;
     o.checkpoint_interval_ms = UINT32_MAX; /* time-independent: at reclaim and close only */
+    /* hopper_inspect first: it changes nothing, and must see what the
+     * library will deliver (same recovery rules, FORMAT.md §5). */
+    inspected in = {.complete = 1};
+    in.rep.struct_size = sizeof(in.rep);
+    in.seq = malloc(MAX_VISITS * sizeof(*in.seq));
+    rc = hopper_inspect(base, "q", 0, on_visit, &in, &in.rep);
+    FZ_CHECK(rc == 0 || rc == -ENOMEM, "hopper_inspect: %s", hopper_err_name(rc));
     uint64_t delivered = 0;
-    int capped = open_and_drain(base, &o, &ref, ack_floor, &ex, &delivered);
+    int capped = open_and_drain(base, &o, &ref, ack_floor, &ex, rc == 0 ? &in : NULL, &delivered);
+    free(in.seq);
     if (!capped) {
         /* Everything delivered was acknowledged and checkpointed at close. */
         uint64_t again = 0;
-        (void)open_and_drain(base, &o, &ref, 0, NULL, &again);
+        (void)open_and_drain(base, &o, &ref, 0, NULL, NULL, &again);
         FZ_CHECK(again == 0, "%llu records delivered again after ack + close + reopen",
                  (unsigned long long)again);
     }

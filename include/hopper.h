@@ -180,7 +180,12 @@ typedef struct hopper_queue hopper_queue;
  * ignored, and so is anything that is not a regular file (a FIFO, directory
  * or symlink named like a segment, an index or the checkpoint): it is never
  * opened for reading (so open never blocks on it) and its segment id is
- * never reused.
+ * never reused. Nothing on disk is trusted that cannot be cross-checked
+ * (docs/FORMAT.md §5): an index that disagrees with its segment is deleted
+ * and the segment scanned; a checkpoint read position beyond the data is
+ * clamped (hopper_stats.checkpoint_clamped); sequence numbers after the
+ * acknowledged position that no segment holds are counted as missing
+ * (hopper_stats.missing_records), never delivered and not in the backlog.
  *
  * @param[in]  dir   existing directory; the queue lives in dir/name/ (created 0700)
  * @param[in]  name  queue name, 1..128 characters of [A-Za-z0-9_.-], not "." or ".."
@@ -303,7 +308,9 @@ HOPPER_API int hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_
  *  Thread safety: the consumer thread. @return 0, HOPPER_EFAILED or -errno. */
 HOPPER_API int hopper_sync(hopper_queue *q);
 
-/** Queue statistics. Gauges describe the moment of the call. */
+/** Queue statistics. Gauges describe the moment of the call. Fields are only
+ *  ever appended: a caller built with an older hopper.h (smaller struct_size)
+ *  gets the fields its struct has. */
 typedef struct hopper_stats {
     size_t struct_size;           /**< set by the caller to sizeof(hopper_stats) */
     uint64_t mem_records;         /**< records held in memory */
@@ -312,7 +319,8 @@ typedef struct hopper_stats {
     uint64_t disk_raw_bytes;      /**< payload bytes of those records */
     uint64_t disk_bytes;          /**< bytes of segment + checkpoint files */
     uint64_t segments;            /**< segment files */
-    uint64_t backlog_records;     /**< accepted and not yet acknowledged */
+    uint64_t backlog_records;     /**< accepted, not yet acknowledged, and not known
+                                   *  missing (see missing_records) */
     uint64_t oldest_age_ms;       /**< age of the oldest unacknowledged record, 0 if none */
     uint64_t sent;                /**< records accepted since open */
     uint64_t received;            /**< records delivered since open */
@@ -329,13 +337,29 @@ typedef struct hopper_stats {
     uint64_t fsync_ns_total;      /**< time spent in them */
     uint64_t next_seq;            /**< sequence number the next record will get */
     int failed;                   /**< 0, or the sticky error code */
+    /* Appended later (a caller's struct_size says whether it has them): */
+    uint64_t missing_records;     /**< found at open: sequence numbers from the checkpoint's
+                                   *  ack position up to next_seq that no frame holds (a
+                                   *  segment deleted or truncated at a frame boundary,
+                                   *  damaged frames, an unreadable segment, records only
+                                   *  memory held at a kill -9 in MEMORY mode). They are
+                                   *  never delivered and not part of backlog_records */
+    uint64_t checkpoint_clamped;  /**< found at open: by how many sequence numbers the
+                                   *  checkpoint's read position was beyond the data (it
+                                   *  was clamped to the data; after a kill -9 in MEMORY
+                                   *  mode these are records delivered and lost with the
+                                   *  memory) */
 } hopper_stats;
 
-/** Fill `st` (whose struct_size the caller sets). Thread safety: any thread.
- *  @return 0, or -EINVAL (NULL or struct_size too small). */
+/** Fill `st` (whose struct_size the caller sets: sizeof(hopper_stats) of the
+ *  hopper.h it was built with; the fields that struct has are filled).
+ *  Thread safety: any thread.
+ *  @return 0, or -EINVAL (NULL, or struct_size smaller than the first
+ *  version of the struct). */
 HOPPER_API int hopper_stats_get(hopper_queue *q, hopper_stats *st);
 
-/** What hopper_inspect() found. */
+/** What hopper_inspect() found. Fields are only ever appended (a smaller
+ *  struct_size gets the fields its struct has). */
 typedef struct hopper_inspect_report {
     size_t struct_size;           /**< set by the caller to sizeof(hopper_inspect_report) */
     uint64_t segments;            /**< segment files examined */
@@ -349,6 +373,13 @@ typedef struct hopper_inspect_report {
     uint64_t torn_bytes;          /**< damage at the end of the newest segment (a torn tail) */
     uint64_t ack_next;            /**< from the checkpoint: first unacknowledged seq */
     int checkpoint_ok;            /**< 1 valid, 0 missing or damaged (ack_next is then 0) */
+    /* Appended later (see struct_size), found by the rules open applies: */
+    uint64_t missing_records;     /**< seqs from ack_next up to the next seq no frame holds */
+    uint64_t missing_ranges;      /**< the separate gaps they form */
+    uint64_t missing_first;       /**< the first gap: seqs missing_first .. */
+    uint64_t missing_first_end;   /**< .. missing_first_end - 1 (both 0 when none) */
+    uint64_t checkpoint_clamped;  /**< by how many seqs the checkpoint's read position is
+                                   *  beyond the data */
 } hopper_inspect_report;
 
 /** hopper_inspect() flag: also visit records the checkpoint says are acknowledged. */

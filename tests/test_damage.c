@@ -735,6 +735,7 @@ test_non_regular_checkpoint(void **state)
 
 /* ---- checkpoint damaged ---------------------------------------------------- */
 
+
 /* Receive and acknowledge seqs 0..9: segment 1 (0..6) is reclaimed, and the
  * checkpoint says ack_next = 10. */
 static void
@@ -835,6 +836,139 @@ test_checkpoint_damaged(void **state)
 }
 
 /* ---- writer's own frames must survive a reopen ---------------------------- */
+
+/* ---- records missing (issue 10 item 7) ------------------------------------ */
+
+/* Seqs are contiguous, so seqs after the ack position that no segment holds
+ * are known missing: counted in missing_records (and by hopper_inspect,
+ * which names the first gap), never part of the backlog, and not counted
+ * as acknowledged when the ack position passes them. */
+typedef struct missing_case {
+    uint64_t missing;
+    uint64_t ranges;
+    uint64_t first[2];
+} missing_case;
+
+static void
+expect_missing(const fx *f, const outcome *out, const missing_case *mc, uint64_t ack_next)
+{
+    hopper_inspect_report rep = {.struct_size = sizeof(rep)};
+    assert_int_equal(hopper_inspect(f->dir, "q", 0, NULL, NULL, &rep), 0);
+    if (out->st.missing_records != mc->missing || rep.missing_records != mc->missing ||
+        rep.missing_ranges != mc->ranges || rep.missing_first != mc->first[0] ||
+        rep.missing_first_end != mc->first[1]) {
+        fail_msg("missing: library %" PRIu64 ", inspect %" PRIu64 " in %" PRIu64
+                 " ranges, first [%" PRIu64 ", %" PRIu64 "); expected %" PRIu64 " in %" PRIu64
+                 " ranges, first [%" PRIu64 ", %" PRIu64 ")",
+                 out->st.missing_records, rep.missing_records, rep.missing_ranges,
+                 rep.missing_first, rep.missing_first_end, mc->missing, mc->ranges,
+                 mc->first[0], mc->first[1]);
+    }
+    assert_int_equal(rep.ack_next, ack_next);
+    assert_int_equal(rep.checkpoint_clamped, 0);
+    assert_int_equal(out->st.checkpoint_clamped, 0);
+}
+
+/* Open, check the backlog excludes the missing seqs, drain, acknowledge
+ * everything: the backlog is 0 and `acked` counts records, not seqs. */
+static void
+drain_ack_missing(const fx *f, outcome *out, uint64_t backlog)
+{
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    memset(out, 0, sizeof(*out));
+    out->st.struct_size = sizeof(out->st);
+    assert_int_equal(hopper_stats_get(q, &out->st), 0);
+    if (out->st.backlog_records != backlog) {
+        fail_msg("backlog %" PRIu64 " after open, expected %" PRIu64 " (missing %" PRIu64 ")",
+                 out->st.backlog_records, backlog, out->st.missing_records);
+    }
+    hopper_record r;
+    while (hopper_recv(q, &r, 0) == 0) {
+        assert_true(out->n < 256);
+        out->seq[out->n++] = r.seq;
+        assert_int_equal(hp_get_u64(r.data), r.seq);
+    }
+    assert_int_equal(out->n, backlog);
+    if (out->n > 0) {
+        assert_int_equal(hopper_ack(q, out->seq[out->n - 1]), 0);
+    }
+    hopper_stats st = {.struct_size = sizeof(st)};
+    assert_int_equal(hopper_stats_get(q, &st), 0);
+    assert_int_equal(st.backlog_records, 0);
+    assert_int_equal(st.acked, backlog);
+    assert_int_equal(st.missing_records, out->st.missing_records);
+    assert_int_equal(st.next_seq, NREC);
+    assert_int_equal(hopper_close(q), 0);
+}
+
+static void
+test_missing_segment_deleted(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    assert_int_equal(unlink(path), 0); /* records 7..13 */
+    outcome out;
+    drain_ack_missing(f, &out, NREC - PER_SEG);
+    uint64_t lost[PER_SEG];
+    for (size_t i = 0; i < PER_SEG; i++) {
+        lost[i] = PER_SEG + i;
+    }
+    expect_all_but(&out, NREC, lost, PER_SEG);
+    /* The acknowledged position passed the gap: nothing missing any more. */
+    missing_case none = {0, 0, {0, 0}};
+    outcome again;
+    drain(f, &again);
+    assert_int_equal(again.n, 0);
+    expect_missing(f, &again, &none, NREC);
+}
+
+/* Truncated exactly at a frame boundary (no torn bytes, nothing corrupt),
+ * and the first segment deleted: a gap in the middle and one right after
+ * the ack position, named by hopper_inspect. */
+static void
+test_missing_truncated_at_frame_boundary(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    truncate_to(path, frame_off(4)); /* keeps 7..10, loses 11..13 */
+    seg_path(f, 1, "", path, sizeof(path));
+    assert_int_equal(unlink(path), 0); /* loses 0..6 */
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[] = {0, 1, 2, 3, 4, 5, 6, 11, 12, 13};
+    expect_all_but(&out, NREC, lost, 10);
+    expect_counters(&out, 0, 0, 0, 0);
+    missing_case mc = {10, 2, {0, PER_SEG}};
+    expect_missing(f, &out, &mc, 0);
+    /* Nothing was acknowledged: the same again, and the backlog is what is
+     * there to deliver. */
+    drain_ack_missing(f, &out, NREC - 10);
+}
+
+/* After acknowledgements (segment 1 reclaimed, ack position 10), segment 2
+ * (seqs 7..13) deleted: 10..13 are missing; 7..9 were acknowledged. */
+static void
+test_missing_after_ack(void **state)
+{
+    fx *f = *state;
+    populate_and_ack(f);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    assert_int_equal(unlink(path), 0);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 2 * PER_SEG, NREC);
+    missing_case mc = {4, 1, {10, 2 * PER_SEG}};
+    expect_missing(f, &out, &mc, 10);
+    drain_ack_missing(f, &out, NREC - 2 * PER_SEG);
+}
 
 /* A small record followed by one of max_record_bytes share a frame (the
  * writer closes a frame once its body reaches 128 KiB); FORMAT.md §3.4 sizes
@@ -1308,6 +1442,13 @@ qfx_generate(const char *name, hp_buf *out)
         qfx_segment(out, 1, fr, 4, NULL);
     } else if (strcmp(name, "queue_ckpt_seq_top.bin") == 0) {
         qfx_ckpt(out, UINT64_MAX - 1, UINT64_MAX - 1, QFX_FIVE, 5);
+    } else if (strcmp(name, "queue_ckpt_beyond_data.bin") == 0) {
+        /* Claims deliveries up to 999 of a queue holding 0..4. */
+        qfx_ckpt(out, 2, 1000, QFX_FIVE, 5);
+    } else if (strcmp(name, "queue_seq_gap.hseg") == 0) {
+        /* Seqs 3 and 4 in no frame (an undamaged segment). */
+        static const qfx_frame fr[] = {{0, 1}, {1, 1}, {2, 1}, {5, 1}, {6, 1}};
+        qfx_segment(out, 1, fr, 5, NULL);
     } else if (strcmp(name, "queue_index_seq_top.bin") == 0) {
         qfx_index_lie(out, LIE_SEQ_TOP);
     } else if (strcmp(name, "queue_index_short_run.bin") == 0) {
@@ -1333,18 +1474,22 @@ typedef struct queue_fixture {
     uint64_t corrupt_frames; /* after the drain */
     int send_rc;             /* a send after the drain (then a second one) */
     int send2_rc;
+    uint64_t missing;        /* missing_records (library and inspect) */
+    uint64_t clamped;        /* checkpoint_clamped (library and inspect) */
 } queue_fixture;
 
 static const queue_fixture QBAD[] = {
-    {"queue_frame_seq_top.hseg", {{0, 5}, {0, 0}}, 5, 5, 1, 0, 0},
+    {"queue_frame_seq_top.hseg", {{0, 5}, {0, 0}}, 5, 5, 1, 0, 0, 0, 0},
     {"queue_frame_seq_ceiling.hseg", {{0, 3}, {SEQ_LIMIT - 3, SEQ_LIMIT - 1}}, SEQ_LIMIT - 1, 5, 0,
-     0, HOPPER_EEXHAUSTED},
-    {"queue_ckpt_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
-    {"queue_index_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
-    {"queue_index_short_run.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
-    {"queue_index_shifted.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
-    {"queue_index_last_seq.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
-    {"queue_index_records.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0},
+     0, HOPPER_EEXHAUSTED, SEQ_LIMIT - 6, 0},
+    {"queue_ckpt_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_ckpt_beyond_data.bin", {{2, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 995},
+    {"queue_seq_gap.hseg", {{0, 3}, {5, 7}}, 7, 5, 0, 0, 0, 2, 0},
+    {"queue_index_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_index_short_run.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_index_shifted.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_index_last_seq.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_index_records.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
 };
 enum { NQBAD = sizeof(QBAD) / sizeof(QBAD[0]) };
 
@@ -1678,11 +1823,21 @@ test_bad_queue_fixtures(void **state)
         assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
         hopper_stats st = {.struct_size = sizeof(st)};
         assert_int_equal(hopper_stats_get(q, &st), 0);
-        if (st.next_seq != b->next_seq || st.disk_records != b->disk_records) {
-            fail_msg("%s: next_seq %" PRIu64 " disk_records %" PRIu64 ", expected %" PRIu64
-                     " and %" PRIu64,
-                     b->name, st.next_seq, st.disk_records, b->next_seq, b->disk_records);
+        if (st.next_seq != b->next_seq || st.disk_records != b->disk_records ||
+            st.missing_records != b->missing || st.checkpoint_clamped != b->clamped ||
+            rep.missing_records != b->missing || rep.checkpoint_clamped != b->clamped) {
+            fail_msg("%s: next_seq %" PRIu64 " disk_records %" PRIu64 " missing %" PRIu64
+                     " (inspect %" PRIu64 ") clamped %" PRIu64 " (inspect %" PRIu64
+                     "), expected %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64,
+                     b->name, st.next_seq, st.disk_records, st.missing_records,
+                     rep.missing_records, st.checkpoint_clamped, rep.checkpoint_clamped,
+                     b->next_seq, b->disk_records, b->missing, b->clamped);
         }
+        uint64_t expect_backlog = 0;
+        for (int k = 0; k < 2; k++) {
+            expect_backlog += b->d[k][1] - b->d[k][0];
+        }
+        assert_int_equal(st.backlog_records, expect_backlog);
         seqlist got = {.payload_ok = 1};
         hopper_record r;
         int rc;
@@ -1761,6 +1916,9 @@ main(int argc, char **argv)
         HP_T(test_non_regular_segment_names),
         HP_T(test_non_regular_checkpoint),
         HP_T(test_checkpoint_damaged),
+        HP_T(test_missing_segment_deleted),
+        HP_T(test_missing_truncated_at_frame_boundary),
+        HP_T(test_missing_after_ack),
         HP_T(test_big_record_after_small_survives_reopen),
         HP_T(test_smaller_max_record_after_reopen),
         HP_T(test_writer_indexes_pass_cross_check),

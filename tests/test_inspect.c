@@ -250,6 +250,24 @@ test_inspect_damage_and_lock(void **state)
     assert_int_equal(hopper_inspect(dir, "nope", 0, NULL, NULL, &rep), -ENOENT);
     hopper_inspect_report small = {.struct_size = 8};
     assert_int_equal(hopper_inspect(dir, "q", 0, NULL, NULL, &small), -EINVAL);
+    /* A caller built with the first version of the report (it ended with
+     * checkpoint_ok) gets those fields, and nothing is written past them. */
+    union {
+        hopper_inspect_report rep;
+        uint8_t b[sizeof(hopper_inspect_report) + 16];
+    } v1;
+    hopper_inspect_report cur = {.struct_size = sizeof(cur)};
+    assert_int_equal(hopper_inspect(dir, "q", 0, NULL, NULL, &cur), 0);
+    memset(&v1, 0xAA, sizeof(v1));
+    v1.rep.struct_size = offsetof(hopper_inspect_report, missing_records);
+    assert_int_equal(hopper_inspect(dir, "q", 0, NULL, NULL, &v1.rep), 0);
+    assert_int_equal(v1.rep.struct_size, offsetof(hopper_inspect_report, missing_records));
+    assert_memory_equal(&v1.rep.segments, &cur.segments,
+                        offsetof(hopper_inspect_report, missing_records) -
+                            offsetof(hopper_inspect_report, segments));
+    for (size_t i = offsetof(hopper_inspect_report, missing_records); i < sizeof(v1.b); i++) {
+        assert_int_equal(v1.b[i], 0xAA);
+    }
     hp_test_rmtree(dir);
 }
 

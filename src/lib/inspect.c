@@ -18,6 +18,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -146,13 +147,10 @@ out:
     return rc;
 }
 
-/* Decode the frames of the runs in seq order and visit their records. */
+/* Decode the frames of the runs (sorted by seq) and visit their records. */
 static int
 visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
 {
-    if (w->nruns > 1) {
-        qsort(w->runs, w->nruns, sizeof(*w->runs), cmp_run);
-    }
     hp_decoder dec;
     HP_GUARD(hp_dec_init(&dec));
     hp_buf raw = {0};
@@ -246,14 +244,34 @@ visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
     return rc;
 }
 
-int
-hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect_fn fn,
-               void *ctx, hopper_inspect_report *rep)
+/* The sequence numbers no frame holds, and the checkpoint's read position
+ * beyond the data, by the rules recovery applies (FORMAT.md §5). The runs
+ * are sorted by first_seq. */
+static void
+find_gaps(walk *w, uint64_t read_next)
 {
-    HP_ENSURE(rep != NULL && rep->struct_size >= sizeof(*rep), -EINVAL);
-    memset(rep, 0, sizeof(*rep));
-    rep->struct_size = sizeof(*rep);
-    HP_ENSURE(dir != NULL && name != NULL && strchr(name, '/') == NULL, -EINVAL);
+    hopper_inspect_report *rep = w->rep;
+    hp_seqgaps g;
+    hp_seqgaps_init(&g, rep->ack_next);
+    uint64_t data_end = rep->ack_next;
+    for (size_t i = 0; i < w->nruns; i++) {
+        uint64_t gap[2];
+        hp_seqgaps_add(&g, w->runs[i].r.first_seq, w->runs[i].r.last_seq, gap);
+        if (w->runs[i].r.last_seq + 1 > data_end) {
+            data_end = w->runs[i].r.last_seq + 1;
+        }
+    }
+    rep->missing_records = g.missing;
+    rep->missing_ranges = g.ranges;
+    rep->missing_first = g.first[0];
+    rep->missing_first_end = g.first[1];
+    rep->checkpoint_clamped = read_next > data_end ? read_next - data_end : 0;
+}
+
+static int
+inspect_walk(const char *dir, const char *name, unsigned flags, hopper_inspect_fn fn, void *ctx,
+             hopper_inspect_report *rep)
+{
     char path[PATH_MAX];
     int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
     HP_ENSURE(n > 0 && (size_t)n < sizeof(path), -ENAMETOOLONG);
@@ -284,6 +302,10 @@ hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect
         rc = scan_segment(&w, ids.v[i], i + 1 == ids.n);
     }
     if (rc == 0) {
+        if (w.nruns > 1) {
+            qsort(w.runs, w.nruns, sizeof(*w.runs), cmp_run);
+        }
+        find_gaps(&w, read_next);
         rc = visit(&w, (flags & HOPPER_INSPECT_ACKED) ? 0 : rep->ack_next, fn, ctx);
     }
 out:
@@ -292,5 +314,27 @@ out:
     hp_idx_free(&w.idx);
     hp_fs_close(lockfd);
     hp_fs_close(dirfd);
+    return rc;
+}
+
+/* The first version of the report ended with checkpoint_ok: callers built
+ * with it pass this struct_size and get the fields it has. */
+#define REPORT_V1_SIZE offsetof(hopper_inspect_report, missing_records)
+
+int
+hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect_fn fn,
+               void *ctx, hopper_inspect_report *rep)
+{
+    HP_ENSURE(rep != NULL && rep->struct_size >= REPORT_V1_SIZE, -EINVAL);
+    size_t sz = rep->struct_size;
+    hopper_inspect_report full;
+    memset(&full, 0, sizeof(full));
+    full.struct_size = sizeof(full);
+    int rc = -EINVAL;
+    if (dir != NULL && name != NULL && strchr(name, '/') == NULL) {
+        rc = inspect_walk(dir, name, flags, fn, ctx, &full);
+    }
+    memcpy(rep, &full, sz < sizeof(full) ? sz : sizeof(full));
+    rep->struct_size = sz;
     return rc;
 }

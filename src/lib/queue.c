@@ -19,6 +19,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -108,6 +109,7 @@ queue_free(hopper_queue *q)
     hp_deque_free(&q->mem);
     free(q->segs.v);
     free(q->runs.v);
+    free(q->gaps.v);
     free(q->wlist.v);
     free(q->touched.v);
     free(q->sealed.v);
@@ -307,13 +309,18 @@ hopper_close(hopper_queue *q)
 
 /* ---- stats -------------------------------------------------------------- */
 
+/* The first version of hopper_stats ended with `failed`: callers built with
+ * it pass this struct_size and get the fields it has. */
+#define STATS_V1_SIZE offsetof(hopper_stats, missing_records)
+
 int
-hopper_stats_get(hopper_queue *q, hopper_stats *st)
+hopper_stats_get(hopper_queue *q, hopper_stats *st_out)
 {
-    HP_ENSURE(q != NULL && st != NULL && st->struct_size >= sizeof(*st), -EINVAL);
-    size_t sz = st->struct_size;
+    HP_ENSURE(q != NULL && st_out != NULL && st_out->struct_size >= STATS_V1_SIZE, -EINVAL);
+    size_t sz = st_out->struct_size;
+    hopper_stats full;
+    hopper_stats *st = &full;
     memset(st, 0, sizeof(*st));
-    st->struct_size = sz;
     hp_mutex_lock(&q->mu);
     st->mem_records = q->mem.count;
     st->mem_bytes = q->mem_bytes;
@@ -323,7 +330,8 @@ hopper_stats_get(hopper_queue *q, hopper_stats *st)
     }
     st->disk_bytes = q->disk_bytes;
     st->segments = q->segs.n;
-    st->backlog_records = q->next_seq - q->ack_next;
+    /* Seqs known missing (gaps found at open) will never be delivered. */
+    st->backlog_records = q->next_seq - q->ack_next - q->missing_left;
     uint64_t oldest = 0;
     if (q->mem.count > 0) {
         oldest = hp_deque_at(&q->mem, 0)->ts_ms;
@@ -354,5 +362,9 @@ hopper_stats_get(hopper_queue *q, hopper_stats *st)
     st->fsyncs = atomic_load(&q->c_fsyncs);
     st->fsync_ns_total = atomic_load(&q->c_fsync_ns);
     st->torn_bytes = atomic_load(&q->c_torn);
+    st->missing_records = q->missing;
+    st->checkpoint_clamped = q->ckpt_clamped;
+    memcpy(st_out, st, sz < sizeof(*st) ? sz : sizeof(*st));
+    st_out->struct_size = sz;
     return 0;
 }

@@ -84,6 +84,12 @@ typedef struct hp_run {
     uint64_t ts_ms;     /* timestamp of the first frame */
 } hp_run;
 
+/* Seqs [from, to) that no frame held at open (FORMAT.md §5). */
+typedef struct hp_gap {
+    uint64_t from;
+    uint64_t to;
+} hp_gap;
+
 typedef struct hp_seginfo {
     uint64_t id;
     uint64_t bytes;   /* file size */
@@ -253,6 +259,11 @@ struct hopper_queue {
     uint64_t ckpt_ack;       /* [consumer] ack_next stored in the checkpoint */
     uint64_t ckpt_ns;        /* [consumer] when it was written */
     uint64_t redeliver_below; /* immutable: seqs below were delivered before open */
+    HP_ARR(hp_gap) gaps;      /* [mu] gaps found at open not yet passed by ack_next */
+    size_t gaps_head;         /* [mu] first gap of `gaps` still (partly) above ack_next */
+    uint64_t missing_left;    /* [mu] seqs of those gaps at or above ack_next */
+    uint64_t missing;         /* immutable: seqs in the gaps found at open */
+    uint64_t ckpt_clamped;    /* immutable: seqs the checkpoint's read_next was beyond the data */
 
     hp_reader rd;   /* [consumer] */
     hp_encoder enc[HP_ENC_SLOTS];  /* [slot] deflate contexts, created when first used */

@@ -354,6 +354,25 @@ unlock:
 
 /* ---- checkpoint, acknowledge and reclaim -------------------------------- */
 
+/* The acknowledged position moves to `upto`: the missing seqs it passes
+ * (gaps found at open) leave the backlog. Returns how many. [consumer, mu] */
+static uint64_t
+pass_gaps(hopper_queue *q, uint64_t upto)
+{
+    uint64_t passed = 0;
+    while (q->gaps_head < q->gaps.n && q->gaps.v[q->gaps_head].from < upto) {
+        hp_gap *g = &q->gaps.v[q->gaps_head];
+        uint64_t end = g->to < upto ? g->to : upto;
+        passed += end - g->from;
+        g->from = end;
+        if (g->from == g->to) {
+            q->gaps_head++;
+        }
+    }
+    q->missing_left -= passed;
+    return passed;
+}
+
 /* FORMAT.md §4: written tmp -> fsync -> rename -> fsync(dir). */
 int
 hp_q_ckpt_write(hopper_queue *q, uint64_t ack_next, uint64_t read_next)
@@ -381,7 +400,8 @@ hopper_ack(hopper_queue *q, uint64_t seq)
         upto = given;
     }
     if (upto > q->ack_next) {
-        atomic_fetch_add(&q->c_acked, upto - q->ack_next);
+        uint64_t passed = pass_gaps(q, upto);
+        atomic_fetch_add(&q->c_acked, upto - q->ack_next - passed);
         q->ack_next = upto;
         int freed = 0;
         while (q->mem_read > 0 && hp_deque_at(&q->mem, 0)->seq < upto) {

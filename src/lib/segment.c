@@ -498,6 +498,34 @@ hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next)
     return 0;
 }
 
+/* ---- sequence gaps, FORMAT.md §5 --------------------------------------- */
+
+void
+hp_seqgaps_init(hp_seqgaps *g, uint64_t from)
+{
+    memset(g, 0, sizeof(*g));
+    g->covered = from;
+}
+
+void
+hp_seqgaps_add(hp_seqgaps *g, uint64_t first_seq, uint64_t last_seq, uint64_t gap[2])
+{
+    gap[0] = gap[1] = 0;
+    if (first_seq > g->covered) {
+        gap[0] = g->covered;
+        gap[1] = first_seq;
+        if (g->ranges == 0) {
+            g->first[0] = gap[0];
+            g->first[1] = gap[1];
+        }
+        g->missing += first_seq - g->covered;
+        g->ranges++;
+    }
+    if (last_seq >= g->covered) {
+        g->covered = last_seq + 1; /* last_seq < 2^63: no wrap */
+    }
+}
+
 /* ---- segment id lists ------------------------------------------------- */
 
 int

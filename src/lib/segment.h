@@ -157,6 +157,21 @@ HP_MUST_USE int hp_ckpt_decode(const uint8_t *p, size_t n, uint64_t *ack_next,
  * checkpoint (missing or damaged: positions 0), < 0 on I/O errors. */
 HP_MUST_USE int hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next);
 
+/* Sequence numbers that no frame holds (FORMAT.md §5): fed the runs of
+ * frames (first and last seq of each) in first_seq order, it finds the gaps
+ * at or after `from`, the consumer's position (ack_next). */
+typedef struct hp_seqgaps {
+    uint64_t covered;   /* every seq in [from, covered) is held by a run */
+    uint64_t missing;   /* seqs in the gaps so far */
+    uint64_t ranges;    /* gaps so far */
+    uint64_t first[2];  /* the first gap, [first[0], first[1]) */
+} hp_seqgaps;
+
+void hp_seqgaps_init(hp_seqgaps *g, uint64_t from);
+/* Account the run [first_seq, last_seq]; the gap before it, if any, is
+ * returned as [gap[0], gap[1]) (gap[0] == gap[1]: none). */
+void hp_seqgaps_add(hp_seqgaps *g, uint64_t first_seq, uint64_t last_seq, uint64_t gap[2]);
+
 /* A growable list of segment ids. */
 typedef struct hp_ids {
     uint64_t *v;

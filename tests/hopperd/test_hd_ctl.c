@@ -332,6 +332,98 @@ test_verify_non_regular(void **state)
     check_dump(e, out, NACK, 0);
 }
 
+/* Records missing (issue 10 item 7): a queue of several segments, one
+ * deleted and another truncated exactly at a frame boundary (no damage
+ * otherwise): verify exits 1 and names the first gap; dump and salvage
+ * exit 1 too. */
+static void
+test_verify_missing(void **state)
+{
+    struct env *e = *state;
+    static char out[1 << 16], err[4096];
+    hopper_opts o;
+    hopper_opts_init(&o);
+    o.durability = HOPPER_DURABILITY_DISK;
+    o.fsync = HOPPER_FSYNC_NEVER;
+    o.compression = 0;
+    o.segment_bytes = 4096;
+    hopper_queue *q;
+    assert_int_equal(hopper_open(e->dir, "gaps", &o, &q), 0);
+    for (uint64_t i = 0; i < NREC; i++) {
+        char buf[128];
+        size_t n = payload(i, buf, sizeof(buf));
+        assert_int_equal(hopper_send(q, buf, n, 0), 0);
+    }
+    assert_int_equal(hopper_close(q), 0);
+    char qdir[700];
+    snprintf(qdir, sizeof(qdir), "%s/gaps", e->dir);
+    const char *const args[] = {"hopperctl", "verify", qdir, NULL};
+    assert_int_equal(ctl(out, sizeof(out), err, sizeof(err), args), 0);
+    assert_int_equal(field(out, "missing records"), 0);
+    /* Segment 2: its first seq and its record count, from its frames. */
+    char path[800];
+    snprintf(path, sizeof(path), "%s/0000000000000002.hseg", qdir);
+    size_t len;
+    char *data = e2e_read_file(path, &len);
+    assert_non_null(data);
+    const uint8_t *p = (const uint8_t *)data;
+    uint64_t first = rd64(p + HOPPER_SEGMENT_HEADER + 8);
+    uint64_t count = 0;
+    for (size_t off = HOPPER_SEGMENT_HEADER; off + HOPPER_FRAME_OVERHEAD <= len;
+         off += HOPPER_FRAME_OVERHEAD + rd32(p + off + 4)) {
+        count += rd32(p + off + 24);
+    }
+    free(data);
+    assert_true(count > 0);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof(path), "%s/0000000000000002.hidx", qdir);
+    (void)unlink(path);
+    int rc = ctl(out, sizeof(out), err, sizeof(err), args);
+    if (rc != 1) {
+        fail_msg("verify with a segment deleted: %d\n%s%s", rc, out, err);
+    }
+    assert_int_equal(field(out, "missing records"), (long long)count);
+    assert_int_equal(field(out, "corrupt frames"), 0);
+    assert_int_equal(field(out, "torn bytes"), 0);
+    assert_int_equal(field(out, "\nrecords"), NREC - (long long)count);
+    char want[128];
+    snprintf(want, sizeof(want), "(seqs %llu..%llu)\n", (unsigned long long)first,
+             (unsigned long long)(first + count - 1));
+    if (strstr(out, want) == NULL) {
+        fail_msg("verify does not name the gap %s:\n%s", want, out);
+    }
+    assert_non_null(strstr(out, "result              DAMAGED"));
+    /* Segment 3 cut after its first frame (a frame boundary): a second gap. */
+    snprintf(path, sizeof(path), "%s/0000000000000003.hseg", qdir);
+    data = e2e_read_file(path, &len);
+    assert_non_null(data);
+    p = (const uint8_t *)data;
+    uint64_t cut = HOPPER_SEGMENT_HEADER + HOPPER_FRAME_OVERHEAD + rd32(p + HOPPER_SEGMENT_HEADER + 4);
+    uint64_t lost3 = 0;
+    for (size_t off = cut; off + HOPPER_FRAME_OVERHEAD <= len;
+         off += HOPPER_FRAME_OVERHEAD + rd32(p + off + 4)) {
+        lost3 += rd32(p + off + 24);
+    }
+    free(data);
+    assert_true(lost3 > 0);
+    assert_int_equal(truncate(path, (off_t)cut), 0);
+    snprintf(path, sizeof(path), "%s/0000000000000003.hidx", qdir);
+    (void)unlink(path);
+    assert_int_equal(ctl(out, sizeof(out), err, sizeof(err), args), 1);
+    assert_int_equal(field(out, "missing records"), (long long)(count + lost3));
+    assert_non_null(strstr(out, ", the first of 2 gaps)"));
+    assert_int_equal(field(out, "torn bytes"), 0);
+    const char *const dump[] = {"hopperctl", "dump", qdir, NULL};
+    assert_int_equal(ctl(out, sizeof(out), err, sizeof(err), dump), 1);
+    /* The library agrees: the backlog is what is there to deliver. */
+    assert_int_equal(hopper_open(e->dir, "gaps", &o, &q), 0);
+    hopper_stats st = {.struct_size = sizeof(st)};
+    assert_int_equal(hopper_stats_get(q, &st), 0);
+    assert_int_equal(st.missing_records, count + lost3);
+    assert_int_equal(st.backlog_records, NREC - count - lost3);
+    assert_int_equal(hopper_close(q), 0);
+}
+
 static void
 test_dump(void **state)
 {
@@ -455,6 +547,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_non_regular, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_salvage_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_salvage_file, setup, teardown),
     };
