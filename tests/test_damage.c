@@ -77,6 +77,16 @@ seg_path(const fx *f, uint64_t id, const char *suffix, char *out, size_t cap)
     snprintf(out, cap, "%s/%s%s", f->qdir, name, suffix);
 }
 
+/* Remove the queue directory (and, with `create`, make it again, empty). */
+static void
+reset_qdir(const fx *f, int create)
+{
+    hp_test_rmtree(strdup(f->qdir));
+    if (create) {
+        assert_int_equal(mkdir(f->qdir, 0700), 0);
+    }
+}
+
 static long long
 file_size(const char *path)
 {
@@ -1048,9 +1058,7 @@ test_smaller_max_record_after_reopen(void **state)
     for (int c = 0; c < 4; c++) {
         int disk = c & 1;
         int drop_index = (c & 2) != 0;
-        char qd[PATH_MAX];
-        snprintf(qd, sizeof(qd), "%s", f->qdir);
-        hp_test_rmtree(strdup(qd));
+        reset_qdir(f, 0);
         hopper_opts o;
         hopper_opts_init(&o);
         o.fsync = HOPPER_FSYNC_NEVER;
@@ -1120,9 +1128,7 @@ test_writer_indexes_pass_cross_check(void **state)
         }
     }
     /* MEMORY mode, two runs in one segment. */
-    char qd[PATH_MAX];
-    snprintf(qd, sizeof(qd), "%s", f->qdir);
-    hp_test_rmtree(strdup(qd));
+    reset_qdir(f, 0);
     hopper_opts o;
     hopper_opts_init(&o);
     o.fsync = HOPPER_FSYNC_NEVER;
@@ -1381,7 +1387,7 @@ qfx_ckpt(hp_buf *out, uint64_t ack_next, uint64_t read_next, const qfx_frame *fr
 /* Frames 0..4, one record each: the segment the index fixtures describe. */
 static const qfx_frame QFX_FIVE[] = {{0, 1}, {1, 1}, {2, 1}, {3, 1}, {4, 1}};
 
-enum qfx_lie { LIE_SEQ_TOP, LIE_SHORT_RUN, LIE_SHIFTED, LIE_LAST_SEQ, LIE_RECORDS };
+enum qfx_lie { LIE_SEQ_TOP, LIE_SHORT_RUN, LIE_SHIFTED, LIE_LAST_SEQ, LIE_RECORDS, LIE_MIDDLE };
 
 /* Segment 1 (frames 0..4) with an index that lies, re-encoded (valid CRC). */
 static void
@@ -1390,7 +1396,17 @@ qfx_index_lie(hp_buf *out, enum qfx_lie lie)
     hp_buf seg = {0};
     hp_buf ib = {0};
     hp_segidx x;
-    qfx_segment(&seg, 1, QFX_FIVE, 5, &x);
+    /* LIE_MIDDLE: frames 0, 1, 100..101, 4; the other lies: frames 0..4. */
+    static const qfx_frame middle[] = {{0, 1}, {1, 1}, {100, 2}, {4, 1}};
+    qfx_segment(&seg, 1, lie == LIE_MIDDLE ? middle : QFX_FIVE, lie == LIE_MIDDLE ? 4 : 5, &x);
+    if (lie == LIE_MIDDLE) {
+        /* One run 0..4, right at both ends and in its total: the frame in
+         * the middle is not its run's, which only a read can tell. */
+        x.runs[0].end = x.size;
+        x.runs[0].last_seq = 4;
+        x.n = 1;
+        x.records = 5;
+    }
     assert_int_equal(x.n, 1); /* one run: 0..4 */
     switch (lie) {
     case LIE_SEQ_TOP: /* seqs near the top of the 64-bit range */
@@ -1413,6 +1429,8 @@ qfx_index_lie(hp_buf *out, enum qfx_lie lie)
         break;
     case LIE_RECORDS: /* runs right, totals wrong */
         x.records = 7;
+        break;
+    case LIE_MIDDLE:
         break;
     default:
         fail();
@@ -1459,6 +1477,8 @@ qfx_generate(const char *name, hp_buf *out)
         qfx_index_lie(out, LIE_LAST_SEQ);
     } else if (strcmp(name, "queue_index_records.bin") == 0) {
         qfx_index_lie(out, LIE_RECORDS);
+    } else if (strcmp(name, "queue_index_middle.bin") == 0) {
+        qfx_index_lie(out, LIE_MIDDLE);
     } else {
         return 0;
     }
@@ -1490,6 +1510,10 @@ static const queue_fixture QBAD[] = {
     {"queue_index_shifted.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
     {"queue_index_last_seq.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
     {"queue_index_records.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    /* The index is used (right at the ends of its run); the frame of 100..101
+     * is damage when read: 0, 1, 4 are delivered, 2, 3 never, nothing
+     * beyond the run (it could take the seqs of new records). */
+    {"queue_index_middle.bin", {{0, 2}, {4, 5}}, 5, 5, 1, 0, 0, 0, 0},
 };
 enum { NQBAD = sizeof(QBAD) / sizeof(QBAD[0]) };
 
@@ -1616,6 +1640,23 @@ test_data_dir(void)
     return data;
 }
 
+/* Read the fixture at path (malloc'd into *p): it must be exactly what its
+ * generator writes, `gen`. */
+static void
+read_fixture(const char *path, const hp_buf *gen, uint8_t **p, size_t *n)
+{
+    int rc = hp_test_read_file(path, p, n);
+    if (rc != 0) {
+        fail_msg("%s: %s", path, strerror(-rc));
+    }
+    assert_true(*n < 4096);
+    if (gen->len != *n || (*n > 0 && memcmp(gen->data, *p, *n) != 0)) {
+        fail_msg("%s differs from its generator; regenerate with test_damage "
+                 "--write-fixtures tests/data/bad fuzz/corpus/segment_scan",
+                 path);
+    }
+}
+
 static void
 test_bad_fixtures_table(void **state)
 {
@@ -1628,29 +1669,16 @@ test_bad_fixtures_table(void **state)
         snprintf(path, sizeof(path), "%s/bad/%s", data, b->name);
         uint8_t *p = NULL;
         size_t n = 0;
-        int rc = hp_test_read_file(path, &p, &n);
-        if (rc != 0) {
-            fail_msg("%s: %s", path, strerror(-rc));
-        }
-        assert_true(n < 4096);
-        /* The checked-in file is what the generator writes. */
         fx_generate(b->name, &gen);
-        if (gen.len != n || (n > 0 && memcmp(gen.data, p, n) != 0)) {
-            fail_msg("%s differs from its generator; regenerate with "
-                     "test_damage --write-fixtures tests/data/bad",
-                     path);
-        }
-        rc = fx_verdict(b, p, n);
+        read_fixture(path, &gen, &p, &n);
+        int rc = fx_verdict(b, p, n);
         if (rc != b->expect) {
             fail_msg("%s: expected %s, got %s", b->name, hopper_err_name(b->expect),
                      hopper_err_name(rc));
         }
         if (b->kind == KIND_SEGMENT) {
             /* What recovery makes of it as the queue's only segment. */
-            char qd[PATH_MAX];
-            snprintf(qd, sizeof(qd), "%s", f->qdir);
-            hp_test_rmtree(strdup(qd));
-            assert_int_equal(mkdir(f->qdir, 0700), 0);
+            reset_qdir(f, 1);
             char sp[PATH_MAX];
             seg_path(f, 1, "", sp, sizeof(sp));
             assert_int_equal(hp_test_write_file(sp, p, n), 0);
@@ -1698,10 +1726,7 @@ test_bad_fixtures_table(void **state)
 static void
 qfx_layout(const fx *f, const uint8_t *p, size_t n)
 {
-    char qd[PATH_MAX];
-    snprintf(qd, sizeof(qd), "%s", f->qdir);
-    hp_test_rmtree(strdup(qd));
-    assert_int_equal(mkdir(f->qdir, 0700), 0);
+    reset_qdir(f, 1);
     char path[PATH_MAX];
     if (n >= 4 && hp_get_u32(p) == HP_SEG_MAGIC) {
         uint64_t id = 0;
@@ -1799,15 +1824,7 @@ test_bad_queue_fixtures(void **state)
             }
             free(p);
             p = NULL;
-            int rc = hp_test_read_file(path, &p, &n);
-            if (rc != 0) {
-                fail_msg("%s: %s", path, strerror(-rc));
-            }
-            if (gen.len != n || memcmp(gen.data, p, n) != 0) {
-                fail_msg("%s differs from its generator; regenerate with test_damage "
-                         "--write-fixtures tests/data/bad fuzz/corpus/segment_scan",
-                         path);
-            }
+            read_fixture(path, &gen, &p, &n);
         }
         /* Offline first: hopper_inspect changes nothing. */
         qfx_layout(f, p, n);
@@ -1833,11 +1850,9 @@ test_bad_queue_fixtures(void **state)
                      rep.missing_records, st.checkpoint_clamped, rep.checkpoint_clamped,
                      b->next_seq, b->disk_records, b->missing, b->clamped);
         }
-        uint64_t expect_backlog = 0;
-        for (int k = 0; k < 2; k++) {
-            expect_backlog += b->d[k][1] - b->d[k][0];
-        }
-        assert_int_equal(st.backlog_records, expect_backlog);
+        /* The backlog: from the first seq delivered (the ack position) up to
+         * the next seq, less what is known missing. */
+        assert_int_equal(st.backlog_records, b->next_seq - b->d[0][0] - b->missing);
         seqlist got = {.payload_ok = 1};
         hopper_record r;
         int rc;

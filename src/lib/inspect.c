@@ -202,6 +202,9 @@ visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
             if (rc == 0) {
                 rc = hp_rec_decode(&dec, p, total, w->max_raw, &h, &raw, &used);
             }
+            if (rc == 0 && !hp_run_holds(run->r.first_seq, run->r.last_seq, &h)) {
+                rc = HOPPER_EVERSION; /* not its run's seqs, skipped as when read */
+            }
             if (rc == HOPPER_ECORRUPT || rc == HOPPER_EVERSION || rc == HOPPER_ENEEDMORE) {
                 /* Passed its CRC at scan time but does not decode. */
                 w->rep->corrupt_frames++;

@@ -183,13 +183,14 @@ pop_run(hopper_queue *q)
     }
 }
 
-/* Read (and decode) the next frame of the current run, which ends at `end`,
- * skipping damage. [consumer, no mu] Returns 0 (maybe with nothing decoded
- * when the rest of the run was damaged) or a transient error. */
+/* Read (and decode) the next frame of the current run, `run`, skipping
+ * damage. [consumer, no mu] Returns 0 (maybe with nothing decoded when the
+ * rest of the run was damaged) or a transient error. */
 static int
-read_frame(hopper_queue *q, uint64_t end)
+read_frame(hopper_queue *q, const hp_run *run)
 {
     hp_reader *r = &q->rd;
+    uint64_t end = run->end;
     r->win.size = end;
     hp_frame_hdr h;
     int rc = hp_seg_frame_at(&r->win, r->next_off, q->max_raw, 0, &h);
@@ -201,6 +202,9 @@ read_frame(hopper_queue *q, uint64_t end)
         if (rc == 0) {
             rc = hp_rec_decode(&r->dec, p, total, q->max_raw, &h, &r->raw, &used);
         }
+        if (rc == 0 && !hp_run_holds(run->first_seq, run->last_seq, &h)) {
+            rc = HOPPER_EVERSION; /* not the run's seqs (an index lied): skip it */
+        }
         if (rc == 0) {
             r->raw_pos = 0;
             r->left = h.count;
@@ -209,7 +213,8 @@ read_frame(hopper_queue *q, uint64_t end)
             return 0;
         }
         if (rc == HOPPER_EVERSION) {
-            /* CRC-valid frame we cannot interpret: skip exactly this frame. */
+            /* CRC-valid frame we cannot interpret, or whose seqs are not its
+             * run's: skip exactly this frame. */
             atomic_fetch_add(&q->c_corrupt_frames, 1);
             atomic_fetch_add(&q->c_corrupt_bytes, total);
             r->next_off += total;
@@ -314,7 +319,7 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
                 r->positioned = 1;
             }
             hp_mutex_unlock(&q->mu);
-            rc = read_frame(q, run.end);
+            rc = read_frame(q, &run);
             hp_mutex_lock(&q->mu);
             if (rc < 0) {
                 goto unlock;

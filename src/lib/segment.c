@@ -383,35 +383,139 @@ hp_idx_free(hp_segidx *x)
     memset(x, 0, sizeof(*x));
 }
 
+/* Cross-checking an index (FORMAT.md §2.1) must not cost what the index
+ * saves, a read of the segment: per run it reads the first frame's header
+ * and looks for the last frame in the run's last TAIL_SMALL (then TAIL_LARGE)
+ * bytes, where a frame header ending exactly at the run's end must hold the
+ * run's last seq. Only when that finds nothing (a last frame larger than the
+ * window, or damage) are the run's headers walked from the start, in chunks
+ * (a 4 KiB read per large frame, 64 KiB reads shared by small ones). */
+#define TAIL_SMALL (64u * 1024u)
+#define TAIL_LARGE (1024u * 1024u)
+#define WALK_CHUNK_SMALL 4096u
+#define WALK_CHUNK_LARGE (64u * 1024u)
+
+typedef struct idx_check {
+    hp_read_at_fn rd;
+    void *ctx;
+    uint64_t max_raw;
+    hp_buf buf;
+} idx_check;
+
+/* Point *p at the n bytes at off (fewer at the end of the file: *got). */
+static int
+check_read(idx_check *c, uint64_t off, size_t n, const uint8_t **p, size_t *got)
+{
+    c->buf.len = 0;
+    HP_GUARD(hp_buf_reserve(&c->buf, n));
+    ssize_t r = c->rd(c->ctx, c->buf.data, n, off);
+    if (r < 0) {
+        return (int)r;
+    }
+    *p = c->buf.data;
+    *got = (size_t)r;
+    return 0;
+}
+
+/* Walk every frame header of run r: back to back from off to exactly end,
+ * consecutive seqs from first_seq to exactly last_seq. */
+static int
+walk_run(idx_check *c, const hp_idx_run *r)
+{
+    uint64_t off = r->off;
+    uint64_t seq = r->first_seq;
+    uint64_t c_off = 0;
+    size_t c_len = 0;
+    const uint8_t *chunk = NULL;
+    uint64_t last_frame = 0;
+    while (off < r->end) {
+        if (chunk == NULL || off < c_off || off - c_off + HP_FRAME_HDR > c_len) {
+            size_t want = last_frame < WALK_CHUNK_LARGE / 4 ? WALK_CHUNK_LARGE : WALK_CHUNK_SMALL;
+            HP_GUARD(check_read(c, off, want, &chunk, &c_len));
+            c_off = off;
+        }
+        hp_frame_hdr h;
+        HP_ENSURE(hp_rec_parse_header(chunk + (off - c_off), c_len - (size_t)(off - c_off),
+                                      c->max_raw, &h) == 0,
+                  HOPPER_ECORRUPT);
+        HP_ENSURE(h.count > 0 && h.first_seq == seq, HOPPER_ECORRUPT);
+        seq += h.count;
+        last_frame = HP_FRAME_HDR + (uint64_t)h.stored_len;
+        off += last_frame;
+    }
+    HP_ENSURE(off == r->end && seq - 1 == r->last_seq, HOPPER_ECORRUPT);
+    return 0;
+}
+
+/* Is there, in the last `window` bytes of run r after `from`, a frame header
+ * ending exactly at the run's end and holding its last seq? 0 yes, 1 no. */
+static int
+find_last_frame(idx_check *c, const hp_idx_run *r, uint64_t from, uint64_t window)
+{
+    uint64_t start = r->end - from > window ? r->end - window : from;
+    const uint8_t *p = NULL;
+    size_t got = 0;
+    HP_GUARD(check_read(c, start, (size_t)(r->end - start), &p, &got));
+    uint8_t magic[4];
+    hp_put_u32(magic, HP_FRAME_MAGIC);
+    for (size_t i = 0; i + HP_FRAME_HDR <= got; i++) {
+        if (memcmp(p + i, magic, 4) != 0) {
+            continue;
+        }
+        hp_frame_hdr h;
+        if (hp_rec_parse_header(p + i, got - i, c->max_raw, &h) == 0 && h.count > 0 &&
+            start + i + HP_FRAME_HDR + h.stored_len == r->end &&
+            h.first_seq + h.count - 1 == r->last_seq) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+check_run(idx_check *c, const hp_idx_run *r)
+{
+    const uint8_t *p = NULL;
+    size_t got = 0;
+    HP_GUARD(check_read(c, r->off, HP_FRAME_HDR, &p, &got));
+    hp_frame_hdr h;
+    HP_ENSURE(hp_rec_parse_header(p, got, c->max_raw, &h) == 0, HOPPER_ECORRUPT);
+    HP_ENSURE(h.count > 0 && h.first_seq == r->first_seq && h.ts_ms == r->ts_ms,
+              HOPPER_ECORRUPT);
+    uint64_t first_end = r->off + HP_FRAME_HDR + h.stored_len;
+    HP_ENSURE(first_end <= r->end, HOPPER_ECORRUPT);
+    if (first_end == r->end) {
+        return h.first_seq + h.count - 1 == r->last_seq ? 0 : HOPPER_ECORRUPT;
+    }
+    int rc = find_last_frame(c, r, first_end, TAIL_SMALL);
+    if (rc == 1 && r->end - first_end > TAIL_SMALL) {
+        rc = find_last_frame(c, r, first_end, TAIL_LARGE);
+    }
+    return rc == 1 ? walk_run(c, r) : rc;
+}
+
 int
 hp_idx_verify(hp_read_at_fn rd, void *ctx, const hp_segidx *x, uint64_t max_raw)
 {
+    idx_check c = {.rd = rd, .ctx = ctx, .max_raw = max_raw};
     uint64_t off = HP_SEG_HDR;
     uint64_t records = 0;
-    uint64_t raw = 0;
-    for (size_t i = 0; i < x->n; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < x->n && rc == 0; i++) {
         const hp_idx_run *r = &x->runs[i];
-        HP_ENSURE(r->off == off, HOPPER_ECORRUPT); /* runs tile the body */
-        uint64_t seq = r->first_seq;
-        while (off < r->end) {
-            uint8_t b[HP_FRAME_HDR];
-            ssize_t got = rd(ctx, b, sizeof(b), off);
-            if (got < 0) {
-                return (int)got;
-            }
-            hp_frame_hdr h;
-            HP_ENSURE(hp_rec_parse_header(b, (size_t)got, max_raw, &h) == 0, HOPPER_ECORRUPT);
-            HP_ENSURE(h.count > 0 && h.first_seq == seq, HOPPER_ECORRUPT);
-            HP_ENSURE(off != r->off || h.ts_ms == r->ts_ms, HOPPER_ECORRUPT);
-            seq += h.count;
-            records += h.count;
-            raw += h.raw_len - (uint64_t)h.count * HP_REC_PREFIX;
-            off += HP_FRAME_HDR + (uint64_t)h.stored_len;
+        if (r->off != off) {
+            rc = HOPPER_ECORRUPT; /* the runs tile the body */
+            break;
         }
-        HP_ENSURE(off == r->end && seq - 1 == r->last_seq, HOPPER_ECORRUPT);
+        rc = check_run(&c, r);
+        records += r->last_seq - r->first_seq + 1;
+        off = r->end;
     }
-    HP_ENSURE(off == x->size && records == x->records && raw == x->raw, HOPPER_ECORRUPT);
-    return 0;
+    hp_buf_free(&c.buf);
+    if (rc == 0 && (off != x->size || records != x->records)) {
+        rc = HOPPER_ECORRUPT; /* the records of a run are its seqs */
+    }
+    return rc;
 }
 
 int

@@ -122,13 +122,22 @@ HP_MUST_USE int hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t 
                               hp_segidx *x);
 void hp_idx_free(hp_segidx *x);
 /* Does a decoded index agree with its segment (FORMAT.md §2.1)? Its runs
- * must tile the body [HP_SEG_HDR, size) exactly, and within each run the
- * frame headers (parsed with max_raw, not CRC-checked: frames are checked
- * when read) must lie back to back up to the run's end, hold consecutive
- * seqs from the run's first_seq to its last_seq, the first one carrying the
- * run's timestamp; the index's record and payload totals must be the
- * frames'. Reads the headers through rd. Returns 0 (agrees), HOPPER_ECORRUPT
- * (it does not) or a read error. */
+ * must tile the body [HP_SEG_HDR, size) exactly; each run's first frame
+ * header (parsed with max_raw, no CRC: frames are checked when read) must
+ * hold the run's first seq and timestamp, and a frame header ending exactly
+ * at the run's end its last seq (found in the run's last bytes, or by a walk
+ * of the run's headers); the index's record total must be its runs' seqs.
+ * Reads a few headers per run through rd, never the segment. Returns 0
+ * (agrees), HOPPER_ECORRUPT (it does not), -ENOMEM or a read error. */
+/* Does a frame of a run [first_seq, last_seq] hold only seqs of it? A frame
+ * that does not is damaged when read (only an index that lies in the middle
+ * of a run, which hp_idx_verify does not walk, can put one there): its seqs
+ * may be given to new records. */
+static inline int
+hp_run_holds(uint64_t first_seq, uint64_t last_seq, const hp_frame_hdr *h)
+{
+    return h->count > 0 && h->first_seq >= first_seq && h->first_seq + h->count - 1 <= last_seq;
+}
 HP_MUST_USE int hp_idx_verify(hp_read_at_fn rd, void *ctx, const hp_segidx *x,
                               uint64_t max_raw);
 /* Load the index of segment `id` (open as seg_fd, `size` bytes) from dirfd

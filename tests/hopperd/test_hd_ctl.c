@@ -88,26 +88,35 @@ ctl(char *out, size_t outlen, char *err, size_t errlen, const char *const *args)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-/* Build queue q: NREC records, one hopper_send each (DISK mode writes one
- * frame per send when nothing else is pending), the first NACK acknowledged
- * and checkpointed by a clean close. */
-static void
-build_queue(struct env *e)
+/* Open queue `name` (DISK mode, segments of `segment_bytes`) with *o and
+ * send it NREC records, one hopper_send each (DISK mode writes one frame per
+ * send when nothing else is pending). */
+static hopper_queue *
+open_filled(const struct env *e, const char *name, uint64_t segment_bytes, hopper_opts *o)
 {
-    hopper_opts o;
-    hopper_opts_init(&o);
-    o.durability = HOPPER_DURABILITY_DISK;
-    o.fsync = HOPPER_FSYNC_NEVER;
-    o.compression = 0;
-    o.segment_bytes = 64 * 1024;
-    o.disk_bytes = 64u << 20;
+    hopper_opts_init(o);
+    o->durability = HOPPER_DURABILITY_DISK;
+    o->fsync = HOPPER_FSYNC_NEVER;
+    o->compression = 0;
+    o->segment_bytes = segment_bytes;
+    o->disk_bytes = 64u << 20;
     hopper_queue *q;
-    assert_int_equal(hopper_open(e->dir, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(e->dir, name, o, &q), 0);
     for (uint64_t i = 0; i < NREC; i++) {
         char buf[128];
         size_t n = payload(i, buf, sizeof(buf));
         assert_int_equal(hopper_send(q, buf, n, 0), 0);
     }
+    return q;
+}
+
+/* Build queue q: NREC records, the first NACK acknowledged and checkpointed
+ * by a clean close. */
+static void
+build_queue(struct env *e)
+{
+    hopper_opts o;
+    hopper_queue *q = open_filled(e, "q", 64 * 1024, &o);
     hopper_record rec;
     for (int i = 0; i < NACK; i++) {
         assert_int_equal(hopper_recv(q, &rec, 0), 0);
@@ -332,6 +341,28 @@ test_verify_non_regular(void **state)
     check_dump(e, out, NACK, 0);
 }
 
+/* Records in the frames of segment file `path` from offset `from` (0: the
+ * first frame) to its end; *first_seq is the first one's seq and *first_end
+ * where the first frame ends. */
+static uint64_t
+records_from(const char *path, size_t from, uint64_t *first_seq, size_t *first_end)
+{
+    size_t len;
+    char *data = e2e_read_file(path, &len);
+    assert_non_null(data);
+    const uint8_t *p = (const uint8_t *)data;
+    size_t off = from > 0 ? from : HOPPER_SEGMENT_HEADER;
+    assert_true(off + HOPPER_FRAME_OVERHEAD <= len);
+    *first_seq = rd64(p + off + 8);
+    *first_end = off + HOPPER_FRAME_OVERHEAD + rd32(p + off + 4);
+    uint64_t count = 0;
+    for (; off + HOPPER_FRAME_OVERHEAD <= len; off += HOPPER_FRAME_OVERHEAD + rd32(p + off + 4)) {
+        count += rd32(p + off + 24);
+    }
+    free(data);
+    return count;
+}
+
 /* Records missing (issue 10 item 7): a queue of several segments, one
  * deleted and another truncated exactly at a frame boundary (no damage
  * otherwise): verify exits 1 and names the first gap; dump and salvage
@@ -342,18 +373,7 @@ test_verify_missing(void **state)
     struct env *e = *state;
     static char out[1 << 16], err[4096];
     hopper_opts o;
-    hopper_opts_init(&o);
-    o.durability = HOPPER_DURABILITY_DISK;
-    o.fsync = HOPPER_FSYNC_NEVER;
-    o.compression = 0;
-    o.segment_bytes = 4096;
-    hopper_queue *q;
-    assert_int_equal(hopper_open(e->dir, "gaps", &o, &q), 0);
-    for (uint64_t i = 0; i < NREC; i++) {
-        char buf[128];
-        size_t n = payload(i, buf, sizeof(buf));
-        assert_int_equal(hopper_send(q, buf, n, 0), 0);
-    }
+    hopper_queue *q = open_filled(e, "gaps", 4096, &o);
     assert_int_equal(hopper_close(q), 0);
     char qdir[700];
     snprintf(qdir, sizeof(qdir), "%s/gaps", e->dir);
@@ -363,17 +383,9 @@ test_verify_missing(void **state)
     /* Segment 2: its first seq and its record count, from its frames. */
     char path[800];
     snprintf(path, sizeof(path), "%s/0000000000000002.hseg", qdir);
-    size_t len;
-    char *data = e2e_read_file(path, &len);
-    assert_non_null(data);
-    const uint8_t *p = (const uint8_t *)data;
-    uint64_t first = rd64(p + HOPPER_SEGMENT_HEADER + 8);
-    uint64_t count = 0;
-    for (size_t off = HOPPER_SEGMENT_HEADER; off + HOPPER_FRAME_OVERHEAD <= len;
-         off += HOPPER_FRAME_OVERHEAD + rd32(p + off + 4)) {
-        count += rd32(p + off + 24);
-    }
-    free(data);
+    uint64_t first;
+    size_t cut;
+    uint64_t count = records_from(path, 0, &first, &cut);
     assert_true(count > 0);
     assert_int_equal(unlink(path), 0);
     snprintf(path, sizeof(path), "%s/0000000000000002.hidx", qdir);
@@ -395,16 +407,10 @@ test_verify_missing(void **state)
     assert_non_null(strstr(out, "result              DAMAGED"));
     /* Segment 3 cut after its first frame (a frame boundary): a second gap. */
     snprintf(path, sizeof(path), "%s/0000000000000003.hseg", qdir);
-    data = e2e_read_file(path, &len);
-    assert_non_null(data);
-    p = (const uint8_t *)data;
-    uint64_t cut = HOPPER_SEGMENT_HEADER + HOPPER_FRAME_OVERHEAD + rd32(p + HOPPER_SEGMENT_HEADER + 4);
-    uint64_t lost3 = 0;
-    for (size_t off = cut; off + HOPPER_FRAME_OVERHEAD <= len;
-         off += HOPPER_FRAME_OVERHEAD + rd32(p + off + 4)) {
-        lost3 += rd32(p + off + 24);
-    }
-    free(data);
+    uint64_t first3;
+    (void)records_from(path, 0, &first3, &cut);
+    size_t end2;
+    uint64_t lost3 = records_from(path, cut, &first3, &end2);
     assert_true(lost3 > 0);
     assert_int_equal(truncate(path, (off_t)cut), 0);
     snprintf(path, sizeof(path), "%s/0000000000000003.hidx", qdir);
