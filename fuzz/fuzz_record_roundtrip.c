@@ -13,8 +13,8 @@
  * length L; otherwise ((L & 0x7f) << 8 | next byte)), followed by that many
  * payload bytes (fewer at the end of the input). Like the writer, the frame
  * is closed once its body reaches HP_FRAME_TARGET; the rest is ignored.
- * first_seq is clamped so that first_seq + count does not overflow (a frame
- * the writer can produce). */
+ * first_seq is clamped so that first_seq + count stays within the sequence
+ * space, HP_SEQ_LIMIT (a frame the writer can produce). */
 #include "fuzz_common.h"
 
 #include "buf.h"
@@ -121,8 +121,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         pos += len;
     }
-    if (first_seq > UINT64_MAX - count) {
-        first_seq = UINT64_MAX - count;
+    if (first_seq > HP_SEQ_LIMIT - count) {
+        first_seq = HP_SEQ_LIMIT - count;
     }
     uint64_t max_raw = hp_frame_max_raw((uint32_t)max_len);
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Target functions: hp_seg_header_decode hp_seg_scan hp_seg_resync
  *                   hp_seg_frame_at hp_win_get hp_idx_decode hp_idx_encode
+ *                   hp_idx_verify
  *                   (in memory), and hopper_open
  *                   (recovery) + hopper_recv_ack + hopper_close (on files)
  * Property: an arbitrary segment image never crashes or hangs the scan; every
@@ -12,10 +13,14 @@
  * agree with the in-memory scan, and draining with hopper_recv_ack delivers
  * records with strictly increasing seqs, none below the checkpoint's
  * ack_next, each equal to the record of that seq in a CRC-valid frame of the
- * image (no phantom records); after close, a reopen delivers nothing more.
+ * image (no phantom records), exactly the seqs hopper_inspect visited before
+ * the open, with the same missing_records and checkpoint_clamped; the next
+ * seq stays within the sequence space (2^63); after close, a reopen
+ * delivers nothing more.
  * An index that hp_idx_decode accepts has disjoint runs in file order inside
  * the segment and re-encodes (hp_idx_encode) to the same bytes; a segment
- * with a usable index is not scanned (no corrupt/torn counts from it).
+ * with a usable index (one that hp_idx_verify finds in agreement with the
+ * frame headers) is not scanned (no corrupt/torn counts from it).
  *
  * Input: when it starts with the segment magic "HSEG" the whole input is one
  * segment file (named after the id in its header when that decodes), scanned
@@ -28,7 +33,9 @@
  *                 of segment 1, 0000000000000001.hidx (bit 2 set);
  *             3 = the next two bytes (LE) split the rest into segments 1 and 2;
  *   bit 2     mode 0: verify CRCs during the scan; mode 2: see above;
- *   bits 3-4  max_record_bytes: 16 MiB, 64, 4096, 65536.
+ *   bits 3-4  max_record_bytes: 16 MiB, 64, 4096, 65536 (the limit of the
+ *             mode 0 scan, and the queue's option; the queue reads stored
+ *             frames up to the format-wide limit whatever the option).
  * The queue lives in one temp dir created once per process, emptied at every
  * iteration. */
 #include "fuzz_common.h"
@@ -312,11 +319,36 @@ expect_add(expect *e, const scan_result *r, size_t n, uint64_t id, int is_last)
     }
 }
 
+/* What hopper_inspect saw before the open: its report and the seqs it
+ * visited (the first MAX_VISITS of them). */
+#define MAX_VISITS (1u << 16)
+
+typedef struct inspected {
+    hopper_inspect_report rep;
+    uint64_t *seq;
+    size_t n;
+    int complete; /* 0: more than MAX_VISITS, or no memory: no comparison */
+} inspected;
+
+static int
+on_visit(void *ctx, const hopper_record *r)
+{
+    inspected *in = ctx;
+    if (in->complete && in->n < MAX_VISITS && in->seq != NULL) {
+        in->seq[in->n++] = r->seq;
+    } else {
+        in->complete = 0;
+    }
+    return 0;
+}
+
 /* Open the queue, check the counters, drain it. Returns 1 when the drain hit
- * its cap (then the reopen check is skipped). */
+ * its cap (then the reopen check is skipped). With `in`, the library must
+ * agree with hopper_inspect: the same missing records and checkpoint clamp,
+ * and the same records delivered as visited, in the same order. */
 static int
 open_and_drain(const char *base, const hopper_opts *o, const ref_set *ref, uint64_t ack_floor,
-               const expect *ex, uint64_t *delivered)
+               const expect *ex, const inspected *in, uint64_t *delivered)
 {
     hopper_queue *q = NULL;
     int rc = hopper_open(base, "q", o, &q);
@@ -335,6 +367,17 @@ open_and_drain(const char *base, const hopper_opts *o, const ref_set *ref, uint6
                  (unsigned long long)st.torn_bytes, (unsigned long long)ex->torn);
         FZ_CHECK(st.quarantined_bytes == ex->quarantined, "quarantined %llu, expected %llu",
                  (unsigned long long)st.quarantined_bytes, (unsigned long long)ex->quarantined);
+    }
+    if (in != NULL) {
+        FZ_CHECK(st.missing_records == in->rep.missing_records &&
+                     st.checkpoint_clamped == in->rep.checkpoint_clamped,
+                 "missing %llu / clamped %llu, hopper_inspect says %llu / %llu",
+                 (unsigned long long)st.missing_records,
+                 (unsigned long long)st.checkpoint_clamped,
+                 (unsigned long long)in->rep.missing_records,
+                 (unsigned long long)in->rep.checkpoint_clamped);
+        FZ_CHECK(st.next_seq <= (UINT64_C(1) << 63), "next_seq %llu past the sequence space",
+                 (unsigned long long)st.next_seq);
     }
     int capped = 0;
     int have_last = 0;
@@ -365,31 +408,45 @@ open_and_drain(const char *base, const hopper_opts *o, const ref_set *ref, uint6
                      "record seq %llu (%zu bytes) is in no valid frame of the image",
                      (unsigned long long)rec.seq, rec.len);
         }
+        if (in != NULL && in->complete) {
+            FZ_CHECK(*delivered < in->n && in->seq[*delivered] == rec.seq,
+                     "delivery %llu is seq %llu, hopper_inspect visited %s%llu",
+                     (unsigned long long)*delivered, (unsigned long long)rec.seq,
+                     *delivered < in->n ? "" : "nothing, ",
+                     *delivered < in->n ? (unsigned long long)in->seq[*delivered] : 0ull);
+        }
         have_last = 1;
         last = rec.seq;
         (*delivered)++;
+    }
+    if (in != NULL && in->complete && !capped) {
+        FZ_CHECK(*delivered == in->n, "%llu delivered, hopper_inspect visited %zu",
+                 (unsigned long long)*delivered, in->n);
     }
     rc = hopper_close(q);
     FZ_CHECK(rc == 0, "hopper_close: %s", hopper_err_name(rc));
     return capped;
 }
 
-/* Parse a checkpoint image the way FORMAT.md §4 defines it: ack_next, or 0. */
+/* Parse a checkpoint image the way FORMAT.md §4 defines it: ack_next, or 0
+ * (also for positions past the sequence space, 2^63). */
 static uint64_t
 ckpt_ack_next(const uint8_t *p, size_t n)
 {
     if (n != 32 || hp_get_u32(p) != 0x504b4348u || hp_get_u16(p + 4) != 1 ||
-        hp_get_u16(p + 6) != 32 || hp_get_u32(p + 28) != hp_crc32c_extend(0, p, 28)) {
+        hp_get_u16(p + 6) != 32 || hp_get_u32(p + 28) != hp_crc32c_extend(0, p, 28) ||
+        hp_get_u64(p + 8) > (UINT64_C(1) << 63) || hp_get_u64(p + 16) > (UINT64_C(1) << 63)) {
         return 0;
     }
     return hp_get_u64(p + 8);
 }
 
-/* Decode an index image for segment `id` of `seg_size` bytes; check what
- * it accepts. Returns 1 when open would use it (valid, and of a size open
- * reads: 52..212 bytes, at most 4 runs). */
+/* Decode an index image for segment `id` (image seg[0..seg_size)); check
+ * what it accepts. Returns 1 when open would use it: valid, of a size open
+ * reads (52..212 bytes, at most 4 runs), and in agreement with the
+ * segment's frame headers (hp_idx_verify, FORMAT.md §2.1). */
 static int
-check_index(const uint8_t *p, size_t n, uint64_t id, uint64_t seg_size)
+check_index(const uint8_t *p, size_t n, uint64_t id, const uint8_t *seg, size_t seg_size)
 {
     hp_segidx x = {0};
     int rc = hp_idx_decode(p, n, id, seg_size, &x);
@@ -419,8 +476,11 @@ check_index(const uint8_t *p, size_t n, uint64_t id, uint64_t seg_size)
     }
     hp_buf_free(&out);
     size_t nruns = x.n;
+    mem_img m = {.p = seg, .n = seg_size};
+    rc = hp_idx_verify(mem_read, &m, &x, HP_FRAME_MAX_RAW);
+    FZ_CHECK(rc == 0 || rc == HOPPER_ECORRUPT || rc == -ENOMEM, "hp_idx_verify rc %d", rc);
     hp_idx_free(&x);
-    return n >= HP_IDX_HDR + 4 && nruns <= 4;
+    return n >= HP_IDX_HDR + 4 && nruns <= 4 && rc == 0;
 }
 
 int
@@ -509,13 +569,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* A usable index replaces the scan of segment 1 (FORMAT.md §2.1). */
     int index_used = 0;
     if (have_ckpt && side_is_index) {
-        index_used = check_index(ckpt, ckpt_len, ids[0], seg_len[0]);
+        index_used = check_index(ckpt, ckpt_len, ids[0], seg[0], seg_len[0]);
     }
 
-    /* Reference scan of each image, with the queue's max_raw and CRC checks. */
+    /* Reference scan of each image, with CRC checks and the limit every queue
+     * reads stored frames with (the format-wide one, whatever the queue's
+     * max_record_bytes: FORMAT.md §3.4). */
     expect ex = {0};
     for (int i = 0; i < nseg; i++) {
-        scan_result r = scan_image(seg[i], seg_len[i], max_raw, 1, &dec, &ref);
+        scan_result r = scan_image(seg[i], seg_len[i], HP_FRAME_MAX_RAW, 1, &dec, &ref);
         if (i == 0 && index_used && r.header_rc == 0 && r.header_id == ids[0]) {
             continue; /* not scanned at open: no counters from it */
         }
@@ -549,12 +611,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.durability = HOPPER_DURABILITY_MEMORY;
     o.max_record_bytes = max_record;
     o.checkpoint_interval_ms = UINT32_MAX; /* time-independent: at reclaim and close only */
+    /* hopper_inspect first: it changes nothing, and must see what the
+     * library will deliver (same recovery rules, FORMAT.md §5). */
+    inspected in = {.complete = 1};
+    in.rep.struct_size = sizeof(in.rep);
+    in.seq = malloc(MAX_VISITS * sizeof(*in.seq));
+    rc = hopper_inspect(base, "q", 0, on_visit, &in, &in.rep);
+    FZ_CHECK(rc == 0 || rc == -ENOMEM, "hopper_inspect: %s", hopper_err_name(rc));
     uint64_t delivered = 0;
-    int capped = open_and_drain(base, &o, &ref, ack_floor, &ex, &delivered);
+    int capped = open_and_drain(base, &o, &ref, ack_floor, &ex, rc == 0 ? &in : NULL, &delivered);
+    free(in.seq);
     if (!capped) {
         /* Everything delivered was acknowledged and checkpointed at close. */
         uint64_t again = 0;
-        (void)open_and_drain(base, &o, &ref, 0, NULL, &again);
+        (void)open_and_drain(base, &o, &ref, 0, NULL, NULL, &again);
         FZ_CHECK(again == 0, "%llu records delivered again after ack + close + reopen",
                  (unsigned long long)again);
     }

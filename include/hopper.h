@@ -6,9 +6,11 @@
  * A queue is a directory `DIR/NAME/` holding a lock file, a checkpoint file
  * and numbered segment files (see docs/FORMAT.md, the normative on-disk
  * specification). Records are opaque byte strings of 0..max_record_bytes
- * bytes. Every record gets a 64-bit sequence number when it is accepted;
- * sequence numbers grow by one per record and are never reused for a record
- * that was reported accepted.
+ * bytes. Every record gets a sequence number below 2^63 when it is
+ * accepted; sequence numbers grow by one per record, never wrap, and are
+ * never reused for a record that was reported accepted, with one exception:
+ * after a kill -9 in MEMORY mode, the numbers of records lost with the
+ * memory (see @ref durability_sec) may be given to new records.
  *
  * @section model_sec Memory and disk
  * Records are held in an in-memory deque up to `memory_bytes` (each record
@@ -102,7 +104,8 @@ extern "C" {
     XX(EFULL, -1005, "memory and disk budgets exhausted")                                      \
     XX(EFAILED, -1006, "queue failed after an I/O error; close and reopen")                   \
     XX(ELOCKED, -1007, "queue directory is in use by another opener")                         \
-    XX(ENEEDMORE, -1008, "decoder needs more bytes")
+    XX(ENEEDMORE, -1008, "decoder needs more bytes")                                          \
+    XX(EEXHAUSTED, -1009, "sequence numbers exhausted; drain the queue and recreate it")
 
 enum {
 #define HOPPER_XX_(name, val, msg) HOPPER_##name = (val),
@@ -111,10 +114,18 @@ enum {
 };
 
 /** Render any return code (0, -errno or HOPPER_E*). Never returns NULL.
- *  Ownership: the string is static. Thread safety: any thread. */
+ *  A -errno renders as the system's message for it, in English (the C
+ *  locale's wording); a value that is neither a library code nor an errno
+ *  the system defines renders as "unknown error".
+ *  Ownership: the string is a static constant (never a strerror() buffer):
+ *  valid for the life of the program, the same pointer for the same code.
+ *  Thread safety: any thread. */
 HOPPER_API const char *hopper_strerror(int err);
 
-/** Short symbolic name of a code ("EFULL", "ENOSPC", "OK"). Never NULL. */
+/** Short symbolic name of a code: "OK" for 0, "EFULL" etc. for the library's
+ *  codes, the errno macro's name for every -errno the system defines
+ *  ("ENOSPC", "ESPIPE", "EISDIR", ...), "EUNKNOWN" for anything else. Never
+ *  NULL. Ownership, thread safety: as hopper_strerror(). */
 HOPPER_API const char *hopper_err_name(int err);
 
 /** Runtime version as (major << 16) | (minor << 8) | patch; equal to the
@@ -159,7 +170,10 @@ typedef struct hopper_opts {
     int fsync;                    /**< enum hopper_fsync; default HOPPER_FSYNC_INTERVAL */
     uint32_t fsync_interval_ms;   /**< for HOPPER_FSYNC_INTERVAL; default 1000 */
     int durability;               /**< enum hopper_durability; default MEMORY */
-    uint32_t max_record_bytes;    /**< default 16 MiB; at most 256 MiB */
+    uint32_t max_record_bytes;    /**< largest record hopper_send() accepts; default
+                                   *  16 MiB; at most 256 MiB (the format-wide limit).
+                                   *  Records already stored are read whatever their
+                                   *  size, also after a reopen with a smaller value */
     uint32_t checkpoint_interval_ms; /**< make the ack position durable (fsync) at most
                                       *  this often (also at segment reclaim, sync and
                                       *  close); between, it is written without fsync every
@@ -178,7 +192,15 @@ typedef struct hopper_queue hopper_queue;
  * record. Damaged data never makes open fail: a torn tail is truncated, a
  * corrupt frame is skipped (and counted), an unreadable segment is renamed
  * `*.bad` beside a `*.bad.why` note. Files that are not the queue's are
- * ignored.
+ * ignored, and so is anything that is not a regular file (a FIFO, directory
+ * or symlink named like a segment, an index or the checkpoint): it is never
+ * opened for reading (so open never blocks on it) and its segment id is
+ * never reused. Nothing on disk is trusted that cannot be cross-checked
+ * (docs/FORMAT.md §5): an index that disagrees with its segment is deleted
+ * and the segment scanned; a checkpoint read position beyond the data is
+ * clamped (hopper_stats.checkpoint_clamped); sequence numbers after the
+ * acknowledged position that no segment holds are counted as missing
+ * (hopper_stats.missing_records), never delivered and not in the backlog.
  *
  * @param[in]  dir   existing directory; the queue lives in dir/name/ (created 0700)
  * @param[in]  name  queue name, 1..128 characters of [A-Za-z0-9_.-], not "." or ".."
@@ -240,8 +262,11 @@ typedef struct hopper_iovec {
  *   (hopper_shutdown() was called), HOPPER_EFAILED (sticky I/O failure: the
  *   outcome of this record is unknown — when the write succeeded and only the
  *   fdatasync failed, the record may still be delivered after a reopen),
- *   -ENOMEM, -EINVAL. HOPPER_EFULL and HOPPER_ETOOBIG guarantee that the record
- *   was not stored.
+ *   HOPPER_EEXHAUSTED (the record would get a sequence number at or past
+ *   2^63, the end of the sequence space; only a damaged or hand-made queue
+ *   directory gets there: drain the queue, then recreate it), -ENOMEM,
+ *   -EINVAL. HOPPER_EFULL, HOPPER_ETOOBIG and HOPPER_EEXHAUSTED guarantee
+ *   that the record was not stored.
  */
 HOPPER_API int hopper_send(hopper_queue *q, const void *data, size_t len, int timeout_ms);
 
@@ -313,7 +338,9 @@ HOPPER_API int hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_
  *  or fsync failed otherwise: sticky). */
 HOPPER_API int hopper_sync(hopper_queue *q);
 
-/** Queue statistics. Gauges describe the moment of the call. */
+/** Queue statistics. Gauges describe the moment of the call. Fields are only
+ *  ever appended: a caller built with an older hopper.h (smaller struct_size)
+ *  gets the fields its struct has. */
 typedef struct hopper_stats {
     size_t struct_size;           /**< set by the caller to sizeof(hopper_stats) */
     uint64_t mem_records;         /**< records held in memory */
@@ -323,7 +350,8 @@ typedef struct hopper_stats {
     uint64_t disk_bytes;          /**< bytes of the queue's files: segments, indexes,
                                    *  the checkpoint (4128), leftovers not yet deleted */
     uint64_t segments;            /**< segment files */
-    uint64_t backlog_records;     /**< accepted and not yet acknowledged */
+    uint64_t backlog_records;     /**< accepted, not yet acknowledged, and not known
+                                   *  missing (see missing_records) */
     uint64_t oldest_age_ms;       /**< age of the oldest unacknowledged record, 0 if none */
     uint64_t sent;                /**< records accepted since open */
     uint64_t received;            /**< records delivered since open */
@@ -340,13 +368,29 @@ typedef struct hopper_stats {
     uint64_t fsync_ns_total;      /**< time spent in them */
     uint64_t next_seq;            /**< sequence number the next record will get */
     int failed;                   /**< 0, or the sticky error code */
+    /* Appended later (a caller's struct_size says whether it has them): */
+    uint64_t missing_records;     /**< found at open: sequence numbers from the checkpoint's
+                                   *  ack position up to next_seq that no frame holds (a
+                                   *  segment deleted or truncated at a frame boundary,
+                                   *  damaged frames, an unreadable segment, records only
+                                   *  memory held at a kill -9 in MEMORY mode). They are
+                                   *  never delivered and not part of backlog_records */
+    uint64_t checkpoint_clamped;  /**< found at open: by how many sequence numbers the
+                                   *  checkpoint's read position was beyond the data (it
+                                   *  was clamped to the data; after a kill -9 in MEMORY
+                                   *  mode these are records delivered and lost with the
+                                   *  memory) */
 } hopper_stats;
 
-/** Fill `st` (whose struct_size the caller sets). Thread safety: any thread.
- *  @return 0, or -EINVAL (NULL or struct_size too small). */
+/** Fill `st` (whose struct_size the caller sets: sizeof(hopper_stats) of the
+ *  hopper.h it was built with; the fields that struct has are filled).
+ *  Thread safety: any thread.
+ *  @return 0, or -EINVAL (NULL, or struct_size smaller than the first
+ *  version of the struct). */
 HOPPER_API int hopper_stats_get(hopper_queue *q, hopper_stats *st);
 
-/** What hopper_inspect() found. */
+/** What hopper_inspect() found. Fields are only ever appended (a smaller
+ *  struct_size gets the fields its struct has). */
 typedef struct hopper_inspect_report {
     size_t struct_size;           /**< set by the caller to sizeof(hopper_inspect_report) */
     uint64_t segments;            /**< segment files examined */
@@ -360,6 +404,13 @@ typedef struct hopper_inspect_report {
     uint64_t torn_bytes;          /**< damage at the end of the newest segment (a torn tail) */
     uint64_t ack_next;            /**< from the checkpoint: first unacknowledged seq */
     int checkpoint_ok;            /**< 1 valid, 0 missing or damaged (ack_next is then 0) */
+    /* Appended later (see struct_size), found by the rules open applies: */
+    uint64_t missing_records;     /**< seqs from ack_next up to the next seq no frame holds */
+    uint64_t missing_ranges;      /**< the separate gaps they form */
+    uint64_t missing_first;       /**< the first gap: seqs missing_first .. */
+    uint64_t missing_first_end;   /**< .. missing_first_end - 1 (both 0 when none) */
+    uint64_t checkpoint_clamped;  /**< by how many seqs the checkpoint's read position is
+                                   *  beyond the data */
 } hopper_inspect_report;
 
 /** hopper_inspect() flag: also visit records the checkpoint says are acknowledged. */
@@ -376,7 +427,9 @@ typedef int (*hopper_inspect_fn)(void *ctx, const hopper_record *rec);
  * and calls `fn` (when not NULL) for every readable record not yet
  * acknowledged (all of them with HOPPER_INSPECT_ACKED), in sequence order,
  * each seq at most once. Never modifies, truncates, renames or deletes a
- * file. Takes a shared lock on the queue, so it fails while the queue is open.
+ * file, and ignores what recovery ignores (names held by something that is
+ * not a regular file are never opened, so a FIFO never blocks the walk).
+ * Takes a shared lock on the queue, so it fails while the queue is open.
  *
  * @param[out] rep filled (struct_size set by the caller), also on error
  * Ownership: everything is borrowed for the duration of the call.

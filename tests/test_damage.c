@@ -9,7 +9,9 @@
  * Also the fixtures of tests/data/bad/ (shared with the fuzz replay): each
  * maps to one expected decoder result (table below). They are produced by
  * this file's generator; regenerate them with
- *     test_damage --write-fixtures tests/data/bad
+ *     test_damage --write-fixtures tests/data/bad fuzz/corpus/segment_scan
+ * (the queue_* fixtures, hand-made queue directories with valid CRCs, are
+ * also fuzz_segment_scan seeds: see "queue fixtures" below).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -73,6 +75,16 @@ seg_path(const fx *f, uint64_t id, const char *suffix, char *out, size_t cap)
     char name[HP_SEG_NAME_MAX];
     hp_seg_name(name, id);
     snprintf(out, cap, "%s/%s%s", f->qdir, name, suffix);
+}
+
+/* Remove the queue directory (and, with `create`, make it again, empty). */
+static void
+reset_qdir(const fx *f, int create)
+{
+    hp_test_rmtree(strdup(f->qdir));
+    if (create) {
+        assert_int_equal(mkdir(f->qdir, 0700), 0);
+    }
 }
 
 static long long
@@ -616,7 +628,124 @@ test_foreign_files_untouched(void **state)
     assert_true(S_ISDIR(sb.st_mode));
 }
 
+/* Issue 10 item 4: a name of the queue's held by something that is not a
+ * regular file (a FIFO, a directory, a symlink, even to a valid segment) is
+ * not the queue's: open neither blocks nor fails on it, leaves it alone,
+ * counts no damage, and never gives its id to a new segment. */
+static void
+put_non_regular(const fx *f, const char *name, char kind, const char *target)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", f->qdir, name);
+    if (kind == 'p') {
+        assert_int_equal(mkfifo(path, 0600), 0);
+    } else if (kind == 'd') {
+        assert_int_equal(mkdir(path, 0700), 0);
+    } else {
+        assert_int_equal(symlink(target, path), 0);
+    }
+}
+
+static void
+expect_kind(const fx *f, const char *name, char kind)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", f->qdir, name);
+    struct stat sb;
+    assert_int_equal(lstat(path, &sb), 0);
+    assert_true(kind == 'p'   ? S_ISFIFO(sb.st_mode)
+                : kind == 'd' ? S_ISDIR(sb.st_mode)
+                              : S_ISLNK(sb.st_mode));
+}
+
+static void
+test_non_regular_segment_names(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    /* A copy of segment 1 outside the queue, for a symlink to point at. */
+    char src[PATH_MAX];
+    char copy[PATH_MAX];
+    seg_path(f, 1, "", src, sizeof(src));
+    snprintf(copy, sizeof(copy), "%s/seg1-copy", f->dir);
+    uint8_t *img = NULL;
+    size_t n = 0;
+    assert_int_equal(hp_test_read_file(src, &img, &n), 0);
+    assert_int_equal(hp_test_write_file(copy, img, n), 0);
+    free(img);
+    put_non_regular(f, "0000000000000009.hseg", 'p', NULL);
+    put_non_regular(f, "000000000000000a.hseg", 'd', NULL);
+    put_non_regular(f, "000000000000000b.hseg", 'l', copy);
+    /* The index of sealed segment 2 replaced by a FIFO: the segment is scanned. */
+    char iname[HP_SEG_NAME_MAX];
+    char ipath[PATH_MAX];
+    hp_seg_idx_name(iname, 2);
+    snprintf(ipath, sizeof(ipath), "%s/%s", f->qdir, iname);
+    assert_int_equal(unlink(ipath), 0);
+    put_non_regular(f, iname, 'p', NULL);
+    alarm(60); /* a blocking open kills the test instead of hanging it */
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 0, NREC);
+    expect_counters(&out, 0, 0, 0, 0);
+    assert_int_equal(out.st.segments, 3);
+    expect_kind(f, "0000000000000009.hseg", 'p');
+    expect_kind(f, "000000000000000a.hseg", 'd');
+    expect_kind(f, "000000000000000b.hseg", 'l');
+    expect_kind(f, iname, 'p');
+    /* New records go to a segment whose id is above every name seen. */
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    uint8_t buf[PAYLOAD];
+    make_payload(buf, sizeof(buf), NREC);
+    assert_int_equal(hopper_send(q, buf, sizeof(buf), 0), 0);
+    assert_int_equal(hopper_close(q), 0);
+    char path[PATH_MAX];
+    seg_path(f, 0xc, "", path, sizeof(path));
+    assert_int_equal(file_size(path), HP_SEG_HDR + FRAME);
+    drain(f, &out);
+    expect_range(&out, 0, NREC + 1);
+    expect_counters(&out, 0, 0, 0, 0);
+    alarm(0);
+    /* The symlink's target was neither read as a segment nor changed. */
+    assert_int_equal(file_size(copy), SEG_FULL);
+}
+
+/* A FIFO where the checkpoint belongs: open does not block on it; it is no
+ * checkpoint (everything is delivered again), and the next checkpoint
+ * written replaces it. */
+static void
+test_non_regular_checkpoint(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/checkpoint", f->qdir);
+    (void)unlink(path); /* open creates the checkpoint now; a FIFO takes its place */
+    put_non_regular(f, "checkpoint", 'p', NULL);
+    alarm(60);
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    hopper_record r;
+    for (uint64_t i = 0; i < 5; i++) {
+        assert_int_equal(hopper_recv(q, &r, 0), 0);
+        assert_int_equal(r.seq, i);
+    }
+    assert_int_equal(hopper_ack(q, 4), 0);
+    assert_int_equal(hopper_close(q), 0);
+    alarm(0);
+    assert_int_equal(file_size(path), HP_CKPT_FILE_SIZE);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 5, NREC);
+}
+
 /* ---- checkpoint damaged ---------------------------------------------------- */
+
 
 /* Receive and acknowledge seqs 0..9: segment 1 (0..6) is reclaimed, and the
  * checkpoint says ack_next = 10. */
@@ -757,6 +886,139 @@ test_checkpoint_damaged(void **state)
 
 /* ---- writer's own frames must survive a reopen ---------------------------- */
 
+/* ---- records missing (issue 10 item 7) ------------------------------------ */
+
+/* Seqs are contiguous, so seqs after the ack position that no segment holds
+ * are known missing: counted in missing_records (and by hopper_inspect,
+ * which names the first gap), never part of the backlog, and not counted
+ * as acknowledged when the ack position passes them. */
+typedef struct missing_case {
+    uint64_t missing;
+    uint64_t ranges;
+    uint64_t first[2];
+} missing_case;
+
+static void
+expect_missing(const fx *f, const outcome *out, const missing_case *mc, uint64_t ack_next)
+{
+    hopper_inspect_report rep = {.struct_size = sizeof(rep)};
+    assert_int_equal(hopper_inspect(f->dir, "q", 0, NULL, NULL, &rep), 0);
+    if (out->st.missing_records != mc->missing || rep.missing_records != mc->missing ||
+        rep.missing_ranges != mc->ranges || rep.missing_first != mc->first[0] ||
+        rep.missing_first_end != mc->first[1]) {
+        fail_msg("missing: library %" PRIu64 ", inspect %" PRIu64 " in %" PRIu64
+                 " ranges, first [%" PRIu64 ", %" PRIu64 "); expected %" PRIu64 " in %" PRIu64
+                 " ranges, first [%" PRIu64 ", %" PRIu64 ")",
+                 out->st.missing_records, rep.missing_records, rep.missing_ranges,
+                 rep.missing_first, rep.missing_first_end, mc->missing, mc->ranges,
+                 mc->first[0], mc->first[1]);
+    }
+    assert_int_equal(rep.ack_next, ack_next);
+    assert_int_equal(rep.checkpoint_clamped, 0);
+    assert_int_equal(out->st.checkpoint_clamped, 0);
+}
+
+/* Open, check the backlog excludes the missing seqs, drain, acknowledge
+ * everything: the backlog is 0 and `acked` counts records, not seqs. */
+static void
+drain_ack_missing(const fx *f, outcome *out, uint64_t backlog)
+{
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    memset(out, 0, sizeof(*out));
+    out->st.struct_size = sizeof(out->st);
+    assert_int_equal(hopper_stats_get(q, &out->st), 0);
+    if (out->st.backlog_records != backlog) {
+        fail_msg("backlog %" PRIu64 " after open, expected %" PRIu64 " (missing %" PRIu64 ")",
+                 out->st.backlog_records, backlog, out->st.missing_records);
+    }
+    hopper_record r;
+    while (hopper_recv(q, &r, 0) == 0) {
+        assert_true(out->n < 256);
+        out->seq[out->n++] = r.seq;
+        assert_int_equal(hp_get_u64(r.data), r.seq);
+    }
+    assert_int_equal(out->n, backlog);
+    if (out->n > 0) {
+        assert_int_equal(hopper_ack(q, out->seq[out->n - 1]), 0);
+    }
+    hopper_stats st = {.struct_size = sizeof(st)};
+    assert_int_equal(hopper_stats_get(q, &st), 0);
+    assert_int_equal(st.backlog_records, 0);
+    assert_int_equal(st.acked, backlog);
+    assert_int_equal(st.missing_records, out->st.missing_records);
+    assert_int_equal(st.next_seq, NREC);
+    assert_int_equal(hopper_close(q), 0);
+}
+
+static void
+test_missing_segment_deleted(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    assert_int_equal(unlink(path), 0); /* records 7..13 */
+    outcome out;
+    drain_ack_missing(f, &out, NREC - PER_SEG);
+    uint64_t lost[PER_SEG];
+    for (size_t i = 0; i < PER_SEG; i++) {
+        lost[i] = PER_SEG + i;
+    }
+    expect_all_but(&out, NREC, lost, PER_SEG);
+    /* The acknowledged position passed the gap: nothing missing any more. */
+    missing_case none = {0, 0, {0, 0}};
+    outcome again;
+    drain(f, &again);
+    assert_int_equal(again.n, 0);
+    expect_missing(f, &again, &none, NREC);
+}
+
+/* Truncated exactly at a frame boundary (no torn bytes, nothing corrupt),
+ * and the first segment deleted: a gap in the middle and one right after
+ * the ack position, named by hopper_inspect. */
+static void
+test_missing_truncated_at_frame_boundary(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    truncate_to(path, frame_off(4)); /* keeps 7..10, loses 11..13 */
+    seg_path(f, 1, "", path, sizeof(path));
+    assert_int_equal(unlink(path), 0); /* loses 0..6 */
+    outcome out;
+    drain(f, &out);
+    uint64_t lost[] = {0, 1, 2, 3, 4, 5, 6, 11, 12, 13};
+    expect_all_but(&out, NREC, lost, 10);
+    expect_counters(&out, 0, 0, 0, 0);
+    missing_case mc = {10, 2, {0, PER_SEG}};
+    expect_missing(f, &out, &mc, 0);
+    /* Nothing was acknowledged: the same again, and the backlog is what is
+     * there to deliver. */
+    drain_ack_missing(f, &out, NREC - 10);
+}
+
+/* After acknowledgements (segment 1 reclaimed, ack position 10), segment 2
+ * (seqs 7..13) deleted: 10..13 are missing; 7..9 were acknowledged. */
+static void
+test_missing_after_ack(void **state)
+{
+    fx *f = *state;
+    populate_and_ack(f);
+    char path[PATH_MAX];
+    seg_path(f, 2, "", path, sizeof(path));
+    assert_int_equal(unlink(path), 0);
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 2 * PER_SEG, NREC);
+    missing_case mc = {4, 1, {10, 2 * PER_SEG}};
+    expect_missing(f, &out, &mc, 10);
+    drain_ack_missing(f, &out, NREC - 2 * PER_SEG);
+}
+
 /* A small record followed by one of max_record_bytes share a frame (the
  * writer closes a frame once its body reaches 128 KiB); FORMAT.md §3.4 sizes
  * max_raw for exactly that. Both must be there after close + reopen. */
@@ -817,6 +1079,123 @@ test_big_record_after_small_survives_reopen(void **state)
         assert_int_equal(st.corrupt_frames, 0);
         assert_int_equal(got, 2);
     }
+}
+
+/* Issue 10 item 3: stored records are judged by the format-wide record limit
+ * (FORMAT.md §3.4), not by the current max_record_bytes, which limits only
+ * what hopper_send accepts. A 1 MiB record written with max 4 MiB is read
+ * back after a reopen with max 64 KiB, with its index and without it (the
+ * scan), in both modes; a new record of that size is refused. */
+static void
+test_smaller_max_record_after_reopen(void **state)
+{
+    fx *f = *state;
+    const size_t big = 1u << 20;
+    uint8_t *p = malloc(big);
+    assert_non_null(p);
+    make_payload(p, big, 0);
+    for (int c = 0; c < 4; c++) {
+        int disk = c & 1;
+        int drop_index = (c & 2) != 0;
+        reset_qdir(f, 0);
+        hopper_opts o;
+        hopper_opts_init(&o);
+        o.fsync = HOPPER_FSYNC_NEVER;
+        o.durability = disk ? HOPPER_DURABILITY_DISK : HOPPER_DURABILITY_MEMORY;
+        o.max_record_bytes = 4u << 20;
+        hopper_queue *q = NULL;
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+        uint8_t small[PAYLOAD];
+        make_payload(small, sizeof(small), 1);
+        assert_int_equal(hopper_send(q, p, big, 0), 0);
+        assert_int_equal(hopper_send(q, small, sizeof(small), 0), 0);
+        assert_int_equal(hopper_close(q), 0);
+        char path[PATH_MAX];
+        char iname[HP_SEG_NAME_MAX];
+        hp_seg_idx_name(iname, 1);
+        snprintf(path, sizeof(path), "%s/%s", f->qdir, iname);
+        /* DISK mode seals the index at close: the 1 MiB frame is not
+         * scanned at open, only read. */
+        assert_true(!disk || file_size(path) > 0);
+        if (drop_index && file_size(path) > 0) {
+            assert_int_equal(unlink(path), 0);
+        }
+        o.max_record_bytes = 64u * 1024u;
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+        assert_int_equal(hopper_send(q, p, big, 0), HOPPER_ETOOBIG);
+        hopper_record r;
+        assert_int_equal(hopper_recv(q, &r, 0), 0);
+        assert_int_equal(r.seq, 0);
+        assert_int_equal(r.len, big);
+        assert_memory_equal(r.data, p, big);
+        assert_int_equal(hopper_recv(q, &r, 0), 0);
+        assert_int_equal(r.seq, 1);
+        assert_int_equal(r.len, sizeof(small));
+        assert_int_equal(hopper_recv(q, &r, 0), -EAGAIN);
+        hopper_stats st = {.struct_size = sizeof(st)};
+        assert_int_equal(hopper_stats_get(q, &st), 0);
+        assert_int_equal(st.corrupt_frames, 0);
+        assert_int_equal(st.corrupt_bytes, 0);
+        assert_int_equal(st.torn_bytes, 0);
+        assert_int_equal(hopper_close(q), 0);
+    }
+    free(p);
+}
+
+/* The cross-check of an index against its segment (FORMAT.md §2.1) accepts
+ * every index the writer writes: after a reopen the indexes are still there
+ * (a rejected one is deleted), and nothing was counted as damage. Covers
+ * one-run segments (DISK mode, rotation and close) and a two-run segment
+ * (MEMORY mode: records spilled first, then the memory saved at close with
+ * lower seqs into the same segment). */
+static void
+test_writer_indexes_pass_cross_check(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    char iname[HP_SEG_NAME_MAX];
+    for (int round = 0; round < 2; round++) {
+        outcome out;
+        drain(f, &out);
+        expect_range(&out, 0, NREC);
+        expect_counters(&out, 0, 0, 0, 0);
+        for (uint64_t id = 1; id <= 3; id++) {
+            hp_seg_idx_name(iname, id);
+            snprintf(path, sizeof(path), "%s/%s", f->qdir, iname);
+            assert_true(file_size(path) > 0);
+        }
+    }
+    /* MEMORY mode, two runs in one segment. */
+    reset_qdir(f, 0);
+    hopper_opts o;
+    hopper_opts_init(&o);
+    o.fsync = HOPPER_FSYNC_NEVER;
+    o.compression = 0;
+    o.memory_bytes = 4 * (PAYLOAD + 48);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    uint8_t buf[PAYLOAD];
+    for (uint64_t i = 0; i < 10; i++) {
+        make_payload(buf, sizeof(buf), i);
+        assert_int_equal(hopper_send(q, buf, sizeof(buf), 0), 0);
+    }
+    assert_int_equal(hopper_close(q), 0);
+    hp_seg_idx_name(iname, 1);
+    snprintf(path, sizeof(path), "%s/%s", f->qdir, iname);
+    assert_int_equal(file_size(path), HP_IDX_HDR + 2 * HP_IDX_RUN + 4);
+    o.memory_bytes = 8u << 20;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    for (uint64_t i = 0; i < 10; i++) {
+        hopper_record r;
+        assert_int_equal(hopper_recv(q, &r, 0), 0);
+        assert_int_equal(r.seq, i);
+    }
+    hopper_stats st = {.struct_size = sizeof(st)};
+    assert_int_equal(hopper_stats_get(q, &st), 0);
+    assert_int_equal(st.corrupt_frames, 0);
+    assert_int_equal(hopper_close(q), 0);
+    assert_int_equal(file_size(path), HP_IDX_HDR + 2 * HP_IDX_RUN + 4);
 }
 
 /* ---- tests/data/bad fixtures ------------------------------------------------ */
@@ -969,24 +1348,249 @@ fx_generate(const char *name, hp_buf *out)
     }
 }
 
+/* ---- queue fixtures (issue 15): hand-made directories, valid CRCs ------- */
+
+/* Queue directories that lie behind valid CRCs: built with the real encoders
+ * (hp_rec_encode, hp_seg_header_encode, hp_idx_encode, hp_ckpt_encode) and
+ * laid out the way fuzz_segment_scan reads its input, so that each is also a
+ * seed of that harness (fuzz/corpus/segment_scan/) and replayed with
+ * tests/data/bad/:
+ *   a segment file alone      the input is the segment ("HSEG" magic);
+ *   checkpoint + segment 1    0x02, checkpoint length, checkpoint, segment;
+ *   index + segment 1         0x06, index length, index, segment.
+ * Payloads are make_payload(seq) of FXLEN bytes, one frame per entry. */
+#define SEQ_LIMIT (UINT64_C(1) << 63) /* FORMAT.md §1: the sequence space */
+
+typedef struct qfx_frame {
+    uint64_t seq;
+    uint32_t count;
+} qfx_frame;
+
+/* Segment `id` holding the frames; *idx (when not NULL) describes it as the
+ * writer's index would. */
+static void
+qfx_segment(hp_buf *out, uint64_t id, const qfx_frame *fr, size_t n, hp_segidx *idx)
+{
+    uint8_t hdr[HP_SEG_HDR];
+    hp_seg_header_encode(hdr, id, n > 0 ? fr[0].seq : 0);
+    assert_int_equal(hp_buf_append(out, hdr, sizeof(hdr)), 0);
+    if (idx != NULL) {
+        memset(idx, 0, sizeof(*idx));
+        idx->id = id;
+        idx->size = HP_SEG_HDR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t at = out->len;
+        if (fr[i].seq > SEQ_LIMIT - fr[i].count) {
+            /* Past the sequence space: the encoder refuses, so patch the
+             * header of a frame of seq 0 and fix its CRC. */
+            fx_frame(out, 0, fr[i].count, 0, 0);
+            hp_put_u64(out->data + at + 8, fr[i].seq);
+            fx_recrc(out->data + at);
+        } else {
+            fx_frame(out, fr[i].seq, fr[i].count, 0, 0);
+        }
+        if (idx != NULL) {
+            assert_int_equal(hp_idx_add(idx, at, out->len - at, fr[i].seq, fr[i].count,
+                                        (uint64_t)fr[i].count * FXLEN, 1700000000000ull),
+                             0);
+        }
+    }
+}
+
+/* 0x02/0x06, the side file's length, the side file, the segment. */
+static void
+qfx_with_side(hp_buf *out, int side_is_index, const hp_buf *side, const hp_buf *seg)
+{
+    assert_true(side->len < 255);
+    uint8_t head[2] = {side_is_index ? 0x06 : 0x02, (uint8_t)side->len};
+    assert_int_equal(hp_buf_append(out, head, 2), 0);
+    assert_int_equal(hp_buf_append(out, side->data, side->len), 0);
+    assert_int_equal(hp_buf_append(out, seg->data, seg->len), 0);
+}
+
+static void
+qfx_ckpt(hp_buf *out, uint64_t ack_next, uint64_t read_next, const qfx_frame *fr, size_t n)
+{
+    hp_buf seg = {0};
+    hp_buf ck = {0};
+    qfx_segment(&seg, 1, fr, n, NULL);
+    assert_int_equal(hp_buf_reserve(&ck, HP_CKPT_SIZE), 0);
+    hp_ckpt_encode_v1(ck.data, ack_next, read_next);
+    ck.len = HP_CKPT_SIZE;
+    qfx_with_side(out, 0, &ck, &seg);
+    hp_buf_free(&seg);
+    hp_buf_free(&ck);
+}
+
+/* Frames 0..4, one record each: the segment the index fixtures describe. */
+static const qfx_frame QFX_FIVE[] = {{0, 1}, {1, 1}, {2, 1}, {3, 1}, {4, 1}};
+
+enum qfx_lie { LIE_SEQ_TOP, LIE_SHORT_RUN, LIE_SHIFTED, LIE_LAST_SEQ, LIE_RECORDS, LIE_MIDDLE };
+
+/* Segment 1 (frames 0..4) with an index that lies, re-encoded (valid CRC). */
+static void
+qfx_index_lie(hp_buf *out, enum qfx_lie lie)
+{
+    hp_buf seg = {0};
+    hp_buf ib = {0};
+    hp_segidx x;
+    /* LIE_MIDDLE: frames 0, 1, 100..101, 4; the other lies: frames 0..4. */
+    static const qfx_frame middle[] = {{0, 1}, {1, 1}, {100, 2}, {4, 1}};
+    qfx_segment(&seg, 1, lie == LIE_MIDDLE ? middle : QFX_FIVE, lie == LIE_MIDDLE ? 4 : 5, &x);
+    if (lie == LIE_MIDDLE) {
+        /* One run 0..4, right at both ends and in its total: the frame in
+         * the middle is not its run's, which only a read can tell. */
+        x.runs[0].end = x.size;
+        x.runs[0].last_seq = 4;
+        x.n = 1;
+        x.records = 5;
+    }
+    assert_int_equal(x.n, 1); /* one run: 0..4 */
+    switch (lie) {
+    case LIE_SEQ_TOP: /* seqs near the top of the 64-bit range */
+        x.runs[0].first_seq = UINT64_MAX - 5;
+        x.runs[0].last_seq = UINT64_MAX - 1;
+        break;
+    case LIE_SHORT_RUN: /* the run ends after frame 2: frames 3, 4 unindexed */
+        x.runs[0].end = HP_SEG_HDR + 3 * FXFRAME;
+        x.runs[0].last_seq = 2;
+        x.records = 3;
+        x.raw = 3 * FXLEN;
+        break;
+    case LIE_SHIFTED: /* seqs 100..104 for frames holding 0..4 */
+        x.runs[0].first_seq = 100;
+        x.runs[0].last_seq = 104;
+        break;
+    case LIE_LAST_SEQ: /* claims records up to 1000 */
+        x.runs[0].last_seq = 1000;
+        x.records = 1001;
+        break;
+    case LIE_RECORDS: /* runs right, totals wrong */
+        x.records = 7;
+        break;
+    case LIE_MIDDLE:
+        break;
+    default:
+        fail();
+    }
+    assert_int_equal(hp_idx_encode(&x, &ib), 0);
+    qfx_with_side(out, 1, &ib, &seg);
+    hp_idx_free(&x);
+    hp_buf_free(&seg);
+    hp_buf_free(&ib);
+}
+
+/* Produce queue fixture `name` (deterministic). Returns 0 when unknown. */
 static int
-write_fixtures(const char *dir)
+qfx_generate(const char *name, hp_buf *out)
+{
+    out->len = 0;
+    if (strcmp(name, "queue_frame_seq_top.hseg") == 0) {
+        /* A CRC-valid frame claiming seqs at the top of the 64-bit range,
+         * between valid frames. */
+        static const qfx_frame fr[] = {{0, 1}, {1, 1}, {2, 1}, {UINT64_MAX - 2, 2}, {3, 1},
+                                       {4, 1}};
+        qfx_segment(out, 1, fr, 6, NULL);
+    } else if (strcmp(name, "queue_frame_seq_ceiling.hseg") == 0) {
+        /* Valid frames ending two records below the end of the sequence
+         * space: one more record fits, then sends are refused. */
+        static const qfx_frame fr[] = {{0, 1}, {1, 1}, {2, 1}, {SEQ_LIMIT - 3, 2}};
+        qfx_segment(out, 1, fr, 4, NULL);
+    } else if (strcmp(name, "queue_ckpt_seq_top.bin") == 0) {
+        qfx_ckpt(out, UINT64_MAX - 1, UINT64_MAX - 1, QFX_FIVE, 5);
+    } else if (strcmp(name, "queue_ckpt_beyond_data.bin") == 0) {
+        /* Claims deliveries up to 999 of a queue holding 0..4. */
+        qfx_ckpt(out, 2, 1000, QFX_FIVE, 5);
+    } else if (strcmp(name, "queue_seq_gap.hseg") == 0) {
+        /* Seqs 3 and 4 in no frame (an undamaged segment). */
+        static const qfx_frame fr[] = {{0, 1}, {1, 1}, {2, 1}, {5, 1}, {6, 1}};
+        qfx_segment(out, 1, fr, 5, NULL);
+    } else if (strcmp(name, "queue_index_seq_top.bin") == 0) {
+        qfx_index_lie(out, LIE_SEQ_TOP);
+    } else if (strcmp(name, "queue_index_short_run.bin") == 0) {
+        qfx_index_lie(out, LIE_SHORT_RUN);
+    } else if (strcmp(name, "queue_index_shifted.bin") == 0) {
+        qfx_index_lie(out, LIE_SHIFTED);
+    } else if (strcmp(name, "queue_index_last_seq.bin") == 0) {
+        qfx_index_lie(out, LIE_LAST_SEQ);
+    } else if (strcmp(name, "queue_index_records.bin") == 0) {
+        qfx_index_lie(out, LIE_RECORDS);
+    } else if (strcmp(name, "queue_index_middle.bin") == 0) {
+        qfx_index_lie(out, LIE_MIDDLE);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* What the library (and hopper_inspect) make of each queue fixture. */
+typedef struct queue_fixture {
+    const char *name;
+    uint64_t d[2][2];        /* seqs delivered: [d[0][0], d[0][1]) then [d[1][0], d[1][1]) */
+    uint64_t next_seq;       /* after open */
+    uint64_t disk_records;   /* after open: records of the valid frames on disk */
+    uint64_t corrupt_frames; /* after the drain */
+    int send_rc;             /* a send after the drain (then a second one) */
+    int send2_rc;
+    uint64_t missing;        /* missing_records (library and inspect) */
+    uint64_t clamped;        /* checkpoint_clamped (library and inspect) */
+} queue_fixture;
+
+static const queue_fixture QBAD[] = {
+    {"queue_frame_seq_top.hseg", {{0, 5}, {0, 0}}, 5, 5, 1, 0, 0, 0, 0},
+    {"queue_frame_seq_ceiling.hseg", {{0, 3}, {SEQ_LIMIT - 3, SEQ_LIMIT - 1}}, SEQ_LIMIT - 1, 5, 0,
+     0, HOPPER_EEXHAUSTED, SEQ_LIMIT - 6, 0},
+    {"queue_ckpt_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_ckpt_beyond_data.bin", {{2, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 995},
+    {"queue_seq_gap.hseg", {{0, 3}, {5, 7}}, 7, 5, 0, 0, 0, 2, 0},
+    {"queue_index_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_index_short_run.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_index_shifted.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_index_last_seq.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    {"queue_index_records.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+    /* The index is used (right at the ends of its run); the frame of 100..101
+     * is damage when read: 0, 1, 4 are delivered, 2, 3 never, nothing
+     * beyond the run (it could take the seqs of new records). */
+    {"queue_index_middle.bin", {{0, 2}, {4, 5}}, 5, 5, 1, 0, 0, 0, 0},
+};
+enum { NQBAD = sizeof(QBAD) / sizeof(QBAD[0]) };
+
+static int
+write_one(const char *dir, const char *name, const hp_buf *b)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int rc = hp_test_write_file(path, b->data, b->len);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", path, strerror(-rc));
+        return 1;
+    }
+    printf("wrote %s (%zu bytes)\n", path, b->len);
+    return 0;
+}
+
+/* test_damage --write-fixtures tests/data/bad [fuzz/corpus/segment_scan]:
+ * every fixture into the first dir, the queue fixtures also into the
+ * second (fuzz_segment_scan seeds). */
+static int
+write_fixtures(const char *dir, const char *corpus)
 {
     hp_buf b = {0};
-    for (size_t i = 0; i < NBAD; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < NBAD && rc == 0; i++) {
         fx_generate(BAD[i].name, &b);
-        char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/%s", dir, BAD[i].name);
-        int rc = hp_test_write_file(path, b.data, b.len);
-        if (rc < 0) {
-            fprintf(stderr, "%s: %s\n", path, strerror(-rc));
-            hp_buf_free(&b);
-            return 1;
+        rc = write_one(dir, BAD[i].name, &b);
+    }
+    for (size_t i = 0; i < NQBAD && rc == 0; i++) {
+        assert_int_equal(qfx_generate(QBAD[i].name, &b), 1);
+        rc = write_one(dir, QBAD[i].name, &b);
+        if (rc == 0 && corpus != NULL) {
+            rc = write_one(corpus, QBAD[i].name, &b);
         }
-        printf("wrote %s (%zu bytes)\n", path, b.len);
     }
     hp_buf_free(&b);
-    return 0;
+    return rc;
 }
 
 typedef struct seg_tally {
@@ -1061,10 +1665,9 @@ fx_verdict(const bad_fixture *b, const uint8_t *p, size_t n)
     return t.skips > 0 || end < n ? HOPPER_ECORRUPT : 0;
 }
 
-static void
-test_bad_fixtures_table(void **state)
+static const char *
+test_data_dir(void)
 {
-    fx *f = *state;
     const char *data = getenv("HOPPER_TEST_DATA");
     if (data == NULL) {
 #ifdef HP_TEST_DATA_DIR
@@ -1073,6 +1676,31 @@ test_bad_fixtures_table(void **state)
         data = "tests/data";
 #endif
     }
+    return data;
+}
+
+/* Read the fixture at path (malloc'd into *p): it must be exactly what its
+ * generator writes, `gen`. */
+static void
+read_fixture(const char *path, const hp_buf *gen, uint8_t **p, size_t *n)
+{
+    int rc = hp_test_read_file(path, p, n);
+    if (rc != 0) {
+        fail_msg("%s: %s", path, strerror(-rc));
+    }
+    assert_true(*n < 4096);
+    if (gen->len != *n || (*n > 0 && memcmp(gen->data, *p, *n) != 0)) {
+        fail_msg("%s differs from its generator; regenerate with test_damage "
+                 "--write-fixtures tests/data/bad fuzz/corpus/segment_scan",
+                 path);
+    }
+}
+
+static void
+test_bad_fixtures_table(void **state)
+{
+    fx *f = *state;
+    const char *data = test_data_dir();
     hp_buf gen = {0};
     for (size_t i = 0; i < NBAD; i++) {
         const bad_fixture *b = &BAD[i];
@@ -1080,29 +1708,16 @@ test_bad_fixtures_table(void **state)
         snprintf(path, sizeof(path), "%s/bad/%s", data, b->name);
         uint8_t *p = NULL;
         size_t n = 0;
-        int rc = hp_test_read_file(path, &p, &n);
-        if (rc != 0) {
-            fail_msg("%s: %s", path, strerror(-rc));
-        }
-        assert_true(n < 4096);
-        /* The checked-in file is what the generator writes. */
         fx_generate(b->name, &gen);
-        if (gen.len != n || (n > 0 && memcmp(gen.data, p, n) != 0)) {
-            fail_msg("%s differs from its generator; regenerate with "
-                     "test_damage --write-fixtures tests/data/bad",
-                     path);
-        }
-        rc = fx_verdict(b, p, n);
+        read_fixture(path, &gen, &p, &n);
+        int rc = fx_verdict(b, p, n);
         if (rc != b->expect) {
             fail_msg("%s: expected %s, got %s", b->name, hopper_err_name(b->expect),
                      hopper_err_name(rc));
         }
         if (b->kind == KIND_SEGMENT) {
             /* What recovery makes of it as the queue's only segment. */
-            char qd[PATH_MAX];
-            snprintf(qd, sizeof(qd), "%s", f->qdir);
-            hp_test_rmtree(strdup(qd));
-            assert_int_equal(mkdir(f->qdir, 0700), 0);
+            reset_qdir(f, 1);
             char sp[PATH_MAX];
             seg_path(f, 1, "", sp, sizeof(sp));
             assert_int_equal(hp_test_write_file(sp, p, n), 0);
@@ -1146,13 +1761,195 @@ test_bad_fixtures_table(void **state)
     hp_buf_free(&gen);
 }
 
+/* Lay out a queue fixture (the fuzz_segment_scan input layout) as f->qdir. */
+static void
+qfx_layout(const fx *f, const uint8_t *p, size_t n)
+{
+    reset_qdir(f, 1);
+    char path[PATH_MAX];
+    if (n >= 4 && hp_get_u32(p) == HP_SEG_MAGIC) {
+        uint64_t id = 0;
+        uint64_t first = 0;
+        assert_int_equal(hp_seg_header_decode(p, n, &id, &first), 0);
+        seg_path(f, id, "", path, sizeof(path));
+        assert_int_equal(hp_test_write_file(path, p, n), 0);
+        return;
+    }
+    assert_true(n >= 2 && (p[0] == 0x02 || p[0] == 0x06) && (size_t)p[1] + 2 <= n);
+    size_t k = p[1];
+    seg_path(f, 1, "", path, sizeof(path));
+    assert_int_equal(hp_test_write_file(path, p + 2 + k, n - 2 - k), 0);
+    char side[HP_SEG_NAME_MAX];
+    if (p[0] == 0x06) {
+        hp_seg_idx_name(side, 1);
+    } else {
+        snprintf(side, sizeof(side), "checkpoint");
+    }
+    snprintf(path, sizeof(path), "%s/%s", f->qdir, side);
+    assert_int_equal(hp_test_write_file(path, p + 2, k), 0);
+}
+
+typedef struct seqlist {
+    size_t n;
+    uint64_t v[64];
+    int payload_ok;
+} seqlist;
+
+static void
+seqlist_add(seqlist *l, const hopper_record *r)
+{
+    uint8_t expect[FXLEN];
+    make_payload(expect, FXLEN, r->seq);
+    if (r->len != FXLEN || memcmp(r->data, expect, FXLEN) != 0) {
+        l->payload_ok = 0;
+    }
+    assert_true(l->n < 64);
+    l->v[l->n++] = r->seq;
+}
+
+static int
+qfx_collect(void *ctx, const hopper_record *r)
+{
+    seqlist_add(ctx, r);
+    return 0;
+}
+
+static void
+expect_seqs(const char *name, const seqlist *l, const uint64_t d[2][2])
+{
+    size_t j = 0;
+    for (int k = 0; k < 2; k++) {
+        for (uint64_t s = d[k][0]; s < d[k][1]; s++, j++) {
+            if (j >= l->n || l->v[j] != s) {
+                fail_msg("%s: delivery %zu: expected seq %" PRIu64 ", got %s%" PRIu64, name, j, s,
+                         j >= l->n ? "nothing " : "", j >= l->n ? 0 : l->v[j]);
+            }
+        }
+    }
+    if (j != l->n) {
+        fail_msg("%s: %zu deliveries, expected %zu", name, l->n, j);
+    }
+    if (!l->payload_ok) {
+        fail_msg("%s: a payload differs from its seq's", name);
+    }
+}
+
+/* Issue 15: queue directories that lie behind valid CRCs (tests/data/bad/
+ * queue_*). For each: the checked-in file is what the generator writes (and
+ * so is its copy among the fuzz_segment_scan seeds); hopper_inspect sees
+ * exactly the records the library delivers; the library never wraps a
+ * sequence number, drains completely (backlog 0, every segment reclaimed
+ * after the acknowledgement) and keeps working: a send after the drain gets
+ * the next seq (or HOPPER_EEXHAUSTED at the end of the sequence space), and
+ * what it accepted is there after a reopen. */
+static void
+test_bad_queue_fixtures(void **state)
+{
+    fx *f = *state;
+    const char *data = test_data_dir();
+    hp_buf gen = {0};
+    for (size_t i = 0; i < NQBAD; i++) {
+        const queue_fixture *b = &QBAD[i];
+        char path[PATH_MAX];
+        uint8_t *p = NULL;
+        size_t n = 0;
+        assert_int_equal(qfx_generate(b->name, &gen), 1);
+        for (int copy = 0; copy < 2; copy++) {
+            if (copy == 0) {
+                snprintf(path, sizeof(path), "%s/bad/%s", data, b->name);
+            } else {
+                snprintf(path, sizeof(path), "%s/../../fuzz/corpus/segment_scan/%s", data,
+                         b->name);
+            }
+            free(p);
+            p = NULL;
+            read_fixture(path, &gen, &p, &n);
+        }
+        /* Offline first: hopper_inspect changes nothing. */
+        qfx_layout(f, p, n);
+        alarm(60);
+        hopper_inspect_report rep = {.struct_size = sizeof(rep)};
+        seqlist seen = {.payload_ok = 1};
+        assert_int_equal(hopper_inspect(f->dir, "q", 0, qfx_collect, &seen, &rep), 0);
+        expect_seqs(b->name, &seen, b->d);
+
+        hopper_opts o;
+        opts_disk(&o);
+        hopper_queue *q = NULL;
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+        hopper_stats st = {.struct_size = sizeof(st)};
+        assert_int_equal(hopper_stats_get(q, &st), 0);
+        if (st.next_seq != b->next_seq || st.disk_records != b->disk_records ||
+            st.missing_records != b->missing || st.checkpoint_clamped != b->clamped ||
+            rep.missing_records != b->missing || rep.checkpoint_clamped != b->clamped) {
+            fail_msg("%s: next_seq %" PRIu64 " disk_records %" PRIu64 " missing %" PRIu64
+                     " (inspect %" PRIu64 ") clamped %" PRIu64 " (inspect %" PRIu64
+                     "), expected %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64,
+                     b->name, st.next_seq, st.disk_records, st.missing_records,
+                     rep.missing_records, st.checkpoint_clamped, rep.checkpoint_clamped,
+                     b->next_seq, b->disk_records, b->missing, b->clamped);
+        }
+        /* The backlog: from the first seq delivered (the ack position) up to
+         * the next seq, less what is known missing. */
+        assert_int_equal(st.backlog_records, b->next_seq - b->d[0][0] - b->missing);
+        seqlist got = {.payload_ok = 1};
+        hopper_record r;
+        int rc;
+        while ((rc = hopper_recv(q, &r, 0)) == 0) {
+            seqlist_add(&got, &r);
+        }
+        assert_int_equal(rc, -EAGAIN);
+        expect_seqs(b->name, &got, b->d);
+        if (got.n > 0) {
+            assert_int_equal(hopper_ack(q, got.v[got.n - 1]), 0);
+        }
+        assert_int_equal(hopper_stats_get(q, &st), 0);
+        if (st.backlog_records != 0 || st.segments != 0 || st.failed != 0 ||
+            st.corrupt_frames != b->corrupt_frames || rep.corrupt_frames != st.corrupt_frames) {
+            fail_msg("%s: after the drain: backlog %" PRIu64 " segments %" PRIu64
+                     " corrupt %" PRIu64 " (inspect %" PRIu64 ", expected %" PRIu64 ")",
+                     b->name, st.backlog_records, st.segments, st.corrupt_frames,
+                     rep.corrupt_frames, b->corrupt_frames);
+        }
+        /* Sends after the drain: the next seq, never a wrapped one. */
+        uint8_t pay[FXLEN];
+        make_payload(pay, FXLEN, b->next_seq);
+        assert_int_equal(hopper_send(q, pay, FXLEN, 0), b->send_rc);
+        if (b->send_rc == 0) {
+            assert_int_equal(hopper_recv(q, &r, 0), 0);
+            assert_int_equal(r.seq, b->next_seq);
+            assert_int_equal(hopper_ack(q, r.seq), 0);
+        }
+        make_payload(pay, FXLEN, b->next_seq + 1);
+        assert_int_equal(hopper_send(q, pay, FXLEN, 0), b->send2_rc);
+        hopper_iovec two[2] = {{pay, FXLEN}, {pay, FXLEN}};
+        if (b->send2_rc != 0) {
+            assert_int_equal(hopper_send_batch(q, two, 2, 0), b->send2_rc);
+        }
+        assert_int_equal(hopper_close(q), 0);
+        /* What the sends stored is there after a reopen, with its seq. */
+        assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+        if (b->send2_rc == 0) {
+            assert_int_equal(hopper_recv(q, &r, 0), 0);
+            assert_int_equal(r.seq, b->next_seq + 1);
+            assert_int_equal(r.len, FXLEN);
+            assert_memory_equal(r.data, pay, FXLEN);
+        }
+        assert_int_equal(hopper_recv(q, &r, 0), -EAGAIN);
+        assert_int_equal(hopper_close(q), 0);
+        alarm(0);
+        free(p);
+    }
+    hp_buf_free(&gen);
+}
+
 #define HP_T(fn) cmocka_unit_test_setup_teardown(fn, hp_test_dir_setup, hp_test_dir_teardown)
 
 int
 main(int argc, char **argv)
 {
-    if (argc == 3 && strcmp(argv[1], "--write-fixtures") == 0) {
-        return write_fixtures(argv[2]);
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "--write-fixtures") == 0) {
+        return write_fixtures(argv[2], argc == 4 ? argv[3] : NULL);
     }
     const struct CMUnitTest tests[] = {
         HP_T(test_control_undamaged),
@@ -1170,9 +1967,17 @@ main(int argc, char **argv)
         HP_T(test_segment_other_version),
         HP_T(test_zero_length_segments),
         HP_T(test_foreign_files_untouched),
+        HP_T(test_non_regular_segment_names),
+        HP_T(test_non_regular_checkpoint),
         HP_T(test_checkpoint_damaged),
+        HP_T(test_missing_segment_deleted),
+        HP_T(test_missing_truncated_at_frame_boundary),
+        HP_T(test_missing_after_ack),
         HP_T(test_big_record_after_small_survives_reopen),
+        HP_T(test_smaller_max_record_after_reopen),
+        HP_T(test_writer_indexes_pass_cross_check),
         HP_T(test_bad_fixtures_table),
+        HP_T(test_bad_queue_fixtures),
     };
     return cmocka_run_group_tests_name("damage", tests, NULL, NULL);
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Error names and strings (error.c): every code of HOPPER_ERRNO_MAP renders
  * to its own name and message, the errno values the library returns have
- * their names, success and unknown codes have fixed renderings, and neither
- * hopper_strerror nor hopper_err_name ever returns NULL, whatever the int. */
+ * their names (every errno value of the system does), success and unknown
+ * codes have fixed renderings, every string is static (no strerror buffer),
+ * and neither hopper_strerror nor hopper_err_name ever returns NULL, whatever
+ * the int. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -68,6 +71,8 @@ test_success(void **state)
     assert_string_equal(hopper_strerror(0), "success");
 }
 
+/* Every -errno a library path can return (file-system calls, memory,
+ * waits) has its own name, and renders as the system's message. */
 static void
 test_errno_codes(void **state)
 {
@@ -76,15 +81,86 @@ test_errno_codes(void **state)
         int val;
         const char *name;
     } known[] = {
-        {-EAGAIN, "EAGAIN"}, {-ETIMEDOUT, "ETIMEDOUT"}, {-ENOMEM, "ENOMEM"},
-        {-EINVAL, "EINVAL"}, {-ENOSPC, "ENOSPC"},       {-EIO, "EIO"},
-        {-EMFILE, "EMFILE"}, {-ENOENT, "ENOENT"},       {-EACCES, "EACCES"},
+        {-ENOENT, "ENOENT"},   {-EACCES, "EACCES"},   {-EPERM, "EPERM"},
+        {-EEXIST, "EEXIST"},   {-ENOTDIR, "ENOTDIR"}, {-EISDIR, "EISDIR"},
+        {-ESPIPE, "ESPIPE"},   {-ELOOP, "ELOOP"},     {-ENAMETOOLONG, "ENAMETOOLONG"},
+        {-EMFILE, "EMFILE"},   {-ENFILE, "ENFILE"},   {-ENOSPC, "ENOSPC"},
+        {-EDQUOT, "EDQUOT"},   {-EIO, "EIO"},         {-EROFS, "EROFS"},
+        {-EFBIG, "EFBIG"},     {-ENOMEM, "ENOMEM"},   {-EINVAL, "EINVAL"},
+        {-EAGAIN, "EAGAIN"},   {-ETIMEDOUT, "ETIMEDOUT"}, {-EBUSY, "EBUSY"},
+        {-EINTR, "EINTR"},     {-EBADF, "EBADF"},     {-EXDEV, "EXDEV"},
+        {-ENODEV, "ENODEV"},   {-ENXIO, "ENXIO"},     {-EOVERFLOW, "EOVERFLOW"},
+        {-ENOBUFS, "ENOBUFS"}, {-EPIPE, "EPIPE"},     {-ESTALE, "ESTALE"},
+        {-ENOTEMPTY, "ENOTEMPTY"}, {-EMLINK, "EMLINK"}, {-ETXTBSY, "ETXTBSY"},
+        {-ENOTSUP, "EOPNOTSUPP"}, {-ECANCELED, "ECANCELED"}, {-EDEADLK, "EDEADLK"},
     };
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
         assert_string_equal(hopper_err_name(known[i].val), known[i].name);
-        /* -errno renders as the system's message for errno. */
+        /* -errno renders as the system's message for errno (C locale). */
         assert_string_equal(hopper_strerror(known[i].val), strerror(-known[i].val));
     }
+}
+
+/* Every errno value the system knows has a name and its message. */
+static void
+test_every_system_errno_named(void **state)
+{
+    (void)state;
+    int named = 0;
+    for (int v = 1; v < 4096; v++) {
+        char sys[256];
+        snprintf(sys, sizeof(sys), "%s", strerror(v));
+        int is_lib = 0;
+        for (size_t i = 0; i < NCODES; i++) {
+            is_lib |= k_codes[i].val == -v;
+        }
+        if (is_lib) {
+            continue; /* the library's own codes, checked above */
+        }
+        if (strncmp(sys, "Unknown error", 13) == 0) {
+            assert_string_equal(hopper_err_name(-v), "EUNKNOWN");
+            assert_string_equal(hopper_strerror(-v), "unknown error");
+            continue;
+        }
+        if (strcmp(hopper_err_name(-v), "EUNKNOWN") == 0) {
+            fail_msg("errno %d (%s) has no name", v, sys);
+        }
+        assert_true(hopper_err_name(-v)[0] == 'E');
+        assert_string_equal(hopper_strerror(-v), sys);
+        named++;
+    }
+    assert_true(named >= 80);
+}
+
+static void *
+strerror_in_thread(void *arg)
+{
+    (void)arg;
+    return (void *)(uintptr_t)hopper_strerror(-1500);
+}
+
+/* hopper.h: "the string is static". No per-thread buffer, nothing a later
+ * strerror() (in this thread or another) overwrites. */
+static void
+test_strerror_is_static(void **state)
+{
+    (void)state;
+    static const int codes[] = {-1500, -EPIPE, -ESPIPE, HOPPER_EFULL, 7, INT_MIN};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        const char *a = hopper_strerror(codes[i]);
+        char copy[256];
+        snprintf(copy, sizeof(copy), "%s", a);
+        (void)strerror(1600); /* would reuse glibc's buffer for unknown values */
+        (void)strerror(EIO);
+        assert_ptr_equal(hopper_strerror(codes[i]), a);
+        assert_string_equal(a, copy);
+    }
+    assert_string_equal(hopper_strerror(-1500), "unknown error");
+    pthread_t t;
+    void *other = NULL;
+    assert_int_equal(pthread_create(&t, NULL, strerror_in_thread, NULL), 0);
+    assert_int_equal(pthread_join(t, &other), 0);
+    assert_ptr_equal(other, hopper_strerror(-1500));
 }
 
 static void
@@ -97,19 +173,13 @@ test_unknown_codes(void **state)
         assert_string_equal(hopper_err_name(unknown[i]), "EUNKNOWN");
         assert_string_equal(hopper_strerror(unknown[i]), "unknown error");
     }
-    /* Beside the map's values, inside the errno range: no name, and the
-     * system's rendering of the number. glibc formats that into a buffer the
-     * next strerror() call in the thread frees, so it is copied first. */
-    static const int near[] = {-1000, -1009, -1999};
+    /* Beside the map's values, inside the errno range but no errno of the
+     * system: no name, and the fixed rendering (never a formatted buffer). */
+    static const int near[] = {-1000, -1010, -1999};
     for (size_t i = 0; i < sizeof(near) / sizeof(near[0]); i++) {
         assert_string_equal(hopper_err_name(near[i]), "EUNKNOWN");
-        char got[128];
-        snprintf(got, sizeof(got), "%s", hopper_strerror(near[i]));
-        assert_string_equal(got, strerror(-near[i]));
+        assert_string_equal(hopper_strerror(near[i]), "unknown error");
     }
-    /* A -errno without a symbolic name of its own still renders. */
-    assert_string_equal(hopper_err_name(-EPIPE), "EUNKNOWN");
-    assert_string_equal(hopper_strerror(-EPIPE), strerror(EPIPE));
 }
 
 static void
@@ -134,6 +204,8 @@ main(void)
         cmocka_unit_test(test_codes_are_distinct_and_below_errno),
         cmocka_unit_test(test_success),
         cmocka_unit_test(test_errno_codes),
+        cmocka_unit_test(test_every_system_errno_named),
+        cmocka_unit_test(test_strerror_is_static),
         cmocka_unit_test(test_unknown_codes),
         cmocka_unit_test(test_never_null),
     };

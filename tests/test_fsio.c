@@ -413,6 +413,84 @@ test_dir_each(void **state)
     assert_int_equal(hp_fs_dir_each(-1, collect, &c), -EBADF);
 }
 
+/* The walk reads through a dup of the caller's descriptor, which shares its
+ * read position: a second walk on the same descriptor sees every entry
+ * again (recovery and inspect may list a directory more than once). */
+static void
+test_dir_each_twice_same_fd(void **state)
+{
+    int dfd = open_dir(state);
+    static const char *files[] = {"a", "b", "c"};
+    for (size_t i = 0; i < 3; i++) {
+        create_empty(dfd, files[i]);
+    }
+    for (int round = 0; round < 3; round++) {
+        names c = {0};
+        assert_int_equal(hp_fs_dir_each(dfd, collect, &c), 0);
+        assert_int_equal(c.n, 3);
+        assert_true(has(&c, "a") && has(&c, "b") && has(&c, "c"));
+    }
+    /* Also after a walk stopped half way. */
+    names s = {.stop_at = "b"};
+    assert_int_equal(hp_fs_dir_each(dfd, collect, &s), -42);
+    names c = {0};
+    assert_int_equal(hp_fs_dir_each(dfd, collect, &c), 0);
+    assert_int_equal(c.n, 3);
+    hp_fs_close(dfd);
+}
+
+/* ---- open_regular -------------------------------------------------------- */
+
+/* Only a regular file is opened; a FIFO (which would block a reader, or make
+ * pread fail with ESPIPE), a directory (EISDIR), a symlink (even to a regular
+ * file) and a socket are reported as "not a regular file" (1) without
+ * blocking; a missing name is -ENOENT. */
+static void
+test_open_regular(void **state)
+{
+    int dfd = open_dir(state);
+    create_empty(dfd, "file");
+    char path[PATH_MAX];
+    path_in(path, sizeof(path), state, "fifo");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    path_in(path, sizeof(path), state, "dir");
+    assert_int_equal(mkdir(path, 0700), 0);
+    path_in(path, sizeof(path), state, "link");
+    assert_int_equal(symlink("file", path), 0);
+    path_in(path, sizeof(path), state, "dangling");
+    assert_int_equal(symlink("nowhere", path), 0);
+    alarm(20); /* a blocking open fails the test instead of hanging it */
+    static const int modes[] = {O_RDONLY, O_RDWR};
+    for (size_t m = 0; m < 2; m++) {
+        int fd = -7;
+        assert_int_equal(hp_fs_open_regular(dfd, "file", modes[m], &fd), 0);
+        assert_true(fd >= 0);
+        uint64_t size = 1;
+        assert_int_equal(hp_fs_size(fd, &size), 0);
+        assert_int_equal(size, 0);
+        hp_fs_close(fd);
+        static const char *other[] = {"fifo", "dir", "link", "dangling"};
+        for (size_t i = 0; i < 4; i++) {
+            fd = -7;
+            assert_int_equal(hp_fs_open_regular(dfd, other[i], modes[m], &fd), 1);
+            assert_int_equal(fd, -1);
+        }
+        fd = -7;
+        assert_int_equal(hp_fs_open_regular(dfd, "missing", modes[m], &fd), -ENOENT);
+        assert_int_equal(fd, -1);
+    }
+    alarm(0);
+    /* Left as they were. */
+    struct stat sb;
+    path_in(path, sizeof(path), state, "fifo");
+    assert_int_equal(lstat(path, &sb), 0);
+    assert_true(S_ISFIFO(sb.st_mode));
+    path_in(path, sizeof(path), state, "link");
+    assert_int_equal(lstat(path, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    hp_fs_close(dfd);
+}
+
 /* ---- atomic_write ------------------------------------------------------ */
 
 static void
@@ -572,6 +650,8 @@ main(void)
         T(test_fsync_dir),
         T(test_mkdir),
         T(test_dir_each),
+        T(test_dir_each_twice_same_fd),
+        T(test_open_regular),
         T(test_atomic_write),
         T(test_trylock),
         T(test_discard_and_unlink),

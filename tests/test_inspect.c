@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define N_RECORDS 300u
 
@@ -249,6 +250,70 @@ test_inspect_damage_and_lock(void **state)
     assert_int_equal(hopper_inspect(dir, "nope", 0, NULL, NULL, &rep), -ENOENT);
     hopper_inspect_report small = {.struct_size = 8};
     assert_int_equal(hopper_inspect(dir, "q", 0, NULL, NULL, &small), -EINVAL);
+    /* A caller built with the first version of the report (it ended with
+     * checkpoint_ok) gets those fields, and nothing is written past them. */
+    union {
+        hopper_inspect_report rep;
+        uint8_t b[sizeof(hopper_inspect_report) + 16];
+    } v1;
+    hopper_inspect_report cur = {.struct_size = sizeof(cur)};
+    assert_int_equal(hopper_inspect(dir, "q", 0, NULL, NULL, &cur), 0);
+    memset(&v1, 0xAA, sizeof(v1));
+    v1.rep.struct_size = offsetof(hopper_inspect_report, missing_records);
+    assert_int_equal(hopper_inspect(dir, "q", 0, NULL, NULL, &v1.rep), 0);
+    assert_int_equal(v1.rep.struct_size, offsetof(hopper_inspect_report, missing_records));
+    assert_memory_equal(&v1.rep.segments, &cur.segments,
+                        offsetof(hopper_inspect_report, missing_records) -
+                            offsetof(hopper_inspect_report, segments));
+    for (size_t i = offsetof(hopper_inspect_report, missing_records); i < sizeof(v1.b); i++) {
+        assert_int_equal(v1.b[i], 0xAA);
+    }
+    hp_test_rmtree(dir);
+}
+
+/* Names of the queue's held by a FIFO, a directory or a symlink are not the
+ * queue's: inspect neither blocks on them (a FIFO named like a segment, the
+ * index or LOCK) nor fails (a directory), and they change nothing in the
+ * report. */
+static void
+test_inspect_non_regular_files(void **state)
+{
+    (void)state;
+    char *dir = hp_test_tmpdir("inspect");
+    assert_non_null(dir);
+    make_queue(dir, 120);
+    hopper_inspect_report ref = {.struct_size = sizeof(ref)};
+    seen s0 = {.order_ok = 1, .content_ok = 1};
+    assert_int_equal(hopper_inspect(dir, "q", 0, collect, &s0, &ref), 0);
+    char p[4200];
+    snprintf(p, sizeof(p), "%s/q/00000000000000f0.hseg", dir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    snprintf(p, sizeof(p), "%s/q/00000000000000f1.hseg", dir);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof(p), "%s/q/00000000000000f2.hseg", dir);
+    assert_int_equal(symlink("/dev/zero", p), 0);
+    snprintf(p, sizeof(p), "%s/q/00000000000000f1.hidx", dir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    snprintf(p, sizeof(p), "%s/q/LOCK", dir);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    alarm(60); /* a blocking open kills the test instead of hanging it */
+    hopper_inspect_report rep = {.struct_size = sizeof(rep)};
+    seen s = {.order_ok = 1, .content_ok = 1};
+    int rc = hopper_inspect(dir, "q", 0, collect, &s, &rep);
+    alarm(0);
+    if (rc != 0) {
+        fail_msg("hopper_inspect: %s", hopper_strerror(rc));
+    }
+    assert_true(s.order_ok && s.content_ok);
+    assert_int_equal(s.n, s0.n);
+    assert_int_equal(rep.segments, ref.segments);
+    assert_int_equal(rep.segment_bytes, ref.segment_bytes);
+    assert_int_equal(rep.unreadable_segments, 0);
+    assert_int_equal(rep.records, ref.records);
+    assert_int_equal(rep.corrupt_frames, 0);
+    assert_int_equal(rep.torn_bytes, 0);
+    assert_int_equal(rep.ack_next, 120);
     hp_test_rmtree(dir);
 }
 
@@ -258,6 +323,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inspect_counts_and_order),
         cmocka_unit_test(test_inspect_damage_and_lock),
+        cmocka_unit_test(test_inspect_non_regular_files),
     };
     return cmocka_run_group_tests_name("inspect", tests, NULL, NULL);
 }

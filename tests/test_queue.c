@@ -1467,8 +1467,23 @@ test_stats(void **state)
     /* Bad arguments. */
     hopper_stats bad;
     memset(&bad, 0, sizeof(bad));
-    bad.struct_size = sizeof(bad) - 1;
+    bad.struct_size = offsetof(hopper_stats, missing_records) - 1; /* below the first version */
     assert_int_equal(hopper_stats_get(q, &bad), -EINVAL);
+    /* A caller built with the first version of the struct (it ended with
+     * `failed`) gets those fields, and nothing is written past them. */
+    union {
+        hopper_stats st;
+        uint8_t b[sizeof(hopper_stats) + 16];
+    } v1;
+    memset(&v1, 0xAA, sizeof(v1));
+    v1.st.struct_size = offsetof(hopper_stats, missing_records);
+    assert_int_equal(hopper_stats_get(q, &v1.st), 0);
+    assert_int_equal(v1.st.struct_size, offsetof(hopper_stats, missing_records));
+    assert_int_equal(v1.st.sent, stats_of(q).sent);
+    assert_int_equal(v1.st.failed, 0);
+    for (size_t i = offsetof(hopper_stats, missing_records); i < sizeof(v1.b); i++) {
+        assert_int_equal(v1.b[i], 0xAA);
+    }
     assert_int_equal(hopper_stats_get(q, NULL), -EINVAL);
     bad.struct_size = sizeof(bad);
     assert_int_equal(hopper_stats_get(NULL, &bad), -EINVAL);

@@ -214,8 +214,9 @@ test_roundtrip_all_levels(void **state)
         encode_one(level, empties, 10, 1000, &frame);
         expect_roundtrip(&frame, 1000, empties, 10);
         /* many mixed records */
-        encode_one(level, many, MANY, UINT64_MAX - MANY, &frame);
-        expect_roundtrip(&frame, UINT64_MAX - MANY, many, MANY);
+        /* ... ending exactly at the end of the sequence space */
+        encode_one(level, many, MANY, HP_SEQ_LIMIT - MANY, &frame);
+        expect_roundtrip(&frame, HP_SEQ_LIMIT - MANY, many, MANY);
     }
     hp_buf_free(&frame);
     free(store);
@@ -726,6 +727,9 @@ test_count_inconsistent_with_body(void **state)
     hp_buf_free(&raw);
 }
 
+/* Seqs end at HP_SEQ_LIMIT (2^63, FORMAT.md §1): a frame whose records
+ * would pass it is damaged (with a valid CRC too), however close to the top
+ * of the 64-bit range; the encoder refuses to write one. */
 static void
 test_first_seq_overflow(void **state)
 {
@@ -734,11 +738,23 @@ test_first_seq_overflow(void **state)
     uint8_t f[HP_FRAME_HDR + 8];
     hp_frame_hdr h;
     hp_buf raw = {0};
-    size_t n = craft(f, HP_FRAME_MAGIC, 8, UINT64_MAX - 1, 2, 8, 0, 0, body, 8);
-    assert_int_equal(decode(f, n, MAXRAW, &h, &raw), HOPPER_ECORRUPT);
-    n = craft(f, HP_FRAME_MAGIC, 8, UINT64_MAX - 2, 2, 8, 0, 0, body, 8);
+    static const uint64_t bad[] = {UINT64_MAX - 1, UINT64_MAX - 2, HP_SEQ_LIMIT - 1,
+                                   HP_SEQ_LIMIT, HP_SEQ_LIMIT + 5};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        size_t n = craft(f, HP_FRAME_MAGIC, 8, bad[i], 2, 8, 0, 0, body, 8);
+        assert_int_equal(decode(f, n, MAXRAW, &h, &raw), HOPPER_ECORRUPT);
+    }
+    size_t n = craft(f, HP_FRAME_MAGIC, 8, HP_SEQ_LIMIT - 2, 2, 8, 0, 0, body, 8);
     assert_int_equal(decode(f, n, MAXRAW, &h, &raw), 0);
-    assert_int_equal(h.first_seq, UINT64_MAX - 2);
+    assert_int_equal(h.first_seq, HP_SEQ_LIMIT - 2);
+    hp_encoder e;
+    assert_int_equal(hp_enc_init(&e, 0), 0);
+    hp_buf out = {0};
+    assert_int_equal(hp_rec_encode(&e, body, 8, HP_SEQ_LIMIT - 1, 2, 0, &out), -EINVAL);
+    assert_int_equal(out.len, 0);
+    assert_int_equal(hp_rec_encode(&e, body, 8, HP_SEQ_LIMIT - 2, 2, 0, &out), 0);
+    hp_enc_free(&e);
+    hp_buf_free(&out);
     hp_buf_free(&raw);
 }
 

@@ -689,6 +689,110 @@ test_window_get(void **state)
     hp_buf_free(&im.b);
 }
 
+/* ---- index cross-check (FORMAT.md §2.1) ----------------------------------- */
+
+/* The index the writer would write for im's frames (seqs 100.., ts 1). */
+static void
+idx_of(const img *im, hp_segidx *x)
+{
+    memset(x, 0, sizeof(*x));
+    x->id = 7;
+    x->size = HP_SEG_HDR;
+    for (size_t i = 0; i < im->n; i++) {
+        hp_frame_hdr h;
+        assert_int_equal(hp_rec_parse_header(im->b.data + im->off[i], HP_FRAME_HDR, MAXRAW, &h), 0);
+        assert_int_equal(hp_idx_add(x, im->off[i], im->len[i], h.first_seq, h.count,
+                                    h.raw_len - 4u * h.count, h.ts_ms),
+                         0);
+    }
+    assert_int_equal(x->size, im->b.len);
+}
+
+static int
+verify_counting(const img *im, const hp_segidx *x, long *reads)
+{
+    mem_img m = {.p = im->b.data, .n = im->b.len, .fail_after = 1L << 30};
+    int rc = hp_idx_verify(mem_read, &m, x, MAXRAW);
+    if (reads != NULL) {
+        *reads = m.calls;
+    }
+    return rc;
+}
+
+/* The writer's indexes pass, with a few reads per run; every kind of lie
+ * is caught; a read error is passed on. */
+static void
+test_idx_verify(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {10, 300, 77, 1000, 5, 250};
+    img im;
+    img_build(&im, 6, sizes, 0, 0);
+    hp_segidx x;
+    idx_of(&im, &x);
+    assert_int_equal(x.n, 1);
+    long reads = 0;
+    assert_int_equal(verify_counting(&im, &x, &reads), 0);
+    assert_true(reads <= 2); /* the first header, then the tail */
+
+    /* Lies, each with a valid CRC once encoded: all caught. */
+    for (int lie = 0; lie < 8; lie++) {
+        hp_segidx y = x;
+        hp_idx_run run = x.runs[0];
+        y.runs = &run;
+        /* shifted; another first frame; one record more; one less; not
+         * tiling; wrong total; starting late; one record before */
+        static const int64_t d_first[8] = {1, 0, 0, 0, 0, 0, 0, -1};
+        static const int64_t d_last[8] = {1, 0, 1, -1, 0, 0, 0, 0};
+        static const int64_t d_records[8] = {0, 0, 1, -1, 0, 1, 0, 0};
+        run.first_seq += (uint64_t)d_first[lie];
+        run.last_seq += (uint64_t)d_last[lie];
+        y.records += (uint64_t)d_records[lie];
+        if (lie == 1) {
+            run.ts_ms++;
+        } else if (lie == 4) {
+            run.end = im.off[5];
+        } else if (lie == 6) {
+            run.off = im.off[1];
+        }
+        if (verify_counting(&im, &y, NULL) != HOPPER_ECORRUPT) {
+            fail_msg("lie %d accepted", lie);
+        }
+    }
+
+    /* A damaged header in the middle is not read: the index passes (the
+     * frame is checked when read); a damaged last header fails it. */
+    uint8_t keep = im.b.data[im.off[2]];
+    im.b.data[im.off[2]] ^= 0x20;
+    assert_int_equal(verify_counting(&im, &x, NULL), 0);
+    im.b.data[im.off[2]] = keep;
+    im.b.data[im.off[5] + 1] ^= 0x20;
+    assert_int_equal(verify_counting(&im, &x, NULL), HOPPER_ECORRUPT);
+    im.b.data[im.off[5] + 1] ^= 0x20;
+
+    /* A read error is not damage. */
+    mem_img m = {.p = im.b.data, .n = im.b.len, .fail_after = 0, .err = -EIO};
+    assert_int_equal(hp_idx_verify(mem_read, &m, &x, MAXRAW), -EIO);
+    hp_idx_free(&x);
+    hp_buf_free(&im.b);
+
+    /* A last frame larger than the tail windows: the run's headers are
+     * walked (a handful of frames), and the index still passes. */
+    static const size_t big[] = {10, 20, 30, (3u << 20) / 2};
+    img_build(&im, 4, big, 0, 1);
+    idx_of(&im, &x);
+    assert_int_equal(verify_counting(&im, &x, &reads), 0);
+    assert_true(reads > 2);
+    hp_segidx y = x;
+    hp_idx_run run = x.runs[0];
+    y.runs = &run;
+    run.last_seq++;
+    y.records++;
+    assert_int_equal(verify_counting(&im, &y, NULL), HOPPER_ECORRUPT);
+    hp_idx_free(&x);
+    hp_buf_free(&im.b);
+}
+
 int
 main(void)
 {
@@ -705,6 +809,7 @@ main(void)
         cmocka_unit_test(test_resync_across_window_chunks),
         cmocka_unit_test(test_scan_large_image),
         cmocka_unit_test(test_window_get),
+        cmocka_unit_test(test_idx_verify),
     };
     return cmocka_run_group_tests_name("segment", tests, NULL, NULL);
 }

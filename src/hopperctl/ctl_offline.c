@@ -72,12 +72,15 @@ checkpoint_exists(const char *dir)
     return stat(p, &st) == 0;
 }
 
-/* Damage is: unreadable segments, corrupt frames, a torn tail, or a
- * checkpoint file that exists but does not validate. */
+/* Damage is: unreadable segments, corrupt frames, a torn tail, records
+ * missing (sequence numbers after the ack position that no segment holds),
+ * a checkpoint file that exists but does not validate, or one whose read
+ * position is beyond the data. */
 static int
 report_damaged(const hopper_inspect_report *rep, const char *dir)
 {
     return rep->unreadable_segments > 0 || rep->corrupt_frames > 0 || rep->torn_bytes > 0 ||
+           rep->missing_records > 0 || rep->checkpoint_clamped > 0 ||
            (!rep->checkpoint_ok && checkpoint_exists(dir));
 }
 
@@ -119,11 +122,27 @@ print_report(FILE *fp, const hopper_inspect_report *rep, const char *dir)
     fprintf(fp, "corrupt frames      %llu (%llu bytes)\n", (unsigned long long)rep->corrupt_frames,
             (unsigned long long)rep->corrupt_bytes);
     fprintf(fp, "torn bytes          %llu\n", (unsigned long long)rep->torn_bytes);
+    fprintf(fp, "missing records     %llu", (unsigned long long)rep->missing_records);
+    if (rep->missing_records > 0) {
+        /* Name the gap: sequence numbers no segment holds. */
+        fprintf(fp, " (seqs %llu..%llu", (unsigned long long)rep->missing_first,
+                (unsigned long long)rep->missing_first_end - 1);
+        if (rep->missing_ranges > 1) {
+            fprintf(fp, ", the first of %llu gaps", (unsigned long long)rep->missing_ranges);
+        }
+        fputc(')', fp);
+    }
+    fputc('\n', fp);
     fprintf(fp, "ack position        %llu\n", (unsigned long long)rep->ack_next);
-    fprintf(fp, "checkpoint          %s\n",
+    fprintf(fp, "checkpoint          %s",
             rep->checkpoint_ok        ? "ok"
             : checkpoint_exists(dir) ? "damaged (every record counts as unacknowledged)"
                                      : "missing (every record counts as unacknowledged)");
+    if (rep->checkpoint_clamped > 0) {
+        fprintf(fp, ", read position %llu records beyond the data",
+                (unsigned long long)rep->checkpoint_clamped);
+    }
+    fputc('\n', fp);
 }
 
 int
@@ -408,9 +427,10 @@ ctl_salvage(int argc, char **argv)
     }
     printf(" into %s %s\n", to_file ? "file" : "queue", out);
     printf("skipped: %llu corrupt frames (%llu bytes), %llu unreadable segments, %llu torn "
-           "bytes\n",
+           "bytes; %llu records missing\n",
            (unsigned long long)rep.corrupt_frames, (unsigned long long)rep.corrupt_bytes,
-           (unsigned long long)rep.unreadable_segments, (unsigned long long)rep.torn_bytes);
+           (unsigned long long)rep.unreadable_segments, (unsigned long long)rep.torn_bytes,
+           (unsigned long long)rep.missing_records);
     return damaged ? EXIT_DAMAGE : 0;
 }
 

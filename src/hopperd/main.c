@@ -178,9 +178,22 @@ open_queues(struct hd_daemon *d)
         hopper_stats st = {.struct_size = sizeof(st)};
         hopper_stats_get(qr->q, &st);
         log_info("main: queue %s: opened in %" PRIu64 " ms, backlog %" PRIu64 " records (%" PRIu64
-                 " on disk), %" PRIu64 " corrupt frames skipped, %" PRIu64 " torn bytes cut",
+                 " on disk), %" PRIu64 " corrupt frames skipped, %" PRIu64 " torn bytes cut, %" PRIu64
+                 " records missing",
                  qr->conf->s.name, hd_now_ms() - t0, st.backlog_records, st.disk_records,
-                 st.corrupt_frames, st.torn_bytes);
+                 st.corrupt_frames, st.torn_bytes, st.missing_records);
+        if (st.missing_records > 0) {
+            log_warnx("main: queue %s: %" PRIu64 " records missing from %s/%s: sequence numbers "
+                      "after the acknowledged position that no segment holds (segment files "
+                      "deleted or truncated, or damaged); hopperctl verify names them",
+                      qr->conf->s.name, st.missing_records, d->cfg->state_dir,
+                      qr->conf->s.name);
+        }
+        if (st.checkpoint_clamped > 0) {
+            log_warnx("main: queue %s: the checkpoint's read position was %" PRIu64
+                      " records beyond the spool; clamped",
+                      qr->conf->s.name, st.checkpoint_clamped);
+        }
     }
     return 0;
 }

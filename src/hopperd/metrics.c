@@ -126,6 +126,13 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
     QGAUGE("hopperd_queue_redelivered_total", "counter",
            "deliveries of records delivered before a restart", st[i].redelivered);
     QGAUGE("hopperd_queue_lost_records_total", "counter", "records known lost", st[i].lost_records);
+    QGAUGE("hopperd_queue_missing_records_total", "counter",
+           "sequence numbers found missing from the spool at open (deleted or truncated "
+           "segment files, damage)",
+           st[i].missing_records);
+    QGAUGE("hopperd_queue_checkpoint_clamped_total", "counter",
+           "sequence numbers the checkpoint's read position was beyond the spool at open",
+           st[i].checkpoint_clamped);
     QGAUGE("hopperd_queue_fsyncs_total", "counter", "fdatasync calls on segment files",
            st[i].fsyncs);
     head(&b, "hopperd_queue_fsync_seconds_total", "counter", "time spent in fdatasync");

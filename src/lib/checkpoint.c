@@ -79,7 +79,13 @@ hp_q_ckpt_open(hopper_queue *q, uint64_t *read_next)
     q->ack_next = 0;
     *read_next = 0;
     hp_ckpt c = {0};
-    int fd = hp_fs_openat(q->dirfd, HP_CKPT_NAME, O_RDWR, 0);
+    int fd;
+    int orc = hp_fs_open_regular(q->dirfd, HP_CKPT_NAME, O_RDWR, &fd);
+    if (orc == 1) {
+        fd = -ENOENT; /* not a file (a FIFO would block the read): none */
+    } else if (orc < 0) {
+        fd = orc;
+    }
     if (fd >= 0) {
         int rc = hp_ckpt_read_fd(fd, &c);
         if (rc < 0) {

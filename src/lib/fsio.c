@@ -34,6 +34,38 @@ hp_fs_openat(int dirfd, const char *name, int flags, int mode)
     return fd < 0 ? -errno : fd;
 }
 
+int
+hp_fs_open_regular(int dirfd, const char *name, int flags, int *fd_out)
+{
+    *fd_out = -1;
+    HP_GUARD(hp_fault("open"));
+    /* Look before opening: opening a FIFO blocks (or makes pread fail with
+     * ESPIPE), and opening a device may act on it. */
+    struct stat sb;
+    if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+        return -errno;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        return 1;
+    }
+    int fd;
+    do {
+        fd = openat(dirfd, name, flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        /* Replaced since the look: by a symlink (ELOOP with O_NOFOLLOW), a
+         * directory (EISDIR) or a FIFO or socket without a peer (ENXIO). */
+        return errno == ELOOP || errno == EISDIR || errno == ENXIO ? 1 : -errno;
+    }
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        int rc = S_ISREG(sb.st_mode) ? -errno : 1;
+        close(fd);
+        return rc;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
 /* write(2) (at < 0) or pwrite(2) at offset `at` of all n bytes, retrying
  * EINTR and short writes. */
 static int
@@ -209,6 +241,9 @@ hp_fs_dir_each(int dirfd, int (*fn)(void *ctx, const char *name), void *ctx)
         close(dfd);
         return rc;
     }
+    /* The dup shares the caller's read position, which an earlier walk left
+     * at the end: start from the first entry. */
+    rewinddir(d);
     int rc = 0;
     struct dirent *de;
     while (rc >= 0 && (de = readdir(d)) != NULL) {

@@ -29,6 +29,14 @@ hp_fault(const char *op)
 
 HP_MUST_USE int hp_fs_open(const char *path, int flags, int mode);
 HP_MUST_USE int hp_fs_openat(int dirfd, const char *name, int flags, int mode);
+/* Open dirfd/name (flags: O_RDONLY or O_RDWR) only if it is a regular file,
+ * never following a symlink and never blocking: 0 with *fd_out, 1 when the
+ * name is something else (FIFO, directory, symlink, socket, device: nothing
+ * is opened, *fd_out is -1), or -errno (-ENOENT: no such name). The fd is
+ * O_CLOEXEC|O_NONBLOCK (no effect on a regular file). Hooked as "open".
+ * Every file of the queue that is read is opened this way: a name of ours
+ * held by something else is not the queue's (FORMAT.md §1). */
+HP_MUST_USE int hp_fs_open_regular(int dirfd, const char *name, int flags, int *fd_out);
 HP_MUST_USE int hp_fs_write_all(int fd, const void *p, size_t n);
 /* Write all n bytes at offset off (overwriting in place; hooked as "write"). */
 HP_MUST_USE int hp_fs_pwrite_all(int fd, const void *p, size_t n, uint64_t off);

@@ -3,9 +3,11 @@
  *
  * It applies the recovery rules of FORMAT.md §5 without their side effects:
  * segments with a bad header are counted instead of renamed, a torn tail is
- * counted instead of truncated, nothing is deleted. Every frame is checked in
- * full (§3.4), then the records are visited in seq order across segments, the
- * way a reopened queue would deliver them. A shared flock on LOCK keeps an
+ * counted instead of truncated, an index that disagrees with its segment is
+ * not used (but not deleted), nothing is deleted. A segment is scanned (CRCs
+ * checked) unless recovery would use its index; then the records are visited
+ * in seq order across segments, the way a reopened queue would deliver them,
+ * and every frame is checked in full (§3.4) as it is decoded. A shared flock on LOCK keeps an
  * opener (which takes it exclusively) out for the duration. */
 #include "internal.h"
 
@@ -16,6 +18,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -74,13 +77,17 @@ scan_segment(walk *w, uint64_t id, int is_last)
 {
     char name[HP_SEG_NAME_MAX];
     hp_seg_name(name, id);
-    int fd = hp_fs_openat(w->dirfd, name, O_RDONLY, 0);
-    if (fd < 0) {
-        return fd;
+    int fd;
+    int rc = hp_fs_open_regular(w->dirfd, name, O_RDONLY, &fd);
+    if (rc == 1) {
+        return 0; /* not a file: not the queue's (FORMAT.md §1), as at open */
+    }
+    if (rc < 0) {
+        return rc;
     }
     hp_window win = {.read = hp_read_at_fd, .ctx = &fd};
     uint64_t size = 0;
-    int rc = hp_seg_check_header(fd, id, &size);
+    rc = hp_seg_check_header(fd, id, &size);
     w->rep->segments++;
     w->rep->segment_bytes += size;
     if (rc == HOPPER_ECORRUPT || rc == HOPPER_EVERSION || rc == HOPPER_ENEEDMORE) {
@@ -90,6 +97,18 @@ scan_segment(walk *w, uint64_t id, int is_last)
     }
     if (rc < 0) {
         goto out;
+    }
+    hp_idx_free(&w->idx);
+    /* Where recovery would use the index (it agrees with the frame headers),
+     * so does the walk: the library and inspect then know the same frames,
+     * and every frame is still checked in full when visited. */
+    rc = hp_idx_load(w->dirfd, id, fd, size, w->max_raw, &w->idx);
+    if (rc < 0 && rc != HOPPER_ECORRUPT) {
+        goto out;
+    }
+    if (rc == 1) {
+        rc = 0;
+        goto runs;
     }
     hp_idx_free(&w->idx);
     w->idx.id = id;
@@ -108,6 +127,7 @@ scan_segment(walk *w, uint64_t id, int is_last)
             w->rep->corrupt_bytes += size - valid_end;
         }
     }
+runs:
     for (size_t i = 0; i < w->idx.n; i++) {
         if (w->nruns == w->cap) {
             size_t nc = w->cap ? w->cap * 2 : 16;
@@ -127,13 +147,10 @@ out:
     return rc;
 }
 
-/* Decode the frames of the runs in seq order and visit their records. */
+/* Decode the frames of the runs (sorted by seq) and visit their records. */
 static int
 visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
 {
-    if (w->nruns > 1) {
-        qsort(w->runs, w->nruns, sizeof(*w->runs), cmp_run);
-    }
     hp_decoder dec;
     HP_GUARD(hp_dec_init(&dec));
     hp_buf raw = {0};
@@ -148,9 +165,15 @@ visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
             hp_fs_close(fd);
             char name[HP_SEG_NAME_MAX];
             hp_seg_name(name, run->seg_id);
-            fd = hp_fs_openat(w->dirfd, name, O_RDONLY, 0);
-            if (fd < 0) {
-                rc = fd;
+            rc = hp_fs_open_regular(w->dirfd, name, O_RDONLY, &fd);
+            if (rc == 1) {
+                /* Replaced since the scan by something that is not a file. */
+                w->rep->corrupt_frames++;
+                w->rep->corrupt_bytes += run->r.end - run->r.off;
+                rc = 0;
+                continue;
+            }
+            if (rc < 0) {
                 break;
             }
             fd_id = run->seg_id;
@@ -178,6 +201,9 @@ visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
             rc = hp_win_get(&win, off, total, &p);
             if (rc == 0) {
                 rc = hp_rec_decode(&dec, p, total, w->max_raw, &h, &raw, &used);
+            }
+            if (rc == 0 && !hp_run_holds(run->r.first_seq, run->r.last_seq, &h)) {
+                rc = HOPPER_EVERSION; /* not its run's seqs, skipped as when read */
             }
             if (rc == HOPPER_ECORRUPT || rc == HOPPER_EVERSION || rc == HOPPER_ENEEDMORE) {
                 /* Passed its CRC at scan time but does not decode. */
@@ -221,14 +247,34 @@ visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
     return rc;
 }
 
-int
-hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect_fn fn,
-               void *ctx, hopper_inspect_report *rep)
+/* The sequence numbers no frame holds, and the checkpoint's read position
+ * beyond the data, by the rules recovery applies (FORMAT.md §5). The runs
+ * are sorted by first_seq. */
+static void
+find_gaps(walk *w, uint64_t read_next)
 {
-    HP_ENSURE(rep != NULL && rep->struct_size >= sizeof(*rep), -EINVAL);
-    memset(rep, 0, sizeof(*rep));
-    rep->struct_size = sizeof(*rep);
-    HP_ENSURE(dir != NULL && name != NULL && strchr(name, '/') == NULL, -EINVAL);
+    hopper_inspect_report *rep = w->rep;
+    hp_seqgaps g;
+    hp_seqgaps_init(&g, rep->ack_next);
+    uint64_t data_end = rep->ack_next;
+    for (size_t i = 0; i < w->nruns; i++) {
+        uint64_t gap[2];
+        hp_seqgaps_add(&g, w->runs[i].r.first_seq, w->runs[i].r.last_seq, gap);
+        if (w->runs[i].r.last_seq + 1 > data_end) {
+            data_end = w->runs[i].r.last_seq + 1;
+        }
+    }
+    rep->missing_records = g.missing;
+    rep->missing_ranges = g.ranges;
+    rep->missing_first = g.first[0];
+    rep->missing_first_end = g.first[1];
+    rep->checkpoint_clamped = read_next > data_end ? read_next - data_end : 0;
+}
+
+static int
+inspect_walk(const char *dir, const char *name, unsigned flags, hopper_inspect_fn fn, void *ctx,
+             hopper_inspect_report *rep)
+{
     char path[PATH_MAX];
     int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
     HP_ENSURE(n > 0 && (size_t)n < sizeof(path), -ENAMETOOLONG);
@@ -236,9 +282,10 @@ hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect
     if (dirfd < 0) {
         return dirfd;
     }
-    walk w = {.dirfd = dirfd, .max_raw = hp_frame_max_raw(256u << 20), .rep = rep};
+    walk w = {.dirfd = dirfd, .max_raw = HP_FRAME_MAX_RAW, .rep = rep};
     hp_ids ids = {0};
-    int lockfd = hp_fs_openat(dirfd, HP_LOCK_NAME, O_RDONLY, 0);
+    /* O_NONBLOCK: a FIFO named LOCK must not block the walk. */
+    int lockfd = hp_fs_openat(dirfd, HP_LOCK_NAME, O_RDONLY | O_NONBLOCK, 0);
     int rc = 0;
     if (lockfd >= 0) {
         rc = hp_fs_trylock(lockfd, 0);
@@ -258,6 +305,10 @@ hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect
         rc = scan_segment(&w, ids.v[i], i + 1 == ids.n);
     }
     if (rc == 0) {
+        if (w.nruns > 1) {
+            qsort(w.runs, w.nruns, sizeof(*w.runs), cmp_run);
+        }
+        find_gaps(&w, read_next);
         rc = visit(&w, (flags & HOPPER_INSPECT_ACKED) ? 0 : rep->ack_next, fn, ctx);
     }
 out:
@@ -266,5 +317,27 @@ out:
     hp_idx_free(&w.idx);
     hp_fs_close(lockfd);
     hp_fs_close(dirfd);
+    return rc;
+}
+
+/* The first version of the report ended with checkpoint_ok: callers built
+ * with it pass this struct_size and get the fields it has. */
+#define REPORT_V1_SIZE offsetof(hopper_inspect_report, missing_records)
+
+int
+hopper_inspect(const char *dir, const char *name, unsigned flags, hopper_inspect_fn fn,
+               void *ctx, hopper_inspect_report *rep)
+{
+    HP_ENSURE(rep != NULL && rep->struct_size >= REPORT_V1_SIZE, -EINVAL);
+    size_t sz = rep->struct_size;
+    hopper_inspect_report full;
+    memset(&full, 0, sizeof(full));
+    full.struct_size = sizeof(full);
+    int rc = -EINVAL;
+    if (dir != NULL && name != NULL && strchr(name, '/') == NULL) {
+        rc = inspect_walk(dir, name, flags, fn, ctx, &full);
+    }
+    memcpy(rep, &full, sz < sizeof(full) ? sz : sizeof(full));
+    rep->struct_size = sz;
     return rc;
 }

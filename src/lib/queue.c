@@ -20,6 +20,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -67,7 +68,7 @@ check_opts(const hopper_opts *o)
     HP_ENSURE(o->durability == HOPPER_DURABILITY_MEMORY ||
                   o->durability == HOPPER_DURABILITY_DISK,
               -EINVAL);
-    HP_ENSURE(o->max_record_bytes <= (256u << 20), -EINVAL);
+    HP_ENSURE(o->max_record_bytes <= HP_RECORD_MAX, -EINVAL);
     return 0;
 }
 
@@ -109,6 +110,7 @@ queue_free(hopper_queue *q)
     hp_deque_free(&q->mem);
     free(q->segs.v);
     free(q->runs.v);
+    free(q->gaps.v);
     free(q->wlist.v);
     free(q->touched.v);
     free(q->sealed.v);
@@ -144,7 +146,10 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
         return -ENOMEM;
     }
     q->o = *opts;
-    q->max_raw = hp_frame_max_raw(q->o.max_record_bytes);
+    /* Stored frames are judged by the format-wide limit, not by this open's
+     * max_record_bytes: a queue reopened with a smaller one still reads the
+     * larger records it holds (FORMAT.md §3.4). */
+    q->max_raw = HP_FRAME_MAX_RAW;
     /* Space comes back a whole segment at a time, so no segment may hold more
      * than a quarter of the disk budget; frames stay well below a segment. */
     q->seg_cap = q->o.segment_bytes;
@@ -307,13 +312,18 @@ hopper_close(hopper_queue *q)
 
 /* ---- stats -------------------------------------------------------------- */
 
+/* The first version of hopper_stats ended with `failed`: callers built with
+ * it pass this struct_size and get the fields it has. */
+#define STATS_V1_SIZE offsetof(hopper_stats, missing_records)
+
 int
-hopper_stats_get(hopper_queue *q, hopper_stats *st)
+hopper_stats_get(hopper_queue *q, hopper_stats *st_out)
 {
-    HP_ENSURE(q != NULL && st != NULL && st->struct_size >= sizeof(*st), -EINVAL);
-    size_t sz = st->struct_size;
+    HP_ENSURE(q != NULL && st_out != NULL && st_out->struct_size >= STATS_V1_SIZE, -EINVAL);
+    size_t sz = st_out->struct_size;
+    hopper_stats full;
+    hopper_stats *st = &full;
     memset(st, 0, sizeof(*st));
-    st->struct_size = sz;
     hp_mutex_lock(&q->mu);
     st->mem_records = q->mem.count;
     st->mem_bytes = q->mem_bytes;
@@ -323,7 +333,8 @@ hopper_stats_get(hopper_queue *q, hopper_stats *st)
     }
     st->disk_bytes = q->disk_bytes;
     st->segments = q->segs.n;
-    st->backlog_records = q->next_seq - q->ack_next;
+    /* Seqs known missing (gaps found at open) will never be delivered. */
+    st->backlog_records = q->next_seq - q->ack_next - q->missing_left;
     uint64_t oldest = 0;
     if (q->mem.count > 0) {
         oldest = hp_deque_at(&q->mem, 0)->ts_ms;
@@ -354,5 +365,9 @@ hopper_stats_get(hopper_queue *q, hopper_stats *st)
     st->fsyncs = atomic_load(&q->c_fsyncs);
     st->fsync_ns_total = atomic_load(&q->c_fsync_ns);
     st->torn_bytes = atomic_load(&q->c_torn);
+    st->missing_records = q->missing;
+    st->checkpoint_clamped = q->ckpt_clamped;
+    memcpy(st_out, st, sz < sizeof(*st) ? sz : sizeof(*st));
+    st_out->struct_size = sz;
     return 0;
 }

@@ -78,11 +78,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-/* An index is written only for segments of at most this many runs, so its
- * size stays within HP_IDX_RESERVE (reserved per segment in the budget). */
-#define HP_IDX_KEEP_RUNS 4u
-#define HP_IDX_RESERVE (HP_IDX_HDR + HP_IDX_KEEP_RUNS * HP_IDX_RUN + 4u)
-
 typedef struct hp_run {
     uint64_t seg_id;
     uint64_t off;       /* first frame */
@@ -91,6 +86,12 @@ typedef struct hp_run {
     uint64_t last_seq;  /* last record of the last frame */
     uint64_t ts_ms;     /* timestamp of the first frame */
 } hp_run;
+
+/* Seqs [from, to) that no frame held at open (FORMAT.md §5). */
+typedef struct hp_gap {
+    uint64_t from;
+    uint64_t to;
+} hp_gap;
 
 typedef struct hp_seginfo {
     uint64_t id;
@@ -208,7 +209,7 @@ typedef struct hp_reader {
  * are explained at the top of this file. */
 struct hopper_queue {
     hopper_opts o;     /* immutable after open */
-    uint64_t max_raw;  /* immutable: largest frame body accepted */
+    uint64_t max_raw;  /* immutable: largest frame body read (HP_FRAME_MAX_RAW) */
     uint64_t seg_cap;  /* immutable: segments are sealed past this size */
     uint64_t frame_target; /* immutable: frames are closed past this raw size */
     int dirfd;         /* immutable */
@@ -259,6 +260,11 @@ struct hopper_queue {
     uint64_t read_seq;       /* [mu] every seq below was delivered (or skipped) */
     uint64_t ack_next;       /* [mu] every seq below is acknowledged */
     uint64_t redeliver_below; /* immutable: seqs below were delivered before open */
+    HP_ARR(hp_gap) gaps;      /* [mu] gaps found at open not yet passed by ack_next */
+    size_t gaps_head;         /* [mu] first gap of `gaps` still (partly) above ack_next */
+    uint64_t missing_left;    /* [mu] seqs of those gaps at or above ack_next */
+    uint64_t missing;         /* immutable: seqs in the gaps found at open */
+    uint64_t ckpt_clamped;    /* immutable: seqs the checkpoint's read_next was beyond the data */
 
     /* The checkpoint file (checkpoint.c, FORMAT.md §4), all [consumer]: */
     int ckpt_fd;             /* open for in-place writes, -1 when there is none */

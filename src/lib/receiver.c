@@ -185,13 +185,14 @@ pop_run(hopper_queue *q)
     }
 }
 
-/* Read (and decode) the next frame of the current run, which ends at `end`,
- * skipping damage. [consumer, no mu] Returns 0 (maybe with nothing decoded
- * when the rest of the run was damaged) or a transient error. */
+/* Read (and decode) the next frame of the current run, `run`, skipping
+ * damage. [consumer, no mu] Returns 0 (maybe with nothing decoded when the
+ * rest of the run was damaged) or a transient error. */
 static int
-read_frame(hopper_queue *q, uint64_t end)
+read_frame(hopper_queue *q, const hp_run *run)
 {
     hp_reader *r = &q->rd;
+    uint64_t end = run->end;
     r->win.size = end;
     hp_frame_hdr h;
     int rc = hp_seg_frame_at(&r->win, r->next_off, q->max_raw, 0, &h);
@@ -203,6 +204,9 @@ read_frame(hopper_queue *q, uint64_t end)
         if (rc == 0) {
             rc = hp_rec_decode(&r->dec, p, total, q->max_raw, &h, &r->raw, &used);
         }
+        if (rc == 0 && !hp_run_holds(run->first_seq, run->last_seq, &h)) {
+            rc = HOPPER_EVERSION; /* not the run's seqs (an index lied): skip it */
+        }
         if (rc == 0) {
             r->raw_pos = 0;
             r->left = h.count;
@@ -211,7 +215,8 @@ read_frame(hopper_queue *q, uint64_t end)
             return 0;
         }
         if (rc == HOPPER_EVERSION) {
-            /* CRC-valid frame we cannot interpret: skip exactly this frame. */
+            /* CRC-valid frame we cannot interpret, or whose seqs are not its
+             * run's: skip exactly this frame. */
             atomic_fetch_add(&q->c_corrupt_frames, 1);
             atomic_fetch_add(&q->c_corrupt_bytes, total);
             r->next_off += total;
@@ -235,7 +240,8 @@ read_frame(hopper_queue *q, uint64_t end)
     return 0;
 }
 
-/* Open segment `id` for reading. [consumer, no mu] 0 or -errno. */
+/* Open segment `id` for reading. [consumer, no mu] 0 or -errno (-ENOENT also
+ * when the name no longer holds a regular file). */
 static int
 reader_open_seg(hopper_queue *q, uint64_t id)
 {
@@ -243,9 +249,13 @@ reader_open_seg(hopper_queue *q, uint64_t id)
     hp_q_reader_reset(r);
     char name[HP_SEG_NAME_MAX];
     hp_seg_name(name, id);
-    int fd = hp_fs_openat(q->dirfd, name, O_RDONLY, 0);
-    if (fd < 0) {
-        return fd;
+    int fd;
+    int rc = hp_fs_open_regular(q->dirfd, name, O_RDONLY, &fd);
+    if (rc == 1) {
+        return -ENOENT; /* replaced by something that is not a file: gone */
+    }
+    if (rc < 0) {
+        return rc;
     }
     r->fd = fd;
     r->seg_id = id;
@@ -328,7 +338,7 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
                 r->positioned = 1;
             }
             hp_mutex_unlock(&q->mu);
-            rc = read_frame(q, run.end);
+            rc = read_frame(q, &run);
             hp_mutex_lock(&q->mu);
             if (rc < 0) {
                 goto unlock;
@@ -392,6 +402,25 @@ unlock:
 
 /* ---- checkpoint, acknowledge and reclaim -------------------------------- */
 
+/* The acknowledged position moves to `upto`: the missing seqs it passes
+ * (gaps found at open) leave the backlog. Returns how many. [consumer, mu] */
+static uint64_t
+pass_gaps(hopper_queue *q, uint64_t upto)
+{
+    uint64_t passed = 0;
+    while (q->gaps_head < q->gaps.n && q->gaps.v[q->gaps_head].from < upto) {
+        hp_gap *g = &q->gaps.v[q->gaps_head];
+        uint64_t end = g->to < upto ? g->to : upto;
+        passed += end - g->from;
+        g->from = end;
+        if (g->from == g->to) {
+            q->gaps_head++;
+        }
+    }
+    q->missing_left -= passed;
+    return passed;
+}
+
 /* After an acknowledgement: write the position durably when a reclaim waits
  * for it or checkpoint_interval_ms passed, else mark it (in place, no fsync)
  * every HP_CKPT_MARK_RECORDS records or HP_CKPT_MARK_NS. A full file system
@@ -450,7 +479,8 @@ hopper_ack(hopper_queue *q, uint64_t seq)
         upto = given;
     }
     if (upto > q->ack_next) {
-        atomic_fetch_add(&q->c_acked, upto - q->ack_next);
+        uint64_t passed = pass_gaps(q, upto);
+        atomic_fetch_add(&q->c_acked, upto - q->ack_next - passed);
         q->ack_next = upto;
         int freed = 0;
         while (q->mem_read > 0 && hp_deque_at(&q->mem, 0)->seq < upto) {

@@ -79,6 +79,7 @@ hp_rec_encode(hp_encoder *e, const uint8_t *raw, size_t raw_len, uint64_t first_
               uint32_t count, uint64_t ts_ms, hp_buf *out)
 {
     HP_ENSURE(raw_len <= UINT32_MAX && (uint64_t)count * HP_REC_PREFIX <= raw_len, -EINVAL);
+    HP_ENSURE(first_seq <= HP_SEQ_LIMIT - count, -EINVAL);
     HP_GUARD(hp_buf_reserve(out, HP_FRAME_HDR + raw_len));
     uint8_t *hdr = out->data + out->len;
     uint8_t *body = hdr + HP_FRAME_HDR;
@@ -119,7 +120,9 @@ hp_rec_parse_header(const uint8_t *p, size_t n, uint64_t max_raw, hp_frame_hdr *
     HP_ENSURE(h->raw_len <= max_raw, HOPPER_ECORRUPT);
     HP_ENSURE(h->stored_len <= h->raw_len, HOPPER_ECORRUPT);
     HP_ENSURE((uint64_t)h->count * HP_REC_PREFIX <= h->raw_len, HOPPER_ECORRUPT);
-    HP_ENSURE(h->first_seq <= UINT64_MAX - h->count, HOPPER_ECORRUPT);
+    /* Inside the sequence space: nothing a writer of ours produces (and no
+     * seq arithmetic of the reader can wrap). */
+    HP_ENSURE(h->first_seq <= HP_SEQ_LIMIT - h->count, HOPPER_ECORRUPT);
     /* Stored raw means stored_len == raw_len. */
     HP_ENSURE((h->flags & HP_FRAME_FLAG_DEFLATE) || h->stored_len == h->raw_len,
               HOPPER_ECORRUPT);

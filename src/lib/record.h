@@ -28,6 +28,17 @@ typedef struct hp_frame_hdr {
     uint16_t flags;
 } hp_frame_hdr;
 
+/* The sequence space (FORMAT.md §1): every record's seq is below this, so a
+ * position (one past a seq) is at most this and no arithmetic on seqs can
+ * wrap. A writer refuses to go past it (HOPPER_EEXHAUSTED); a reader treats a
+ * frame, an index run or a checkpoint position beyond it as damaged. */
+#define HP_SEQ_LIMIT (UINT64_C(1) << 63)
+
+/* The format-wide record limit (FORMAT.md §3.4): no record is larger, whatever
+ * max_record_bytes a queue was opened with (that option only limits what
+ * hopper_send accepts). */
+#define HP_RECORD_MAX (256u << 20)
+
 /* Largest raw body a reader must accept for records of at most max_record:
  * the writer adds records while the body is below its target (at most
  * HP_FRAME_TARGET), so the last one may bring it to target - 1 + one record. */
@@ -36,6 +47,11 @@ hp_frame_max_raw(uint32_t max_record)
 {
     return (uint64_t)HP_FRAME_TARGET + max_record + HP_REC_PREFIX;
 }
+
+/* What every reader of stored frames accepts: the bound for records of the
+ * format-wide limit, so that data written under a larger max_record_bytes is
+ * never judged damaged by a queue reopened with a smaller one. */
+#define HP_FRAME_MAX_RAW ((uint64_t)HP_FRAME_TARGET + HP_RECORD_MAX + HP_REC_PREFIX)
 
 struct libdeflate_compressor;
 struct libdeflate_decompressor;
@@ -54,7 +70,8 @@ void hp_enc_free(hp_encoder *e);
 /* Append one frame (header + body) holding the `count` records laid out in
  * raw[0..raw_len) to `out`. The body is deflated when that makes it smaller,
  * stored raw otherwise, so stored_len <= raw_len always.
- * Returns 0, -ENOMEM or -EINVAL (count/raw_len out of range). */
+ * Returns 0, -ENOMEM or -EINVAL (count/raw_len out of range, or seqs past
+ * HP_SEQ_LIMIT). */
 HP_MUST_USE int hp_rec_encode(hp_encoder *e, const uint8_t *raw, size_t raw_len,
                               uint64_t first_seq, uint32_t count, uint64_t ts_ms, hp_buf *out);
 

@@ -10,12 +10,15 @@
  * frames are scanned with their CRCs, damage in the middle is skipped and
  * counted, and a torn tail of the LAST segment is truncated. Fully
  * acknowledged segments (a crash between the checkpoint and the unlink) are
- * deleted with their indexes.
+ * deleted with their indexes. Then the positions: the next seq follows the
+ * data (a checkpoint read position beyond it is clamped), and the seqs
+ * between ack_next and it that no frame holds are the missing ones.
  */
 #include "queue_int.h"
 
 #include "fsio.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -117,52 +120,26 @@ quarantine(hopper_queue *q, uint64_t id, uint64_t size, const char *why)
     return 0;
 }
 
-/* Use the segment's index instead of scanning it. Returns 1 when the index
- * was valid and used, 0 when the segment must be scanned, < 0 on I/O. */
+/* Use the segment's index instead of scanning it, when it agrees with the
+ * segment's frame headers (FORMAT.md §2.1). Returns 1 when the index was
+ * used, 0 when the segment must be scanned, < 0 on I/O. */
 static int
-load_index(hopper_queue *q, uint64_t id, uint64_t size, scan_ctx *c)
+load_index(hopper_queue *q, uint64_t id, int fd, uint64_t size, scan_ctx *c)
 {
-    char name[HP_SEG_NAME_MAX];
-    hp_seg_idx_name(name, id);
-    int fd = hp_fs_openat(q->dirfd, name, O_RDONLY, 0);
-    if (fd == -ENOENT) {
-        return 0;
-    }
-    if (fd < 0) {
-        return fd;
-    }
-    uint64_t fsize = 0;
-    uint8_t *buf = NULL;
     hp_segidx x = {0};
-    int rc = hp_fs_size(fd, &fsize);
-    if (rc < 0) {
-        goto out;
-    }
-    if (fsize < HP_IDX_HDR + 4 || fsize > HP_IDX_RESERVE) {
+    int rc = hp_idx_load(q->dirfd, id, fd, size, q->max_raw, &x);
+    if (rc == HOPPER_ECORRUPT) {
+        /* Stale, damaged or lying: scan, and do not keep it. */
+        char name[HP_SEG_NAME_MAX];
+        hp_seg_idx_name(name, id);
         drop_leftover(q, name);
-        goto out; /* not one of our indexes: scan */
+        rc = 0;
     }
-    size_t n = (size_t)fsize;
-    buf = malloc(n);
-    if (buf == NULL) {
-        rc = -ENOMEM;
-        goto out;
+    if (rc <= 0) {
+        hp_idx_free(&x);
+        return rc;
     }
-    ssize_t r = hp_fs_pread_full(fd, buf, n, 0);
-    if (r < 0) {
-        rc = (int)r;
-        goto out;
-    }
-    rc = hp_idx_decode(buf, (size_t)r, id, size, &x);
-    if (rc == -ENOMEM) {
-        goto out;
-    }
-    if (rc < 0) {
-        rc = 0; /* stale or damaged index: scan, and do not keep it */
-        drop_leftover(q, name);
-        goto out;
-    }
-    c->info->bytes = n;
+    c->info->bytes = HP_IDX_HDR + (uint64_t)x.n * HP_IDX_RUN + 4;
     c->info->records = x.records;
     c->info->raw = x.raw;
     for (size_t i = 0; i < x.n; i++) {
@@ -177,15 +154,11 @@ load_index(hopper_queue *q, uint64_t id, uint64_t size, scan_ctx *c)
                       .last_seq = v->last_seq, .ts_ms = v->ts_ms};
         HP_ARR_PUSH(q->runs, run, rc);
         if (rc < 0) {
-            goto out;
+            break;
         }
     }
-    rc = 1;
-out:
     hp_idx_free(&x);
-    free(buf);
-    hp_fs_close(fd);
-    return rc;
+    return rc < 0 ? rc : 1;
 }
 
 static int
@@ -193,13 +166,19 @@ recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
 {
     char name[HP_SEG_NAME_MAX];
     hp_seg_name(name, id);
-    int fd = hp_fs_openat(q->dirfd, name, O_RDWR, 0);
-    if (fd < 0) {
-        return fd;
+    int fd;
+    int rc = hp_fs_open_regular(q->dirfd, name, O_RDWR, &fd);
+    if (rc == 1) {
+        /* A FIFO, directory, symlink... named like a segment is not the
+         * queue's (FORMAT.md §1): left alone; its id is never reused. */
+        return 0;
+    }
+    if (rc < 0) {
+        return rc;
     }
     hp_window win = {.read = hp_read_at_fd, .ctx = &fd};
     uint64_t size = 0;
-    int rc = hp_seg_check_header(fd, id, &size);
+    rc = hp_seg_check_header(fd, id, &size);
     if (rc < 0 && rc != HOPPER_ECORRUPT && rc != HOPPER_EVERSION && rc != HOPPER_ENEEDMORE) {
         goto out; /* I/O: transient, never damage */
     }
@@ -214,7 +193,7 @@ recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
     }
     hp_seginfo info = {.id = id};
     scan_ctx c = {.q = q, .seg_id = id, .info = &info};
-    rc = load_index(q, id, size, &c);
+    rc = load_index(q, id, fd, size, &c);
     if (rc < 0) {
         goto out;
     }
@@ -341,6 +320,30 @@ on_dir_entry(void *arg, const char *name)
     return 0;
 }
 
+/* Seqs at or after ack_next, below the next seq, that no frame holds: a
+ * deleted or truncated segment, damage found by the scan, a quarantined
+ * segment, records only memory held at a crash (FORMAT.md §5). They are
+ * counted as missing and are not part of the backlog. [open] */
+static int
+find_gaps(hopper_queue *q)
+{
+    hp_seqgaps g;
+    hp_seqgaps_init(&g, q->ack_next);
+    for (size_t i = 0; i < q->runs.n; i++) {
+        uint64_t gap[2];
+        hp_seqgaps_add(&g, q->runs.v[i].first_seq, q->runs.v[i].last_seq, gap);
+        if (gap[0] < gap[1]) {
+            int rc;
+            HP_ARR_PUSH(q->gaps, ((hp_gap){.from = gap[0], .to = gap[1]}), rc);
+            HP_GUARD(rc);
+        }
+    }
+    assert(g.covered >= q->next_seq); /* the data ends within the runs */
+    q->missing = g.missing;
+    q->missing_left = g.missing;
+    return 0;
+}
+
 /* List the directory, recover every segment in id order (only the last may
  * have a torn tail), sort the runs by seq and derive the positions. */
 int
@@ -368,12 +371,21 @@ hp_q_recover(hopper_queue *q)
     if (q->next_seg_id == 0) {
         q->next_seg_id = 1;
     }
-    q->next_seq = q->ack_next;
-    if (q->redeliver_below > q->next_seq) {
-        q->next_seq = q->redeliver_below;
+    /* The data ends at the larger of the acknowledged position and one past
+     * the largest seq found. The checkpoint's read position cannot be
+     * cross-checked beyond it: it is clamped there (and counted), so that a
+     * claim of deliveries no frame holds neither leaves a backlog that never
+     * drains nor uses up the sequence space (FORMAT.md §5). */
+    uint64_t data_end = max_seq > q->ack_next ? max_seq : q->ack_next;
+    if (q->redeliver_below > data_end) {
+        q->ckpt_clamped = q->redeliver_below - data_end;
+        q->redeliver_below = data_end;
     }
-    if (max_seq > q->next_seq) {
-        q->next_seq = max_seq;
+    q->next_seq = data_end;
+    assert(q->next_seq <= HP_SEQ_LIMIT);
+    rc = find_gaps(q);
+    if (rc < 0) {
+        return rc;
     }
     q->read_seq = q->ack_next;
     q->rd.caller_next = q->ack_next;

@@ -359,7 +359,7 @@ hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t size, hp_segidx 
                         .ts_ms = hp_get_u64(r + 32)};
         /* Runs are disjoint, in file order, inside the segment body. */
         if (v.off < prev_end || v.end <= v.off || v.end > size || v.last_seq < v.first_seq ||
-            v.last_seq == UINT64_MAX) {
+            v.last_seq >= HP_SEQ_LIMIT) {
             free(runs);
             return HOPPER_ECORRUPT;
         }
@@ -384,6 +384,173 @@ hp_idx_free(hp_segidx *x)
     memset(x, 0, sizeof(*x));
 }
 
+/* Cross-checking an index (FORMAT.md §2.1) must not cost what the index
+ * saves, a read of the segment: per run it reads the first frame's header
+ * and looks for the last frame in the run's last TAIL_SMALL (then TAIL_LARGE)
+ * bytes, where a frame header ending exactly at the run's end must hold the
+ * run's last seq. Only when that finds nothing (a last frame larger than the
+ * window, or damage) are the run's headers walked from the start, in chunks
+ * (a 4 KiB read per large frame, 64 KiB reads shared by small ones). */
+#define TAIL_SMALL (64u * 1024u)
+#define TAIL_LARGE (1024u * 1024u)
+#define WALK_CHUNK_SMALL 4096u
+#define WALK_CHUNK_LARGE (64u * 1024u)
+
+typedef struct idx_check {
+    hp_read_at_fn rd;
+    void *ctx;
+    uint64_t max_raw;
+    hp_buf buf;
+} idx_check;
+
+/* Point *p at the n bytes at off (fewer at the end of the file: *got). */
+static int
+check_read(idx_check *c, uint64_t off, size_t n, const uint8_t **p, size_t *got)
+{
+    c->buf.len = 0;
+    HP_GUARD(hp_buf_reserve(&c->buf, n));
+    ssize_t r = c->rd(c->ctx, c->buf.data, n, off);
+    if (r < 0) {
+        return (int)r;
+    }
+    *p = c->buf.data;
+    *got = (size_t)r;
+    return 0;
+}
+
+/* Walk every frame header of run r: back to back from off to exactly end,
+ * consecutive seqs from first_seq to exactly last_seq. */
+static int
+walk_run(idx_check *c, const hp_idx_run *r)
+{
+    uint64_t off = r->off;
+    uint64_t seq = r->first_seq;
+    uint64_t c_off = 0;
+    size_t c_len = 0;
+    const uint8_t *chunk = NULL;
+    uint64_t last_frame = 0;
+    while (off < r->end) {
+        if (chunk == NULL || off < c_off || off - c_off + HP_FRAME_HDR > c_len) {
+            size_t want = last_frame < WALK_CHUNK_LARGE / 4 ? WALK_CHUNK_LARGE : WALK_CHUNK_SMALL;
+            HP_GUARD(check_read(c, off, want, &chunk, &c_len));
+            c_off = off;
+        }
+        hp_frame_hdr h;
+        HP_ENSURE(hp_rec_parse_header(chunk + (off - c_off), c_len - (size_t)(off - c_off),
+                                      c->max_raw, &h) == 0,
+                  HOPPER_ECORRUPT);
+        HP_ENSURE(h.count > 0 && h.first_seq == seq, HOPPER_ECORRUPT);
+        seq += h.count;
+        last_frame = HP_FRAME_HDR + (uint64_t)h.stored_len;
+        off += last_frame;
+    }
+    HP_ENSURE(off == r->end && seq - 1 == r->last_seq, HOPPER_ECORRUPT);
+    return 0;
+}
+
+/* Is there, in the last `window` bytes of run r after `from`, a frame header
+ * ending exactly at the run's end and holding its last seq? 0 yes, 1 no. */
+static int
+find_last_frame(idx_check *c, const hp_idx_run *r, uint64_t from, uint64_t window)
+{
+    uint64_t start = r->end - from > window ? r->end - window : from;
+    const uint8_t *p = NULL;
+    size_t got = 0;
+    HP_GUARD(check_read(c, start, (size_t)(r->end - start), &p, &got));
+    uint8_t magic[4];
+    hp_put_u32(magic, HP_FRAME_MAGIC);
+    for (size_t i = 0; i + HP_FRAME_HDR <= got; i++) {
+        if (memcmp(p + i, magic, 4) != 0) {
+            continue;
+        }
+        hp_frame_hdr h;
+        if (hp_rec_parse_header(p + i, got - i, c->max_raw, &h) == 0 && h.count > 0 &&
+            start + i + HP_FRAME_HDR + h.stored_len == r->end &&
+            h.first_seq + h.count - 1 == r->last_seq) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+check_run(idx_check *c, const hp_idx_run *r)
+{
+    const uint8_t *p = NULL;
+    size_t got = 0;
+    HP_GUARD(check_read(c, r->off, HP_FRAME_HDR, &p, &got));
+    hp_frame_hdr h;
+    HP_ENSURE(hp_rec_parse_header(p, got, c->max_raw, &h) == 0, HOPPER_ECORRUPT);
+    HP_ENSURE(h.count > 0 && h.first_seq == r->first_seq && h.ts_ms == r->ts_ms,
+              HOPPER_ECORRUPT);
+    uint64_t first_end = r->off + HP_FRAME_HDR + h.stored_len;
+    HP_ENSURE(first_end <= r->end, HOPPER_ECORRUPT);
+    if (first_end == r->end) {
+        return h.first_seq + h.count - 1 == r->last_seq ? 0 : HOPPER_ECORRUPT;
+    }
+    int rc = find_last_frame(c, r, first_end, TAIL_SMALL);
+    if (rc == 1 && r->end - first_end > TAIL_SMALL) {
+        rc = find_last_frame(c, r, first_end, TAIL_LARGE);
+    }
+    return rc == 1 ? walk_run(c, r) : rc;
+}
+
+int
+hp_idx_verify(hp_read_at_fn rd, void *ctx, const hp_segidx *x, uint64_t max_raw)
+{
+    idx_check c = {.rd = rd, .ctx = ctx, .max_raw = max_raw};
+    uint64_t off = HP_SEG_HDR;
+    uint64_t records = 0;
+    int rc = 0;
+    for (size_t i = 0; i < x->n && rc == 0; i++) {
+        const hp_idx_run *r = &x->runs[i];
+        if (r->off != off) {
+            rc = HOPPER_ECORRUPT; /* the runs tile the body */
+            break;
+        }
+        rc = check_run(&c, r);
+        records += r->last_seq - r->first_seq + 1;
+        off = r->end;
+    }
+    hp_buf_free(&c.buf);
+    if (rc == 0 && (off != x->size || records != x->records)) {
+        rc = HOPPER_ECORRUPT; /* the records of a run are its seqs */
+    }
+    return rc;
+}
+
+int
+hp_idx_load(int dirfd, uint64_t id, int seg_fd, uint64_t size, uint64_t max_raw, hp_segidx *x)
+{
+    char name[HP_SEG_NAME_MAX];
+    hp_seg_idx_name(name, id);
+    int fd;
+    int rc = hp_fs_open_regular(dirfd, name, O_RDONLY, &fd);
+    if (rc == -ENOENT || rc == 1) {
+        return 0; /* none, or not a file of ours (FORMAT.md §1) */
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    uint8_t buf[HP_IDX_RESERVE + 1]; /* one byte more, to tell a longer file */
+    ssize_t n = hp_fs_pread_full(fd, buf, sizeof(buf), 0);
+    hp_fs_close(fd);
+    if (n < 0) {
+        return (int)n;
+    }
+    if ((size_t)n > HP_IDX_RESERVE) {
+        return HOPPER_ECORRUPT; /* larger than any index we write */
+    }
+    rc = hp_idx_decode(buf, (size_t)n, id, size, x);
+    if (rc == 0) {
+        rc = hp_idx_verify(hp_read_at_fd, &seg_fd, x, max_raw);
+    }
+    if (rc == -ENOMEM || (rc < 0 && rc != HOPPER_ECORRUPT && rc != HOPPER_EVERSION)) {
+        return rc;
+    }
+    return rc == 0 ? 1 : HOPPER_ECORRUPT;
+}
+
 /* ---- checkpoint, FORMAT.md §4 ------------------------------------------ */
 
 void
@@ -406,8 +573,12 @@ hp_ckpt_decode(const uint8_t *p, size_t n, unsigned version, uint64_t *ack_next,
     HP_ENSURE(hp_get_u16(p + 4) == version && hp_get_u16(p + 6) == HP_CKPT_SIZE,
               HOPPER_ECORRUPT);
     HP_ENSURE(hp_get_u32(p + 28) == hp_crc32c_extend(0, p, 28), HOPPER_ECORRUPT);
-    *ack_next = hp_get_u64(p + 8);
-    *read_next = hp_get_u64(p + 16);
+    uint64_t ack = hp_get_u64(p + 8);
+    uint64_t read = hp_get_u64(p + 16);
+    /* Positions past the sequence space were never written by us. */
+    HP_ENSURE(ack <= HP_SEQ_LIMIT && read <= HP_SEQ_LIMIT, HOPPER_ECORRUPT);
+    *ack_next = ack;
+    *read_next = read;
     /* Version 1 calls the field reserved; its writers left it 0. */
     *gen = version == HP_CKPT_VERSION_1 ? 0 : hp_get_u32(p + 24);
     return 0;
@@ -479,19 +650,48 @@ hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next)
 {
     *ack_next = 0;
     *read_next = 0;
-    int fd = hp_fs_openat(dirfd, HP_CKPT_NAME, O_RDONLY, 0);
-    if (fd == -ENOENT) {
-        return 1;
+    int fd;
+    int rc = hp_fs_open_regular(dirfd, HP_CKPT_NAME, O_RDONLY, &fd);
+    if (rc == -ENOENT || rc == 1) {
+        return 1; /* none, or not a file (a FIFO would block the read) */
     }
-    if (fd < 0) {
-        return fd;
+    if (rc < 0) {
+        return rc;
     }
     hp_ckpt c;
-    int rc = hp_ckpt_read_fd(fd, &c);
+    rc = hp_ckpt_read_fd(fd, &c);
     hp_fs_close(fd);
     *ack_next = c.ack_next;
     *read_next = c.read_next;
     return rc;
+}
+
+/* ---- sequence gaps, FORMAT.md §5 --------------------------------------- */
+
+void
+hp_seqgaps_init(hp_seqgaps *g, uint64_t from)
+{
+    memset(g, 0, sizeof(*g));
+    g->covered = from;
+}
+
+void
+hp_seqgaps_add(hp_seqgaps *g, uint64_t first_seq, uint64_t last_seq, uint64_t gap[2])
+{
+    gap[0] = gap[1] = 0;
+    if (first_seq > g->covered) {
+        gap[0] = g->covered;
+        gap[1] = first_seq;
+        if (g->ranges == 0) {
+            g->first[0] = gap[0];
+            g->first[1] = gap[1];
+        }
+        g->missing += first_seq - g->covered;
+        g->ranges++;
+    }
+    if (last_seq >= g->covered) {
+        g->covered = last_seq + 1; /* last_seq < 2^63: no wrap */
+    }
 }
 
 /* ---- segment id lists ------------------------------------------------- */

@@ -85,6 +85,11 @@ HP_MUST_USE int hp_seg_scan(hp_window *w, uint64_t max_raw, int verify_crc,
 #define HP_IDX_HDR 48u
 #define HP_IDX_RUN 40u
 #define HP_IDX_MAX_RUNS (1u << 20)
+/* An index is written only for segments of at most this many runs, so its
+ * size stays within HP_IDX_RESERVE (reserved per segment in the budget);
+ * a reader ignores a larger file. */
+#define HP_IDX_KEEP_RUNS 4u
+#define HP_IDX_RESERVE (HP_IDX_HDR + HP_IDX_KEEP_RUNS * HP_IDX_RUN + 4u)
 
 typedef struct hp_idx_run {
     uint64_t off;       /* first frame */
@@ -116,6 +121,33 @@ HP_MUST_USE int hp_idx_encode(const hp_segidx *x, hp_buf *out);
 HP_MUST_USE int hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t size,
                               hp_segidx *x);
 void hp_idx_free(hp_segidx *x);
+/* Does a decoded index agree with its segment (FORMAT.md §2.1)? Its runs
+ * must tile the body [HP_SEG_HDR, size) exactly; each run's first frame
+ * header (parsed with max_raw, no CRC: frames are checked when read) must
+ * hold the run's first seq and timestamp, and a frame header ending exactly
+ * at the run's end its last seq (found in the run's last bytes, or by a walk
+ * of the run's headers); the index's record total must be its runs' seqs.
+ * Reads a few headers per run through rd, never the segment. Returns 0
+ * (agrees), HOPPER_ECORRUPT (it does not), -ENOMEM or a read error. */
+/* Does a frame of a run [first_seq, last_seq] hold only seqs of it? A frame
+ * that does not is damaged when read (only an index that lies in the middle
+ * of a run, which hp_idx_verify does not walk, can put one there): its seqs
+ * may be given to new records. */
+static inline int
+hp_run_holds(uint64_t first_seq, uint64_t last_seq, const hp_frame_hdr *h)
+{
+    return h->count > 0 && h->first_seq >= first_seq && h->first_seq + h->count - 1 <= last_seq;
+}
+HP_MUST_USE int hp_idx_verify(hp_read_at_fn rd, void *ctx, const hp_segidx *x,
+                              uint64_t max_raw);
+/* Load the index of segment `id` (open as seg_fd, `size` bytes) from dirfd
+ * and check it against the segment (hp_idx_verify). Returns 1 with *x
+ * filled when it can be used instead of a scan; 0 when there is none (or
+ * its name holds something other than a regular file); HOPPER_ECORRUPT when
+ * there is one that must not be used (stale, damaged, lying: the caller may
+ * delete it); -ENOMEM or a read error. Opens nothing but the index. */
+HP_MUST_USE int hp_idx_load(int dirfd, uint64_t id, int seg_fd, uint64_t size, uint64_t max_raw,
+                            hp_segidx *x);
 
 /* The directory lock (FORMAT.md §1): an exclusive flock by the one opener. */
 #define HP_LOCK_NAME "LOCK"
@@ -159,6 +191,21 @@ HP_MUST_USE int hp_ckpt_read_fd(int fd, hp_ckpt *c);
 /* Read dirfd/checkpoint: 0 with the positions, 1 when there is no usable
  * checkpoint (missing or damaged: positions 0), < 0 on I/O errors. */
 HP_MUST_USE int hp_ckpt_read(int dirfd, uint64_t *ack_next, uint64_t *read_next);
+
+/* Sequence numbers that no frame holds (FORMAT.md §5): fed the runs of
+ * frames (first and last seq of each) in first_seq order, it finds the gaps
+ * at or after `from`, the consumer's position (ack_next). */
+typedef struct hp_seqgaps {
+    uint64_t covered;   /* every seq in [from, covered) is held by a run */
+    uint64_t missing;   /* seqs in the gaps so far */
+    uint64_t ranges;    /* gaps so far */
+    uint64_t first[2];  /* the first gap, [first[0], first[1]) */
+} hp_seqgaps;
+
+void hp_seqgaps_init(hp_seqgaps *g, uint64_t from);
+/* Account the run [first_seq, last_seq]; the gap before it, if any, is
+ * returned as [gap[0], gap[1]) (gap[0] == gap[1]: none). */
+void hp_seqgaps_add(hp_seqgaps *g, uint64_t first_seq, uint64_t last_seq, uint64_t gap[2]);
 
 /* A growable list of segment ids. */
 typedef struct hp_ids {

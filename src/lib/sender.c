@@ -184,6 +184,11 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
             rc = HOPPER_ECLOSED;
             goto unlock;
         }
+        if (n > HP_SEQ_LIMIT - q->next_seq) {
+            /* The sequence space ends here (FORMAT.md §1): never wrap. */
+            rc = HOPPER_EEXHAUSTED;
+            goto unlock;
+        }
         rc = admit(q, recs, n, &to_mem);
         if (rc == 0) {
             break;

@@ -63,6 +63,7 @@ ctl(char *out, size_t outlen, char *err, size_t errlen, const char *const *args)
         dup2(pfd[1], 1);
         dup2(efd, 2);
         close(pfd[0]);
+        alarm(60); /* a hanging hopperctl exits 128 + SIGALRM */
         execv(HOPPERCTL_BIN, (char *const *)args);
         _exit(127);
     }
@@ -87,26 +88,35 @@ ctl(char *out, size_t outlen, char *err, size_t errlen, const char *const *args)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-/* Build queue q: NREC records, one hopper_send each (DISK mode writes one
- * frame per send when nothing else is pending), the first NACK acknowledged
- * and checkpointed by a clean close. */
-static void
-build_queue(struct env *e)
+/* Open queue `name` (DISK mode, segments of `segment_bytes`) with *o and
+ * send it NREC records, one hopper_send each (DISK mode writes one frame per
+ * send when nothing else is pending). */
+static hopper_queue *
+open_filled(const struct env *e, const char *name, uint64_t segment_bytes, hopper_opts *o)
 {
-    hopper_opts o;
-    hopper_opts_init(&o);
-    o.durability = HOPPER_DURABILITY_DISK;
-    o.fsync = HOPPER_FSYNC_NEVER;
-    o.compression = 0;
-    o.segment_bytes = 64 * 1024;
-    o.disk_bytes = 64u << 20;
+    hopper_opts_init(o);
+    o->durability = HOPPER_DURABILITY_DISK;
+    o->fsync = HOPPER_FSYNC_NEVER;
+    o->compression = 0;
+    o->segment_bytes = segment_bytes;
+    o->disk_bytes = 64u << 20;
     hopper_queue *q;
-    assert_int_equal(hopper_open(e->dir, "q", &o, &q), 0);
+    assert_int_equal(hopper_open(e->dir, name, o, &q), 0);
     for (uint64_t i = 0; i < NREC; i++) {
         char buf[128];
         size_t n = payload(i, buf, sizeof(buf));
         assert_int_equal(hopper_send(q, buf, n, 0), 0);
     }
+    return q;
+}
+
+/* Build queue q: NREC records, the first NACK acknowledged and checkpointed
+ * by a clean close. */
+static void
+build_queue(struct env *e)
+{
+    hopper_opts o;
+    hopper_queue *q = open_filled(e, "q", 64 * 1024, &o);
     hopper_record rec;
     for (int i = 0; i < NACK; i++) {
         assert_int_equal(hopper_recv(q, &rec, 0), 0);
@@ -304,6 +314,122 @@ check_dump(const struct env *e, const char *out, uint64_t from, int damaged)
     assert_string_equal(p, "");
 }
 
+/* A FIFO, a directory and a symlink named like segments are not the
+ * queue's: verify neither blocks nor fails on them and reports the queue as
+ * it is (issue 10 item 4). */
+static void
+test_verify_non_regular(void **state)
+{
+    struct env *e = *state;
+    static char out[1 << 16], err[4096];
+    char p[800];
+    snprintf(p, sizeof(p), "%s/00000000000000f0.hseg", e->qdir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    snprintf(p, sizeof(p), "%s/00000000000000f1.hseg", e->qdir);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof(p), "%s/00000000000000f2.hseg", e->qdir);
+    assert_int_equal(symlink("/dev/zero", p), 0);
+    const char *const args[] = {"hopperctl", "verify", e->qdir, NULL};
+    int rc = ctl(out, sizeof(out), err, sizeof(err), args);
+    if (rc != 0) {
+        fail_msg("verify with non-regular segment names: %d\n%s%s", rc, out, err);
+    }
+    assert_int_equal(field(out, "\nrecords"), NREC);
+    assert_non_null(strstr(out, "result              OK"));
+    const char *const dump[] = {"hopperctl", "dump", e->qdir, NULL};
+    assert_int_equal(ctl(out, sizeof(out), err, sizeof(err), dump), 0);
+    check_dump(e, out, NACK, 0);
+}
+
+/* Records in the frames of segment file `path` from offset `from` (0: the
+ * first frame) to its end; *first_seq is the first one's seq and *first_end
+ * where the first frame ends. */
+static uint64_t
+records_from(const char *path, size_t from, uint64_t *first_seq, size_t *first_end)
+{
+    size_t len;
+    char *data = e2e_read_file(path, &len);
+    assert_non_null(data);
+    const uint8_t *p = (const uint8_t *)data;
+    size_t off = from > 0 ? from : HOPPER_SEGMENT_HEADER;
+    assert_true(off + HOPPER_FRAME_OVERHEAD <= len);
+    *first_seq = rd64(p + off + 8);
+    *first_end = off + HOPPER_FRAME_OVERHEAD + rd32(p + off + 4);
+    uint64_t count = 0;
+    for (; off + HOPPER_FRAME_OVERHEAD <= len; off += HOPPER_FRAME_OVERHEAD + rd32(p + off + 4)) {
+        count += rd32(p + off + 24);
+    }
+    free(data);
+    return count;
+}
+
+/* Records missing (issue 10 item 7): a queue of several segments, one
+ * deleted and another truncated exactly at a frame boundary (no damage
+ * otherwise): verify exits 1 and names the first gap; dump and salvage
+ * exit 1 too. */
+static void
+test_verify_missing(void **state)
+{
+    struct env *e = *state;
+    static char out[1 << 16], err[4096];
+    hopper_opts o;
+    hopper_queue *q = open_filled(e, "gaps", 4096, &o);
+    assert_int_equal(hopper_close(q), 0);
+    char qdir[700];
+    snprintf(qdir, sizeof(qdir), "%s/gaps", e->dir);
+    const char *const args[] = {"hopperctl", "verify", qdir, NULL};
+    assert_int_equal(ctl(out, sizeof(out), err, sizeof(err), args), 0);
+    assert_int_equal(field(out, "missing records"), 0);
+    /* Segment 2: its first seq and its record count, from its frames. */
+    char path[800];
+    snprintf(path, sizeof(path), "%s/0000000000000002.hseg", qdir);
+    uint64_t first;
+    size_t cut;
+    uint64_t count = records_from(path, 0, &first, &cut);
+    assert_true(count > 0);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof(path), "%s/0000000000000002.hidx", qdir);
+    (void)unlink(path);
+    int rc = ctl(out, sizeof(out), err, sizeof(err), args);
+    if (rc != 1) {
+        fail_msg("verify with a segment deleted: %d\n%s%s", rc, out, err);
+    }
+    assert_int_equal(field(out, "missing records"), (long long)count);
+    assert_int_equal(field(out, "corrupt frames"), 0);
+    assert_int_equal(field(out, "torn bytes"), 0);
+    assert_int_equal(field(out, "\nrecords"), NREC - (long long)count);
+    char want[128];
+    snprintf(want, sizeof(want), "(seqs %llu..%llu)\n", (unsigned long long)first,
+             (unsigned long long)(first + count - 1));
+    if (strstr(out, want) == NULL) {
+        fail_msg("verify does not name the gap %s:\n%s", want, out);
+    }
+    assert_non_null(strstr(out, "result              DAMAGED"));
+    /* Segment 3 cut after its first frame (a frame boundary): a second gap. */
+    snprintf(path, sizeof(path), "%s/0000000000000003.hseg", qdir);
+    uint64_t first3;
+    (void)records_from(path, 0, &first3, &cut);
+    size_t end2;
+    uint64_t lost3 = records_from(path, cut, &first3, &end2);
+    assert_true(lost3 > 0);
+    assert_int_equal(truncate(path, (off_t)cut), 0);
+    snprintf(path, sizeof(path), "%s/0000000000000003.hidx", qdir);
+    (void)unlink(path);
+    assert_int_equal(ctl(out, sizeof(out), err, sizeof(err), args), 1);
+    assert_int_equal(field(out, "missing records"), (long long)(count + lost3));
+    assert_non_null(strstr(out, ", the first of 2 gaps)"));
+    assert_int_equal(field(out, "torn bytes"), 0);
+    const char *const dump[] = {"hopperctl", "dump", qdir, NULL};
+    assert_int_equal(ctl(out, sizeof(out), err, sizeof(err), dump), 1);
+    /* The library agrees: the backlog is what is there to deliver. */
+    assert_int_equal(hopper_open(e->dir, "gaps", &o, &q), 0);
+    hopper_stats st = {.struct_size = sizeof(st)};
+    assert_int_equal(hopper_stats_get(q, &st), 0);
+    assert_int_equal(st.missing_records, count + lost3);
+    assert_int_equal(st.backlog_records, NREC - count - lost3);
+    assert_int_equal(hopper_close(q), 0);
+}
+
 static void
 test_dump(void **state)
 {
@@ -426,6 +552,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_non_regular, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_salvage_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_salvage_file, setup, teardown),
     };

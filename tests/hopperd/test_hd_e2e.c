@@ -598,6 +598,38 @@ test_kill9_disk(void **state)
     pthread_mutex_destroy(&ds.mu);
 }
 
+/* Records missing from the spool (issue 10 item 7): a segment file deleted
+ * while hopperd is down. At the next start hopperd says so in its log, the
+ * metric counts them, and the backlog gauge does not. */
+static void
+test_missing_records_logged(void **state)
+{
+    struct env *e = *state;
+    write_conf(e, "durability = disk\nfsync = never\nsegment_bytes = 64KiB\ncompression = 0\n", "",
+               "");
+    start(e);
+    const long n = 20000;
+    send_records(e, 0, n);
+    wait_metric(e, "hopperd_ingress_records_total", (double)n, 20000);
+    assert_true(metric_q(e, "hopperd_queue_segments") >= 3);
+    assert_true(metric_q(e, "hopperd_queue_missing_records_total") == 0);
+    stop_expect(e, SIGTERM, 0);
+    char path[700];
+    snprintf(path, sizeof(path), "%s/state/q/0000000000000002.hseg", e->dir);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof(path), "%s/state/q/0000000000000002.hidx", e->dir);
+    (void)unlink(path);
+    start(e);
+    if (wait_log(e, "records missing from", 5000) != 0) {
+        dump_log(e);
+        fail_msg("no log line about missing records");
+    }
+    double missing = metric_q(e, "hopperd_queue_missing_records_total");
+    assert_true(missing > 0 && missing < n);
+    assert_true(metric_q(e, "hopperd_queue_backlog_records") == n - missing);
+    stop_expect(e, SIGTERM, 0);
+}
+
 /* Over-long lines are dropped and counted, binary junk is just data, the
  * connection stays up; a malformed octet-counted frame closes only that
  * connection. */
@@ -1925,6 +1957,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_tcp_sink_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_records_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_and_oversized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reject_counts, setup, teardown),
