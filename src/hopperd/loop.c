@@ -131,8 +131,20 @@ conn_process(struct hd_loop *lp, struct hd_conn *c)
     int rc = HD_FRAME_NEED_MORE;
     int native = c->fr.format == HD_FMT_NATIVE;
     while (!c->blocked && !c->closing) {
+        /* The client is slow to read its replies: hand the kernel what it
+         * takes now, and stop only while the limit is still reached. Then
+         * EPOLLOUT is registered, and its handler frames the rest once
+         * the replies drain. Stopping with room to spare would leave
+         * complete frames in the buffer and no event to come back for
+         * them: the client, waiting for their replies, sends nothing
+         * more (issue 11, fault 1). */
         if (native && hd_conn_unsent(c) >= HD_CONN_OUT_LIMIT) {
-            break; /* the client is not reading its replies */
+            if (keep_or_close(lp, c, hd_conn_flush(lp, c)) < 0) {
+                return -1; /* the write failed: closed */
+            }
+            if (hd_conn_unsent(c) >= HD_CONN_OUT_LIMIT) {
+                break;
+            }
         }
         size_t consumed;
         const uint8_t *rec;

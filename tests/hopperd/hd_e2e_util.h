@@ -47,9 +47,18 @@ int e2e_stop(pid_t pid, int sig, int timeout_ms);
 int e2e_send(int port, const void *data, size_t len);
 /* write() everything to fd (blocking). 0 or -1. */
 int e2e_write_all(int fd, const void *data, size_t len);
+/* Connect to 127.0.0.1:port (blocking, CLOEXEC). The fd, or -1. */
+int e2e_connect(int port);
+/* Send `req` to 127.0.0.1:port and read until the server closes, within
+ * timeout_ms in all: the malloc'd, NUL-terminated reply (its length in
+ * *len when len is not NULL), or NULL on a failure or timeout. */
+char *e2e_http(int port, const char *req, int timeout_ms, size_t *len);
 /* GET /metrics and return the value of the sample whose line starts with
- * `prefix` (e.g. "hopperd_ingress_records_total{queue=\"q\"}"), or -1. */
+ * `prefix` (e.g. "hopperd_ingress_records_total{queue=\"q\"}"), or -1
+ * (also when no answer came within 30 s). */
 double e2e_metric(int port, const char *prefix);
+/* The same, over an exposition already fetched. */
+double e2e_metric_in(const char *text, const char *prefix);
 
 /* Downstream: accepts one connection at a time and appends what it reads. */
 struct e2e_downstream {

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/* hopperd under hostile and careless clients (issue 11): the real binary on
+ * 127.0.0.1 with OS-picked ports, driven by clients that pipeline without
+ * reading, connect and say nothing, trickle one byte at a time, or open
+ * more connections than a source has slots, next to a well-behaved
+ * producer whose records must still be delivered in order.
+ *
+ * Waits poll a condition against a deadline (e2e_wait_until); the only
+ * fixed-length waits are the ones a test asserts nothing happens during
+ * (a blocked producer is not timed out). Set HOPPERD_E2E_KEEP=1 to keep
+ * the temp directories, HD_TEST_FILTER=PATTERN to run some of the tests. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "hd_e2e_util.h"
+#include "proto.h"
+#include "wire.h"
+
+/* One hopperd: queue q, a tcp source `in` (127.0.0.1:port), a spare port
+ * for a second source, metrics on mport, a file sink by default. */
+struct hx {
+    char *dir;
+    char conf[600];
+    char log[600];
+    char out[600];
+    int port, port2, mport, down_port;
+    pid_t pid;
+};
+
+static int
+hx_setup(void **state)
+{
+    struct hx *h = calloc(1, sizeof(*h));
+    assert_non_null(h);
+    h->dir = e2e_tmpdir();
+    assert_non_null(h->dir);
+    snprintf(h->conf, sizeof(h->conf), "%s/hopperd.conf", h->dir);
+    snprintf(h->log, sizeof(h->log), "%s/hopperd.log", h->dir);
+    snprintf(h->out, sizeof(h->out), "%s/out.log", h->dir);
+    int *ports[] = {&h->port, &h->port2, &h->mport, &h->down_port};
+    for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
+        int fresh;
+        do {
+            fresh = e2e_free_port();
+            for (size_t k = 0; k < i; k++) {
+                fresh = fresh == *ports[k] ? -1 : fresh;
+            }
+        } while (fresh <= 0);
+        *ports[i] = fresh;
+    }
+    h->pid = -1;
+    *state = h;
+    return 0;
+}
+
+static void
+hx_dump_log(const struct hx *h)
+{
+    char *log = e2e_read_file(h->log, NULL);
+    if (log != NULL) {
+        size_t n = strlen(log);
+        /* The tail is what explains a failure; 300 connections log a lot. */
+        fprintf(stderr, "---- hopperd log (tail) ----\n%s---- end ----\n",
+                n > 16384 ? log + n - 16384 : log);
+        free(log);
+    }
+}
+
+static int
+hx_teardown(void **state)
+{
+    struct hx *h = *state;
+    if (h->pid > 0) {
+        e2e_stop(h->pid, SIGKILL, 5000);
+    }
+    e2e_rmtree(h->dir);
+    free(h->dir);
+    free(h);
+    return 0;
+}
+
+/* queue q with `queue_extra`, source `in` with `source_extra`, then `sink`
+ * (NULL: a file sink into h->out) and `extra` (more sections, or ""). */
+static void
+hx_conf(struct hx *h, const char *queue_extra, const char *source_extra, const char *sink,
+        const char *extra)
+{
+    char file_sink[1024];
+    snprintf(file_sink, sizeof(file_sink),
+             "[sink out]\ntype = file\npath = %s\nqueue = q\nfsync = never\n", h->out);
+    char text[8192];
+    snprintf(text, sizeof(text),
+             "[hopperd]\nstate_dir = %s/state\nlog_level = debug\n"
+             "metrics_listen = 127.0.0.1:%d\nshutdown_timeout = 5s\n"
+             "[queue q]\n%s"
+             "[source in]\ntype = tcp\nlisten = 127.0.0.1:%d\nqueue = q\n%s"
+             "%s%s",
+             h->dir, h->mport, queue_extra, h->port, source_extra,
+             sink != NULL ? sink : file_sink, extra);
+    e2e_write_file(h->conf, text);
+}
+
+static void
+hx_start(struct hx *h)
+{
+    h->pid = e2e_start(h->conf, h->log);
+    assert_true(h->pid > 0);
+    if (e2e_wait_port(h->port, 10000) != 0 || e2e_wait_port(h->mport, 10000) != 0) {
+        hx_dump_log(h);
+        fail_msg("hopperd did not start listening");
+    }
+}
+
+static void
+hx_stop(struct hx *h)
+{
+    int rc = e2e_stop(h->pid, SIGTERM, 10000);
+    h->pid = -1;
+    if (rc != 0) {
+        hx_dump_log(h);
+        fail_msg("hopperd exit status %d", rc);
+    }
+}
+
+static double
+hx_metric(struct hx *h, const char *prefix)
+{
+    return e2e_metric(h->mport, prefix);
+}
+
+
+/* A native reply stream, read frame by frame within a deadline. */
+struct rx {
+    int fd;
+    uint8_t buf[1 << 16];
+    size_t len;
+    size_t used; /* bytes of the frame returned last, dropped on the next call */
+};
+
+/* The next frame: its body in *body, *n bytes; 1, 0 at EOF, -1 on timeout. */
+static int
+rx_next(struct rx *r, uint64_t deadline, const uint8_t **body, size_t *n)
+{
+    memmove(r->buf, r->buf + r->used, r->len - r->used);
+    r->len -= r->used;
+    r->used = 0;
+    for (;;) {
+        size_t size = 0;
+        assert_int_equal(hd_wire_frame_size(r->buf, r->len, sizeof(r->buf) - HD_WIRE_HDR, &size),
+                         0);
+        if (size > 0 && r->len >= size) {
+            *body = r->buf + HD_WIRE_HDR;
+            *n = size - HD_WIRE_HDR;
+            r->used = size;
+            return 1;
+        }
+        uint64_t now = e2e_now_ms();
+        struct pollfd p = {.fd = r->fd, .events = POLLIN};
+        if (now >= deadline || poll(&p, 1, (int)(deadline - now)) == 0) {
+            return -1;
+        }
+        ssize_t got = recv(r->fd, r->buf + r->len, sizeof(r->buf) - r->len, MSG_DONTWAIT);
+        if (got == 0) {
+            return 0;
+        }
+        if (got < 0) {
+            assert_true(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+            continue;
+        }
+        r->len += (size_t)got;
+    }
+}
+
+/* The next frame, parsed; fails the test unless it is op `op`. */
+static void
+rx_expect(struct rx *r, int op, struct hd_msg *m)
+{
+    const uint8_t *body;
+    size_t n;
+    assert_int_equal(rx_next(r, e2e_now_ms() + 10000, &body, &n), 1);
+    const char *why;
+    assert_int_equal(hd_proto_parse(body, n, m, &why), 0);
+    assert_int_equal(m->op, op);
+}
+
+/* ---- fault 1: replies withheld from a pipelining client ---- */
+
+/* A one-record `send` of a fixed 33 bytes: the id as a uint32, so frame k
+ * of the stream starts at byte 33 * k. */
+#define SEND_FRAME 33
+
+static void
+put_send(uint8_t *p, uint32_t id)
+{
+    static const uint8_t tmpl[SEND_FRAME] = {
+        0,    0,   0,   29,  0x83, 0xa2, 'o', 'p', 0xa4, 's', 'e',  'n',  'd',  0xa2, 'i', 'd', 0xce,
+        0,    0,   0,   0,   0xa7, 'r',  'e', 'c', 'o',  'r', 'd',  's',  0x91, 0xc4, 1,   'r'};
+    memcpy(p, tmpl, SEND_FRAME);
+    hd_wire_put_len(p + 17, id);
+}
+
+/* Write sends until hopperd stops reading (no room for 500 ms: it holds
+ * its limit of unwritten replies and the socket buffers are full).
+ * *written counts the bytes of the stream written so far. */
+static void
+pipeline_until_stalled(int fd, uint64_t *written)
+{
+    static uint8_t chunk[SEND_FRAME * 512];
+    for (;;) {
+        uint64_t frame = *written / SEND_FRAME;
+        size_t skip = (size_t)(*written % SEND_FRAME);
+        for (size_t k = 0; k < 512; k++) {
+            put_send(chunk + k * SEND_FRAME, (uint32_t)(frame + k + 1));
+        }
+        ssize_t w = send(fd, chunk + skip, sizeof(chunk) - skip, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            *written += (uint64_t)w;
+            continue;
+        }
+        assert_true(w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, 500) == 0) {
+            return;
+        }
+    }
+}
+
+/* A native client pipelines one-record sends without reading the replies
+ * until hopperd stops reading it, then reads: every request it sent whole
+ * is answered, in order, without the client sending anything more. Before
+ * the fix, frames left in hopperd's buffer when the reply limit stopped
+ * the framing loop stayed there once the replies were flushed, until new
+ * bytes arrived (issue 11, fault 1). Three rounds on one connection. */
+static void
+test_pipelined_replies(void **state)
+{
+    struct hx *h = *state;
+    hx_conf(h, "memory_bytes = 64MiB\n", "format = native\n", NULL, "");
+    hx_start(h);
+    struct rx *rx = calloc(1, sizeof(*rx));
+    assert_non_null(rx);
+    rx->fd = e2e_connect(h->port);
+    assert_true(rx->fd >= 0);
+    struct hd_msg m;
+    rx_expect(rx, HD_OP_HELLO, &m);
+    uint64_t written = 0, answered = 0;
+    for (int round = 0; round < 3; round++) {
+        pipeline_until_stalled(rx->fd, &written);
+        uint64_t whole = written / SEND_FRAME;
+        uint64_t deadline = e2e_now_ms() + 10000;
+        const uint8_t *body;
+        size_t n;
+        while (answered < whole && rx_next(rx, deadline, &body, &n) == 1) {
+            const char *why;
+            assert_int_equal(hd_proto_parse(body, n, &m, &why), 0);
+            assert_int_equal(m.op, HD_OP_OK);
+            assert_int_equal(m.id, answered + 1);
+            assert_int_equal(m.count, 1);
+            answered++;
+        }
+        if (answered != whole) {
+            hx_dump_log(h);
+            fail_msg("round %d: %llu of %llu requests answered within 10 s; the rest were "
+                     "withheld",
+                     round, (unsigned long long)answered, (unsigned long long)whole);
+        }
+    }
+    close(rx->fd);
+    free(rx);
+    char prefix[] = "hopperd_ingress_records_total{queue=\"q\"}";
+    assert_true(hx_metric(h, prefix) == (double)answered);
+    hx_stop(h);
+}
+
+int
+main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_pipelined_replies, hx_setup, hx_teardown),
+    };
+    /* HD_TEST_FILTER=test_slowloris_* runs a subset (cmocka's pattern). */
+    if (getenv("HD_TEST_FILTER") != NULL) {
+        cmocka_set_test_filter(getenv("HD_TEST_FILTER"));
+    }
+    return cmocka_run_group_tests_name("hopperd_hostile", tests, NULL, NULL);
+}
