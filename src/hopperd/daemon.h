@@ -130,6 +130,8 @@ struct hd_daemon {
     uint64_t drain_deadline_ms; /* monotonic; written before relay_mode = HD_DRAIN */
     atomic_int metrics_stop;    /* [atomic] */
     int metrics_fd;             /* listening socket or -1 */
+    atomic_uint_fast64_t metrics_timeouts;  /* [atomic] metrics clients out of time */
+    atomic_uint_fast64_t metrics_evictions; /* [atomic] metrics clients closed for a slot */
     uint64_t start_ms;          /* monotonic start time */
 };
 

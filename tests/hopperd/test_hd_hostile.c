@@ -140,6 +140,66 @@ hx_metric(struct hx *h, const char *prefix)
     return e2e_metric(h->mport, prefix);
 }
 
+/* ---- clients ---- */
+
+/* Has the peer closed fd? (reads and discards what is there) */
+static int
+peer_closed(int fd)
+{
+    char b[256];
+    for (;;) {
+        ssize_t r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+        if (r > 0) {
+            continue;
+        }
+        return r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    }
+}
+
+/* n connections to port; the first `talk` of them send `first` (a partial
+ * line or request: nothing complete). */
+static int *
+open_clients(int port, int n, int talk, const char *first)
+{
+    int *fds = calloc((size_t)n, sizeof(*fds));
+    assert_non_null(fds);
+    for (int i = 0; i < n; i++) {
+        fds[i] = e2e_connect(port);
+        assert_true(fds[i] >= 0);
+        if (i < talk) {
+            assert_int_equal(e2e_write_all(fds[i], first, strlen(first)), 0);
+        }
+    }
+    return fds;
+}
+
+static void
+close_clients(int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+    free(fds);
+}
+
+struct all_closed {
+    const int *fds;
+    int n;
+    int open; /* how many were still open at the last look */
+};
+
+static int
+clients_all_closed(void *arg)
+{
+    struct all_closed *w = arg;
+    w->open = 0;
+    for (int i = 0; i < w->n; i++) {
+        w->open += !peer_closed(w->fds[i]);
+    }
+    return w->open == 0;
+}
 
 /* A native reply stream, read frame by frame within a deadline. */
 struct rx {
@@ -284,12 +344,73 @@ test_pipelined_replies(void **state)
     hx_stop(h);
 }
 
+/* ---- fault 4: the metrics endpoint behind idle and slow clients ---- */
+
+/* 100 connections to the metrics port that send nothing and 10 that send
+ * half a request: a scrape still answers within a second. Each of them is
+ * closed within the request timeout (5 s) or evicted when the endpoint's
+ * connection table is full, and counted; a request head over 8 KiB gets
+ * 431. Before the fix the endpoint served one client at a time with a 2 s
+ * timeout each, and the scrape got no answer. */
+static void
+test_metrics_behind_idle_clients(void **state)
+{
+    struct hx *h = *state;
+    hx_conf(h, "", "", NULL, "");
+    hx_start(h);
+    /* One scrape first: by its answer the probe of hx_start() is gone,
+     * so the counts below are the 110's alone. */
+    assert_true(hx_metric(h, "hopperd_up") == 1);
+    int *idle = open_clients(h->mport, 110, 10, "GET /metr");
+    uint64_t t0 = e2e_now_ms();
+    char *resp = e2e_http(h->mport, "GET /metrics HTTP/1.0\r\n\r\n", 5000, NULL);
+    uint64_t elapsed = e2e_now_ms() - t0;
+    if (resp == NULL) {
+        hx_dump_log(h);
+        fail_msg("no answer to a scrape within 5 s behind 110 idle connections");
+    }
+    if (elapsed >= 1000) {
+        fail_msg("the scrape took %llu ms behind 110 idle connections",
+                 (unsigned long long)elapsed);
+    }
+    assert_non_null(strstr(resp, "HTTP/1.0 200 OK\r\n"));
+    assert_true(e2e_metric_in(resp, "hopperd_up") == 1);
+    free(resp);
+
+    /* A request head of 8 KiB without its end. */
+    char *big = malloc(8193);
+    assert_non_null(big);
+    memset(big, 'a', 8192);
+    memcpy(big, "GET /metrics HTTP/1.0\r\nX-big: ", 30);
+    big[8192] = '\0';
+    resp = e2e_http(h->mport, big, 5000, NULL);
+    free(big);
+    assert_non_null(resp);
+    assert_non_null(strstr(resp, "HTTP/1.0 431 "));
+    free(resp);
+
+    struct all_closed ac = {idle, 110, 0};
+    if (e2e_wait_until(clients_all_closed, &ac, 10000) < 0) {
+        hx_dump_log(h);
+        fail_msg("%d idle metrics connections still open after 10 s", ac.open);
+    }
+    double timeouts = hx_metric(h, "hopperd_metrics_timeouts_total");
+    double evicted = hx_metric(h, "hopperd_metrics_evictions_total");
+    assert_true(timeouts > 0 && evicted > 0);
+    if (timeouts + evicted != 110) {
+        fail_msg("%.0f timeouts + %.0f evictions, wanted 110 in all", timeouts, evicted);
+    }
+    close_clients(idle, 110);
+    hx_stop(h);
+}
+
 int
 main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_pipelined_replies, hx_setup, hx_teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_behind_idle_clients, hx_setup, hx_teardown),
     };
     /* HD_TEST_FILTER=test_slowloris_* runs a subset (cmocka's pattern). */
     if (getenv("HD_TEST_FILTER") != NULL) {
