@@ -89,6 +89,11 @@ static const struct directive directives[] = {
     {K_SOURCE, "format", T_ENUM, 0, 0, "lines", SF(format), 0, format_names},
     {K_SOURCE, "queue", T_NAME, 0, 0, NULL, SF(queue), 0, NULL},
     {K_SOURCE, "max_connections", T_UINT, 1, 65536, "256", SF(max_connections), 0, NULL},
+    {K_SOURCE, "max_connections_per_peer", T_UINT, 0, 65536, "64", SF(max_conns_per_peer), 0,
+     NULL},
+    {K_SOURCE, "handshake_timeout", T_DURATION, 0, 600000, "10s", SF(handshake_timeout_ms), 0,
+     NULL},
+    {K_SOURCE, "idle_timeout", T_DURATION, 0, 3600000, "5m", SF(idle_timeout_ms), 0, NULL},
     /* [sink NAME] */
     {K_SINK, "type", T_ENUM, 0, 0, NULL, KF(type), 0, sink_type_names},
     {K_SINK, "connect", T_ADDR, 1, 0, NULL, KF(connect), 1, NULL},

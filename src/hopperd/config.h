@@ -63,7 +63,10 @@ struct hd_source_conf {
     int format;    /* enum hd_format */
     char queue[HD_NAME_MAX + 1];
     uint64_t max_connections;
-    int queue_index; /* resolved after parsing */
+    uint64_t max_conns_per_peer;   /* per address (tcp) or uid (unix); 0 = no cap */
+    uint64_t handshake_timeout_ms; /* for the first byte; 0 = none */
+    uint64_t idle_timeout_ms;      /* between whole frames or lines; 0 = none */
+    int queue_index;               /* resolved after parsing */
 };
 
 struct hd_sink_conf {

@@ -180,10 +180,26 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
     SRC("hopperd_source_connections", "gauge", "open client connections", conns_active);
     SRC("hopperd_source_connections_total", "counter", "accepted connections", conns_total);
     SRC("hopperd_source_connections_rejected_total", "counter",
-        "connections refused over max_connections", conns_rejected);
+        "connections refused: a limit was reached and every connection waits on the queue",
+        conns_rejected);
+    SRC("hopperd_source_connections_evicted_total", "counter",
+        "connections closed to make room for a new one (max_connections, "
+        "max_connections_per_peer)",
+        conns_evicted);
     SRC("hopperd_source_bad_frames_total", "counter", "connections closed for malformed input",
         bad_frames);
 #undef SRC
+    head(&b, "hopperd_source_connection_timeouts_total", "counter",
+         "connections closed by handshake_timeout or idle_timeout");
+    for (size_t i = 0; i < d->nsources; i++) {
+        for (int k = 0; k < HD_TIMEOUT_NKINDS; k++) {
+            sb_printf(&b,
+                      "hopperd_source_connection_timeouts_total{source=\"%s\",timeout=\"%s\"} "
+                      "%" PRIu64 "\n",
+                      d->sources[i].conf->s.name, hd_timeout_names[k],
+                      (uint64_t)atomic_load(&d->sources[i].conn_timeouts[k]));
+        }
+    }
     head(&b, "hopperd_source_native_rejections_total", "counter",
          "native batches refused, by code");
     for (size_t i = 0; i < d->nsources; i++) {

@@ -277,6 +277,19 @@ e2e_write_all(int fd, const void *data, size_t len)
 }
 
 int
+e2e_peer_closed(int fd)
+{
+    char b[256];
+    for (;;) {
+        ssize_t r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+        if (r > 0) {
+            continue;
+        }
+        return r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    }
+}
+
+int
 e2e_send(int port, const void *data, size_t len)
 {
     int fd = e2e_connect(port);

@@ -45,6 +45,9 @@ int e2e_wait_port(int port, int timeout_ms);
 int e2e_stop(pid_t pid, int sig, int timeout_ms);
 /* Connect to 127.0.0.1:port and write everything (blocking). 0 or -1. */
 int e2e_send(int port, const void *data, size_t len);
+/* Has the peer closed the connection fd (FIN or reset)? Reads and
+ * discards whatever else is there, without blocking. */
+int e2e_peer_closed(int fd);
 /* write() everything to fd (blocking). 0 or -1. */
 int e2e_write_all(int fd, const void *data, size_t len);
 /* Connect to 127.0.0.1:port (blocking, CLOEXEC). The fd, or -1. */

@@ -112,12 +112,28 @@ hx_conf(struct hx *h, const char *queue_extra, const char *source_extra, const c
     e2e_write_file(h->conf, text);
 }
 
+/* hopperd accepted the probe of e2e_wait_port() and it is gone (a pred;
+ * arg: the metrics port). */
+static int
+probe_gone(void *arg)
+{
+    char *text = e2e_http(*(const int *)arg, "GET /metrics HTTP/1.0\r\n\r\n", 30000, NULL);
+    int gone = text != NULL &&
+               e2e_metric_in(text, "hopperd_source_connections_total{source=\"in\"}") >= 1 &&
+               e2e_metric_in(text, "hopperd_source_connections{source=\"in\"}") == 0;
+    free(text);
+    return gone;
+}
+
+/* Start hopperd; returns once the connection that probed the source's
+ * port is gone too, so the tests count their own connections only. */
 static void
 hx_start(struct hx *h)
 {
     h->pid = e2e_start(h->conf, h->log);
     assert_true(h->pid > 0);
-    if (e2e_wait_port(h->port, 10000) != 0 || e2e_wait_port(h->mport, 10000) != 0) {
+    if (e2e_wait_port(h->port, 10000) != 0 || e2e_wait_port(h->mport, 10000) != 0 ||
+        e2e_wait_until(probe_gone, &h->mport, 10000) != 0) {
         hx_dump_log(h);
         fail_msg("hopperd did not start listening");
     }
@@ -134,26 +150,101 @@ hx_stop(struct hx *h)
     }
 }
 
+/* ---- waiting on metrics and on the file sink ---- */
+
+struct mwait {
+    int port;
+    const char *prefix;
+    double want; /* until the sample is at least this */
+    double last;
+};
+
+static int
+metric_at_least(void *arg)
+{
+    struct mwait *w = arg;
+    w->last = e2e_metric(w->port, w->prefix);
+    return w->last >= w->want;
+}
+
+static void
+hx_wait_metric(struct hx *h, const char *prefix, double want, int timeout_ms)
+{
+    struct mwait w = {h->mport, prefix, want, -1};
+    if (e2e_wait_until(metric_at_least, &w, timeout_ms) < 0) {
+        hx_dump_log(h);
+        fail_msg("metric %s is %.0f, wanted at least %.0f", prefix, w.last, want);
+    }
+}
+
 static double
 hx_metric(struct hx *h, const char *prefix)
 {
     return e2e_metric(h->mport, prefix);
 }
 
+/* The sample `prefix` is exactly `want` now. */
+static void
+hx_expect_metric(struct hx *h, const char *prefix, double want)
+{
+    double v = hx_metric(h, prefix);
+    if (v != want) {
+        hx_dump_log(h);
+        fail_msg("metric %s is %.0f, wanted %.0f", prefix, v, want);
+    }
+}
+
+struct lines_wait {
+    const char *path;
+    long want, have;
+};
+
+static int
+file_has_lines(void *arg)
+{
+    struct lines_wait *w = arg;
+    size_t len = 0;
+    char *data = e2e_read_file(w->path, &len);
+    w->have = 0;
+    for (size_t i = 0; data != NULL && i < len; i++) {
+        w->have += data[i] == '\n';
+    }
+    free(data);
+    return w->have >= w->want;
+}
+
+/* The file sink holds exactly records rec-0..n-1, in order. */
+static void
+hx_expect_delivered(struct hx *h, long n)
+{
+    struct lines_wait w = {h->out, n, 0};
+    if (e2e_wait_until(file_has_lines, &w, 20000) < 0) {
+        hx_dump_log(h);
+        fail_msg("the file sink has %ld lines, wanted %ld", w.have, n);
+    }
+    size_t len;
+    char *data = e2e_read_file(h->out, &len);
+    assert_int_equal(e2e_check_sequence(data, len, n), 0);
+    free(data);
+}
+
 /* ---- clients ---- */
 
-/* Has the peer closed fd? (reads and discards what is there) */
-static int
-peer_closed(int fd)
+/* The well-behaved producer: lines rec-FROM.. rec-(FROM+N-1) on fd. */
+static void
+send_lines(int fd, long from, long n)
 {
-    char b[256];
-    for (;;) {
-        ssize_t r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
-        if (r > 0) {
-            continue;
-        }
-        return r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    char line[32];
+    for (long i = from; i < from + n; i++) {
+        int len = snprintf(line, sizeof(line), "rec-%08ld\n", i);
+        assert_int_equal(e2e_write_all(fd, line, (size_t)len), 0);
     }
+}
+
+static int
+fd_closed(void *arg)
+{
+    return e2e_peer_closed(*(const int *)arg);
 }
 
 /* n connections to port; the first `talk` of them send `first` (a partial
@@ -184,6 +275,16 @@ close_clients(int *fds, int n)
     free(fds);
 }
 
+static int
+count_closed(const int *fds, int n)
+{
+    int closed = 0;
+    for (int i = 0; i < n; i++) {
+        closed += e2e_peer_closed(fds[i]);
+    }
+    return closed;
+}
+
 struct all_closed {
     const int *fds;
     int n;
@@ -194,10 +295,7 @@ static int
 clients_all_closed(void *arg)
 {
     struct all_closed *w = arg;
-    w->open = 0;
-    for (int i = 0; i < w->n; i++) {
-        w->open += !peer_closed(w->fds[i]);
-    }
+    w->open = w->n - count_closed(w->fds, w->n);
     return w->open == 0;
 }
 
@@ -339,9 +437,225 @@ test_pipelined_replies(void **state)
     }
     close(rx->fd);
     free(rx);
-    char prefix[] = "hopperd_ingress_records_total{queue=\"q\"}";
-    assert_true(hx_metric(h, prefix) == (double)answered);
+    hx_expect_metric(h, "hopperd_ingress_records_total{queue=\"q\"}", (double)answered);
     hx_stop(h);
+}
+
+/* ---- fault 3: slots, timeouts, eviction ---- */
+
+#define SRC_METRIC(name) name "{source=\"in\"}"
+
+/* 300 connections from 127.0.0.1, half of them silent and half trickling a
+ * partial line, on a source with the default 256 slots and no per-peer
+ * cap: each connection beyond 256 evicts the one idle longest (the oldest
+ * silent ones first), and a well-behaved producer that comes last is
+ * served and delivered. Before the fix it was closed at once. */
+static void
+test_slowloris_evict(void **state)
+{
+    struct hx *h = *state;
+    hx_conf(h, "", "max_connections_per_peer = 0\nhandshake_timeout = 0\nidle_timeout = 0\n",
+            NULL, "");
+    hx_start(h);
+    /* hx_start() probed the port: that connection counts in the total. */
+    int *fds = open_clients(h->port, 300, 150, "<13>Jan  1 00:00:00 host slow: ");
+    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_total"), 301, 10000);
+    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), 44, 10000);
+    int fd = e2e_connect(h->port);
+    assert_true(fd >= 0);
+    send_lines(fd, 0, 1000);
+    hx_expect_delivered(h, 1000);
+    assert_false(e2e_peer_closed(fd));
+    /* The 45 idle longest went: 44 made room for clients 257..300, one
+     * for the producer. That is the first 45 in the order hopperd
+     * accepted them, which is the order of connect() unless the listen
+     * backlog overflowed; the first and the last client are in place
+     * either way. */
+    assert_int_equal(count_closed(fds, 300), 45);
+    assert_true(e2e_peer_closed(fds[0]));
+    assert_false(e2e_peer_closed(fds[299]));
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), 45);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), 256);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_rejected_total"), 0);
+    close(fd);
+    close_clients(fds, 300);
+    hx_stop(h);
+}
+
+/* The same 300 from one peer against max_connections_per_peer = 16: the
+ * peer never holds more than 16 of the 256 slots (each new connection
+ * evicts that peer's longest-idle one), and the producer, from the same
+ * address, still gets in and is delivered. */
+static void
+test_slowloris_per_peer(void **state)
+{
+    struct hx *h = *state;
+    hx_conf(h, "", "max_connections_per_peer = 16\nhandshake_timeout = 0\nidle_timeout = 0\n",
+            NULL, "");
+    hx_start(h);
+    int *fds = open_clients(h->port, 300, 150, "x");
+    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_total"), 301, 10000);
+    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), 284, 10000);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), 16);
+    int fd = e2e_connect(h->port);
+    assert_true(fd >= 0);
+    send_lines(fd, 0, 1000);
+    hx_expect_delivered(h, 1000);
+    assert_false(e2e_peer_closed(fd));
+    assert_int_equal(count_closed(fds, 300), 285);
+    assert_true(e2e_peer_closed(fds[0]));
+    assert_false(e2e_peer_closed(fds[299]));
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), 285);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), 16);
+    close(fd);
+    close_clients(fds, 300);
+    hx_stop(h);
+}
+
+/* Slowloris against the timeouts: 100 silent connections, 100 that send a
+ * byte of a line and then keep sending one byte at a time, and a producer
+ * that sends a line every round. The silent ones go after
+ * handshake_timeout, the tricklers after idle_timeout although bytes keep
+ * coming (no complete line), and the producer stays connected and
+ * delivered. */
+struct trickle {
+    int *silent; /* 100 */
+    int *slow;   /* 100 */
+    int producer;
+    long sent; /* lines the producer sent */
+    int open;  /* silent and slow connections still open */
+};
+
+static int
+trickle_round(void *arg)
+{
+    struct trickle *t = arg;
+    t->open = 0;
+    for (int i = 0; i < 100; i++) {
+        t->open += !e2e_peer_closed(t->silent[i]);
+        if (t->slow[i] < 0) {
+            continue;
+        }
+        if (e2e_peer_closed(t->slow[i]) ||
+            send(t->slow[i], "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+            close(t->slow[i]);
+            t->slow[i] = -1;
+            continue;
+        }
+        t->open++;
+    }
+    if (t->sent < 1000) {
+        send_lines(t->producer, t->sent, 1);
+        t->sent++;
+    }
+    return t->open == 0 && t->sent == 1000;
+}
+
+static void
+test_slowloris_timeouts(void **state)
+{
+    struct hx *h = *state;
+    hx_conf(h, "", "handshake_timeout = 300ms\nidle_timeout = 1s\nmax_connections_per_peer = 0\n",
+            NULL, "");
+    hx_start(h);
+    struct trickle t = {NULL, NULL, -1, 0, 0};
+    /* The producer comes last: connecting 200 clients may take a SYN
+     * retransmission (a second) when they overflow the listen backlog,
+     * and it would idle meanwhile. */
+    t.silent = open_clients(h->port, 100, 0, "");
+    t.slow = open_clients(h->port, 100, 100, "x");
+    t.producer = e2e_connect(h->port);
+    assert_true(t.producer >= 0);
+    if (e2e_wait_until(trickle_round, &t, 20000) < 0) {
+        hx_dump_log(h);
+        fail_msg("%d silent or trickling connections still open, %ld lines sent", t.open, t.sent);
+    }
+    assert_false(e2e_peer_closed(t.producer));
+    hx_expect_delivered(h, 1000);
+    /* The silent ones ran out of handshake time, the tricklers of idle
+     * time; each counted once. */
+    double hs = hx_metric(h, "hopperd_source_connection_timeouts_total{source=\"in\","
+                             "timeout=\"handshake\"}");
+    double idle =
+        hx_metric(h, "hopperd_source_connection_timeouts_total{source=\"in\",timeout=\"idle\"}");
+    if (hs != 100 || idle != 100) {
+        hx_dump_log(h);
+        fail_msg("%.0f handshake and %.0f idle timeouts, wanted 100 and 100", hs, idle);
+    }
+    close(t.producer);
+    free(t.slow);
+    close_clients(t.silent, 100);
+    hx_stop(h);
+}
+
+/* Waiting on hopperd is not idling: a producer blocked on a full queue
+ * (when_full = block, the sink down) and a native subscriber of an empty
+ * queue send nothing for several idle_timeouts and stay connected, and a
+ * newcomer is refused rather than evict the blocked producer from the
+ * source's only slot; once the downstream is back every record arrives. */
+static void
+test_waiting_is_not_idle(void **state)
+{
+    struct hx *h = *state;
+    char sink[512], extra[512];
+    snprintf(sink, sizeof(sink),
+             "[sink down]\ntype = tcp\nconnect = 127.0.0.1:%d\nqueue = q\n"
+             "reconnect_min = 20ms\nreconnect_max = 100ms\n",
+             h->down_port);
+    snprintf(extra, sizeof(extra),
+             "[queue s]\n[source nat]\ntype = tcp\nlisten = 127.0.0.1:%d\nformat = native\n"
+             "queue = s\nhandshake_timeout = 300ms\nidle_timeout = 300ms\n",
+             h->port2);
+    hx_conf(h, "memory_bytes = 4KiB\ndisk_bytes = 64KiB\nsegment_bytes = 64KiB\ncompression = 0\n"
+               "max_record_bytes = 1KiB\n",
+            "handshake_timeout = 300ms\nidle_timeout = 300ms\nmax_connections = 1\n", sink,
+            extra);
+    hx_start(h);
+    struct rx *rx = calloc(1, sizeof(*rx));
+    assert_non_null(rx);
+    rx->fd = e2e_connect(h->port2);
+    struct hd_msg m;
+    rx_expect(rx, HD_OP_HELLO, &m);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(hd_proto_put_subscribe(&sb, 1, NULL, 0), 0);
+    assert_int_equal(e2e_write_all(rx->fd, sb.data, sb.size), 0);
+    msgpack_sbuffer_destroy(&sb);
+    rx_expect(rx, HD_OP_OK, &m);
+
+    /* 5000 lines of 14 bytes overflow 64 KiB of disk: the producer blocks. */
+    int fd = e2e_connect(h->port);
+    assert_true(fd >= 0);
+    send_lines(fd, 0, 5000);
+    hx_wait_metric(h, "hopperd_queue_full_rejections_total{queue=\"q\"}", 10, 10000);
+    /* Both stay for 2 s, more than 6 idle_timeouts. */
+    assert_int_equal(e2e_wait_until(fd_closed, &fd, 2000), -1);
+    assert_false(e2e_peer_closed(rx->fd));
+    /* The producer holds the only slot of `in` and is not idle, so a
+     * newcomer is refused rather than take its slot. */
+    int late = e2e_connect(h->port);
+    assert_true(late >= 0);
+    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_rejected_total"), 1, 5000);
+    assert_int_equal(e2e_wait_until(fd_closed, &late, 5000), 0);
+    close(late);
+    assert_false(e2e_peer_closed(fd));
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), 0);
+    hx_expect_metric(h, "hopperd_source_connection_timeouts_total{source=\"in\",timeout=\"idle\"}",
+                     0);
+
+    struct e2e_downstream ds;
+    memset(&ds, 0, sizeof(ds));
+    pthread_mutex_init(&ds.mu, NULL);
+    assert_int_equal(e2e_downstream_start(&ds, h->down_port), 0);
+    hx_wait_metric(h, "hopperd_egress_records_total{sink=\"down\",queue=\"q\"}", 5000, 20000);
+    close(fd);
+    close(rx->fd);
+    free(rx);
+    hx_stop(h);
+    e2e_downstream_stop(&ds);
+    assert_int_equal(e2e_check_sequence(ds.data, ds.len, 5000), 0);
+    free(ds.data);
+    pthread_mutex_destroy(&ds.mu);
 }
 
 /* ---- fault 4: the metrics endpoint behind idle and slow clients ---- */
@@ -410,6 +724,10 @@ main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_pipelined_replies, hx_setup, hx_teardown),
+        cmocka_unit_test_setup_teardown(test_slowloris_evict, hx_setup, hx_teardown),
+        cmocka_unit_test_setup_teardown(test_slowloris_per_peer, hx_setup, hx_teardown),
+        cmocka_unit_test_setup_teardown(test_slowloris_timeouts, hx_setup, hx_teardown),
+        cmocka_unit_test_setup_teardown(test_waiting_is_not_idle, hx_setup, hx_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_behind_idle_clients, hx_setup, hx_teardown),
     };
     /* HD_TEST_FILTER=test_slowloris_* runs a subset (cmocka's pattern). */
