@@ -381,19 +381,11 @@ mx_reply(struct mx_server *sv, const struct mx_client *c, size_t *len)
 static void
 mx_write(struct mx_server *sv, struct mx_client *c)
 {
-    while (c->ooff < c->olen) {
-        ssize_t w = send(c->fd, c->out + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
-        if (w > 0) {
-            c->ooff += (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return;
-        }
+    if (hd_net_send_some(c->fd, c->out, c->olen, &c->ooff) < 0) {
         mx_close(sv, c);
+        return;
+    }
+    if (c->ooff < c->olen) {
         return;
     }
     shutdown(c->fd, SHUT_WR);

@@ -144,6 +144,30 @@ e2e_read_file(const char *path, size_t *lenp)
     return p;
 }
 
+void
+e2e_dump_log(const char *path, size_t tail)
+{
+    char *log = e2e_read_file(path, NULL);
+    if (log == NULL) {
+        return;
+    }
+    size_t n = strlen(log);
+    const char *from = tail > 0 && n > tail ? log + n - tail : log;
+    fprintf(stderr, "---- hopperd log%s ----\n%s---- end ----\n", from != log ? " (tail)" : "",
+            from);
+    free(log);
+}
+
+void
+e2e_cleanup(pid_t pid, char *dir)
+{
+    if (pid > 0) {
+        e2e_stop(pid, SIGKILL, 5000);
+    }
+    e2e_rmtree(dir);
+    free(dir);
+}
+
 pid_t
 e2e_start(const char *conf, const char *logpath)
 {

@@ -32,6 +32,13 @@ void e2e_write_file(const char *path, const char *text);
 /* Read a whole file (malloc'd, NUL-terminated; NULL if missing). */
 char *e2e_read_file(const char *path, size_t *len);
 
+/* Print hopperd's log (stdout+stderr) at path to stderr for a failing
+ * test: its last `tail` bytes, or all of it when tail is 0. */
+void e2e_dump_log(const char *path, size_t tail);
+/* A test's teardown: SIGKILL pid when it is > 0 (and reap it), remove
+ * dir (kept when HOPPERD_E2E_KEEP is set) and free it. */
+void e2e_cleanup(pid_t pid, char *dir);
+
 /* Start hopperd -f conf with stdout+stderr appended to logpath. */
 pid_t e2e_start(const char *conf, const char *logpath);
 /* Same, with RLIMIT_NOFILE set to nofile in the child (0: unchanged). */

@@ -63,22 +63,14 @@ setup(void **state)
 static void
 dump_log(struct env *e)
 {
-    char *log = e2e_read_file(e->log, NULL);
-    if (log != NULL) {
-        fprintf(stderr, "---- hopperd log ----\n%s---- end ----\n", log);
-        free(log);
-    }
+    e2e_dump_log(e->log, 0);
 }
 
 static int
 teardown(void **state)
 {
     struct env *e = *state;
-    if (e->pid > 0) {
-        e2e_stop(e->pid, SIGKILL, 5000);
-    }
-    e2e_rmtree(e->dir);
-    free(e->dir);
+    e2e_cleanup(e->pid, e->dir);
     free(e);
     return 0;
 }

@@ -65,28 +65,18 @@ hx_setup(void **state)
     return 0;
 }
 
+/* The tail is what explains a failure; 300 connections log a lot. */
 static void
 hx_dump_log(const struct hx *h)
 {
-    char *log = e2e_read_file(h->log, NULL);
-    if (log != NULL) {
-        size_t n = strlen(log);
-        /* The tail is what explains a failure; 300 connections log a lot. */
-        fprintf(stderr, "---- hopperd log (tail) ----\n%s---- end ----\n",
-                n > 16384 ? log + n - 16384 : log);
-        free(log);
-    }
+    e2e_dump_log(h->log, 16384);
 }
 
 static int
 hx_teardown(void **state)
 {
     struct hx *h = *state;
-    if (h->pid > 0) {
-        e2e_stop(h->pid, SIGKILL, 5000);
-    }
-    e2e_rmtree(h->dir);
-    free(h->dir);
+    e2e_cleanup(h->pid, h->dir);
     free(h);
     return 0;
 }
@@ -445,11 +435,43 @@ test_pipelined_replies(void **state)
 
 #define SRC_METRIC(name) name "{source=\"in\"}"
 
-/* 300 connections from 127.0.0.1, half of them silent and half trickling a
- * partial line, on a source with the default 256 slots and no per-peer
- * cap: each connection beyond 256 evicts the one idle longest (the oldest
- * silent ones first), and a well-behaved producer that comes last is
- * served and delivered. Before the fix it was closed at once. */
+/* 300 clients from 127.0.0.1, the first 150 of them sending `first` (no
+ * whole line), then a well-behaved producer. Checks that `evicted` of the
+ * 300 were evicted and `held` connections stay, that the producer gets in
+ * by evicting one more and its 1000 records arrive in order, and that no
+ * connection was refused. The idlest go first: the first ones in the
+ * order hopperd accepted them, which is the order of connect() unless the
+ * listen backlog overflowed; the first and last client are where they
+ * should be either way. */
+static void
+crowd_then_producer(struct hx *h, const char *first, int evicted, int held)
+{
+    /* hx_start() probed the port: that connection counts in the total. */
+    int *fds = open_clients(h->port, 300, 150, first);
+    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_total"), 301, 10000);
+    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), evicted, 10000);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), held);
+    int fd = e2e_connect(h->port);
+    assert_true(fd >= 0);
+    send_lines(fd, 0, 1000);
+    hx_expect_delivered(h, 1000);
+    assert_false(e2e_peer_closed(fd));
+    assert_int_equal(count_closed(fds, 300), evicted + 1);
+    assert_true(e2e_peer_closed(fds[0]));
+    assert_false(e2e_peer_closed(fds[299]));
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), evicted + 1);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), held);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_rejected_total"), 0);
+    close(fd);
+    close_clients(fds, 300);
+    hx_stop(h);
+}
+
+/* 300 connections, half of them silent and half trickling a partial
+ * syslog line, on a source with the default 256 slots and no per-peer
+ * cap: each connection beyond 256 evicts the one idle longest, and a
+ * well-behaved producer that comes last is served and delivered. Before
+ * the fix it was closed at once. */
 static void
 test_slowloris_evict(void **state)
 {
@@ -457,29 +479,7 @@ test_slowloris_evict(void **state)
     hx_conf(h, "", "max_connections_per_peer = 0\nhandshake_timeout = 0\nidle_timeout = 0\n",
             NULL, "");
     hx_start(h);
-    /* hx_start() probed the port: that connection counts in the total. */
-    int *fds = open_clients(h->port, 300, 150, "<13>Jan  1 00:00:00 host slow: ");
-    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_total"), 301, 10000);
-    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), 44, 10000);
-    int fd = e2e_connect(h->port);
-    assert_true(fd >= 0);
-    send_lines(fd, 0, 1000);
-    hx_expect_delivered(h, 1000);
-    assert_false(e2e_peer_closed(fd));
-    /* The 45 idle longest went: 44 made room for clients 257..300, one
-     * for the producer. That is the first 45 in the order hopperd
-     * accepted them, which is the order of connect() unless the listen
-     * backlog overflowed; the first and the last client are in place
-     * either way. */
-    assert_int_equal(count_closed(fds, 300), 45);
-    assert_true(e2e_peer_closed(fds[0]));
-    assert_false(e2e_peer_closed(fds[299]));
-    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), 45);
-    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), 256);
-    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_rejected_total"), 0);
-    close(fd);
-    close_clients(fds, 300);
-    hx_stop(h);
+    crowd_then_producer(h, "<13>Jan  1 00:00:00 host slow: ", 44, 256);
 }
 
 /* The same 300 from one peer against max_connections_per_peer = 16: the
@@ -493,23 +493,7 @@ test_slowloris_per_peer(void **state)
     hx_conf(h, "", "max_connections_per_peer = 16\nhandshake_timeout = 0\nidle_timeout = 0\n",
             NULL, "");
     hx_start(h);
-    int *fds = open_clients(h->port, 300, 150, "x");
-    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_total"), 301, 10000);
-    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), 284, 10000);
-    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), 16);
-    int fd = e2e_connect(h->port);
-    assert_true(fd >= 0);
-    send_lines(fd, 0, 1000);
-    hx_expect_delivered(h, 1000);
-    assert_false(e2e_peer_closed(fd));
-    assert_int_equal(count_closed(fds, 300), 285);
-    assert_true(e2e_peer_closed(fds[0]));
-    assert_false(e2e_peer_closed(fds[299]));
-    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_evicted_total"), 285);
-    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), 16);
-    close(fd);
-    close_clients(fds, 300);
-    hx_stop(h);
+    crowd_then_producer(h, "x", 284, 16);
 }
 
 /* Slowloris against the timeouts: 100 silent connections, 100 that send a
@@ -643,19 +627,18 @@ test_waiting_is_not_idle(void **state)
     hx_expect_metric(h, "hopperd_source_connection_timeouts_total{source=\"in\",timeout=\"idle\"}",
                      0);
 
-    struct e2e_downstream ds;
-    memset(&ds, 0, sizeof(ds));
-    pthread_mutex_init(&ds.mu, NULL);
+    /* The downstream comes back: all 5000, in order, once. */
+    static struct e2e_downstream ds = {.mu = PTHREAD_MUTEX_INITIALIZER};
     assert_int_equal(e2e_downstream_start(&ds, h->down_port), 0);
     hx_wait_metric(h, "hopperd_egress_records_total{sink=\"down\",queue=\"q\"}", 5000, 20000);
+    e2e_downstream_stop(&ds);
+    long dups = e2e_check_sequence(ds.data, ds.len, 5000);
+    free(ds.data);
+    assert_int_equal(dups, 0);
     close(fd);
     close(rx->fd);
     free(rx);
     hx_stop(h);
-    e2e_downstream_stop(&ds);
-    assert_int_equal(e2e_check_sequence(ds.data, ds.len, 5000), 0);
-    free(ds.data);
-    pthread_mutex_destroy(&ds.mu);
 }
 
 /* ---- fault 4: the metrics endpoint behind idle and slow clients ---- */
