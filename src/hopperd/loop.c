@@ -55,6 +55,7 @@
 #include "subscribe.h"
 
 #define RETRY_MS 10
+#define EVENTS_MAX 64 /* per epoll_wait */
 #define READS_PER_EVENT 8
 /* Out of descriptors or memory: a level-triggered listening socket would
  * wake the loop forever, so it leaves epoll for ACCEPT_PAUSE_MS. */
@@ -552,7 +553,7 @@ static void *
 loop_main(void *arg)
 {
     struct hd_loop *lp = arg;
-    struct epoll_event evs[64];
+    struct epoll_event evs[EVENTS_MAX];
     uint64_t due = UINT64_MAX; /* the next timeout of a connection */
     for (;;) {
         int timeout = lp->nblocked > 0 || lp->nsubs > 0 ? RETRY_MS : -1;
@@ -565,16 +566,21 @@ loop_main(void *arg)
             int left = due <= now ? 0 : due - now > INT_MAX ? INT_MAX : (int)(due - now);
             timeout = timeout < 0 || left < timeout ? left : timeout;
         }
-        int n = epoll_wait(lp->epfd, evs, 64, timeout);
+        int n = epoll_wait(lp->epfd, evs, EVENTS_MAX, timeout);
         if (n < 0 && errno != EINTR) {
             fatal("listener: epoll_wait");
         }
         /* Connection events first, listening sockets after: accepting may
          * evict a connection, which must not have an event further on in
-         * this batch. */
+         * this batch (and a connection closed here must not be looked at
+         * again, so the listening sockets are noted on the way). */
+        struct hd_lsock *ready[EVENTS_MAX];
+        size_t nready = 0;
         for (int i = 0; i < n; i++) {
             struct hd_item *it = evs[i].data.ptr;
-            if (it->kind == HD_IT_WAKE) {
+            if (it->kind == HD_IT_LISTEN) {
+                ready[nready++] = (struct hd_lsock *)it;
+            } else if (it->kind == HD_IT_WAKE) {
                 uint64_t v;
                 ssize_t r = read(lp->d->wake_fd, &v, sizeof(v));
                 (void)r;
@@ -597,11 +603,8 @@ loop_main(void *arg)
                 }
             }
         }
-        for (int i = 0; i < n; i++) {
-            struct hd_item *it = evs[i].data.ptr;
-            if (it->kind == HD_IT_LISTEN) {
-                accept_all(lp, (struct hd_lsock *)it);
-            }
+        for (size_t i = 0; i < nready; i++) {
+            accept_all(lp, ready[i]);
         }
         due = expire_conns(lp, hd_now_ms());
         if (lp->nblocked > 0) {
