@@ -83,6 +83,9 @@ struct hd_source_conf {
      * allow_subscribe) subscribe to, queue_index first, then `queues`. */
     int may_use[HD_MAX_SOURCE_QUEUES];
     size_t nmay_use;
+    uint64_t max_conns_per_peer;   /* per address (tcp) or uid (unix); 0 = no cap */
+    uint64_t handshake_timeout_ms; /* for the first byte; 0 = none */
+    uint64_t idle_timeout_ms;      /* between whole frames or lines; 0 = none */
 };
 
 struct hd_sink_conf {

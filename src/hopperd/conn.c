@@ -14,6 +14,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "netutil.h"
 
 #define INITIAL_BUF (16u * 1024u)
 /* A fast sender's buffer grows to this, so that one read, one
@@ -145,20 +146,10 @@ hd_conn_set_blocked(struct hd_loop *lp, struct hd_conn *c, int blocked)
 int
 hd_conn_flush(struct hd_loop *lp, struct hd_conn *c)
 {
-    while (c->outoff < c->out.size) {
-        ssize_t w = send(c->fd, c->out.data + c->outoff, c->out.size - c->outoff, MSG_NOSIGNAL);
-        if (w > 0) {
-            c->outoff += (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            break;
-        }
+    int rc = hd_net_send_some(c->fd, c->out.data, c->out.size, &c->outoff);
+    if (rc < 0) {
         log_debug("listener: source %s: %s: write: %s", c->src->conf->s.name, c->peer,
-                  strerror(errno));
+                  strerror(-rc));
         return -1;
     }
     if (c->outoff == c->out.size) {

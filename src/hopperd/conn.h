@@ -8,7 +8,8 @@
  * Each connection owns a read buffer that grows up to maxcap =
  * hd_framer_buffer_size() (one maximal frame; 128 KiB for a fast sender),
  * so a client can never make hopperd hold more than that, and max_connections
- * bounds the count per source. Native connections also stop reading while
+ * bounds the count per source (connlimit.h, which also times out silent and
+ * idle connections). Native connections also stop reading while
  * HD_CONN_OUT_LIMIT bytes of replies are unwritten.
  *
  * States: READING -> BLOCKED (not reading, retried) -> READING; native
@@ -30,6 +31,7 @@
 #include "framer.h"
 #include "loop_ctx.h"
 
+struct hd_peer_conns;
 struct hd_source_rt;
 
 /* native: stop reading a client that does not read its replies */
@@ -53,6 +55,12 @@ struct hd_conn {
     size_t outoff;       /* bytes of out already written */
     char peer[64];
     struct hd_conn *prev, *next; /* lp->conns */
+    /* The slot it holds in its source (connlimit.h). */
+    struct hd_peer_conns *owner;              /* its peer; NULL until admitted */
+    uint64_t accept_ms;                 /* monotonic */
+    uint64_t active_ms;                 /* accepted, or last active */
+    int silent;                         /* no byte yet: on the silent list */
+    struct hd_link links[HD_NLINKS];    /* enum hd_link_kind */
 };
 
 /* A connection accepted on fd for src, framing frames of up to max_record

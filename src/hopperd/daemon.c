@@ -6,6 +6,11 @@ const char *const hd_drop_cause_names[HD_DROP_NCAUSES] = {
     "full", "drop_oldest", "oversize", "queue_failed", "shutdown", "rejected_downstream",
 };
 
+const char *const hd_timeout_names[HD_TIMEOUT_NKINDS] = {
+    [HD_TIMEOUT_HANDSHAKE] = "handshake",
+    [HD_TIMEOUT_IDLE] = "idle",
+};
+
 const char *const hd_sink_state_names[HD_SINK_NSTATES] = {
     "idle", "connecting", "established", "draining", "closing", "backoff", "stopped",
 };

@@ -33,6 +33,11 @@ enum hd_drop_cause {
 };
 extern const char *const hd_drop_cause_names[HD_DROP_NCAUSES];
 
+/* Why the listener closed a connection that had been quiet too long
+ * (idle_timeout, handshake_timeout: connlimit.h). */
+enum hd_timeout { HD_TIMEOUT_HANDSHAKE = 0, HD_TIMEOUT_IDLE, HD_TIMEOUT_NKINDS };
+extern const char *const hd_timeout_names[HD_TIMEOUT_NKINDS];
+
 struct hd_queue_rt {
     const struct hd_queue_conf *conf;
     hopper_queue *q;
@@ -70,8 +75,10 @@ struct hd_source_rt {
     int fd;                              /* listening socket, -1 when closed */
     atomic_uint_fast64_t conns_active;   /* [atomic] */
     atomic_uint_fast64_t conns_total;    /* [atomic] accepted */
-    atomic_uint_fast64_t conns_rejected; /* [atomic] over max_connections */
+    atomic_uint_fast64_t conns_rejected; /* [atomic] refused: no slot could be freed */
     atomic_uint_fast64_t conns_forbidden; /* [atomic] peers refused by allowed_uids/gids */
+    atomic_uint_fast64_t conns_evicted;  /* [atomic] closed to free a slot for a new one */
+    atomic_uint_fast64_t conn_timeouts[HD_TIMEOUT_NKINDS]; /* [atomic] by enum hd_timeout */
     atomic_uint_fast64_t bad_frames;     /* [atomic] connections closed for malformed input */
     atomic_uint_fast64_t native_rejections[HD_CODE_NCODES]; /* [atomic] by enum hd_code */
 };
@@ -131,6 +138,8 @@ struct hd_daemon {
     uint64_t drain_deadline_ms; /* monotonic; written before relay_mode = HD_DRAIN */
     atomic_int metrics_stop;    /* [atomic] */
     int metrics_fd;             /* listening socket or -1 */
+    atomic_uint_fast64_t metrics_timeouts;  /* [atomic] metrics clients out of time */
+    atomic_uint_fast64_t metrics_evictions; /* [atomic] metrics clients closed for a slot */
     uint64_t start_ms;          /* monotonic start time */
 };
 

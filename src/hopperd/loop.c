@@ -15,12 +15,22 @@
  * RETRY_MS. Nothing is consumed from the buffer before the queue accepted
  * or dropped it.
  *
+ * Slots (connlimit.h): a connection beyond max_connections, or beyond
+ * max_connections_per_peer for its peer, takes the slot of the
+ * longest-idle connection of the source, or of that peer; a connection
+ * with no byte within handshake_timeout, or no whole frame or line within
+ * idle_timeout, is closed. A connection waiting on hopperd (blocked on a
+ * full queue, a subscriber with nothing to receive) is never idle. The
+ * epoll_wait timeout is the nearest such deadline, and each expiry costs
+ * O(1): the lists are kept in deadline order.
+ *
  * Only this thread touches connections and struct hd_loop, so they need
  * no lock.
  */
 #include "loop.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,6 +44,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "conn.h"
+#include "connlimit.h"
 #include "daemon.h"
 #include "framer.h"
 #include "ingest.h"
@@ -45,10 +56,14 @@
 #include "subscribe.h"
 
 #define RETRY_MS 10
+#define EVENTS_MAX 64 /* per epoll_wait */
 #define READS_PER_EVENT 8
 /* Out of descriptors or memory: a level-triggered listening socket would
  * wake the loop forever, so it leaves epoll for ACCEPT_PAUSE_MS. */
 #define ACCEPT_PAUSE_MS 100
+/* Eviction looks at most this many connections waiting on hopperd (they
+ * are not idle) before it gives up and refuses the new one. */
+#define EVICT_SCAN 64
 
 /* A source's listening socket in epoll. */
 struct hd_lsock {
@@ -104,7 +119,19 @@ static void
 close_conn(struct hd_loop *lp, struct hd_conn *c)
 {
     hd_sub_detach(lp, c);
+    hd_slots_leave(hd_slots_of(lp, c->src), c);
     hd_conn_free(lp, c);
+}
+
+/* Is c waiting on hopperd rather than on its client? Blocked on a full
+ * queue, or a subscriber with nothing to receive (no record held for it:
+ * the queue is empty): it is not idle, and neither the timeouts nor
+ * eviction apply. A subscriber with records in flight is the client's
+ * turn: it acknowledges, or it idles. */
+static int
+waits_on_us(const struct hd_conn *c)
+{
+    return c->blocked || (c->sub != NULL && c->sub->n == 0);
 }
 
 /* rc is what hd_conn_flush() or hd_conn_sync_events() returned for c: a
@@ -131,15 +158,29 @@ conn_process(struct hd_loop *lp, struct hd_conn *c)
     size_t k = 0;
     int rc = HD_FRAME_NEED_MORE;
     int native = c->fr.format == HD_FMT_NATIVE;
+    int whole = 0; /* a whole frame or line was framed */
     while (!c->blocked && !c->closing) {
+        /* The client is slow to read its replies: hand the kernel what it
+         * takes now, and stop only while the limit is still reached. Then
+         * EPOLLOUT is registered, and its handler frames the rest once
+         * the replies drain. Stopping with room to spare would leave
+         * complete frames in the buffer and no event to come back for
+         * them: the client, waiting for their replies, sends nothing
+         * more (issue 11, fault 1). */
         if (native && hd_conn_unsent(c) >= HD_CONN_OUT_LIMIT) {
-            break; /* the client is not reading its replies */
+            if (keep_or_close(lp, c, hd_conn_flush(lp, c)) < 0) {
+                return -1; /* the write failed: closed */
+            }
+            if (hd_conn_unsent(c) >= HD_CONN_OUT_LIMIT) {
+                break;
+            }
         }
         size_t consumed;
         const uint8_t *rec;
         size_t reclen;
         struct hd_framer saved = c->fr;
         rc = hd_framer_next(&c->fr, c->buf + scan, c->len - scan, &consumed, &rec, &reclen);
+        whole |= rc == HD_FRAME_RECORD || rc == HD_FRAME_OVERSIZE;
         int batched = rc == HD_FRAME_RECORD && !native;
         if (batched) {
             scan += consumed;
@@ -184,6 +225,11 @@ conn_process(struct hd_loop *lp, struct hd_conn *c)
         off = scan;
     }
     hd_conn_consume(c, off);
+    /* Framing a record again while it waits for queue space is no news
+     * from the client: only records done with count. */
+    if (whole && off > 0) {
+        hd_slots_touch(hd_slots_of(lp, c->src), c, hd_now_ms());
+    }
     if (rc == HD_FRAME_BAD && !c->closing) {
         atomic_fetch_add(&c->src->bad_frames, 1);
         if (hd_loop_warn_ok(lp)) {
@@ -250,6 +296,7 @@ conn_readable(struct hd_loop *lp, struct hd_conn *c, int rounds)
         }
         ssize_t r = hd_conn_read(c);
         if (r > 0) {
+            hd_slots_heard(hd_slots_of(lp, c->src), c);
             if (conn_process(lp, c) < 0) {
                 return;
             }
@@ -305,13 +352,69 @@ peer_admitted(struct hd_loop *lp, struct hd_source_rt *src, int fd)
     return 0;
 }
 
+/* The longest-idle connection of `list` (n connections linked by `kind`:
+ * a source's or a peer's) that may be evicted, or NULL. Those waiting on
+ * hopperd that it meets on the way are active, and go last. */
+static struct hd_conn *
+evictable(struct hd_slots *s, const struct hd_list *list, size_t n, uint64_t now)
+{
+    for (size_t i = 0; i < n && i < EVICT_SCAN && list->head != NULL; i++) {
+        struct hd_conn *c = list->head;
+        if (!waits_on_us(c)) {
+            return c;
+        }
+        hd_slots_touch(s, c, now);
+    }
+    return NULL;
+}
+
+/* Room for one more connection of peer `key`: at max_connections_per_peer
+ * that peer's longest-idle connection goes, else at max_connections the
+ * source's. 0, or -1 when every candidate waits on hopperd (refuse). */
+static int
+make_room(struct hd_loop *lp, struct hd_slots *s, const struct hd_peer_key *key, uint64_t now)
+{
+    const struct hd_source_conf *sc = s->src->conf;
+    struct hd_peer_conns *p = hd_slots_find(s, key);
+    struct hd_conn *victim;
+    const char *limit;
+    if (sc->max_conns_per_peer > 0 && p != NULL && p->count >= sc->max_conns_per_peer) {
+        victim = evictable(s, &p->lru, p->count, now);
+        limit = "max_connections_per_peer";
+    } else if (s->count >= sc->max_connections) {
+        victim = evictable(s, &s->lru, s->count, now);
+        limit = "max_connections";
+    } else {
+        return 0;
+    }
+    if (victim == NULL) {
+        atomic_fetch_add(&s->src->conns_rejected, 1);
+        if (hd_loop_warn_ok(lp)) {
+            log_warnx("listener: source %s: %s reached and every connection waits on the "
+                      "queue, refusing",
+                      sc->s.name, limit);
+        }
+        return -1;
+    }
+    atomic_fetch_add(&s->src->conns_evicted, 1);
+    if (hd_loop_warn_ok(lp)) {
+        log_warnx("listener: source %s: %s reached: closing %s, idle for %llu ms", sc->s.name,
+                  limit, victim->peer, (unsigned long long)(now - victim->active_ms));
+    }
+    close_conn(lp, victim);
+    return 0;
+}
+
 static void
 accept_all(struct hd_loop *lp, struct hd_lsock *ls)
 {
     struct hd_source_rt *src = ls->src;
+    struct hd_slots *slots = hd_slots_of(lp, src);
     int native = src->conf->format == HD_FMT_NATIVE;
     for (;;) {
-        int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof(ss);
+        int fd = accept4(src->fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
@@ -336,12 +439,10 @@ accept_all(struct hd_loop *lp, struct hd_lsock *ls)
             close(fd);
             continue;
         }
-        if (atomic_load(&src->conns_active) >= src->conf->max_connections) {
-            atomic_fetch_add(&src->conns_rejected, 1);
-            if (hd_loop_warn_ok(lp)) {
-                log_warnx("listener: source %s: max_connections (%llu) reached, refusing",
-                          src->conf->s.name, (unsigned long long)src->conf->max_connections);
-            }
+        struct hd_peer_key key;
+        hd_peer_key_of(fd, (struct sockaddr *)&ss, sslen, &key);
+        uint64_t now = hd_now_ms();
+        if (make_room(lp, slots, &key, now) < 0) {
             close(fd);
             continue;
         }
@@ -352,6 +453,11 @@ accept_all(struct hd_loop *lp, struct hd_lsock *ls)
         if (c == NULL) {
             log_warnx("listener: source %s: out of memory, refusing connection", src->conf->s.name);
             close(fd);
+            continue;
+        }
+        if (hd_slots_admit(slots, c, &key, now) < 0) {
+            log_warnx("listener: source %s: out of memory, refusing connection", src->conf->s.name);
+            close_conn(lp, c);
             continue;
         }
         if (native && hd_native_hello(c) < 0) {
@@ -429,33 +535,88 @@ resume_listeners(struct hd_loop *lp)
     }
 }
 
+static void
+time_out(struct hd_loop *lp, struct hd_conn *c, int kind, uint64_t quiet_ms)
+{
+    atomic_fetch_add(&c->src->conn_timeouts[kind], 1);
+    if (hd_loop_warn_ok(lp)) {
+        log_warnx("listener: source %s: %s: %s for %llu ms, closing", c->src->conf->s.name, c->peer,
+                  kind == HD_TIMEOUT_HANDSHAKE ? "nothing received" : "no whole frame or line",
+                  (unsigned long long)quiet_ms);
+    }
+    close_conn(lp, c);
+}
+
+/* Close the connections of every source whose handshake_timeout or
+ * idle_timeout ran out by `now`; returns the next deadline (UINT64_MAX:
+ * none). Each list is in deadline order, so this stops at the first
+ * connection not due; one waiting on hopperd is touched instead (at most
+ * once per idle_timeout). */
+static uint64_t
+expire_conns(struct hd_loop *lp, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    for (size_t i = 0; i < lp->d->nsources; i++) {
+        struct hd_slots *s = &lp->slots[i];
+        const struct hd_source_conf *sc = s->src->conf;
+        struct hd_conn *c;
+        while (sc->handshake_timeout_ms > 0 && (c = s->silent.head) != NULL &&
+               c->accept_ms + sc->handshake_timeout_ms <= now) {
+            time_out(lp, c, HD_TIMEOUT_HANDSHAKE, now - c->accept_ms);
+        }
+        for (size_t n = s->count; n > 0 && sc->idle_timeout_ms > 0 && (c = s->lru.head) != NULL &&
+                                  c->active_ms + sc->idle_timeout_ms <= now;
+             n--) {
+            if (waits_on_us(c)) {
+                hd_slots_touch(s, c, now);
+            } else {
+                time_out(lp, c, HD_TIMEOUT_IDLE, now - c->active_ms);
+            }
+        }
+        uint64_t due = hd_slots_deadline(s);
+        next = due < next ? due : next;
+    }
+    return next;
+}
+
 static void *
 loop_main(void *arg)
 {
     struct hd_loop *lp = arg;
-    struct epoll_event evs[64];
+    struct epoll_event evs[EVENTS_MAX];
+    uint64_t due = UINT64_MAX; /* the next timeout of a connection */
     for (;;) {
         int timeout = lp->nblocked > 0 || lp->nsubs > 0 ? RETRY_MS : -1;
+        uint64_t now = hd_now_ms();
         if (lp->npaused > 0) {
-            uint64_t now = hd_now_ms();
             int left = lp->resume_ms > now ? (int)(lp->resume_ms - now) : 0;
             timeout = timeout < 0 || left < timeout ? left : timeout;
         }
-        int n = epoll_wait(lp->epfd, evs, 64, timeout);
+        if (due != UINT64_MAX) {
+            int left = due <= now ? 0 : due - now > INT_MAX ? INT_MAX : (int)(due - now);
+            timeout = timeout < 0 || left < timeout ? left : timeout;
+        }
+        int n = epoll_wait(lp->epfd, evs, EVENTS_MAX, timeout);
         if (n < 0 && errno != EINTR) {
             fatal("listener: epoll_wait");
         }
+        /* Connection events first, listening sockets after: accepting may
+         * evict a connection, which must not have an event further on in
+         * this batch (and a connection closed here must not be looked at
+         * again, so the listening sockets are noted on the way). */
+        struct hd_lsock *ready[EVENTS_MAX];
+        size_t nready = 0;
         for (int i = 0; i < n; i++) {
             struct hd_item *it = evs[i].data.ptr;
-            if (it->kind == HD_IT_WAKE) {
+            if (it->kind == HD_IT_LISTEN) {
+                ready[nready++] = (struct hd_lsock *)it;
+            } else if (it->kind == HD_IT_WAKE) {
                 uint64_t v;
                 ssize_t r = read(lp->d->wake_fd, &v, sizeof(v));
                 (void)r;
-            } else if (it->kind == HD_IT_LISTEN) {
-                accept_all(lp, (struct hd_lsock *)it);
-            } else {
-                /* Connections are closed only by their own events within a
-                 * batch, so `c` is alive here; each fd appears once. */
+            } else if (it->kind == HD_IT_CONN) {
+                /* Connections are closed only by their own events within
+                 * this pass, so `c` is alive here; each fd appears once. */
                 struct hd_conn *c = (struct hd_conn *)it;
                 if (evs[i].events & EPOLLOUT) {
                     if (keep_or_close(lp, c, hd_conn_flush(lp, c)) < 0) {
@@ -472,6 +633,10 @@ loop_main(void *arg)
                 }
             }
         }
+        for (size_t i = 0; i < nready; i++) {
+            accept_all(lp, ready[i]);
+        }
+        due = expire_conns(lp, hd_now_ms());
         if (lp->nblocked > 0) {
             retry_blocked(lp);
         }
@@ -511,7 +676,7 @@ hd_loop_start(struct hd_daemon *d)
         return -errno;
     }
     lp->lsocks = calloc(d->nsources ? d->nsources : 1, sizeof(*lp->lsocks));
-    if (lp->lsocks == NULL || hd_sub_init(lp) < 0) {
+    if (lp->lsocks == NULL || hd_sub_init(lp) < 0 || hd_slots_init(lp) < 0) {
         return -ENOMEM;
     }
     for (size_t i = 0; i < d->nsources; i++) {
@@ -552,6 +717,7 @@ hd_loop_stop(struct hd_daemon *d)
     }
     free(lp->lsocks);
     hd_sub_free(lp);
+    hd_slots_free(lp);
     free(lp);
     d->loop = NULL;
 }

@@ -5,6 +5,8 @@
  *
  *   conn.c       one client connection: its buffers, its socket reads and
  *                writes, its epoll interest, its release
+ *   connlimit.c  who holds a source's slots: per-peer counts, the order
+ *                of last activity, the deadlines of the timeouts
  *   subscribe.c  native pull subscriptions: this thread consumes the queue
  *   ingest.c     records -> queue: the when_full policy and drop_oldest
  *   native.c     one native request frame -> its reply
@@ -29,6 +31,7 @@
 struct hd_daemon;
 struct hd_conn;
 struct hd_lsock;
+struct hd_slots;
 struct hd_subq;
 
 /* What an epoll event's data.ptr points at: the first member of each
@@ -37,6 +40,19 @@ enum hd_item_kind { HD_IT_WAKE, HD_IT_LISTEN, HD_IT_CONN };
 
 struct hd_item {
     int kind; /* enum hd_item_kind */
+};
+
+/* Lists of connections threaded through the connections themselves
+ * (connlimit.h): a connection is on up to HD_NLINKS of them at once, one
+ * hd_link each. */
+enum hd_link_kind { HD_LINK_SOURCE = 0, HD_LINK_PEER, HD_LINK_SILENT, HD_NLINKS };
+
+struct hd_link {
+    struct hd_conn *prev, *next;
+};
+
+struct hd_list {
+    struct hd_conn *head, *tail;
 };
 
 struct hd_loop {
@@ -49,6 +65,7 @@ struct hd_loop {
     uint64_t resume_ms;      /* when paused listening sockets rejoin epoll (loop.c) */
     size_t npaused;
     struct hd_conn *conns; /* every open connection (conn.c links and unlinks) */
+    struct hd_slots *slots; /* one per source, d->sources order (connlimit.c) */
     size_t nblocked;       /* connections waiting for queue space (conn.c) */
     int stopping;          /* shutdown: read what is there, then close */
     int give_up;           /* shutdown deadline passed: waiting records are dropped */

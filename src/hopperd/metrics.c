@@ -6,12 +6,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,8 +20,6 @@
 #include "log.h"
 #include "netutil.h"
 #include "proto.h"
-
-#define IO_TIMEOUT_MS 2000
 
 static pthread_t metrics_thread;
 static int metrics_started;
@@ -96,6 +94,14 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
     sb_printf(&b, "hopperd_up 1\n");
     head(&b, "hopperd_uptime_seconds", "gauge", "seconds since start");
     sb_printf(&b, "hopperd_uptime_seconds %.3f\n", (double)(hd_now_ms() - d->start_ms) / 1000.0);
+    head(&b, "hopperd_metrics_timeouts_total", "counter",
+         "metrics connections closed 5 s after they were accepted, their reply not written");
+    sb_printf(&b, "hopperd_metrics_timeouts_total %" PRIu64 "\n",
+              (uint64_t)atomic_load(&d->metrics_timeouts));
+    head(&b, "hopperd_metrics_evictions_total", "counter",
+         "metrics connections closed unanswered to make room for a new one (64 at most)");
+    sb_printf(&b, "hopperd_metrics_evictions_total %" PRIu64 "\n",
+              (uint64_t)atomic_load(&d->metrics_evictions));
 
 #define QGAUGE(MN, MT, MH, MX)                                                                     \
     do {                                                                                           \
@@ -181,12 +187,28 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
     SRC("hopperd_source_connections", "gauge", "open client connections", conns_active);
     SRC("hopperd_source_connections_total", "counter", "accepted connections", conns_total);
     SRC("hopperd_source_connections_rejected_total", "counter",
-        "connections refused over max_connections", conns_rejected);
+        "connections refused: a limit was reached and every connection waits on the queue",
+        conns_rejected);
     SRC("hopperd_source_connections_forbidden_total", "counter",
         "unix peers refused by allowed_uids and allowed_gids", conns_forbidden);
+    SRC("hopperd_source_connections_evicted_total", "counter",
+        "connections closed to make room for a new one (max_connections, "
+        "max_connections_per_peer)",
+        conns_evicted);
     SRC("hopperd_source_bad_frames_total", "counter", "connections closed for malformed input",
         bad_frames);
 #undef SRC
+    head(&b, "hopperd_source_connection_timeouts_total", "counter",
+         "connections closed by handshake_timeout or idle_timeout");
+    for (size_t i = 0; i < d->nsources; i++) {
+        for (int k = 0; k < HD_TIMEOUT_NKINDS; k++) {
+            sb_printf(&b,
+                      "hopperd_source_connection_timeouts_total{source=\"%s\",timeout=\"%s\"} "
+                      "%" PRIu64 "\n",
+                      d->sources[i].conf->s.name, hd_timeout_names[k],
+                      (uint64_t)atomic_load(&d->sources[i].conn_timeouts[k]));
+        }
+    }
     head(&b, "hopperd_source_native_rejections_total", "counter",
          "native batches refused, by code");
     for (size_t i = 0; i < d->nsources; i++) {
@@ -261,86 +283,299 @@ hd_metrics_open(struct hd_daemon *d, char *err, size_t errlen)
     return 0;
 }
 
-/* Write a reply within IO_TIMEOUT_MS. 0 or -errno. */
-static int
-write_full(int fd, const char *p, size_t n)
-{
-    return hd_write_all(fd, p, n, 1, hd_now_ms() + IO_TIMEOUT_MS, NULL, NULL);
-}
+/* ---- the endpoint ----
+ *
+ * One thread, one epoll set over the listening socket and at most
+ * MX_CLIENTS connections, all non-blocking, so a client that is slow or
+ * silent delays nobody. A connection reads its request head (at most
+ * MX_HEAD_MAX bytes, else 431), gets its whole reply rendered at once and
+ * writes it as fast as the client takes it, then shuts down its side and
+ * reads until the client closes (so unread request bytes never turn the
+ * close into a reset that could destroy the reply). It is closed at the
+ * latest MX_TIMEOUT_MS after it was accepted (counted unless its reply
+ * was written), or when a new connection needs its slot: the oldest goes
+ * (counted). Only this thread touches struct mx_server. */
+#define MX_CLIENTS 64
+#define MX_HEAD_MAX 8192
+#define MX_TIMEOUT_MS 5000
+/* epoll_wait wakes at least this often to see metrics_stop. */
+#define MX_STOP_POLL_MS 200
+/* Out of descriptors: the listening socket leaves epoll this long. */
+#define MX_ACCEPT_PAUSE_MS 100
+#define MX_LISTENER UINT32_MAX /* epoll data of the listening socket */
+
+enum mx_state { MX_FREE = 0, MX_READING, MX_WRITING, MX_DRAINING };
+
+struct mx_client {
+    int state; /* enum mx_state */
+    int fd;
+    uint64_t start_ms; /* accepted */
+    size_t hlen;       /* bytes of head */
+    char *out;         /* the reply, from MX_WRITING on */
+    size_t olen, ooff;
+    char head[MX_HEAD_MAX + 1];
+};
+
+struct mx_server {
+    struct hd_daemon *d;
+    int epfd;
+    uint64_t resume_ms; /* != 0: the listening socket is out of epoll until then */
+    struct mx_client cl[MX_CLIENTS];
+};
+
+static struct mx_server *mx_server;
 
 static void
-serve_one(struct hd_daemon *d, int fd)
+mx_close(struct mx_server *sv, struct mx_client *c)
 {
-    char req[4096];
-    size_t n = 0;
-    uint64_t deadline = hd_now_ms() + IO_TIMEOUT_MS;
-    while (n < sizeof(req) - 1) {
-        req[n] = '\0';
-        if (strstr(req, "\r\n\r\n") != NULL || strstr(req, "\n\n") != NULL) {
-            break;
-        }
-        uint64_t now = hd_now_ms();
-        if (now >= deadline) {
-            return;
-        }
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        if (poll(&pfd, 1, (int)(deadline - now)) <= 0) {
-            return;
-        }
-        ssize_t r = recv(fd, req + n, sizeof(req) - 1 - n, MSG_DONTWAIT);
-        if (r <= 0) {
-            if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-                continue;
-            }
-            break;
-        }
-        n += (size_t)r;
-    }
-    req[n] = '\0';
-    char hdr[256];
-    if (strncmp(req, "GET /metrics ", 13) != 0 && strncmp(req, "GET /metrics\r", 13) != 0 &&
-        strncmp(req, "GET / ", 6) != 0) {
-        static const char nf[] = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
-                                 "Content-Length: 10\r\nConnection: close\r\n\r\nnot found\n";
-        write_full(fd, nf, sizeof(nf) - 1);
-        return;
+    epoll_ctl(sv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    free(c->out);
+    c->out = NULL;
+    c->state = MX_FREE;
+}
+
+static int
+mx_watch(struct mx_server *sv, struct mx_client *c, uint32_t events, int op)
+{
+    struct epoll_event ev = {.events = events, .data.u32 = (uint32_t)(c - sv->cl)};
+    return epoll_ctl(sv->epfd, op, c->fd, &ev);
+}
+
+/* The reply to the request in c->head, as one malloc'd string. */
+static char *
+mx_reply(struct mx_server *sv, const struct mx_client *c, size_t *len)
+{
+    static const char nf[] = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
+                             "Content-Length: 10\r\nConnection: close\r\n\r\nnot found\n";
+    static const char big[] = "HTTP/1.0 431 Request Header Fields Too Large\r\n"
+                              "Content-Type: text/plain\r\nContent-Length: 24\r\n"
+                              "Connection: close\r\n\r\nrequest head over 8 KiB\n";
+    static const char e500[] = "HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\n\r\n";
+    const char *req = c->head;
+    const char *fixed = NULL;
+    if (c->hlen >= MX_HEAD_MAX) {
+        fixed = big;
+    } else if (strncmp(req, "GET /metrics ", 13) != 0 && strncmp(req, "GET /metrics\r", 13) != 0 &&
+               strncmp(req, "GET / ", 6) != 0) {
+        fixed = nf;
     }
     char *body = NULL;
     size_t blen = 0;
-    if (hd_metrics_render(d, &body, &blen) < 0) {
-        static const char e500[] = "HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n"
-                                   "Connection: close\r\n\r\n";
-        write_full(fd, e500, sizeof(e500) - 1);
-        return;
+    if (fixed == NULL && hd_metrics_render(sv->d, &body, &blen) < 0) {
+        fixed = e500;
     }
+    if (fixed != NULL) {
+        *len = strlen(fixed);
+        return strdup(fixed);
+    }
+    char hdr[256];
     int h = snprintf(hdr, sizeof(hdr),
                      "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
                      blen);
-    if (write_full(fd, hdr, (size_t)h) == 0) {
-        write_full(fd, body, blen);
+    char *out = malloc((size_t)h + blen);
+    if (out != NULL) {
+        memcpy(out, hdr, (size_t)h);
+        memcpy(out + h, body, blen);
+        *len = (size_t)h + blen;
     }
     free(body);
+    return out;
+}
+
+/* Write what the client takes; once all is written, shut down our side
+ * and drain. */
+static void
+mx_write(struct mx_server *sv, struct mx_client *c)
+{
+    if (hd_net_send_some(c->fd, c->out, c->olen, &c->ooff) < 0) {
+        mx_close(sv, c);
+        return;
+    }
+    if (c->ooff < c->olen) {
+        return;
+    }
+    shutdown(c->fd, SHUT_WR);
+    free(c->out);
+    c->out = NULL;
+    c->state = MX_DRAINING;
+    if (mx_watch(sv, c, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_MOD) < 0) {
+        mx_close(sv, c);
+    }
+}
+
+/* The request head is complete (or over the limit, or the client stopped
+ * sending): answer it. */
+static void
+mx_answer(struct mx_server *sv, struct mx_client *c)
+{
+    c->out = mx_reply(sv, c, &c->olen);
+    c->ooff = 0;
+    if (c->out == NULL || mx_watch(sv, c, EPOLLOUT, EPOLL_CTL_MOD) < 0) {
+        mx_close(sv, c);
+        return;
+    }
+    c->state = MX_WRITING;
+    mx_write(sv, c);
+}
+
+static void
+mx_read(struct mx_server *sv, struct mx_client *c)
+{
+    for (;;) {
+        char sink[1024];
+        char *at = c->state == MX_READING ? c->head + c->hlen : sink;
+        size_t room = c->state == MX_READING ? MX_HEAD_MAX - c->hlen : sizeof(sink);
+        ssize_t r = recv(c->fd, at, room, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (r <= 0) {
+            /* Closed: drained, or the client sent its request and shut
+             * down its side without the blank line (answered), or sent
+             * nothing. */
+            if (c->state == MX_READING && c->hlen > 0) {
+                mx_answer(sv, c);
+            } else {
+                mx_close(sv, c);
+            }
+            return;
+        }
+        if (c->state != MX_READING) {
+            continue;
+        }
+        c->hlen += (size_t)r;
+        c->head[c->hlen] = '\0';
+        if (c->hlen == MX_HEAD_MAX || strstr(c->head, "\r\n\r\n") != NULL ||
+            strstr(c->head, "\n\n") != NULL) {
+            mx_answer(sv, c);
+            return;
+        }
+    }
+}
+
+/* A slot for a new connection: a free one, else the oldest one whose
+ * reply is written (nothing is lost), else the oldest one, which is
+ * counted as evicted. */
+static struct mx_client *
+mx_slot(struct mx_server *sv)
+{
+    struct mx_client *oldest = NULL, *oldest_done = NULL;
+    for (size_t i = 0; i < MX_CLIENTS; i++) {
+        struct mx_client *c = &sv->cl[i];
+        if (c->state == MX_FREE) {
+            return c;
+        }
+        if (oldest == NULL || c->start_ms < oldest->start_ms) {
+            oldest = c;
+        }
+        if (c->state == MX_DRAINING && (oldest_done == NULL || c->start_ms < oldest_done->start_ms)) {
+            oldest_done = c;
+        }
+    }
+    struct mx_client *c = oldest_done != NULL ? oldest_done : oldest;
+    if (c->state != MX_DRAINING) {
+        atomic_fetch_add(&sv->d->metrics_evictions, 1);
+    }
+    mx_close(sv, c);
+    return c;
+}
+
+static void
+mx_accept(struct mx_server *sv)
+{
+    for (;;) {
+        int fd = accept4(sv->d->metrics_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED)) {
+            continue;
+        }
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+            /* Level-triggered: without a pause the loop would spin. */
+            log_warn("metrics: accept (pausing %d ms)", MX_ACCEPT_PAUSE_MS);
+            epoll_ctl(sv->epfd, EPOLL_CTL_DEL, sv->d->metrics_fd, NULL);
+            sv->resume_ms = hd_now_ms() + MX_ACCEPT_PAUSE_MS;
+            return;
+        }
+        if (fd < 0) {
+            return;
+        }
+        struct mx_client *c = mx_slot(sv);
+        c->fd = fd;
+        c->start_ms = hd_now_ms();
+        c->hlen = 0;
+        c->head[0] = '\0';
+        c->state = MX_READING;
+        if (mx_watch(sv, c, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_ADD) < 0) {
+            mx_close(sv, c);
+        }
+    }
+}
+
+/* Close connections past their time; returns the epoll_wait timeout. */
+static int
+mx_expire(struct mx_server *sv)
+{
+    uint64_t now = hd_now_ms();
+    uint64_t next = now + MX_STOP_POLL_MS;
+    for (size_t i = 0; i < MX_CLIENTS; i++) {
+        struct mx_client *c = &sv->cl[i];
+        if (c->state == MX_FREE) {
+            continue;
+        }
+        uint64_t due = c->start_ms + MX_TIMEOUT_MS;
+        if (due <= now) {
+            if (c->state != MX_DRAINING) {
+                atomic_fetch_add(&sv->d->metrics_timeouts, 1);
+            }
+            mx_close(sv, c);
+        } else if (due < next) {
+            next = due;
+        }
+    }
+    if (sv->resume_ms != 0 && sv->resume_ms <= now) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = MX_LISTENER};
+        if (epoll_ctl(sv->epfd, EPOLL_CTL_ADD, sv->d->metrics_fd, &ev) == 0) {
+            sv->resume_ms = 0;
+        }
+    }
+    if (sv->resume_ms != 0 && sv->resume_ms < next) {
+        next = sv->resume_ms;
+    }
+    return (int)(next - now);
 }
 
 static void *
 metrics_main(void *arg)
 {
-    struct hd_daemon *d = arg;
-    while (!atomic_load(&d->metrics_stop)) {
-        struct pollfd pfd = {.fd = d->metrics_fd, .events = POLLIN};
-        int n = poll(&pfd, 1, 200);
-        if (n <= 0) {
-            continue;
+    struct mx_server *sv = arg;
+    struct epoll_event evs[MX_CLIENTS + 1];
+    while (!atomic_load(&sv->d->metrics_stop)) {
+        int n = epoll_wait(sv->epfd, evs, MX_CLIENTS + 1, mx_expire(sv));
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u32 == MX_LISTENER) {
+                mx_accept(sv);
+                continue;
+            }
+            struct mx_client *c = &sv->cl[evs[i].data.u32];
+            /* A connection closed for a slot earlier in this batch may be
+             * a new one now; its event is stale, and harmless: reads and
+             * writes are non-blocking and state-driven. */
+            if (c->state == MX_WRITING) {
+                mx_write(sv, c);
+            } else if (c->state != MX_FREE) {
+                mx_read(sv, c);
+            }
         }
-        int fd = accept(d->metrics_fd, NULL, NULL);
-        if (fd < 0) {
-            continue;
+    }
+    for (size_t i = 0; i < MX_CLIENTS; i++) {
+        if (sv->cl[i].state != MX_FREE) {
+            mx_close(sv, &sv->cl[i]);
         }
-        hd_net_nonblock(fd);
-        serve_one(d, fd);
-        shutdown(fd, SHUT_WR);
-        close(fd);
     }
     return NULL;
 }
@@ -351,10 +586,25 @@ hd_metrics_start(struct hd_daemon *d)
     if (d->metrics_fd < 0) {
         return 0;
     }
-    int rc = pthread_create(&metrics_thread, NULL, metrics_main, d);
-    if (rc != 0) {
-        return -rc;
+    struct mx_server *sv = calloc(1, sizeof(*sv));
+    if (sv == NULL) {
+        return -ENOMEM;
     }
+    sv->d = d;
+    sv->epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = MX_LISTENER};
+    int rc = sv->epfd < 0 || epoll_ctl(sv->epfd, EPOLL_CTL_ADD, d->metrics_fd, &ev) < 0 ? -errno : 0;
+    if (rc == 0) {
+        rc = -pthread_create(&metrics_thread, NULL, metrics_main, sv);
+    }
+    if (rc < 0) {
+        if (sv->epfd >= 0) {
+            close(sv->epfd);
+        }
+        free(sv);
+        return rc;
+    }
+    mx_server = sv;
     metrics_started = 1;
     return 0;
 }
@@ -366,6 +616,9 @@ hd_metrics_stop(struct hd_daemon *d)
     if (metrics_started) {
         pthread_join(metrics_thread, NULL);
         metrics_started = 0;
+        close(mx_server->epfd);
+        free(mx_server);
+        mx_server = NULL;
     }
     if (d->metrics_fd >= 0) {
         close(d->metrics_fd);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Prometheus text exposition (format 0.0.4) on metrics_listen: GET /metrics
- * is served by one small thread, one client at a time with timeouts, so a
- * slow scraper can delay only other scrapes, never ingress or egress. */
+ * is served by one small thread with its own epoll loop over at most 64
+ * non-blocking connections, each with a 5 s deadline and an 8 KiB request
+ * limit, so a slow or silent client delays no scrape, and never ingress
+ * or egress. */
 #ifndef HOPPER_SRC_HOPPERD_METRICS_H
 #define HOPPER_SRC_HOPPERD_METRICS_H
 

@@ -313,6 +313,22 @@ hd_net_connect(const char *addr, int timeout_ms, int (*abort_fn)(void *), void *
 }
 
 int
+hd_net_send_some(int fd, const void *p, size_t n, size_t *off)
+{
+    while (*off < n) {
+        ssize_t w = send(fd, (const char *)p + *off, n - *off, MSG_NOSIGNAL);
+        if (w > 0) {
+            *off += (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 0;
+        } else if (w == 0 || errno != EINTR) {
+            return w == 0 ? -EIO : -errno;
+        }
+    }
+    return 0;
+}
+
+int
 hd_write_all(int fd, const void *p, size_t n, int is_socket, uint64_t deadline_ms,
              int (*abort_fn)(void *), void *arg)
 {

@@ -40,6 +40,10 @@ int hd_net_listen_unix(const char *path, mode_t mode, char *err, size_t errlen);
  * non-zero. Returns a connected non-blocking fd or -errno. */
 int hd_net_connect(const char *addr, int timeout_ms, int (*abort_fn)(void *), void *arg, char *err,
                    size_t errlen);
+/* Write what the non-blocking socket fd takes of p[*off..n) now, advancing
+ * *off (MSG_NOSIGNAL, EINTR retried). 0 when all is written or the socket
+ * is full, or -errno. */
+int hd_net_send_some(int fd, const void *p, size_t n, size_t *off);
 /* Write all of p[0..n) to fd: send(MSG_NOSIGNAL) when is_socket, else
  * write(2); short writes and EINTR are retried. On a non-blocking fd that
  * is full it waits for POLLOUT, at most 100 ms at a time, and gives up

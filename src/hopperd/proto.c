@@ -9,6 +9,7 @@
  */
 #include "proto.h"
 
+#include <assert.h>
 #include <string.h>
 
 #define MAX_DEPTH 16
@@ -250,6 +251,82 @@ key_is(const struct hd_slice *k, const char *name)
     return k->n == n && memcmp(k->p, name, n) == 0;
 }
 
+/* The keys the protocol defines (docs/PROTOCOL.md §3); any other key is
+ * skipped. */
+enum key {
+    KEY_OP,
+    KEY_ID,
+    KEY_QUEUE,
+    KEY_RECORDS,
+    KEY_COUNT,
+    KEY_DROPPED,
+    KEY_CODE,
+    KEY_MESSAGE,
+    KEY_V,
+    KEY_MAX_FRAME,
+    KEY_MAX_RECORD,
+    KEY_WINDOW,
+    KEY_FIRST,
+    KEY_LAST,
+    KEY_SEQ,
+    KEY_NKEYS
+};
+static const char *const key_names[KEY_NKEYS] = {
+    [KEY_OP] = "op",
+    [KEY_ID] = "id",
+    [KEY_QUEUE] = "queue",
+    [KEY_RECORDS] = "records",
+    [KEY_COUNT] = "count",
+    [KEY_DROPPED] = "dropped",
+    [KEY_CODE] = "code",
+    [KEY_MESSAGE] = "message",
+    [KEY_V] = "v",
+    [KEY_MAX_FRAME] = "max_frame",
+    [KEY_MAX_RECORD] = "max_record",
+    [KEY_WINDOW] = "window",
+    [KEY_FIRST] = "first",
+    [KEY_LAST] = "last",
+    [KEY_SEQ] = "seq",
+};
+
+/* enum key of k, or -1 for a key the protocol does not define. */
+static int
+known_key(const struct hd_slice *k)
+{
+    for (int i = 0; i < KEY_NKEYS; i++) {
+        if (key_is(k, key_names[i])) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Where the unsigned value of key k goes (keys without their own case in
+ * hd_proto_parse). */
+static uint64_t *
+uint_field(struct hd_msg *m, int k)
+{
+    switch (k) {
+    case KEY_COUNT:
+        return &m->count;
+    case KEY_DROPPED:
+        return &m->dropped;
+    case KEY_V:
+        return &m->version;
+    case KEY_MAX_FRAME:
+        return &m->max_frame;
+    case KEY_MAX_RECORD:
+        return &m->max_record;
+    case KEY_WINDOW:
+        return &m->window;
+    case KEY_FIRST:
+        return &m->first;
+    default:
+        assert(k == KEY_LAST);
+        return &m->last;
+    }
+}
+
 int
 hd_proto_frame_len(const uint8_t *p, size_t n, uint32_t *len)
 {
@@ -273,14 +350,32 @@ hd_proto_parse(const uint8_t *p, size_t n, struct hd_msg *m, const char **why)
         return -1;
     }
     int have_records = 0;
+    uint32_t seen = 0; /* bit k: key_names[k] was read */
     for (uint64_t i = 0; i < pairs; i++) {
         struct hd_slice key;
         *why = "map keys must be strings";
         if (rd_str(&r, &key, 0) < 0 || key.p == NULL) {
             return -1;
         }
+        int k = known_key(&key);
+        if (k < 0) {
+            if (rd_skip(&r, 0) < 0) {
+                *why = "bad value";
+                return -1;
+            }
+            continue;
+        }
+        /* "The last one wins" would let a frame say two things at once
+         * (an `op` that is a send to one reader and an ok to another), so
+         * a key the protocol defines may appear once. */
+        if (seen & (UINT32_C(1) << k)) {
+            *why = "duplicate key";
+            return -1;
+        }
+        seen |= UINT32_C(1) << k;
         *why = "bad value";
-        if (key_is(&key, "op")) {
+        switch (k) {
+        case KEY_OP: {
             struct hd_slice op;
             if (rd_str(&r, &op, 0) < 0) {
                 return -1;
@@ -293,25 +388,29 @@ hd_proto_parse(const uint8_t *p, size_t n, struct hd_msg *m, const char **why)
                     : key_is(&op, "records")   ? HD_OP_RECORDS
                     : key_is(&op, "ack")       ? HD_OP_ACK
                                                : HD_OP_UNKNOWN;
-        } else if (key_is(&key, "id")) {
+            break;
+        }
+        case KEY_ID:
             if (rd_uint(&r, &m->id) < 0) {
                 *why = "id must be an unsigned integer";
                 return -1;
             }
             m->has_id = 1;
-        } else if (key_is(&key, "queue")) {
+            break;
+        case KEY_QUEUE:
             if (rd_str(&r, &m->queue, 0) < 0) {
                 *why = "queue must be a string";
                 return -1;
             }
-        } else if (key_is(&key, "records")) {
+            break;
+        case KEY_RECORDS: {
             uint64_t count;
             if (rd_head(&r, &type, &count, &data) < 0 || type != M_ARRAY || count > r.n - r.off) {
                 *why = "records must be an array";
                 return -1;
             }
             m->records_off = r.off;
-            for (uint64_t k = 0; k < count; k++) {
+            for (uint64_t j = 0; j < count; j++) {
                 struct hd_slice rec;
                 if (rd_str(&r, &rec, 1) < 0 || rec.p == NULL) {
                     *why = "records must be bin or str values";
@@ -320,15 +419,9 @@ hd_proto_parse(const uint8_t *p, size_t n, struct hd_msg *m, const char **why)
             }
             m->nrecords = count;
             have_records = 1;
-        } else if (key_is(&key, "count")) {
-            if (rd_uint(&r, &m->count) < 0) {
-                return -1;
-            }
-        } else if (key_is(&key, "dropped")) {
-            if (rd_uint(&r, &m->dropped) < 0) {
-                return -1;
-            }
-        } else if (key_is(&key, "code")) {
+            break;
+        }
+        case KEY_CODE: {
             struct hd_slice code;
             if (rd_str(&r, &code, 0) < 0) {
                 return -1;
@@ -338,41 +431,24 @@ hd_proto_parse(const uint8_t *p, size_t n, struct hd_msg *m, const char **why)
                     m->code = c;
                 }
             }
-        } else if (key_is(&key, "message")) {
+            break;
+        }
+        case KEY_MESSAGE:
             if (rd_str(&r, &m->message, 0) < 0) {
                 return -1;
             }
-        } else if (key_is(&key, "v")) {
-            if (rd_uint(&r, &m->version) < 0) {
-                return -1;
-            }
-        } else if (key_is(&key, "max_frame")) {
-            if (rd_uint(&r, &m->max_frame) < 0) {
-                return -1;
-            }
-        } else if (key_is(&key, "max_record")) {
-            if (rd_uint(&r, &m->max_record) < 0) {
-                return -1;
-            }
-        } else if (key_is(&key, "window")) {
-            if (rd_uint(&r, &m->window) < 0) {
-                return -1;
-            }
-        } else if (key_is(&key, "first")) {
-            if (rd_uint(&r, &m->first) < 0) {
-                return -1;
-            }
-        } else if (key_is(&key, "last")) {
-            if (rd_uint(&r, &m->last) < 0) {
-                return -1;
-            }
-        } else if (key_is(&key, "seq")) {
+            break;
+        case KEY_SEQ:
             if (rd_uint(&r, &m->seq) < 0) {
                 return -1;
             }
             m->has_seq = 1;
-        } else if (rd_skip(&r, 0) < 0) {
-            return -1;
+            break;
+        default:
+            if (rd_uint(&r, uint_field(m, k)) < 0) {
+                return -1;
+            }
+            break;
         }
     }
     if (r.off != n) {

@@ -146,6 +146,30 @@ e2e_read_file(const char *path, size_t *lenp)
     return p;
 }
 
+void
+e2e_dump_log(const char *path, size_t tail)
+{
+    char *log = e2e_read_file(path, NULL);
+    if (log == NULL) {
+        return;
+    }
+    size_t n = strlen(log);
+    const char *from = tail > 0 && n > tail ? log + n - tail : log;
+    fprintf(stderr, "---- hopperd log%s ----\n%s---- end ----\n", from != log ? " (tail)" : "",
+            from);
+    free(log);
+}
+
+void
+e2e_cleanup(pid_t pid, char *dir)
+{
+    if (pid > 0) {
+        e2e_stop(pid, SIGKILL, 5000);
+    }
+    e2e_rmtree(dir);
+    free(dir);
+}
+
 pid_t
 e2e_start(const char *conf, const char *logpath)
 {
@@ -200,8 +224,8 @@ e2e_run(const char *const *args, char *out, size_t outlen)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static int
-connect_port(int port)
+int
+e2e_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sin;
@@ -221,7 +245,7 @@ connect_port(int port)
 static int
 port_accepts(void *arg)
 {
-    int fd = connect_port(*(const int *)arg);
+    int fd = e2e_connect(*(const int *)arg);
     if (fd < 0) {
         return 0;
     }
@@ -288,9 +312,22 @@ e2e_write_all(int fd, const void *data, size_t len)
 }
 
 int
+e2e_peer_closed(int fd)
+{
+    char b[256];
+    for (;;) {
+        ssize_t r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+        if (r > 0) {
+            continue;
+        }
+        return r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    }
+}
+
+int
 e2e_send(int port, const void *data, size_t len)
 {
-    int fd = connect_port(port);
+    int fd = e2e_connect(port);
     if (fd < 0) {
         return -1;
     }
@@ -299,41 +336,75 @@ e2e_send(int port, const void *data, size_t len)
     return rc;
 }
 
-double
-e2e_metric(int port, const char *prefix)
+char *
+e2e_http(int port, const char *req, int timeout_ms, size_t *lenp)
 {
-    int fd = connect_port(port);
+    uint64_t deadline = e2e_now_ms() + (uint64_t)timeout_ms;
+    int fd = e2e_connect(port);
     if (fd < 0) {
-        return -1;
-    }
-    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
-    if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) < 0) {
-        close(fd);
-        return -1;
+        return NULL;
     }
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
-    ssize_t r;
-    while ((r = recv(fd, buf + len, cap - len - 1, 0)) > 0) {
+    int ok = buf != NULL && e2e_write_all(fd, req, strlen(req)) == 0;
+    while (ok) {
+        uint64_t now = e2e_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0) {
+            ok = 0;
+            break;
+        }
+        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r == 0) {
+            break;
+        }
+        if (r < 0) {
+            ok = errno == EINTR;
+            continue;
+        }
         len += (size_t)r;
         if (cap - len < 2) {
             cap *= 2;
-            buf = realloc(buf, cap);
+            char *nb = realloc(buf, cap);
+            ok = nb != NULL;
+            buf = ok ? nb : buf;
         }
     }
     close(fd);
+    if (!ok) {
+        free(buf);
+        return NULL;
+    }
     buf[len] = '\0';
-    double v = -1;
+    if (lenp != NULL) {
+        *lenp = len;
+    }
+    return buf;
+}
+
+double
+e2e_metric_in(const char *text, const char *prefix)
+{
     size_t pl = strlen(prefix);
-    for (char *line = buf; line != NULL && *line != '\0';) {
-        char *nl = strchr(line, '\n');
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        const char *nl = strchr(line, '\n');
         if (strncmp(line, prefix, pl) == 0 && line[pl] == ' ') {
-            v = strtod(line + pl + 1, NULL);
-            break;
+            return strtod(line + pl + 1, NULL);
         }
         line = nl != NULL ? nl + 1 : NULL;
     }
-    free(buf);
+    return -1;
+}
+
+double
+e2e_metric(int port, const char *prefix)
+{
+    char *text = e2e_http(port, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n", 30000, NULL);
+    if (text == NULL) {
+        return -1;
+    }
+    double v = e2e_metric_in(text, prefix);
+    free(text);
     return v;
 }
 

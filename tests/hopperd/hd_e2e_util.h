@@ -33,6 +33,13 @@ void e2e_write_file(const char *path, const char *text);
 /* Read a whole file (malloc'd, NUL-terminated; NULL if missing). */
 char *e2e_read_file(const char *path, size_t *len);
 
+/* Print hopperd's log (stdout+stderr) at path to stderr for a failing
+ * test: its last `tail` bytes, or all of it when tail is 0. */
+void e2e_dump_log(const char *path, size_t tail);
+/* A test's teardown: SIGKILL pid when it is > 0 (and reap it), remove
+ * dir (kept when HOPPERD_E2E_KEEP is set) and free it. */
+void e2e_cleanup(pid_t pid, char *dir);
+
 /* Start hopperd -f conf with stdout+stderr appended to logpath. */
 pid_t e2e_start(const char *conf, const char *logpath);
 /* Same, with RLIMIT_NOFILE set to nofile in the child (0: unchanged). */
@@ -49,11 +56,23 @@ int e2e_wait_exit(pid_t pid, int timeout_ms);
 int e2e_stop(pid_t pid, int sig, int timeout_ms);
 /* Connect to 127.0.0.1:port and write everything (blocking). 0 or -1. */
 int e2e_send(int port, const void *data, size_t len);
+/* Has the peer closed the connection fd (FIN or reset)? Reads and
+ * discards whatever else is there, without blocking. */
+int e2e_peer_closed(int fd);
 /* write() everything to fd (blocking). 0 or -1. */
 int e2e_write_all(int fd, const void *data, size_t len);
+/* Connect to 127.0.0.1:port (blocking, CLOEXEC). The fd, or -1. */
+int e2e_connect(int port);
+/* Send `req` to 127.0.0.1:port and read until the server closes, within
+ * timeout_ms in all: the malloc'd, NUL-terminated reply (its length in
+ * *len when len is not NULL), or NULL on a failure or timeout. */
+char *e2e_http(int port, const char *req, int timeout_ms, size_t *len);
 /* GET /metrics and return the value of the sample whose line starts with
- * `prefix` (e.g. "hopperd_ingress_records_total{queue=\"q\"}"), or -1. */
+ * `prefix` (e.g. "hopperd_ingress_records_total{queue=\"q\"}"), or -1
+ * (also when no answer came within 30 s). */
 double e2e_metric(int port, const char *prefix);
+/* The same, over an exposition already fetched. */
+double e2e_metric_in(const char *text, const char *prefix);
 
 /* Downstream: accepts one connection at a time and appends what it reads. */
 struct e2e_downstream {

@@ -201,6 +201,9 @@ test_defaults(void **state)
     assert_string_equal(s->queues, "");
     assert_int_equal(s->allowed_uids.n, 0);
     assert_int_equal(s->allowed_gids.n, 0);
+    assert_int_equal(s->max_conns_per_peer, 64);
+    assert_int_equal(s->handshake_timeout_ms, 10000);
+    assert_int_equal(s->idle_timeout_ms, 300000);
     const struct hd_sink_conf *k = &cfg->sinks[0];
     assert_int_equal(k->format, HD_FMT_LINES);
     assert_int_equal(k->fsync.mode, HD_FSYNC_INTERVAL);
@@ -239,11 +242,17 @@ test_every_directive(void **state)
                                     "format = octet-counted\n"
                                     "queue = b\n"
                                     "max_connections = 3\n"
+                                    "max_connections_per_peer = 0\n"
+                                    "handshake_timeout = 0\n"
+                                    "idle_timeout = 0\n"
                                     "[source s2]\n"
                                     "type = unix\n"
                                     "path = /run/h.sock\n"
                                     "mode = 0600\n"
                                     "queue = a.b-c_1\n"
+                                    "max_connections_per_peer = 65536\n"
+                                    "handshake_timeout = 10m\n"
+                                    "idle_timeout = 60m\n"
                                     "[sink k1]\n"
                                     "type = tcp\n"
                                     "connect = example.org:65535\n"
@@ -278,6 +287,12 @@ test_every_directive(void **state)
     assert_int_equal(cfg->sources[0].format, HD_FMT_OCTET);
     assert_int_equal(cfg->sources[0].queue_index, 1);
     assert_int_equal(cfg->sources[0].max_connections, 3);
+    assert_int_equal(cfg->sources[0].max_conns_per_peer, 0);
+    assert_int_equal(cfg->sources[0].handshake_timeout_ms, 0);
+    assert_int_equal(cfg->sources[0].idle_timeout_ms, 0);
+    assert_int_equal(cfg->sources[1].max_conns_per_peer, 65536);
+    assert_int_equal(cfg->sources[1].handshake_timeout_ms, 600000);
+    assert_int_equal(cfg->sources[1].idle_timeout_ms, 3600000);
     assert_string_equal(cfg->sources[1].path, "/run/h.sock");
     assert_int_equal(cfg->sources[1].mode, 0600);
     assert_int_equal(cfg->sources[1].queue_index, 0);
@@ -511,6 +526,16 @@ test_errors_with_lines(void **state)
          "test.conf:5: mode = '0999': expected an octal number"},
         {BASE_Q "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q\nmax_connections = 0\n",
          "test.conf:6: max_connections = 0 is out of range"},
+        {BASE_Q "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q\n"
+                "max_connections_per_peer = 65537\n",
+         "test.conf:6: max_connections_per_peer = 65537 is out of range"},
+        {BASE_Q "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q\n"
+                "handshake_timeout = 11m\n",
+         "test.conf:6: handshake_timeout = 11m is out of range"},
+        {BASE_Q "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q\nidle_timeout = 61m\n",
+         "test.conf:6: idle_timeout = 61m is out of range"},
+        {BASE_Q "[source s]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = q\nidle_timeout = 5\n",
+         "test.conf:6: bad duration unit in '5'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         expect_error(cases[i].text, cases[i].want);

@@ -66,22 +66,14 @@ setup(void **state)
 static void
 dump_log(struct env *e)
 {
-    char *log = e2e_read_file(e->log, NULL);
-    if (log != NULL) {
-        fprintf(stderr, "---- hopperd log ----\n%s---- end ----\n", log);
-        free(log);
-    }
+    e2e_dump_log(e->log, 0);
 }
 
 static int
 teardown(void **state)
 {
     struct env *e = *state;
-    if (e->pid > 0) {
-        e2e_stop(e->pid, SIGKILL, 5000);
-    }
-    e2e_rmtree(e->dir);
-    free(e->dir);
+    e2e_cleanup(e->pid, e->dir);
     free(e);
     return 0;
 }
@@ -1082,6 +1074,13 @@ test_logger_octet(void **state)
 }
 
 /* max_connections: extra connections are refused and counted. */
+static int
+first_two_closed(void *arg)
+{
+    const int *fds = arg;
+    return e2e_peer_closed(fds[0]) && e2e_peer_closed(fds[1]);
+}
+
 static void
 test_connection_limit(void **state)
 {
@@ -1103,14 +1102,21 @@ test_connection_limit(void **state)
         sin.sin_port = htons((uint16_t)e->in_port);
         assert_int_equal(connect(fds[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
     }
-    double refused;
+    /* With both slots taken, each newcomer takes the slot of the
+     * connection idle longest (issue 11): the first two go. */
+    double evicted;
     if (wait_metric_port(e->metrics_port,
-                         "hopperd_source_connections_rejected_total{source=\"in\"}", 2, 0, 5000,
-                         &refused) < 0) {
+                         "hopperd_source_connections_evicted_total{source=\"in\"}", 2, 0, 5000,
+                         &evicted) < 0) {
         dump_log(e);
-        fail_msg("connections not refused");
+        fail_msg("no connection evicted");
     }
     assert_true(e2e_metric(e->metrics_port, "hopperd_source_connections{source=\"in\"}") == 2);
+    assert_true(e2e_metric(e->metrics_port,
+                           "hopperd_source_connections_rejected_total{source=\"in\"}") == 0);
+    assert_int_equal(e2e_wait_until(first_two_closed, fds, 5000), 0);
+    assert_false(e2e_peer_closed(fds[2]));
+    assert_false(e2e_peer_closed(fds[3]));
     for (int i = 0; i < 4; i++) {
         close(fds[i]);
     }

@@ -192,6 +192,39 @@ test_malformed(void **state)
     expect_bad(deep, k);
 }
 
+/* A key the protocol defines may appear once: `op` twice (even with the
+ * same value), `id` twice or `records` twice is BAD_FRAME rather than
+ * "the last one wins" (issue 11, fault 8). Unknown keys are skipped, so
+ * repeating one of them is harmless and stays accepted. */
+static void
+test_duplicate_keys(void **state)
+{
+    (void)state;
+    struct hd_msg m;
+    const char *why = NULL;
+    /* op twice: a send that turns into an ok */
+    static const uint8_t op_twice[] = "\x84\xa2op\xa4send\xa2id\x01\xa7records\x90\xa2op\xa2ok";
+    assert_int_equal(hd_proto_parse(op_twice, sizeof(op_twice) - 1, &m, &why), -1);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "duplicate"));
+    /* op twice with the same value */
+    BAD("\x84\xa2op\xa4send\xa2op\xa4send\xa2id\x01\xa7records\x90");
+    /* id twice */
+    BAD("\x84\xa2op\xa4send\xa2id\x01\xa2id\x02\xa7records\x90");
+    /* records twice: the first array would be hidden from the record walk */
+    BAD("\x84\xa2op\xa4send\xa2id\x01\xa7records\x91\xa1x\xa7records\x90");
+    /* queue, seq, window, code twice */
+    BAD("\x84\xa2op\xa4send\xa2id\x01\xa5queue\xa1" "a\xa5queue\xa1" "b");
+    BAD("\x83\xa2op\xa3" "ack\xa3seq\x01\xa3seq\x02");
+    BAD("\x84\xa2op\xa9subscribe\xa2id\x01\xa6window\x01\xa6window\x02");
+    BAD("\x84\xa2op\xa5" "error\xa2id\x01\xa4" "code\xa4" "FULL\xa4" "code\xa6" "FAILED");
+    /* an unknown key twice is skipped both times */
+    static const uint8_t unk_twice[] = "\x85\xa2op\xa4send\xa2id\x01\xa7records\x90"
+                                       "\xa1x\x01\xa1x\x02";
+    assert_int_equal(hd_proto_parse(unk_twice, sizeof(unk_twice) - 1, &m, &why), 0);
+    assert_int_equal(m.op, HD_OP_SEND);
+}
+
 static uint64_t
 xorshift(uint64_t *s)
 {
@@ -323,6 +356,7 @@ main(void)
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_foreign_encodings),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_truncation_and_mutation),
         cmocka_unit_test(test_subscription_messages),
         cmocka_unit_test(test_native_framer),

@@ -68,7 +68,7 @@ done <<<"$edges"
 # 3. Daemon and hopperctl: public header and their own headers only; the
 #    daemon's codec and socket helpers are leaves that never include its
 #    run-time modules, and hopperctl links only those leaves.
-runtime=" config daemon listener loop conn ingest native subscribe relay metrics signals notify main "
+runtime=" config daemon listener loop conn connlimit ingest native subscribe relay metrics signals notify main "
 leaves=" log clock framer wire proto netutil "
 while read -r dir from to path; do
     case "$dir" in hopperd | hopperctl) ;; *) continue ;; esac
