@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* File I/O with EINTR and short-transfer handling, plus the fault hook.
+/* File I/O with EINTR and short-transfer handling, plus the fault hook and
+ * the trace hook (both for tests).
  * Every file-system call of the library is made here (see fsio.h). */
 #include "fsio.h"
 
@@ -11,6 +12,20 @@
 #include <unistd.h>
 
 hp_fault_fn hp_fault_hook;
+hp_fs_trace_fn hp_fs_trace_hook;
+
+/* Report a call that changed the file system (fsio.h); only when traced. */
+static void
+trace(const char *op, int fd, int dirfd, const char *name, const char *name2, int flags,
+      const void *data, size_t len, uint64_t off)
+{
+    hp_fs_trace_fn fn = hp_fs_trace_hook;
+    if (fn != NULL) {
+        hp_fs_event ev = {.op = op, .fd = fd, .dirfd = dirfd, .name = name, .name2 = name2,
+                          .flags = flags, .data = data, .len = len, .off = off};
+        fn(&ev);
+    }
+}
 
 int
 hp_fs_open(const char *path, int flags, int mode)
@@ -20,7 +35,11 @@ hp_fs_open(const char *path, int flags, int mode)
     do {
         fd = open(path, flags | O_CLOEXEC, mode);
     } while (fd < 0 && errno == EINTR);
-    return fd < 0 ? -errno : fd;
+    if (fd < 0) {
+        return -errno;
+    }
+    trace("open", fd, AT_FDCWD, path, NULL, flags, NULL, 0, 0);
+    return fd;
 }
 
 int
@@ -31,7 +50,11 @@ hp_fs_openat(int dirfd, const char *name, int flags, int mode)
     do {
         fd = openat(dirfd, name, flags | O_CLOEXEC, mode);
     } while (fd < 0 && errno == EINTR);
-    return fd < 0 ? -errno : fd;
+    if (fd < 0) {
+        return -errno;
+    }
+    trace("open", fd, dirfd, name, NULL, flags, NULL, 0, 0);
+    return fd;
 }
 
 int
@@ -39,6 +62,7 @@ hp_fs_write_all(int fd, const void *p, size_t n)
 {
     HP_GUARD(hp_fault("write"));
     const uint8_t *c = p;
+    const size_t total = n;
     while (n > 0) {
         ssize_t w = write(fd, c, n);
         if (w < 0) {
@@ -52,6 +76,12 @@ hp_fs_write_all(int fd, const void *p, size_t n)
         }
         c += w;
         n -= (size_t)w;
+    }
+    if (hp_fs_trace_hook != NULL) {
+        /* The bytes went to the file position, which is now past them. */
+        off_t end = lseek(fd, 0, SEEK_CUR);
+        uint64_t off = end < 0 ? UINT64_MAX : (uint64_t)end - total;
+        trace("write", fd, -1, NULL, NULL, 0, p, total, off);
     }
     return 0;
 }
@@ -82,28 +112,44 @@ int
 hp_fs_fdatasync(int fd)
 {
     HP_GUARD(hp_fault("fsync"));
-    return fdatasync(fd) < 0 ? -errno : 0;
+    if (fdatasync(fd) < 0) {
+        return -errno;
+    }
+    trace("fsync", fd, -1, NULL, NULL, 0, NULL, 0, 0);
+    return 0;
 }
 
 int
 hp_fs_fsync(int fd)
 {
     HP_GUARD(hp_fault("fsync"));
-    return fsync(fd) < 0 ? -errno : 0;
+    if (fsync(fd) < 0) {
+        return -errno;
+    }
+    trace("fsync", fd, -1, NULL, NULL, 0, NULL, 0, 0);
+    return 0;
 }
 
 int
 hp_fs_renameat(int dirfd, const char *from, const char *to)
 {
     HP_GUARD(hp_fault("rename"));
-    return renameat(dirfd, from, dirfd, to) < 0 ? -errno : 0;
+    if (renameat(dirfd, from, dirfd, to) < 0) {
+        return -errno;
+    }
+    trace("rename", -1, dirfd, from, to, 0, NULL, 0, 0);
+    return 0;
 }
 
 int
 hp_fs_unlinkat(int dirfd, const char *name)
 {
     HP_GUARD(hp_fault("unlink"));
-    return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+    if (unlinkat(dirfd, name, 0) < 0) {
+        return -errno;
+    }
+    trace("unlink", -1, dirfd, name, NULL, 0, NULL, 0, 0);
+    return 0;
 }
 
 int
@@ -114,28 +160,42 @@ hp_fs_ftruncate(int fd, uint64_t len)
     do {
         rc = ftruncate(fd, (off_t)len);
     } while (rc < 0 && errno == EINTR);
-    return rc < 0 ? -errno : 0;
+    if (rc < 0) {
+        return -errno;
+    }
+    trace("ftruncate", fd, -1, NULL, NULL, 0, NULL, 0, len);
+    return 0;
 }
 
 int
 hp_fs_mkdir(const char *path, int mode)
 {
     HP_GUARD(hp_fault("mkdir"));
-    return mkdir(path, (mode_t)mode) < 0 && errno != EEXIST ? -errno : 0;
+    if (mkdir(path, (mode_t)mode) < 0) {
+        return errno == EEXIST ? 0 : -errno;
+    }
+    trace("mkdir", -1, AT_FDCWD, path, NULL, 0, NULL, 0, 0);
+    return 0;
 }
 
 int
 hp_fs_fsync_dir(int dirfd)
 {
     HP_GUARD(hp_fault("fsync_dir"));
-    return fsync(dirfd) < 0 ? -errno : 0;
+    if (fsync(dirfd) < 0) {
+        return -errno;
+    }
+    trace("fsync_dir", dirfd, -1, NULL, NULL, 0, NULL, 0, 0);
+    return 0;
 }
 
 void
 hp_fs_discard(int dirfd, const char *name)
 {
     int saved = errno;
-    (void)unlinkat(dirfd, name, 0);
+    if (unlinkat(dirfd, name, 0) == 0) {
+        trace("unlink", -1, dirfd, name, NULL, 0, NULL, 0, 0);
+    }
     errno = saved;
 }
 

@@ -27,6 +27,36 @@ hp_fault(const char *op)
     return hp_fault_hook ? hp_fault_hook(op) : 0;
 }
 
+/* Operation trace (tests only: the power-loss test's page-cache model,
+ * tests/helpers/powerfs.c). When set, every call of this file that changed the
+ * file system reports it once it succeeded, from the calling thread:
+ *   "open"       fd = the new descriptor, dirfd/name as passed (dirfd is
+ *                AT_FDCWD for hp_fs_open), flags as passed
+ *   "write"      fd, data/len = every byte written, off = file offset of the
+ *                first one
+ *   "ftruncate"  fd, off = the new length
+ *   "fsync"      fd (fsync and fdatasync alike)
+ *   "fsync_dir"  fd = the directory
+ *   "rename"     dirfd, name -> name2
+ *   "unlink"     dirfd, name (hp_fs_unlinkat, and hp_fs_discard when it
+ *                removed something)
+ *   "mkdir"      name = the path, only when the directory was created
+ * Failed calls are not reported; a set hook changes nothing else. It is
+ * independent of hp_fault_hook (which sees the call before, by name only). */
+typedef struct hp_fs_event {
+    const char *op;
+    int fd;
+    int dirfd;
+    const char *name;
+    const char *name2;
+    int flags;
+    const void *data;
+    size_t len;
+    uint64_t off;
+} hp_fs_event;
+typedef void (*hp_fs_trace_fn)(const hp_fs_event *ev);
+extern hp_fs_trace_fn hp_fs_trace_hook;
+
 HP_MUST_USE int hp_fs_open(const char *path, int flags, int mode);
 HP_MUST_USE int hp_fs_openat(int dirfd, const char *name, int flags, int mode);
 HP_MUST_USE int hp_fs_write_all(int fd, const void *p, size_t n);
