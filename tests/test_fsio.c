@@ -5,8 +5,8 @@
  * (RLIMIT_FSIZE, in a child); pread_full stops short only at EOF; fsync_dir
  * works on a directory and reports errors; atomic_write replaces content
  * whole and leaves no temp file, also after a failure; the lock helper,
- * mkdir, discard, size, exists, the directory walk, the fault hook and the
- * trace hook behave as fsio.h says. */
+ * mkdir (and its parent fsync), discard, size, exists, the directory walk,
+ * the fault hook and the trace hook behave as fsio.h says. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -605,11 +605,13 @@ test_trace_hook(void **state)
     path_in(path, sizeof(path), state, "q");
     g_ntev = 0;
     hp_fs_trace_hook = trace_hook;
-    /* mkdir; an existing directory: nothing. */
+    /* mkdir, then the parent's fsync; an existing directory: nothing. */
     assert_int_equal(hp_fs_mkdir(path, 0700), 0);
     assert_int_equal(hp_fs_mkdir(path, 0700), 0);
-    assert_int_equal(g_ntev, 1);
+    assert_int_equal(g_ntev, 3);
     expect_ev(0, "mkdir", "q", 0, 0);
+    expect_ev(1, "open", strrchr(tdir(state), '/') + 1, 0, 0);
+    expect_ev(2, "fsync_dir", "", 0, 0);
     g_ntev = 0;
     int dfd = hp_fs_open(path, O_RDONLY | O_DIRECTORY, 0);
     assert_true(dfd >= 0);
@@ -642,6 +644,13 @@ test_trace_hook(void **state)
     expect_ev(8, "unlink", "g", 0, 0);
     expect_ev(9, "fsync_dir", "", 0, 0);
     hp_fs_close(dfd);
+    /* mkdir whose parent fsync fails: removed again, so a retry redoes it. */
+    path_in(path, sizeof(path), state, "r");
+    arm("fsync_dir", -EIO);
+    assert_int_equal(hp_fs_mkdir(path, 0700), -EIO);
+    hp_fault_hook = NULL;
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), -1);
     hp_fs_trace_hook = NULL;
 }
 

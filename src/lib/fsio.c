@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -175,7 +176,25 @@ hp_fs_mkdir(const char *path, int mode)
         return errno == EEXIST ? 0 : -errno;
     }
     trace("mkdir", -1, AT_FDCWD, path, NULL, 0, NULL, 0, 0);
-    return 0;
+    /* mkdir -> fsync(parent): until then a power cut may take the new
+     * directory, and everything later made durable inside it, away. */
+    char parent[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    HP_ENSURE(n < sizeof(parent), -ENAMETOOLONG);
+    memcpy(parent, slash == NULL ? "." : path, slash == NULL ? 1 : n);
+    parent[slash == NULL ? 1 : n] = '\0';
+    int dfd = hp_fs_open(parent, O_RDONLY | O_DIRECTORY, 0);
+    int rc = dfd < 0 ? dfd : hp_fs_fsync_dir(dfd);
+    hp_fs_close(dfd);
+    if (rc < 0) {
+        /* Not known to be durable: remove it, so that a retry creates it and
+         * fsyncs again (an existing directory is taken as it is). */
+        int saved = errno;
+        (void)rmdir(path);
+        errno = saved;
+    }
+    return rc;
 }
 
 int

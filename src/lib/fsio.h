@@ -67,7 +67,11 @@ HP_MUST_USE int hp_fs_fsync(int fd);
 HP_MUST_USE int hp_fs_renameat(int dirfd, const char *from, const char *to);
 HP_MUST_USE int hp_fs_unlinkat(int dirfd, const char *name);
 HP_MUST_USE int hp_fs_ftruncate(int fd, uint64_t len);
-/* mkdir(path, mode); an existing directory is success. Hooked as "mkdir". */
+/* mkdir(path, mode), then fsync of the parent directory so that the new
+ * directory survives a power cut (the parent is opened and fsynced, hooked as
+ * "open" and "fsync_dir"; when that fails the new directory is removed again
+ * and the error returned). An existing directory is success, untouched.
+ * Hooked as "mkdir". */
 HP_MUST_USE int hp_fs_mkdir(const char *path, int mode);
 /* fsync a directory, making the renames, creations and unlinks in it
  * durable (FORMAT.md §2, §4). Hooked as "fsync_dir". */
