@@ -192,10 +192,12 @@ ensure_room(hopper_queue *q, uint64_t frame_bytes, uint64_t first_seq, uint64_t 
     }
     if (q->active_fd >= 0) {
         HP_GUARD(flush_wbuf(q));
-        /* A sealed segment is made durable before it stops being active. */
-        if (q->o.fsync != HOPPER_FSYNC_NEVER) {
-            HP_GUARD(hp_fs_fdatasync(q->active_fd));
-        }
+        /* A sealed segment is made durable before it stops being active,
+         * whatever the fsync policy: close fdatasyncs only the active one,
+         * and the index written next (fsynced) must not describe bytes that
+         * a power cut can still take (FORMAT.md §2.1). One fdatasync per
+         * segment_bytes written. */
+        HP_GUARD(hp_fs_fdatasync(q->active_fd));
         hp_fs_close(q->active_fd);
         q->active_fd = -1;
         hp_q_seal_index(q);
