@@ -307,8 +307,13 @@ hp_q_write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t
 }
 
 /* Undo a failed batch on disk: truncate the segments it extended back to
- * their size before the batch, unlink the ones it created. Returns 0 when the
- * files are back as they were. [writer] */
+ * their size before the batch, unlink the ones it created, and make that
+ * durable (fdatasync each truncated segment, then fsync the directory) before
+ * the batch's seqs are given out again: a frame of the undone batch that the
+ * kernel wrote back (or that a rotation fdatasynced) would otherwise come
+ * back after a power cut, delivering records refused with HOPPER_EFULL under
+ * seqs that now belong to others. Returns 0 when the files are back as they
+ * were, durably. [writer] */
 int
 hp_q_undo_batch(hopper_queue *q, uint64_t *active_id)
 {
@@ -334,6 +339,9 @@ hp_q_undo_batch(hopper_queue *q, uint64_t *active_id)
             }
         } else if (is_active) {
             r = hp_fs_ftruncate(q->active_fd, t->size_before);
+            if (r == 0) {
+                r = hp_fs_fdatasync(q->active_fd);
+            }
             q->active_size = t->size_before;
         } else {
             /* Extended, then sealed by a rotation within this batch. */
@@ -341,12 +349,18 @@ hp_q_undo_batch(hopper_queue *q, uint64_t *active_id)
             if (r >= 0) {
                 int fd = r;
                 r = hp_fs_ftruncate(fd, t->size_before);
+                if (r == 0) {
+                    r = hp_fs_fdatasync(fd);
+                }
                 hp_fs_close(fd);
             }
         }
         if (r < 0 && rc == 0) {
             rc = r;
         }
+    }
+    if (rc == 0 && q->touched.n > 0) {
+        rc = hp_fs_fsync_dir(q->dirfd); /* the unlinks */
     }
     if (q->active_fd >= 0 && q->aidx_snap.id == *active_id) {
         /* Same active segment as before the batch: its index goes back too. */
