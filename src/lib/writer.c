@@ -597,7 +597,16 @@ hp_q_syncer_main(void *arg)
     uint64_t period = (uint64_t)q->o.fsync_interval_ms * 1000000u;
     hp_mutex_lock(&q->mu);
     while (!q->closing) {
-        (void)hp_cond_wait_until(&q->written, &q->mu, hp_now_mono_ns() + period);
+        /* Sleep until the interval since the last sync ends, not a period
+         * after this wake-up: every batch wakes this thread, and re-arming
+         * "now + period" each time let a record written just after a sync
+         * wait almost two periods (the README promises at most one). */
+        uint64_t now = hp_now_mono_ns();
+        int may = !q->failed && q->dirty && !q->writer_active && q->active_fd >= 0;
+        if (!may || now - q->last_sync_ns < period) {
+            uint64_t until = may ? q->last_sync_ns + period : now + period;
+            (void)hp_cond_wait_until(&q->written, &q->mu, until);
+        }
         if (q->closing || q->failed || !q->dirty || q->writer_active || q->active_fd < 0) {
             continue;
         }
