@@ -58,10 +58,14 @@
 #define QN "pq"
 #define NONE SIZE_MAX
 /* fsync=interval T: a record must be covered by an fsync that begins within
- * T + INTERVAL_SLACK (T + 50 ms) of its acceptance. The library's own bound
- * is T plus its scheduling; the slack keeps a loaded test machine (two cores,
- * sanitizers) from failing the test. The soak reports the worst it saw. */
-#define INTERVAL_SLACK_NS(T) ((T) + 50000000u)
+ * T + INTERVAL_SLACK_NS(T) = 2T + 100 ms of its acceptance (plus the
+ * scheduling delay the scenario measured). The library's own bound is T plus
+ * the time it takes to wake its thread; the slack keeps a loaded two-core
+ * machine (other builds, sanitizers) that starves a thread for tens of ms
+ * from failing the test, and still catches a policy that syncs only at
+ * rotation and close. test_power_fix_interval_deadline checks T itself; the
+ * soak reports the worst lag it saw. */
+#define INTERVAL_SLACK_NS(T) ((T) + 100000000u)
 
 /* Markers in the log (hp_pfs_mark). */
 enum {
@@ -339,7 +343,7 @@ work_single(gen *g, uint64_t *rng, int steps, int enospc)
         } else if (g->o.fsync == HOPPER_FSYNC_INTERVAL) {
             /* Now and then idle for longer than the interval (and its
              * slack), so that only the interval fsync can cover a record. */
-            uint32_t ms = draw(rng, 4) == 0 ? 2 * g->o.fsync_interval_ms + 60
+            uint32_t ms = draw(rng, 4) == 0 ? 2 * g->o.fsync_interval_ms + 120
                                               : (uint32_t)draw(rng, g->o.fsync_interval_ms + 1);
             nap(g, ms);
         }
@@ -371,7 +375,7 @@ producer_main(void *arg)
         }
         if (g->o.fsync == HOPPER_FSYNC_INTERVAL && draw(&t->rng, 16) == 0) {
             uint32_t T = g->o.fsync_interval_ms;
-            uint32_t ms = draw(&t->rng, 4) == 0 ? 2 * T + 60 : (uint32_t)draw(&t->rng, T + 1);
+            uint32_t ms = draw(&t->rng, 4) == 0 ? 2 * T + 120 : (uint32_t)draw(&t->rng, T + 1);
             nap(g, ms);
         }
     }
@@ -970,7 +974,7 @@ check_interval(const gen *g, hp_power_totals *tot, char *err, size_t errcap)
             tot->lost++;
             snprintf(err, errcap,
                      "%s: record #%zu accepted, but no fsync of a segment began within T + slack"
-                     " (T = %u ms, slack 50 ms + %" PRIu64 " ms oversleep seen): %s %" PRIu64
+                     " (T = %u ms, slack T + 100 ms + %" PRIu64 " ms oversleep seen): %s %" PRIu64
                      " ms later\n  replay: HOPPER_POWER_SEED=%" PRIu64,
                      row_names[g->row], id, g->o.fsync_interval_ms, over / 1000000u,
                      begin_ns == UINT64_MAX ? "none in the" : "the first",
