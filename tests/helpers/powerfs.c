@@ -22,7 +22,14 @@
 
 #define PAGE 4096u
 
+/* Threads are numbered per model, 1, 2, ... (a fsync's start and end are
+ * paired by thread): a long-running process (the soak) records thousands of
+ * threads over many models. */
+#define MAX_TIDS 1024
+
 struct hp_pfs {
+    uint64_t serial;       /* unique per model in this process */
+    _Atomic int next_tid;  /* threads numbered so far */
     char qpath[PATH_MAX];
     char parent[PATH_MAX];
     pthread_mutex_t mu;
@@ -73,14 +80,21 @@ join(char *out, size_t cap, const char *a, const char *b)
  * hopper_close: never while a queue's threads may read them. */
 static _Atomic(hp_pfs *) g_pfs;
 static int (*g_inner)(const char *op); /* set by attach, before any queue thread */
-static _Atomic int g_next_tid;
+static _Atomic uint64_t g_serial;
+static _Thread_local uint64_t t_serial; /* the model t_tid belongs to */
 static _Thread_local int t_tid;
 
+/* This thread's number in model p (by serial, not address: a freed model's
+ * memory may hold the next one). */
 static int
-my_tid(void)
+my_tid(hp_pfs *p)
 {
-    if (t_tid == 0) {
-        t_tid = atomic_fetch_add(&g_next_tid, 1) + 1;
+    if (t_serial != p->serial) {
+        t_serial = p->serial;
+        t_tid = atomic_fetch_add(&p->next_tid, 1) + 1;
+        if (t_tid >= MAX_TIDS) {
+            abort(); /* more threads than the replay can pair fsyncs for */
+        }
     }
     return t_tid;
 }
@@ -99,7 +113,7 @@ static size_t
 push(hp_pfs *p, const hp_pfs_ev *e)
 {
     hp_pfs_ev c = *e;
-    c.tid = my_tid();
+    c.tid = my_tid(p);
     c.name = e->name ? strdup(e->name) : NULL;
     c.name2 = e->name2 ? strdup(e->name2) : NULL;
     c.data = NULL;
@@ -187,6 +201,7 @@ hp_pfs_new(const char *parent, const char *qname)
         return NULL;
     }
     memcpy(p->parent, parent, strlen(parent) + 1);
+    p->serial = atomic_fetch_add(&g_serial, 1) + 1;
     pthread_mutex_init(&p->mu, NULL);
     return p;
 }
@@ -390,7 +405,7 @@ struct hp_pfs_cursor {
     int qdir_dur;
     int *fdmap;
     size_t nfd;
-    size_t last_begin[256]; /* per tid: index of its last FSYNC_BEGIN */
+    size_t last_begin[MAX_TIDS]; /* per tid: index of its last FSYNC_BEGIN */
 };
 
 static int
@@ -636,7 +651,7 @@ step(hp_pfs_cursor *c, size_t i)
             in->np = 0;
             const char *nm = name_of(c, t);
             e->seg = e->kind == HP_PFS_FSYNC && nm != NULL && ends_with(nm, ".hseg");
-            e->begin = (size_t)e->tid < 256 ? c->last_begin[e->tid] : 0;
+            e->begin = c->last_begin[e->tid];
         } else if (t == FD_QDIR) {
             rc = dtab_copy(&c->dur, &c->cur);
             c->ndops = 0;
@@ -670,9 +685,7 @@ step(hp_pfs_cursor *c, size_t i)
         }
         break;
     case HP_PFS_FSYNC_BEGIN:
-        if ((size_t)e->tid < 256) {
-            c->last_begin[e->tid] = i;
-        }
+        c->last_begin[e->tid] = i;
         break;
     default:
         break;

@@ -50,7 +50,7 @@ enum {
 
 typedef struct hp_pfs_ev {
     int kind;
-    int tid;         /* small per-thread number */
+    int tid;         /* the thread, numbered 1, 2, ... per model */
     uint64_t t_ns;   /* CLOCK_MONOTONIC when logged */
     int fd;
     int dirfd;
