@@ -136,7 +136,8 @@ HOPPER_API const char *hopper_version_string(void);
 
 /** Fsync policies. */
 enum hopper_fsync {
-    HOPPER_FSYNC_NEVER = 0,    /**< leave it to the kernel (and to close) */
+    HOPPER_FSYNC_NEVER = 0,    /**< leave it to the kernel (and to close; a segment is
+                                    still fdatasynced once, when it is sealed) */
     HOPPER_FSYNC_INTERVAL = 1, /**< fdatasync at most fsync_interval_ms after a write */
     HOPPER_FSYNC_ALWAYS = 2,   /**< group commit: fdatasync before send returns; after a
                                     commit the next one waits (at most half an fdatasync,

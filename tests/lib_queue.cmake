@@ -8,6 +8,7 @@ hopper_add_test(test_concurrency
 hopper_add_test(test_crash
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crash.c
   LABELS crash TIMEOUT 240)
+target_link_libraries(test_crash PRIVATE hp_crash_helpers)
 hopper_add_test(test_inspect SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_inspect.c LABELS unit
                 TIMEOUT 60)
 # A full file system (a real 20 MiB tmpfs: needs root, else skipped).

@@ -40,21 +40,10 @@ typedef struct rec_shape {
     uint64_t salt;
 } rec_shape;
 
-static uint64_t
-mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
-
 static size_t
 rec_len(const rec_shape *sh, uint32_t pid, uint32_t ctr)
 {
-    uint64_t h = mix(sh->salt ^ ((uint64_t)pid << 32) ^ ctr);
+    uint64_t h = hp_test_mix(sh->salt ^ ((uint64_t)pid << 32) ^ ctr);
     return sh->min_len + (size_t)(h % (sh->max_len - sh->min_len + 1));
 }
 
@@ -67,7 +56,7 @@ rec_build(const rec_shape *sh, uint32_t pid, uint32_t ctr, uint8_t *buf, size_t 
     memcpy(full, &pid, 4);
     memcpy(full + 4, &ctr, 4);
     memcpy(buf, full, len < HDR ? len : HDR);
-    uint64_t st = mix(sh->salt + ((uint64_t)pid << 32) + ctr) | 1;
+    uint64_t st = hp_test_mix(sh->salt + ((uint64_t)pid << 32) + ctr) | 1;
     for (size_t i = HDR; i < len; i++) {
         buf[i] = (uint8_t)(hp_test_rand(&st) >> 56);
     }
@@ -119,7 +108,7 @@ sender_main(void *arg)
 {
     sender_arg *a = arg;
     const run_cfg *c = a->cfg;
-    uint64_t rs = mix(c->seed ^ (0x5151ull * (a->pid + 1))) | 1;
+    uint64_t rs = hp_test_mix(c->seed ^ (0x5151ull * (a->pid + 1))) | 1;
     uint8_t *bufs[8];
     hopper_iovec v[8];
     for (int i = 0; i < 8; i++) {
@@ -188,7 +177,7 @@ run_mpsc(const char *dir, const run_cfg *c)
     int joined = 0;
     int restarted = 0;
     uint64_t expect_redelivered = 0;
-    uint64_t rs = mix(c->seed ^ 0xc0ffee) | 1;
+    uint64_t rs = hp_test_mix(c->seed ^ 0xc0ffee) | 1;
     size_t ucap = 1024;
     size_t un = 0;
     unacked *uv = malloc(ucap * sizeof(*uv));

@@ -18,82 +18,21 @@
 
 #include <cmocka.h>
 
+#include "crashkit.h"
 #include "hopper.h"
 #include "hp_test.h"
+#include "payload.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define QNAME "kq"
 
-/* Pipe messages: one u64 each, type in the top byte. */
-#define MSG_ACCEPTED 1ull  /* record n accepted (send returned 0) */
-#define MSG_ACK_INTENT 2ull /* about to acknowledge up to record n */
-#define MSG_ACK_SYNCED 3ull /* hopper_sync() returned 0 after acking up to n */
-#define MSG_MEM 4ull        /* stats.mem_records after the last send */
-#define MSG_DISK 5ull       /* stats.disk_records after the last send */
-#define MSG_TYPE(m) ((m) >> 56)
-#define MSG_VAL(m) ((m) & ((1ull << 56) - 1))
-#define MSG(t, v) (((uint64_t)(t) << 56) | (uint64_t)(v))
-
 typedef hp_test_dir tk_state;
-
-
-/* ---- records ------------------------------------------------------------ */
-
-static uint64_t
-mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
-
-static size_t
-rec_len(uint64_t n)
-{
-    return 8 + (size_t)(mix(n ^ 0xabcdef) % 1000u);
-}
-
-static void
-rec_build(uint64_t n, uint8_t *buf, size_t len)
-{
-    memcpy(buf, &n, 8);
-    uint64_t st = mix(n + 77) | 1;
-    for (size_t i = 8; i < len; i++) {
-        /* Half-compressible: runs of a byte every other 16 bytes. */
-        buf[i] = (i / 16) % 2 ? (uint8_t)n : (uint8_t)(hp_test_rand(&st) >> 56);
-    }
-}
-
-static int
-rec_check(const hopper_record *r, uint64_t *n_out)
-{
-    if (r->len < 8) {
-        return 0;
-    }
-    uint64_t n;
-    memcpy(&n, r->data, 8);
-    *n_out = n;
-    size_t len = rec_len(n);
-    if (r->len != len) {
-        return 0;
-    }
-    uint8_t buf[1100];
-    rec_build(n, buf, len);
-    return memcmp(buf, r->data, len) == 0;
-}
 
 /* ---- child ------------------------------------------------------------- */
 
@@ -102,47 +41,38 @@ typedef struct crash_cfg {
     int consume;       /* child also receives and acknowledges */
     int report_stats;  /* MEMORY mode: report mem/disk record counts */
     uint64_t seed;
+    const char *dir;
+    uint64_t n0;
 } crash_cfg;
 
 static void
-put_msgs(int fd, const uint64_t *m, size_t n)
+child_main(void *arg, int wfd)
 {
-    /* <= PIPE_BUF: atomic, never torn by the kill. */
-    ssize_t w = write(fd, m, n * sizeof(*m));
-    if (w != (ssize_t)(n * sizeof(*m))) {
-        _exit(5);
-    }
-}
-
-static void
-child_main(const char *dir, const crash_cfg *c, uint64_t n0, int wfd)
-{
+    const crash_cfg *c = arg;
     hopper_queue *q = NULL;
-    if (hopper_open(dir, QNAME, &c->o, &q) != 0) {
+    if (hopper_open(c->dir, QNAME, &c->o, &q) != 0) {
         _exit(2);
     }
     uint64_t rs = c->seed | 1;
     uint8_t buf[1100];
-    uint64_t acked_upto = 0;
-    int have_ack = 0;
-    for (uint64_t n = n0; n < n0 + 10000000u; n++) {
-        size_t len = rec_len(n);
-        rec_build(n, buf, len);
+    for (uint64_t n = c->n0; n < c->n0 + 10000000u; n++) {
+        size_t len = hp_test_payload_len(n);
+        hp_test_payload_fill(n, buf, len);
         if (hopper_send(q, buf, len, 10000) != 0) {
             _exit(3);
         }
         uint64_t m[3];
         size_t k = 0;
-        m[k++] = MSG(MSG_ACCEPTED, n);
+        m[k++] = HP_CK_MSG(HP_CK_ACCEPTED, n);
         if (c->report_stats) {
             hopper_stats st = {.struct_size = sizeof(st)};
             if (hopper_stats_get(q, &st) != 0) {
                 _exit(4);
             }
-            m[k++] = MSG(MSG_MEM, st.mem_records);
-            m[k++] = MSG(MSG_DISK, st.disk_records);
+            m[k++] = HP_CK_MSG(HP_CK_MEM, st.mem_records);
+            m[k++] = HP_CK_MSG(HP_CK_DISK, st.disk_records);
         }
-        put_msgs(wfd, m, k);
+        hp_ck_put(wfd, m, k);
         if (c->consume && hp_test_rand(&rs) % 8 == 0) {
             /* Receive a few, then acknowledge the last one received. */
             int j = 1 + (int)(hp_test_rand(&rs) % 12);
@@ -156,7 +86,7 @@ child_main(const char *dir, const crash_cfg *c, uint64_t n0, int wfd)
                     break;
                 }
                 uint64_t rn;
-                if (rc != 0 || !rec_check(&r, &rn)) {
+                if (rc != 0 || !hp_test_record_check(r.data, r.len, hp_test_payload_len, &rn)) {
                     _exit(6);
                 }
                 last_n = rn;
@@ -164,24 +94,21 @@ child_main(const char *dir, const crash_cfg *c, uint64_t n0, int wfd)
                 got = 1;
             }
             if (got) {
-                uint64_t mi = MSG(MSG_ACK_INTENT, last_n);
-                put_msgs(wfd, &mi, 1);
+                uint64_t mi = HP_CK_MSG(HP_CK_ACK_INTENT, last_n);
+                hp_ck_put(wfd, &mi, 1);
                 if (hopper_ack(q, last_seq) != 0) {
                     _exit(7);
                 }
-                acked_upto = last_n;
-                have_ack = 1;
                 if (hp_test_rand(&rs) % 3 == 0) {
                     if (hopper_sync(q) != 0) {
                         _exit(8);
                     }
-                    uint64_t ms = MSG(MSG_ACK_SYNCED, acked_upto);
-                    put_msgs(wfd, &ms, 1);
+                    uint64_t ms = HP_CK_MSG(HP_CK_ACK_SYNCED, last_n);
+                    hp_ck_put(wfd, &ms, 1);
                 }
             }
         }
     }
-    (void)have_ack;
     _exit(0); /* not reached in practice: the parent kills us */
 }
 
@@ -198,149 +125,72 @@ typedef struct crash_report {
     uint64_t disk;       /* largest reported disk_records */
 } crash_report;
 
-static void
-absorb(crash_report *rep, uint64_t m)
+static int
+absorb(void *ctx, uint64_t m)
 {
-    uint64_t v = MSG_VAL(m);
-    switch (MSG_TYPE(m)) {
-    case MSG_ACCEPTED:
+    crash_report *rep = ctx;
+    uint64_t v = HP_CK_VAL(m);
+    switch (HP_CK_TYPE(m)) {
+    case HP_CK_ACCEPTED:
         rep->accepted++;
         rep->last_acc = v;
         break;
-    case MSG_ACK_INTENT:
+    case HP_CK_ACK_INTENT:
         rep->have_intent = 1;
         rep->intent = v;
         break;
-    case MSG_ACK_SYNCED:
+    case HP_CK_ACK_SYNCED:
         rep->have_synced = 1;
         rep->synced = v;
         break;
-    case MSG_MEM:
+    case HP_CK_MEM:
         rep->mem = v;
         break;
-    case MSG_DISK:
+    case HP_CK_DISK:
         if (v > rep->disk) {
             rep->disk = v;
         }
         break;
     default:
-        fail_msg("bad pipe message %" PRIx64, m);
+        return -1;
     }
+    return 0;
 }
 
 /* Fork a child sending from n0, kill it once `kill_after` records were
  * reported accepted, collect every report it wrote. */
 static void
-run_child(const char *dir, const crash_cfg *c, uint64_t n0, uint64_t kill_after,
-          crash_report *rep)
+run_child(const char *dir, crash_cfg *c, uint64_t n0, uint64_t kill_after, crash_report *rep)
 {
     memset(rep, 0, sizeof(*rep));
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(p[0]);
-        child_main(dir, c, n0, p[1]);
-        _exit(9);
+    c->dir = dir;
+    c->n0 = n0;
+    char err[256];
+    if (hp_ck_run(child_main, c, kill_after, 60000, absorb, rep, err, sizeof(err)) != 0) {
+        fail_msg("%s", err);
     }
-    close(p[1]);
-    int killed = 0;
-    uint64_t deadline = hp_test_now_ms() + 60000;
-    uint8_t acc[8];
-    size_t have = 0;
-    for (;;) {
-        if (!killed && rep->accepted >= kill_after) {
-            assert_int_equal(kill(pid, SIGKILL), 0);
-            killed = 1;
-        }
-        if (!killed && hp_test_now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            close(p[0]);
-            fail_msg("child made no progress: %" PRIu64 " accepted", rep->accepted);
-        }
-        struct pollfd pf = {.fd = p[0], .events = POLLIN};
-        int pr = poll(&pf, 1, 1000);
-        if (pr < 0 && errno == EINTR) {
-            continue;
-        }
-        assert_true(pr >= 0);
-        if (pr == 0) {
-            continue;
-        }
-        ssize_t r = read(p[0], acc + have, sizeof(acc) - have);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        assert_true(r >= 0);
-        if (r == 0) {
-            break; /* child gone and every report read */
-        }
-        have += (size_t)r;
-        if (have == sizeof(acc)) {
-            uint64_t m;
-            memcpy(&m, acc, 8);
-            absorb(rep, m);
-            have = 0;
-        }
-    }
-    close(p[0]);
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
-        fail_msg("child ended by itself (status 0x%x, exit %d) after %" PRIu64 " records",
-                 status, WIFEXITED(status) ? WEXITSTATUS(status) : -1, rep->accepted);
-    }
-    assert_int_equal(have, 0);
 }
 
 /* Reopen and receive everything; numbers into *out (malloc'd). Checks
- * content and strictly increasing seqs. */
+ * content and consecutive seqs. */
 static size_t
 drain_all(const char *dir, const hopper_opts *o, uint64_t **out, hopper_stats *st, int ack)
 {
-    hopper_queue *q = NULL;
-    int rc = hopper_open(dir, QNAME, o, &q);
-    if (rc != 0) {
-        fail_msg("reopen after kill: %s", hopper_err_name(rc));
+    hp_ck_rec *r;
+    size_t n;
+    char err[256];
+    if (hp_ck_drain(dir, QNAME, o, hp_test_payload_len, ack, &r, &n, st, err, sizeof(err)) != 0) {
+        fail_msg("%s", err);
     }
-    size_t cap = 1024;
-    size_t n = 0;
-    uint64_t *v = malloc(cap * sizeof(*v));
+    uint64_t *v = malloc((n + 1) * sizeof(*v));
     assert_non_null(v);
-    uint64_t prev_seq = 0;
-    for (;;) {
-        hopper_record r;
-        rc = hopper_recv(q, &r, 0);
-        if (rc == -EAGAIN) {
-            break;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && r[i].seq != r[i - 1].seq + 1) {
+            fail_msg("seq %" PRIu64 " after %" PRIu64, r[i].seq, r[i - 1].seq);
         }
-        if (rc != 0) {
-            fail_msg("recv after reopen: %s", hopper_err_name(rc));
-        }
-        uint64_t num;
-        if (!rec_check(&r, &num)) {
-            fail_msg("record #%zu after reopen has bad content (len %zu)", n, r.len);
-        }
-        if (n > 0 && r.seq != prev_seq + 1) {
-            fail_msg("seq %" PRIu64 " after %" PRIu64, r.seq, prev_seq);
-        }
-        prev_seq = r.seq;
-        if (n == cap) {
-            cap *= 2;
-            v = realloc(v, cap * sizeof(*v));
-            assert_non_null(v);
-        }
-        v[n++] = num;
+        v[i] = r[i].n;
     }
-    st->struct_size = sizeof(*st);
-    assert_int_equal(hopper_stats_get(q, st), 0);
-    if (ack && n > 0) {
-        assert_int_equal(hopper_ack(q, prev_seq), 0);
-    }
-    assert_int_equal(hopper_close(q), 0);
+    free(r);
     *out = v;
     return n;
 }

@@ -5,8 +5,8 @@
  * (RLIMIT_FSIZE, in a child); pread_full stops short only at EOF; fsync_dir
  * works on a directory and reports errors; atomic_write replaces content
  * whole and leaves no temp file, also after a failure; the lock helper,
- * mkdir, discard, size, exists, the directory walk and the fault hook behave
- * as fsio.h says. */
+ * mkdir (and its parent fsync), discard, size, exists, the directory walk,
+ * the fault hook and the trace hook behave as fsio.h says. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -110,6 +110,7 @@ static int
 teardown(void **state)
 {
     hp_fault_hook = NULL;
+    hp_fs_trace_hook = NULL;
     return hp_test_dir_teardown(state);
 }
 
@@ -637,6 +638,100 @@ test_size_truncate_open(void **state)
     hp_fs_close(dfd);
 }
 
+/* The trace hook (the power-loss test's seam): every successful change is
+ * reported once, after the fact, with what the model needs; failed calls and
+ * no-ops are not. */
+typedef struct tev {
+    char op[16];
+    char name[64];
+    char name2[64];
+    uint64_t off;
+    size_t len;
+} tev;
+
+static tev g_tev[32];
+static size_t g_ntev;
+
+static void
+trace_hook(const hp_fs_event *e)
+{
+    assert_true(g_ntev < 32);
+    tev *t = &g_tev[g_ntev++];
+    memset(t, 0, sizeof(*t));
+    snprintf(t->op, sizeof(t->op), "%s", e->op);
+    const char *slash = e->name ? strrchr(e->name, '/') : NULL;
+    snprintf(t->name, sizeof(t->name), "%s", slash ? slash + 1 : e->name ? e->name : "");
+    snprintf(t->name2, sizeof(t->name2), "%s", e->name2 ? e->name2 : "");
+    t->off = e->off;
+    t->len = e->len;
+}
+
+static void
+expect_ev(size_t i, const char *op, const char *name, uint64_t off, size_t len)
+{
+    assert_true(i < g_ntev);
+    assert_string_equal(g_tev[i].op, op);
+    assert_string_equal(g_tev[i].name, name);
+    assert_int_equal(g_tev[i].off, off);
+    assert_int_equal(g_tev[i].len, len);
+}
+
+static void
+test_trace_hook(void **state)
+{
+    char path[PATH_MAX];
+    path_in(path, sizeof(path), state, "q");
+    g_ntev = 0;
+    hp_fs_trace_hook = trace_hook;
+    /* mkdir, then the parent's fsync; an existing directory: nothing. */
+    assert_int_equal(hp_fs_mkdir(path, 0700), 0);
+    assert_int_equal(hp_fs_mkdir(path, 0700), 0);
+    assert_int_equal(g_ntev, 3);
+    expect_ev(0, "mkdir", "q", 0, 0);
+    expect_ev(1, "open", strrchr(tdir(state), '/') + 1, 0, 0);
+    expect_ev(2, "fsync_dir", "", 0, 0);
+    g_ntev = 0;
+    int dfd = hp_fs_open(path, O_RDONLY | O_DIRECTORY, 0);
+    assert_true(dfd >= 0);
+    int fd = hp_fs_openat(dfd, "f", O_WRONLY | O_CREAT | O_APPEND, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(hp_fs_write_all(fd, "0123456789", 10), 0);
+    assert_int_equal(hp_fs_write_all(fd, "abcde", 5), 0);
+    assert_int_equal(hp_fs_ftruncate(fd, 3), 0);
+    assert_int_equal(hp_fs_write_all(fd, "xy", 2), 0); /* O_APPEND: at the end, 3 */
+    assert_int_equal(hp_fs_fdatasync(fd), 0);
+    hp_fs_close(fd);
+    assert_int_equal(hp_fs_renameat(dfd, "f", "g"), 0);
+    hp_fs_discard(dfd, "none"); /* nothing removed: no event */
+    arm("unlink", -EIO);
+    assert_int_equal(hp_fs_unlinkat(dfd, "g"), -EIO); /* failed: no event */
+    hp_fault_hook = NULL;
+    assert_int_equal(hp_fs_unlinkat(dfd, "g"), 0);
+    assert_int_equal(hp_fs_fsync_dir(dfd), 0);
+    assert_int_equal(g_ntev, 10);
+    expect_ev(0, "open", "q", 0, 0);
+    expect_ev(1, "open", "f", 0, 0);
+    assert_true(g_tev[1].len == 0);
+    expect_ev(2, "write", "", 0, 10);
+    expect_ev(3, "write", "", 10, 5);
+    expect_ev(4, "ftruncate", "", 3, 0);
+    expect_ev(5, "write", "", 3, 2);
+    expect_ev(6, "fsync", "", 0, 0);
+    expect_ev(7, "rename", "f", 0, 0);
+    assert_string_equal(g_tev[7].name2, "g");
+    expect_ev(8, "unlink", "g", 0, 0);
+    expect_ev(9, "fsync_dir", "", 0, 0);
+    hp_fs_close(dfd);
+    /* mkdir whose parent fsync fails: removed again, so a retry redoes it. */
+    path_in(path, sizeof(path), state, "r");
+    arm("fsync_dir", -EIO);
+    assert_int_equal(hp_fs_mkdir(path, 0700), -EIO);
+    hp_fault_hook = NULL;
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), -1);
+    hp_fs_trace_hook = NULL;
+}
+
 int
 main(void)
 {
@@ -656,6 +751,7 @@ main(void)
         T(test_trylock),
         T(test_discard_and_unlink),
         T(test_size_truncate_open),
+        T(test_trace_hook),
     };
 #undef T
     return cmocka_run_group_tests_name("fsio", tests, NULL, NULL);

@@ -1,16 +1,32 @@
 /* SPDX-License-Identifier: MIT */
-/* File I/O with EINTR and short-transfer handling, plus the fault hook.
+/* File I/O with EINTR and short-transfer handling, plus the fault hook and
+ * the trace hook (both for tests).
  * Every file-system call of the library is made here (see fsio.h). */
 #include "fsio.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 hp_fault_fn hp_fault_hook;
+hp_fs_trace_fn hp_fs_trace_hook;
+
+/* Report a call that changed the file system (fsio.h); only when traced. */
+static void
+trace(const char *op, int fd, int dirfd, const char *name, const char *name2, int flags,
+      const void *data, size_t len, uint64_t off)
+{
+    hp_fs_trace_fn fn = hp_fs_trace_hook;
+    if (fn != NULL) {
+        hp_fs_event ev = {.op = op, .fd = fd, .dirfd = dirfd, .name = name, .name2 = name2,
+                          .flags = flags, .data = data, .len = len, .off = off};
+        fn(&ev);
+    }
+}
 
 int
 hp_fs_open(const char *path, int flags, int mode)
@@ -20,7 +36,11 @@ hp_fs_open(const char *path, int flags, int mode)
     do {
         fd = open(path, flags | O_CLOEXEC, mode);
     } while (fd < 0 && errno == EINTR);
-    return fd < 0 ? -errno : fd;
+    if (fd < 0) {
+        return -errno;
+    }
+    trace("open", fd, AT_FDCWD, path, NULL, flags, NULL, 0, 0);
+    return fd;
 }
 
 int
@@ -31,7 +51,11 @@ hp_fs_openat(int dirfd, const char *name, int flags, int mode)
     do {
         fd = openat(dirfd, name, flags | O_CLOEXEC, mode);
     } while (fd < 0 && errno == EINTR);
-    return fd < 0 ? -errno : fd;
+    if (fd < 0) {
+        return -errno;
+    }
+    trace("open", fd, dirfd, name, NULL, flags, NULL, 0, 0);
+    return fd;
 }
 
 int
@@ -62,6 +86,7 @@ hp_fs_open_regular(int dirfd, const char *name, int flags, int *fd_out)
         close(fd);
         return rc;
     }
+    trace("open", fd, dirfd, name, NULL, flags, NULL, 0, 0);
     *fd_out = fd;
     return 0;
 }
@@ -72,6 +97,8 @@ static int
 write_loop(int fd, const void *p, size_t n, int64_t at)
 {
     const uint8_t *c = p;
+    const size_t total = n;
+    const int64_t start = at;
     while (n > 0) {
         ssize_t w = at < 0 ? write(fd, c, n) : pwrite(fd, c, n, (off_t)at);
         if (w < 0) {
@@ -88,6 +115,15 @@ write_loop(int fd, const void *p, size_t n, int64_t at)
         if (at >= 0) {
             at += w;
         }
+    }
+    if (hp_fs_trace_hook != NULL) {
+        /* pwrite: at `start`; write: at the file position, now past them. */
+        uint64_t off = (uint64_t)start;
+        if (start < 0) {
+            off_t end = lseek(fd, 0, SEEK_CUR);
+            off = end < 0 ? UINT64_MAX : (uint64_t)end - total;
+        }
+        trace("write", fd, -1, NULL, NULL, 0, p, total, off);
     }
     return 0;
 }
@@ -133,28 +169,44 @@ int
 hp_fs_fdatasync(int fd)
 {
     HP_GUARD(hp_fault("fsync"));
-    return fdatasync(fd) < 0 ? -errno : 0;
+    if (fdatasync(fd) < 0) {
+        return -errno;
+    }
+    trace("fsync", fd, -1, NULL, NULL, 0, NULL, 0, 0);
+    return 0;
 }
 
 int
 hp_fs_fsync(int fd)
 {
     HP_GUARD(hp_fault("fsync"));
-    return fsync(fd) < 0 ? -errno : 0;
+    if (fsync(fd) < 0) {
+        return -errno;
+    }
+    trace("fsync", fd, -1, NULL, NULL, 0, NULL, 0, 0);
+    return 0;
 }
 
 int
 hp_fs_renameat(int dirfd, const char *from, const char *to)
 {
     HP_GUARD(hp_fault("rename"));
-    return renameat(dirfd, from, dirfd, to) < 0 ? -errno : 0;
+    if (renameat(dirfd, from, dirfd, to) < 0) {
+        return -errno;
+    }
+    trace("rename", -1, dirfd, from, to, 0, NULL, 0, 0);
+    return 0;
 }
 
 int
 hp_fs_unlinkat(int dirfd, const char *name)
 {
     HP_GUARD(hp_fault("unlink"));
-    return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+    if (unlinkat(dirfd, name, 0) < 0) {
+        return -errno;
+    }
+    trace("unlink", -1, dirfd, name, NULL, 0, NULL, 0, 0);
+    return 0;
 }
 
 int
@@ -165,28 +217,60 @@ hp_fs_ftruncate(int fd, uint64_t len)
     do {
         rc = ftruncate(fd, (off_t)len);
     } while (rc < 0 && errno == EINTR);
-    return rc < 0 ? -errno : 0;
+    if (rc < 0) {
+        return -errno;
+    }
+    trace("ftruncate", fd, -1, NULL, NULL, 0, NULL, 0, len);
+    return 0;
 }
 
 int
 hp_fs_mkdir(const char *path, int mode)
 {
     HP_GUARD(hp_fault("mkdir"));
-    return mkdir(path, (mode_t)mode) < 0 && errno != EEXIST ? -errno : 0;
+    if (mkdir(path, (mode_t)mode) < 0) {
+        return errno == EEXIST ? 0 : -errno;
+    }
+    trace("mkdir", -1, AT_FDCWD, path, NULL, 0, NULL, 0, 0);
+    /* mkdir -> fsync(parent): until then a power cut may take the new
+     * directory, and everything later made durable inside it, away. */
+    char parent[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    HP_ENSURE(n < sizeof(parent), -ENAMETOOLONG);
+    memcpy(parent, slash == NULL ? "." : path, slash == NULL ? 1 : n);
+    parent[slash == NULL ? 1 : n] = '\0';
+    int dfd = hp_fs_open(parent, O_RDONLY | O_DIRECTORY, 0);
+    int rc = dfd < 0 ? dfd : hp_fs_fsync_dir(dfd);
+    hp_fs_close(dfd);
+    if (rc < 0) {
+        /* Not known to be durable: remove it, so that a retry creates it and
+         * fsyncs again (an existing directory is taken as it is). */
+        int saved = errno;
+        (void)rmdir(path);
+        errno = saved;
+    }
+    return rc;
 }
 
 int
 hp_fs_fsync_dir(int dirfd)
 {
     HP_GUARD(hp_fault("fsync_dir"));
-    return fsync(dirfd) < 0 ? -errno : 0;
+    if (fsync(dirfd) < 0) {
+        return -errno;
+    }
+    trace("fsync_dir", dirfd, -1, NULL, NULL, 0, NULL, 0, 0);
+    return 0;
 }
 
 void
 hp_fs_discard(int dirfd, const char *name)
 {
     int saved = errno;
-    (void)unlinkat(dirfd, name, 0);
+    if (unlinkat(dirfd, name, 0) == 0) {
+        trace("unlink", -1, dirfd, name, NULL, 0, NULL, 0, 0);
+    }
     errno = saved;
 }
 

@@ -27,6 +27,36 @@ hp_fault(const char *op)
     return hp_fault_hook ? hp_fault_hook(op) : 0;
 }
 
+/* Operation trace (tests only: the power-loss test's page-cache model,
+ * tests/helpers/powerfs.c). When set, every call of this file that changed the
+ * file system reports it once it succeeded, from the calling thread:
+ *   "open"       fd = the new descriptor, dirfd/name as passed (dirfd is
+ *                AT_FDCWD for hp_fs_open), flags as passed
+ *   "write"      fd, data/len = every byte written, off = file offset of the
+ *                first one
+ *   "ftruncate"  fd, off = the new length
+ *   "fsync"      fd (fsync and fdatasync alike)
+ *   "fsync_dir"  fd = the directory
+ *   "rename"     dirfd, name -> name2
+ *   "unlink"     dirfd, name (hp_fs_unlinkat, and hp_fs_discard when it
+ *                removed something)
+ *   "mkdir"      name = the path, only when the directory was created
+ * Failed calls are not reported; a set hook changes nothing else. It is
+ * independent of hp_fault_hook (which sees the call before, by name only). */
+typedef struct hp_fs_event {
+    const char *op;
+    int fd;
+    int dirfd;
+    const char *name;
+    const char *name2;
+    int flags;
+    const void *data;
+    size_t len;
+    uint64_t off;
+} hp_fs_event;
+typedef void (*hp_fs_trace_fn)(const hp_fs_event *ev);
+extern hp_fs_trace_fn hp_fs_trace_hook;
+
 HP_MUST_USE int hp_fs_open(const char *path, int flags, int mode);
 HP_MUST_USE int hp_fs_openat(int dirfd, const char *name, int flags, int mode);
 /* Open dirfd/name (flags: O_RDONLY or O_RDWR) only if it is a regular file,
@@ -47,7 +77,11 @@ HP_MUST_USE int hp_fs_fsync(int fd);
 HP_MUST_USE int hp_fs_renameat(int dirfd, const char *from, const char *to);
 HP_MUST_USE int hp_fs_unlinkat(int dirfd, const char *name);
 HP_MUST_USE int hp_fs_ftruncate(int fd, uint64_t len);
-/* mkdir(path, mode); an existing directory is success. Hooked as "mkdir". */
+/* mkdir(path, mode), then fsync of the parent directory so that the new
+ * directory survives a power cut (the parent is opened and fsynced, hooked as
+ * "open" and "fsync_dir"; when that fails the new directory is removed again
+ * and the error returned). An existing directory is success, untouched.
+ * Hooked as "mkdir". */
 HP_MUST_USE int hp_fs_mkdir(const char *path, int mode);
 /* fsync a directory, making the renames, creations and unlinks in it
  * durable (FORMAT.md §2, §4). Hooked as "fsync_dir". */

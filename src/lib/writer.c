@@ -192,10 +192,12 @@ ensure_room(hopper_queue *q, uint64_t frame_bytes, uint64_t first_seq, uint64_t 
     }
     if (q->active_fd >= 0) {
         HP_GUARD(flush_wbuf(q));
-        /* A sealed segment is made durable before it stops being active. */
-        if (q->o.fsync != HOPPER_FSYNC_NEVER) {
-            HP_GUARD(hp_fs_fdatasync(q->active_fd));
-        }
+        /* A sealed segment is made durable before it stops being active,
+         * whatever the fsync policy: close fdatasyncs only the active one,
+         * and the index written next (fsynced) must not describe bytes that
+         * a power cut can still take (FORMAT.md §2.1). One fdatasync per
+         * segment_bytes written. */
+        HP_GUARD(hp_fs_fdatasync(q->active_fd));
         hp_fs_close(q->active_fd);
         q->active_fd = -1;
         hp_q_seal_index(q);
@@ -305,8 +307,13 @@ hp_q_write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t
 }
 
 /* Undo a failed batch on disk: truncate the segments it extended back to
- * their size before the batch, unlink the ones it created. Returns 0 when the
- * files are back as they were. [writer] */
+ * their size before the batch, unlink the ones it created, and make that
+ * durable (fdatasync each truncated segment, then fsync the directory) before
+ * the batch's seqs are given out again: a frame of the undone batch that the
+ * kernel wrote back (or that a rotation fdatasynced) would otherwise come
+ * back after a power cut, delivering records refused with HOPPER_EFULL under
+ * seqs that now belong to others. Returns 0 when the files are back as they
+ * were, durably. [writer] */
 int
 hp_q_undo_batch(hopper_queue *q, uint64_t *active_id)
 {
@@ -332,6 +339,9 @@ hp_q_undo_batch(hopper_queue *q, uint64_t *active_id)
             }
         } else if (is_active) {
             r = hp_fs_ftruncate(q->active_fd, t->size_before);
+            if (r == 0) {
+                r = hp_fs_fdatasync(q->active_fd);
+            }
             q->active_size = t->size_before;
         } else {
             /* Extended, then sealed by a rotation within this batch. */
@@ -339,12 +349,18 @@ hp_q_undo_batch(hopper_queue *q, uint64_t *active_id)
             if (r >= 0) {
                 int fd = r;
                 r = hp_fs_ftruncate(fd, t->size_before);
+                if (r == 0) {
+                    r = hp_fs_fdatasync(fd);
+                }
                 hp_fs_close(fd);
             }
         }
         if (r < 0 && rc == 0) {
             rc = r;
         }
+    }
+    if (rc == 0 && q->touched.n > 0) {
+        rc = hp_fs_fsync_dir(q->dirfd); /* the unlinks */
     }
     if (q->active_fd >= 0 && q->aidx_snap.id == *active_id) {
         /* Same active segment as before the batch: its index goes back too. */
@@ -581,7 +597,16 @@ hp_q_syncer_main(void *arg)
     uint64_t period = (uint64_t)q->o.fsync_interval_ms * 1000000u;
     hp_mutex_lock(&q->mu);
     while (!q->closing) {
-        (void)hp_cond_wait_until(&q->written, &q->mu, hp_now_mono_ns() + period);
+        /* Sleep until the interval since the last sync ends, not a period
+         * after this wake-up: every batch wakes this thread, and re-arming
+         * "now + period" each time let a record written just after a sync
+         * wait almost two periods (the README promises at most one). */
+        uint64_t now = hp_now_mono_ns();
+        int may = !q->failed && q->dirty && !q->writer_active && q->active_fd >= 0;
+        if (!may || now - q->last_sync_ns < period) {
+            uint64_t until = may ? q->last_sync_ns + period : now + period;
+            (void)hp_cond_wait_until(&q->written, &q->mu, until);
+        }
         if (q->closing || q->failed || !q->dirty || q->writer_active || q->active_fd < 0) {
             continue;
         }

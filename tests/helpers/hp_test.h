@@ -27,6 +27,8 @@ void hp_test_rmtree(char *path);
 uint64_t hp_test_seed(const char *test_name);
 /* xorshift64* */
 uint64_t hp_test_rand(uint64_t *state);
+/* A 64-bit mixer (splitmix64's finalizer): a well spread function of x. */
+uint64_t hp_test_mix(uint64_t x);
 /* Monotonic milliseconds. */
 uint64_t hp_test_now_ms(void);
 /* Deterministic, incompressible payload for `key`: the first 8 bytes are the

@@ -122,6 +122,17 @@ hp_test_rand(uint64_t *s)
 }
 
 uint64_t
+hp_test_mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+uint64_t
 hp_test_now_ms(void)
 {
     struct timespec ts;
