@@ -27,7 +27,9 @@
  * Order: records are published in seq order. After a failure, a record
  * that failed is published again after later records of the same window
  * that the stream did store, so the stream's order can differ from seq
- * order inside one window around a failure (docs/hopperd.md).
+ * order inside one window around a failure (docs/hopperd.md). To keep that
+ * rare, after a failure the sink probes: one publish at a time until one
+ * is acked, then the full window again.
  *
  * Threads: the relay thread, and nats.c's threads in ack_handler() (which
  * takes only `mu` and calls nothing that blocks).
@@ -66,6 +68,7 @@ struct js_sink {
     int fail_cause;       /* [mu] cause of the first FAILED ack, -1 none */
     char fail_text[160];  /* [mu] */
     uint64_t held_bytes;  /* payload bytes in the ring [relay thread] */
+    int probe;            /* [mu] after a failure: one publish at a time until one is acked */
     natsConnection *nc;
     jsCtx *js;
 };
@@ -169,6 +172,7 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
                 atomic_fetch_add(&ps->lat_sum_us, us);
             }
             sl->st = SLOT_ACKED;
+            j->probe = 0;
             atomic_fetch_add(&ps->acks, 1);
             if (pa->Duplicate) {
                 atomic_fetch_add(&ps->duplicates, 1);
@@ -397,6 +401,9 @@ publish_pending(struct js_sink *j, int *sent)
     pthread_mutex_lock(&j->mu);
     for (size_t i = 0; i < j->n; i++) {
         struct slot *sl = slot_at(j, i);
+        if (j->probe && sl->st == SLOT_INFLIGHT) {
+            break; /* probing: the one publish in flight must be acked first */
+        }
         if (sl->st != SLOT_TOSEND) {
             continue;
         }
@@ -466,6 +473,7 @@ js_step(void *impl, int wait_ms, char *err, size_t errlen, int *cause)
         }
     }
     if (j->fail_cause >= 0) {
+        j->probe = 1;
         failed = j->fail_cause;
         snprintf(err, errlen, "publish failed: %s", j->fail_text);
     }
@@ -487,6 +495,9 @@ js_step(void *impl, int wait_ms, char *err, size_t errlen, int *cause)
     }
     if (oldest_us != 0 && now_us() - oldest_us > j->c->ack_timeout_ms * 1000u) {
         atomic_fetch_add(&s->pub.errors[HD_PUB_TIMEOUT], 1);
+        pthread_mutex_lock(&j->mu);
+        j->probe = 1;
+        pthread_mutex_unlock(&j->mu);
         snprintf(err, errlen, "no publish ack within ack_timeout (%llu ms)",
                  (unsigned long long)j->c->ack_timeout_ms);
         *cause = HD_PUB_TIMEOUT;

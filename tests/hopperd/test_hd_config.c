@@ -121,6 +121,12 @@ test_shipped_conf(void **state)
     assert_int_equal(cfg->sinks[0].type, HD_SINK_FILE);
     assert_int_equal(cfg->sources[0].type, HD_SRC_TCP);
     hd_config_free(cfg);
+    rc = hd_config_load_file(HD_SOURCE_DIR "/conf/hopperd-jetstream.conf", &cfg, err, sizeof(err));
+    if (rc != 0) {
+        fail_msg("conf/hopperd-jetstream.conf: %s", err);
+    }
+    assert_int_equal(cfg->sinks[0].type, HD_SINK_JETSTREAM);
+    hd_config_free(cfg);
 }
 
 /* Under the unit's working directory (/) is read-only: a path in the
