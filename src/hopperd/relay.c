@@ -918,6 +918,12 @@ hd_relay_stop(struct hd_daemon *d, uint64_t deadline_ms)
             d->sinks[i].thread_started = 0;
         }
     }
+    for (size_t i = 0; i < d->nsinks; i++) {
+        if (d->sinks[i].conf->type == HD_SINK_JETSTREAM) {
+            hd_sink_jetstream_cleanup();
+            break;
+        }
+    }
     atomic_store(&d->relay_mode, HD_STOP);
 }
 

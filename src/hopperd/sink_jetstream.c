@@ -608,6 +608,15 @@ js_destroy(void *impl)
     free(j);
 }
 
+void
+hd_sink_jetstream_cleanup(void)
+{
+    natsStatus st = nats_CloseAndWait(2000);
+    if (st != NATS_OK) {
+        log_debug("relay: nats.c cleanup: %s", natsStatus_GetText(st));
+    }
+}
+
 const struct hd_sink_ops hd_sink_jetstream_ops = {
     .create = js_create,
     .connect = js_connect,

@@ -10,4 +10,9 @@
 
 extern const struct hd_sink_ops hd_sink_jetstream_ops;
 
+/* Release nats.c's global state once every jetstream sink is destroyed
+ * (hd_relay_stop, after joining the relay threads); waits up to 2 s for
+ * its threads to end. */
+void hd_sink_jetstream_cleanup(void);
+
 #endif
