@@ -6,7 +6,7 @@
 #ifndef HOPPER_SRC_HOPPERD_SINK_JETSTREAM_H
 #define HOPPER_SRC_HOPPERD_SINK_JETSTREAM_H
 
-#include "relay.h"
+#include "sink_ops.h"
 
 extern const struct hd_sink_ops hd_sink_jetstream_ops;
 

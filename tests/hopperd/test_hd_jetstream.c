@@ -8,8 +8,10 @@
  * consumer: exactly N messages, message k is record k byte for byte.
  *
  *   test_js_exactly_n      N records: exactly N in the stream, in order.
- *   test_js_kill9          kill -9 hopperd mid-drain, restart: still exactly
- *                          N; hopperd_sink_duplicates_total > 0.
+ *   test_js_kill9          kill -9 hopperd mid-drain, restart (again, up to
+ *                          5 times, until a restart republished something
+ *                          the stream had): still exactly N, in order;
+ *                          hopperd_sink_duplicates_total > 0.
  *   test_js_stream_full    max_bytes + discard new: hopperd keeps the rest
  *                          (backlog), reports stream_full; once the limit is
  *                          raised it delivers them: every record exactly
@@ -115,8 +117,10 @@ client_connect(struct env *e, const char *user, const char *pass)
     assert_int_equal(natsConnection_JetStream(&e->js, e->nc, &jo), NATS_OK);
 }
 
+/* Create the stream (update = 0) or change its limit (update = 1): file
+ * storage, discard new, a 2-minute duplicate window. */
 static void
-stream_create(struct env *e, int64_t max_bytes)
+stream_put(struct env *e, int64_t max_bytes, int update)
 {
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
@@ -130,9 +134,11 @@ stream_create(struct env *e, int64_t max_bytes)
     sc.Duplicates = (int64_t)120 * 1000000000;
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus st = js_AddStream(&si, e->js, &sc, NULL, &jerr);
+    natsStatus st = update ? js_UpdateStream(&si, e->js, &sc, NULL, &jerr)
+                           : js_AddStream(&si, e->js, &sc, NULL, &jerr);
     if (st != NATS_OK) {
-        fail_msg("js_AddStream: %s (%d)", natsStatus_GetText(st), (int)jerr);
+        fail_msg("%s stream: %s (%d)", update ? "update" : "add", natsStatus_GetText(st),
+                 (int)jerr);
     }
     jsStreamInfo_Destroy(si);
 }
@@ -229,28 +235,6 @@ stream_check_set(struct env *e, long n, long window)
     natsSubscription_Destroy(sub);
     free(seen);
     print_message("%ld records, each once; %ld not at their own position\n", n, late);
-}
-
-static void
-stream_set_max_bytes(struct env *e, int64_t max_bytes)
-{
-    jsStreamConfig sc;
-    jsStreamConfig_Init(&sc);
-    const char *subjects[] = {SUBJECT};
-    sc.Name = STREAM;
-    sc.Subjects = subjects;
-    sc.SubjectsLen = 1;
-    sc.Storage = js_FileStorage;
-    sc.MaxBytes = max_bytes;
-    sc.Discard = js_DiscardNew;
-    sc.Duplicates = (int64_t)120 * 1000000000;
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    natsStatus st = js_UpdateStream(&si, e->js, &sc, NULL, &jerr);
-    if (st != NATS_OK) {
-        fail_msg("js_UpdateStream: %s (%d)", natsStatus_GetText(st), (int)jerr);
-    }
-    jsStreamInfo_Destroy(si);
 }
 
 static void
@@ -404,7 +388,7 @@ test_js_exactly_n(void **state)
     struct env *e = *state;
     e->nats = nats_start(e, NULL, NULL);
     client_connect(e, NULL, NULL);
-    stream_create(e, -1);
+    stream_put(e, -1, 0);
     write_conf(e, "");
     hopperd_start(e);
     long n = nrecords(200000);
@@ -428,26 +412,35 @@ test_js_kill9(void **state)
     struct env *e = *state;
     e->nats = nats_start(e, NULL, NULL);
     client_connect(e, NULL, NULL);
-    stream_create(e, -1);
+    stream_put(e, -1, 0);
     /* A small window slows the drain so the kill lands in the middle. */
     write_conf(e, "max_inflight = 8\n");
     hopperd_start(e);
     long n = nrecords(50000);
     send_records(e, 0, n - 1);
-    struct msgs_at_least some = {e, (uint64_t)n / 5};
-    assert_int_equal(e2e_wait_until(msgs_at_least, &some, 60000), 0);
-    assert_int_equal(e2e_stop(e->hopperd, SIGKILL, 10000), 128 + SIGKILL);
-    e->hopperd = 0;
-    uint64_t at_kill = stream_msgs(e);
-    print_message("killed with %llu of %ld in the stream\n", (unsigned long long)at_kill, n);
-    hopperd_start(e);
+    /* Kill -9 mid-drain and restart, up to 5 times, until the dedup was
+     * exercised: a kill right after the queue marked its position, with
+     * nothing in flight, leaves nothing to publish twice. */
+    for (int kill = 1;; kill++) {
+        struct msgs_at_least some = {e, stream_msgs(e) + (uint64_t)n / 10};
+        assert_int_equal(e2e_wait_until(msgs_at_least, &some, 60000), 0);
+        assert_int_equal(e2e_stop(e->hopperd, SIGKILL, 10000), 128 + SIGKILL);
+        e->hopperd = 0;
+        print_message("kill %d with %llu of %ld in the stream\n", kill,
+                      (unsigned long long)stream_msgs(e), n);
+        hopperd_start(e);
+        struct metric_at_least dups = {e->metrics_port, DUPS, 1};
+        if (e2e_wait_until(metric_at_least, &dups, 3000) == 0 || kill == 5) {
+            break;
+        }
+    }
     /* After the restart hopperd publishes again what it had not
      * acknowledged durably; the stream drops what it already has. */
     struct msgs_at_least all = {e, (uint64_t)n};
     assert_int_equal(e2e_wait_until(msgs_at_least, &all, 120000), 0);
     assert_int_equal(e2e_wait_until(backlog_empty, e, 60000), 0);
     if (e2e_metric(e->metrics_port, DUPS) < 1) {
-        fail_msg("no duplicate publish acks after kill -9 (log %s)", e->log);
+        fail_msg("no duplicate publish acks after 5 kills (log %s)", e->log);
     }
     print_message("duplicates dropped by the stream: %.0f\n", e2e_metric(e->metrics_port, DUPS));
     stream_check(e, 0, n - 1);
@@ -459,7 +452,7 @@ test_js_stream_full(void **state)
     struct env *e = *state;
     e->nats = nats_start(e, NULL, NULL);
     client_connect(e, NULL, NULL);
-    stream_create(e, 64 * 1024);
+    stream_put(e, 64 * 1024, 0);
     write_conf(e, "max_inflight = 64\n");
     hopperd_start(e);
     long n = 2000; /* 400 KB: far more than the stream takes */
@@ -487,7 +480,7 @@ test_js_stream_full(void **state)
      * its backoff retries, each record exactly once. Records retried after
      * a failure may land after later ones of the same window (documented),
      * so order is checked to within max_inflight. */
-    stream_set_max_bytes(e, -1);
+    stream_put(e, -1, 1);
     wait_egress(e, n, 60000);
     assert_int_equal(e2e_metric(e->metrics_port, BACKLOG), 0);
     stream_check_set(e, n, 64);
@@ -499,7 +492,7 @@ test_js_bad_password(void **state)
     struct env *e = *state;
     e->nats = nats_start(e, "hop", "right");
     client_connect(e, "hop", "right");
-    stream_create(e, -1);
+    stream_put(e, -1, 0);
     write_conf(e, "user = hop\npassword = wrong\n");
     hopperd_start(e);
     send_records(e, 0, 99);
