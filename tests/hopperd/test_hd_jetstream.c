@@ -156,6 +156,22 @@ stream_msgs(struct env *e)
     return n;
 }
 
+/* An ordered consumer of the whole stream, from its first message. */
+static natsSubscription *
+stream_reader(struct env *e)
+{
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Ordered = true;
+    natsSubscription *sub = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_SubscribeSync(&sub, e->js, SUBJECT, NULL, &so, &jerr);
+    if (st != NATS_OK) {
+        fail_msg("subscribe: %s (%d)", natsStatus_GetText(st), (int)jerr);
+    }
+    return sub;
+}
+
 /* Read the whole stream with an ordered consumer and check that it holds
  * exactly records first..last (inclusive), in order, byte for byte. */
 static void
@@ -163,12 +179,7 @@ stream_check(struct env *e, long first, long last)
 {
     uint64_t want = (uint64_t)(last - first + 1);
     assert_int_equal(stream_msgs(e), want);
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Ordered = true;
-    natsSubscription *sub = NULL;
-    jsErrCode jerr = 0;
-    assert_int_equal(js_SubscribeSync(&sub, e->js, SUBJECT, NULL, &so, &jerr), NATS_OK);
+    natsSubscription *sub = stream_reader(e);
     char exp[REC_LEN + 1];
     for (long i = first; i <= last; i++) {
         natsMsg *m = NULL;
@@ -196,12 +207,7 @@ stream_check_set(struct env *e, long n, long window)
     assert_int_equal(stream_msgs(e), (uint64_t)n);
     unsigned char *seen = calloc((size_t)n, 1);
     assert_non_null(seen);
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Ordered = true;
-    natsSubscription *sub = NULL;
-    jsErrCode jerr = 0;
-    assert_int_equal(js_SubscribeSync(&sub, e->js, SUBJECT, NULL, &so, &jerr), NATS_OK);
+    natsSubscription *sub = stream_reader(e);
     char exp[REC_LEN + 1];
     long late = 0;
     for (long k = 0; k < n; k++) {
@@ -382,15 +388,23 @@ teardown(void **state)
     return 0;
 }
 
+/* nats-server (with user/pass unless NULL), the stream (max_bytes, -1 =
+ * none), then hopperd with `sink_extra` in its jetstream sink. */
+static void
+js_up(struct env *e, const char *user, const char *pass, int64_t max_bytes, const char *sink_extra)
+{
+    e->nats = nats_start(e, user, pass);
+    client_connect(e, user, pass);
+    stream_put(e, max_bytes, 0);
+    write_conf(e, sink_extra);
+    hopperd_start(e);
+}
+
 static void
 test_js_exactly_n(void **state)
 {
     struct env *e = *state;
-    e->nats = nats_start(e, NULL, NULL);
-    client_connect(e, NULL, NULL);
-    stream_put(e, -1, 0);
-    write_conf(e, "");
-    hopperd_start(e);
+    js_up(e, NULL, NULL, -1, "");
     long n = nrecords(200000);
     uint64_t t0 = e2e_now_ms();
     send_records(e, 0, n - 1);
@@ -410,12 +424,8 @@ static void
 test_js_kill9(void **state)
 {
     struct env *e = *state;
-    e->nats = nats_start(e, NULL, NULL);
-    client_connect(e, NULL, NULL);
-    stream_put(e, -1, 0);
     /* A small window slows the drain so the kill lands in the middle. */
-    write_conf(e, "max_inflight = 8\n");
-    hopperd_start(e);
+    js_up(e, NULL, NULL, -1, "max_inflight = 8\n");
     long n = nrecords(50000);
     send_records(e, 0, n - 1);
     /* Kill -9 mid-drain and restart, up to 5 times, until the dedup was
@@ -450,11 +460,7 @@ static void
 test_js_stream_full(void **state)
 {
     struct env *e = *state;
-    e->nats = nats_start(e, NULL, NULL);
-    client_connect(e, NULL, NULL);
-    stream_put(e, 64 * 1024, 0);
-    write_conf(e, "max_inflight = 64\n");
-    hopperd_start(e);
+    js_up(e, NULL, NULL, 64 * 1024, "max_inflight = 64\n");
     long n = 2000; /* 400 KB: far more than the stream takes */
     send_records(e, 0, n - 1);
     struct metric_at_least in = {e->metrics_port, "hopperd_ingress_records_total{queue=\"q\"}",
@@ -490,11 +496,7 @@ static void
 test_js_bad_password(void **state)
 {
     struct env *e = *state;
-    e->nats = nats_start(e, "hop", "right");
-    client_connect(e, "hop", "right");
-    stream_put(e, -1, 0);
-    write_conf(e, "user = hop\npassword = wrong\n");
-    hopperd_start(e);
+    js_up(e, "hop", "right", -1, "user = hop\npassword = wrong\n");
     send_records(e, 0, 99);
     struct metric_at_least in = {e->metrics_port, BACKLOG, 100};
     assert_int_equal(e2e_wait_until(metric_at_least, &in, 10000), 0);
