@@ -127,7 +127,7 @@ struct relay {
     int ops_connected;
     int ops_failed;       /* the last step failed: back off exponentially */
     unsigned err_attempt; /* consecutive failed steps, for that backoff */
-    uint64_t egress_at_fail; /* egress_records at the last failed step */
+    uint64_t egress_at_fail; /* egress_records when the sink last connected */
 };
 
 /* How long a native sink waits for the downstream's reply to a batch. */
@@ -630,7 +630,6 @@ ops_step(struct relay *r, int wait_ms)
         }
         return rc;
     }
-    r->egress_at_fail = atomic_load(&s->egress_records);
     atomic_fetch_add(&s->write_errors, 1);
     if (r->err_attempt == 0) {
         log_warnx("relay: sink %s: %s: %s [%s]; retrying with backoff", s->conf->s.name, r->addr,
@@ -773,6 +772,9 @@ relay_main(void *arg)
                              s->conf->type == HD_SINK_FILE ? s->conf->path : r->addr);
                 }
                 r->attempt = 0;
+                /* Acks that arrive from here on are for publishes made on
+                 * this connection: they show the sink works again. */
+                r->egress_at_fail = atomic_load(&s->egress_records);
                 set_state(r, HD_SINK_ESTABLISHED);
             } else {
                 atomic_fetch_add(&s->connect_failures, 1);

@@ -399,11 +399,15 @@ publish_pending(struct js_sink *j, int *sent)
     const struct hd_sink_conf *c = j->c;
     char id[HOPPER_QUEUE_ID_LEN + 24];
     pthread_mutex_lock(&j->mu);
+    for (size_t i = 0; j->probe && i < j->n; i++) {
+        if (slot_at(j, i)->st == SLOT_INFLIGHT) {
+            /* Probing: the one publish in flight must be acked first. */
+            pthread_mutex_unlock(&j->mu);
+            return 0;
+        }
+    }
     for (size_t i = 0; i < j->n; i++) {
         struct slot *sl = slot_at(j, i);
-        if (j->probe && sl->st == SLOT_INFLIGHT) {
-            break; /* probing: the one publish in flight must be acked first */
-        }
         if (sl->st != SLOT_TOSEND) {
             continue;
         }
@@ -437,6 +441,9 @@ publish_pending(struct js_sink *j, int *sent)
             return -(int)st;
         }
         (*sent)++;
+        if (j->probe) {
+            break; /* one at a time until one is acked */
+        }
     }
     pthread_mutex_unlock(&j->mu);
     return 0;
