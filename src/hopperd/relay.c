@@ -14,6 +14,13 @@
  *   CLOSING      closes the connection; the unacknowledged batch is kept.
  *   BACKOFF      waits min(max, min * 2^n), jittered, before reconnecting.
  *   STOPPED      terminal.
+ * A jetstream sink (sink_jetstream.c, through struct hd_sink_ops) goes
+ * through the same states: CONNECTING connects to NATS and checks the
+ * stream, ESTABLISHED publishes and acknowledges the acked prefix, a failed
+ * publish or an ack timeout goes to CLOSING and then BACKOFF with the
+ * doubling, jittered delay (not only reconnect_min), and it never enters
+ * DRAINING (its acks are asynchronous; in-flight records stay in its
+ * window).
  *
  * Ordering and loss: a batch is built from hopper_recv() and kept until it
  * has been written completely; only then is the last sequence number
