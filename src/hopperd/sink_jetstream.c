@@ -69,6 +69,8 @@ struct js_sink {
     char fail_text[160];  /* [mu] */
     uint64_t held_bytes;  /* payload bytes in the ring [relay thread] */
     int probe;            /* [mu] after a failure: one publish at a time until one is acked */
+    size_t next_send;     /* [mu] slots before this index are not TOSEND */
+    size_t inflight;      /* [mu] INFLIGHT slots */
     natsConnection *nc;
     jsCtx *js;
 };
@@ -143,6 +145,7 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
     uint64_t t = now_us();
     pthread_mutex_lock(&j->mu);
     struct slot *sl = NULL;
+    size_t at = 0;
     if (j->n > 0 && seq != UINT64_MAX) {
         uint64_t first = slot_at(j, 0)->seq;
         /* Seqs in the ring are increasing; usually consecutive. */
@@ -151,6 +154,7 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
             for (;; i--) {
                 if (slot_at(j, i)->seq == seq) {
                     sl = slot_at(j, i);
+                    at = i;
                     break;
                 }
                 if (i == 0 || slot_at(j, i)->seq < seq) {
@@ -159,7 +163,11 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
             }
         }
     }
+    int wake = 0;
     if (sl != NULL && sl->st != SLOT_ACKED) {
+        if (sl->st == SLOT_INFLIGHT && j->inflight > 0) {
+            j->inflight--;
+        }
         if (pa != NULL) {
             if (sl->st == SLOT_INFLIGHT && t >= sl->sent_us) {
                 uint64_t us = t - sl->sent_us;
@@ -172,6 +180,7 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
                 atomic_fetch_add(&ps->lat_sum_us, us);
             }
             sl->st = SLOT_ACKED;
+            wake = at == 0 || j->probe; /* the head can be popped: room again */
             j->probe = 0;
             atomic_fetch_add(&ps->acks, 1);
             if (pa->Duplicate) {
@@ -181,6 +190,7 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
             int cause = cause_of(pae->Err, pae->ErrCode, pae->ErrText);
             atomic_fetch_add(&ps->errors[cause], 1);
             sl->st = SLOT_FAILED;
+            wake = 1;
             if (j->fail_cause < 0) {
                 j->fail_cause = cause;
                 snprintf(j->fail_text, sizeof(j->fail_text), "%s (%s, code %d)",
@@ -189,7 +199,9 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
             }
         }
     }
-    pthread_cond_signal(&j->acked);
+    if (wake) {
+        pthread_cond_signal(&j->acked);
+    }
     pthread_mutex_unlock(&j->mu);
     natsMsg_Destroy(msg);
 }
@@ -254,6 +266,8 @@ js_disconnect(void *impl)
             sl->st = SLOT_TOSEND;
         }
     }
+    j->next_send = 0;
+    j->inflight = 0;
     j->fail_cause = -1;
     pthread_mutex_unlock(&j->mu);
     atomic_store(&j->s->pub.inflight, 0);
@@ -399,19 +413,18 @@ publish_pending(struct js_sink *j, int *sent)
     const struct hd_sink_conf *c = j->c;
     char id[HOPPER_QUEUE_ID_LEN + 24];
     pthread_mutex_lock(&j->mu);
-    for (size_t i = 0; j->probe && i < j->n; i++) {
-        if (slot_at(j, i)->st == SLOT_INFLIGHT) {
-            /* Probing: the one publish in flight must be acked first. */
-            pthread_mutex_unlock(&j->mu);
-            return 0;
-        }
+    if (j->probe && j->inflight > 0) {
+        /* Probing: the one publish in flight must be acked first. */
+        pthread_mutex_unlock(&j->mu);
+        return 0;
     }
-    for (size_t i = 0; i < j->n; i++) {
+    for (size_t i = j->next_send; i < j->n; i++) {
         struct slot *sl = slot_at(j, i);
         if (sl->st != SLOT_TOSEND) {
             continue;
         }
         sl->st = SLOT_INFLIGHT;
+        j->inflight++;
         sl->sent_us = now_us();
         uint64_t seq = sl->seq;
         const uint8_t *data = sl->data;
@@ -433,6 +446,7 @@ publish_pending(struct js_sink *j, int *sent)
         if (st != NATS_OK) {
             if (sl->st == SLOT_INFLIGHT) {
                 sl->st = SLOT_TOSEND;
+                j->inflight--;
             }
             pthread_mutex_unlock(&j->mu);
             if (st == NATS_TIMEOUT) {
@@ -441,6 +455,8 @@ publish_pending(struct js_sink *j, int *sent)
             return -(int)st;
         }
         (*sent)++;
+        /* Only this thread moves the head, so index i is still this slot. */
+        j->next_send = i + 1;
         if (j->probe) {
             break; /* one at a time until one is acked */
         }
@@ -468,15 +484,15 @@ js_step(void *impl, int wait_ms, char *err, size_t errlen, int *cause)
         sl->data = NULL;
         j->head = (j->head + 1) % j->cap;
         j->n--;
+        j->next_send = j->next_send > 0 ? j->next_send - 1 : 0;
     }
-    uint64_t inflight = 0;
-    for (size_t i = 0; i < j->n; i++) {
-        struct slot *sl = slot_at(j, i);
-        if (sl->st == SLOT_INFLIGHT) {
-            inflight++;
-            if (oldest_us == 0 || sl->sent_us < oldest_us) {
-                oldest_us = sl->sent_us;
-            }
+    uint64_t inflight = j->inflight;
+    /* Publishes go out in ring order on one connection, so the first
+     * INFLIGHT slot is the oldest; usually the head. */
+    for (size_t i = 0; inflight > 0 && i < j->n; i++) {
+        if (slot_at(j, i)->st == SLOT_INFLIGHT) {
+            oldest_us = slot_at(j, i)->sent_us;
+            break;
         }
     }
     if (j->fail_cause >= 0) {
