@@ -19,6 +19,9 @@
  *   test_js_bad_password   server with --user/--pass, hopperd with a wrong
  *                          password: a log line with the server's reason,
  *                          nothing acknowledged (backlog unchanged).
+ *   test_js_cluster_leader_kill  3-node cluster, R3 stream: kill -9 the
+ *                          stream leader mid-drain, restart it: every
+ *                          record exactly once.
  *
  * Skips (exit 77) when nats-server is not installed. HOPPER_TEST_QUICK=1
  * uses fewer records. Every wait is a condition polled to a deadline
@@ -50,6 +53,10 @@ struct env {
     char *dir;
     int nats_port;
     pid_t nats;
+    char servers[256]; /* hopperd's `servers` and the client's URL list */
+    /* test_js_cluster: three servers */
+    int cl_port[3], cl_route[3];
+    pid_t cl_pid[3];
     int in_port;
     int metrics_port;
     pid_t hopperd;
@@ -255,6 +262,7 @@ env_init(struct env *e)
     snprintf(e->conf, sizeof(e->conf), "%s/hopperd.conf", e->dir);
     snprintf(e->log, sizeof(e->log), "%s/hopperd.log", e->dir);
     snprintf(e->nats_log, sizeof(e->nats_log), "%s/nats.log", e->dir);
+    snprintf(e->servers, sizeof(e->servers), "nats://127.0.0.1:%d", e->nats_port);
 }
 
 static void
@@ -272,6 +280,11 @@ env_free(struct env *e)
     if (e->nats > 0) {
         e2e_stop(e->nats, SIGTERM, 20000);
     }
+    for (int i = 0; i < 3; i++) {
+        if (e->cl_pid[i] > 0) {
+            e2e_stop(e->cl_pid[i], SIGTERM, 20000);
+        }
+    }
     e2e_rmtree(e->dir);
     free(e->dir);
 }
@@ -286,10 +299,10 @@ write_conf(struct env *e, const char *sink_extra)
              "[queue q]\ndurability = disk\nfsync = never\ndisk_bytes = 1GiB\n"
              "max_record_bytes = 1KiB\ncheckpoint_interval = 60m\n"
              "[source in]\ntype = tcp\nlisten = 127.0.0.1:%d\nqueue = q\n"
-             "[sink js]\ntype = jetstream\nqueue = q\nservers = nats://127.0.0.1:%d\n"
+             "[sink js]\ntype = jetstream\nqueue = q\nservers = %s\n"
              "subject = " SUBJECT "\nstream = " STREAM "\n"
              "reconnect_min = 20ms\nreconnect_max = 300ms\nack_timeout = 2s\n%s",
-             e->dir, e->metrics_port, e->in_port, e->nats_port, sink_extra);
+             e->dir, e->metrics_port, e->in_port, e->servers, sink_extra);
     e2e_write_file(e->conf, text);
 }
 
@@ -513,6 +526,123 @@ test_js_bad_password(void **state)
     assert_int_equal(stream_msgs(e), 0);
 }
 
+/* Server i of the 3-node cluster "hop" (store dir cN, name nN). */
+static pid_t
+cluster_start(struct env *e, int i)
+{
+    char port[16], route[64], routes[256], store[1100], name[16], logp[1100];
+    snprintf(port, sizeof(port), "%d", e->cl_port[i]);
+    snprintf(route, sizeof(route), "nats://127.0.0.1:%d", e->cl_route[i]);
+    snprintf(routes, sizeof(routes), "nats://127.0.0.1:%d,nats://127.0.0.1:%d,nats://127.0.0.1:%d",
+             e->cl_route[0], e->cl_route[1], e->cl_route[2]);
+    snprintf(store, sizeof(store), "%s/c%d", e->dir, i + 1);
+    snprintf(name, sizeof(name), "n%d", i + 1);
+    snprintf(logp, sizeof(logp), "%s/nats%d.log", e->dir, i + 1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(NATS_SERVER, "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store, "-n",
+              name, "--cluster_name", "hop", "--cluster", route, "--routes", routes, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    return pid;
+}
+
+static int
+stream_created(void *arg)
+{
+    struct env *e = arg;
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[] = {SUBJECT};
+    sc.Name = STREAM;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = 3;
+    sc.Duplicates = (int64_t)120 * 1000000000;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_AddStream(&si, e->js, &sc, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    return st == NATS_OK;
+}
+
+/* Index of the server leading the stream, or -1 (none right now). */
+static int
+stream_leader(struct env *e)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    int who = -1;
+    if (js_GetStreamInfo(&si, e->js, STREAM, NULL, &jerr) == NATS_OK && si->Cluster != NULL &&
+        si->Cluster->Leader != NULL && sscanf(si->Cluster->Leader, "n%d", &who) == 1) {
+        who--;
+    }
+    jsStreamInfo_Destroy(si);
+    return who >= 0 && who < 3 ? who : -1;
+}
+
+/* A 3-node cluster, stream with 3 replicas: kill -9 the stream leader
+ * mid-drain, restart it: every record exactly once (order to within the
+ * in-flight window: publishes fail over the election and are retried). */
+static void
+test_js_cluster_leader_kill(void **state)
+{
+    struct env *e = *state;
+    int len = 0;
+    for (int i = 0; i < 3; i++) {
+        e->cl_port[i] = e2e_free_port();
+        e->cl_route[i] = e2e_free_port();
+    }
+    for (int i = 0; i < 3; i++) {
+        e->cl_pid[i] = cluster_start(e, i);
+        len += snprintf(e->servers + len, sizeof(e->servers) - (size_t)len, "%snats://127.0.0.1:%d",
+                        i > 0 ? "," : "", e->cl_port[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(e2e_wait_port(e->cl_port[i], 20000), 0);
+    }
+    assert_int_equal(natsConnection_ConnectTo(&e->nc, e->servers), NATS_OK);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 5000;
+    assert_int_equal(natsConnection_JetStream(&e->js, e->nc, &jo), NATS_OK);
+    /* The meta leader is elected first; retry until the stream exists. */
+    assert_int_equal(e2e_wait_until(stream_created, e, 30000), 0);
+    write_conf(e, "max_inflight = 64\n");
+    hopperd_start(e);
+    long n = nrecords(50000);
+    send_records(e, 0, n - 1);
+    struct msgs_at_least some = {e, (uint64_t)n / 5};
+    assert_int_equal(e2e_wait_until(msgs_at_least, &some, 60000), 0);
+    int leader = stream_leader(e);
+    assert_true(leader >= 0);
+    uint64_t before = stream_msgs(e);
+    assert_int_equal(e2e_stop(e->cl_pid[leader], SIGKILL, 10000), 128 + SIGKILL);
+    e->cl_pid[leader] = 0;
+    print_message("killed stream leader n%d with about %llu of %ld in the stream\n", leader + 1,
+                  (unsigned long long)before, n);
+    /* The two others elect a new leader and hopperd goes on. */
+    struct msgs_at_least more = {e, (uint64_t)n / 2};
+    assert_int_equal(e2e_wait_until(msgs_at_least, &more, 120000), 0);
+    e->cl_pid[leader] = cluster_start(e, leader);
+    assert_int_equal(e2e_wait_port(e->cl_port[leader], 20000), 0);
+    wait_egress(e, n, 180000);
+    assert_int_equal(e2e_wait_until(backlog_empty, e, 60000), 0);
+    print_message("errors: timeout %.0f, no_responders %.0f, other %.0f; duplicates %.0f\n",
+                  e2e_metric(e->metrics_port, "hopperd_sink_publish_errors_total{sink=\"js\",cause=\"timeout\"}"),
+                  e2e_metric(e->metrics_port, "hopperd_sink_publish_errors_total{sink=\"js\",cause=\"no_responders\"}"),
+                  e2e_metric(e->metrics_port, "hopperd_sink_publish_errors_total{sink=\"js\",cause=\"other\"}"),
+                  e2e_metric(e->metrics_port, DUPS));
+    stream_check_set(e, n, 64);
+}
+
 int
 main(void)
 {
@@ -526,6 +656,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_js_kill9, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_stream_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_bad_password, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_js_cluster_leader_kill, setup, teardown),
     };
     if (getenv("HOPPERD_E2E_ONLY") != NULL) {
         cmocka_set_test_filter(getenv("HOPPERD_E2E_ONLY"));
