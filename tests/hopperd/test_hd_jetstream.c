@@ -127,9 +127,9 @@ client_connect(struct env *e, const char *user, const char *pass)
 }
 
 /* Create the stream (update = 0) or change its limit (update = 1): file
- * storage, discard new, a 2-minute duplicate window. */
-static void
-stream_put(struct env *e, int64_t max_bytes, int update)
+ * storage, discard new, a 2-minute duplicate window, `replicas`. */
+static natsStatus
+stream_try(struct env *e, int64_t max_bytes, int64_t replicas, int update, jsErrCode *jerr)
 {
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
@@ -140,16 +140,25 @@ stream_put(struct env *e, int64_t max_bytes, int update)
     sc.Storage = js_FileStorage;
     sc.MaxBytes = max_bytes;
     sc.Discard = js_DiscardNew;
+    sc.Replicas = replicas;
     sc.Duplicates = (int64_t)120 * 1000000000;
     jsStreamInfo *si = NULL;
+    natsStatus st = update ? js_UpdateStream(&si, e->js, &sc, NULL, jerr)
+                           : js_AddStream(&si, e->js, &sc, NULL, jerr);
+    jsStreamInfo_Destroy(si);
+    return st;
+}
+
+/* The same, single replica, failing the test on an error. */
+static void
+stream_put(struct env *e, int64_t max_bytes, int update)
+{
     jsErrCode jerr = 0;
-    natsStatus st = update ? js_UpdateStream(&si, e->js, &sc, NULL, &jerr)
-                           : js_AddStream(&si, e->js, &sc, NULL, &jerr);
+    natsStatus st = stream_try(e, max_bytes, 1, update, &jerr);
     if (st != NATS_OK) {
         fail_msg("%s stream: %s (%d)", update ? "update" : "add", natsStatus_GetText(st),
                  (int)jerr);
     }
-    jsStreamInfo_Destroy(si);
 }
 
 static uint64_t
@@ -555,24 +564,12 @@ cluster_start(struct env *e, int i)
     return pid;
 }
 
+/* The R3 stream exists (a pred: the meta leader must be elected first). */
 static int
 stream_created(void *arg)
 {
-    struct env *e = arg;
-    jsStreamConfig sc;
-    jsStreamConfig_Init(&sc);
-    const char *subjects[] = {SUBJECT};
-    sc.Name = STREAM;
-    sc.Subjects = subjects;
-    sc.SubjectsLen = 1;
-    sc.Storage = js_FileStorage;
-    sc.Replicas = 3;
-    sc.Duplicates = (int64_t)120 * 1000000000;
-    jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
-    natsStatus st = js_AddStream(&si, e->js, &sc, NULL, &jerr);
-    jsStreamInfo_Destroy(si);
-    return st == NATS_OK;
+    return stream_try(arg, -1, 3, 0, &jerr) == NATS_OK;
 }
 
 /* Index of the server leading the stream, or -1 (none right now). */
