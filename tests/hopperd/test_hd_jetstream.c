@@ -8,9 +8,10 @@
  * consumer: exactly N messages, message k is record k byte for byte.
  *
  *   test_js_exactly_n      N records: exactly N in the stream, in order.
- *   test_js_kill9          kill -9 hopperd mid-drain, restart (again, up to
- *                          5 times, until a restart republished something
- *                          the stream had): still exactly N, in order;
+ *   test_js_kill9          kill -9 hopperd mid-drain, restart (again, with
+ *                          more records, up to 5 times, until a restart
+ *                          republished something the stream had): still
+ *                          exactly N, in order;
  *                          hopperd_sink_duplicates_total > 0.
  *   test_js_stream_full    max_bytes + discard new: hopperd keeps the rest
  *                          (backlog), reports stream_full; once the limit is
@@ -451,22 +452,29 @@ test_js_kill9(void **state)
     /* A small window slows the drain so the kill lands in the middle. */
     js_up(e, NULL, NULL, -1, "max_inflight = 8\n");
     long n = nrecords(50000);
-    send_records(e, 0, n - 1);
     /* Kill -9 mid-drain and restart, up to 5 times, until the dedup was
      * exercised: a kill right after the queue marked its position, with
-     * nothing in flight, leaves nothing to publish twice. */
+     * nothing in flight, leaves nothing to publish twice. Each round sends
+     * a fifth of the records first, so a drain is always in progress. */
+    long chunk = n / 5, sent = 0;
     for (int kill = 1;; kill++) {
-        struct msgs_at_least some = {e, stream_msgs(e) + (uint64_t)n / 10};
+        long upto = kill == 5 ? n : sent + chunk;
+        send_records(e, sent, upto - 1);
+        struct msgs_at_least some = {e, (uint64_t)(sent + chunk / 5)};
+        sent = upto;
         assert_int_equal(e2e_wait_until(msgs_at_least, &some, 60000), 0);
         assert_int_equal(e2e_stop(e->hopperd, SIGKILL, 10000), 128 + SIGKILL);
         e->hopperd = 0;
-        print_message("kill %d with %llu of %ld in the stream\n", kill,
-                      (unsigned long long)stream_msgs(e), n);
+        print_message("kill %d with %llu of %ld sent in the stream\n", kill,
+                      (unsigned long long)stream_msgs(e), sent);
         hopperd_start(e);
         struct metric_at_least dups = {e->metrics_port, DUPS, 1};
         if (e2e_wait_until(metric_at_least, &dups, 3000) == 0 || kill == 5) {
             break;
         }
+    }
+    if (sent < n) {
+        send_records(e, sent, n - 1);
     }
     /* After the restart hopperd publishes again what it had not
      * acknowledged durably; the stream drops what it already has. */
