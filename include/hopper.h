@@ -212,7 +212,10 @@ typedef struct hopper_queue hopper_queue;
  * @return 0 on success, or one of: -EINVAL (bad name or option), -ENOMEM,
  *   -EMFILE/-ENFILE (no file descriptors), -EACCES, -ENOENT (dir missing),
  *   -ENOSPC, -EIO or another -errno from the file system, HOPPER_ELOCKED
- *   (another opener holds the queue).
+ *   (another opener holds the queue), HOPPER_ECORRUPT (the one exception to
+ *   "damage never makes open fail": `queue.id` exists but does not hold an
+ *   identity; it is not replaced, since a new identity would defeat
+ *   deduplication downstream; see hopper_queue_id()).
  */
 HOPPER_API int hopper_open(const char *dir, const char *name, const hopper_opts *opts,
                            hopper_queue **out);
@@ -339,6 +342,23 @@ HOPPER_API int hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_
  *  or fsync failed otherwise: sticky). */
 HOPPER_API int hopper_sync(hopper_queue *q);
 
+/** Length of a queue identity in characters (hex digits), without the NUL. */
+#define HOPPER_QUEUE_ID_LEN 32
+
+/**
+ * The queue's identity: 128 random bits created once with the queue
+ * directory (or at the first open of a queue that has none) and stored in it
+ * (`queue.id`, FORMAT.md §1.1), as 32 lower-case hex digits. It never
+ * changes for the life of the directory; a deleted and recreated queue gets
+ * a new one. Together with a record's sequence number (never reused) it
+ * names a record uniquely, e.g. as a deduplication key downstream.
+ * @param[out] out  receives the 32 digits and a terminating NUL (33 bytes,
+ *   owned by the caller).
+ * Thread safety: any thread (the identity is immutable after open).
+ * @return 0, or -EINVAL (q or out NULL).
+ */
+HOPPER_API int hopper_queue_id(hopper_queue *q, char out[HOPPER_QUEUE_ID_LEN + 1]);
+
 /** Queue statistics. Gauges describe the moment of the call. Fields are only
  *  ever appended: a caller built with an older hopper.h (smaller struct_size)
  *  gets the fields its struct has. */
@@ -349,7 +369,7 @@ typedef struct hopper_stats {
     uint64_t disk_records;        /**< records in segment files not yet reclaimed */
     uint64_t disk_raw_bytes;      /**< payload bytes of those records */
     uint64_t disk_bytes;          /**< bytes of the queue's files: segments, indexes,
-                                   *  the checkpoint (4128), leftovers not yet deleted */
+                                   *  the checkpoint (4128), queue.id (33), leftovers not yet deleted */
     uint64_t segments;            /**< segment files */
     uint64_t backlog_records;     /**< accepted, not yet acknowledged, and not known
                                    *  missing (see missing_records) */

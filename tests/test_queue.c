@@ -1585,6 +1585,69 @@ test_close_null(void **state)
     assert_int_equal(hopper_close(NULL), 0);
 }
 
+/* The queue identity: created with the directory, stable across reopen,
+ * different for a deleted and recreated queue, created for an old queue
+ * without one, and a damaged file refuses the open rather than change. */
+static void
+test_queue_id(void **state)
+{
+    tq_state *s = *state;
+    char a[HOPPER_QUEUE_ID_LEN + 1], b[HOPPER_QUEUE_ID_LEN + 1];
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/queue.id", s->qdir);
+    hopper_queue *q = open_ok(s->dir, NULL);
+    assert_int_equal(hopper_queue_id(q, a), 0);
+    assert_int_equal(strlen(a), HOPPER_QUEUE_ID_LEN);
+    assert_int_equal(strspn(a, "0123456789abcdef"), HOPPER_QUEUE_ID_LEN);
+    assert_int_equal(hopper_queue_id(NULL, b), -EINVAL);
+    assert_int_equal(hopper_queue_id(q, NULL), -EINVAL);
+    assert_int_equal(hopper_send(q, "x", 1, 0), 0);
+    assert_int_equal(hopper_close(q), 0);
+    uint8_t *text;
+    size_t n;
+    assert_int_equal(hp_test_read_file(path, &text, &n), 0);
+    assert_int_equal(n, HOPPER_QUEUE_ID_LEN + 1);
+    assert_memory_equal(text, a, HOPPER_QUEUE_ID_LEN);
+    assert_int_equal(text[HOPPER_QUEUE_ID_LEN], '\n');
+    free(text);
+
+    q = open_ok(s->dir, NULL);
+    assert_int_equal(hopper_queue_id(q, b), 0);
+    assert_string_equal(a, b);
+    assert_int_equal(hopper_close(q), 0);
+
+    /* An older queue without the file gets one, then keeps it. */
+    assert_int_equal(unlink(path), 0);
+    q = open_ok(s->dir, NULL);
+    assert_int_equal(hopper_queue_id(q, b), 0);
+    assert_string_not_equal(a, b);
+    hopper_record rec;
+    assert_int_equal(hopper_recv(q, &rec, 0), 0); /* the data is untouched */
+    assert_int_equal(hopper_close(q), 0);
+    q = open_ok(s->dir, NULL);
+    assert_int_equal(hopper_queue_id(q, a), 0);
+    assert_string_equal(a, b);
+    assert_int_equal(hopper_close(q), 0);
+
+    /* Damaged: refused, and left as it is. */
+    assert_int_equal(hp_test_write_file(path, "not an id\n", 10), 0);
+    q = (hopper_queue *)(uintptr_t)1;
+    assert_int_equal(hopper_open(s->dir, QNAME, NULL, &q), HOPPER_ECORRUPT);
+    assert_null(q);
+    assert_int_equal(hp_test_read_file(path, &text, &n), 0);
+    assert_int_equal(n, 10);
+    free(text);
+
+    /* A deleted and recreated queue gets a new identity. */
+    char *qd = strdup(s->qdir);
+    assert_non_null(qd);
+    hp_test_rmtree(qd);
+    q = open_ok(s->dir, NULL);
+    assert_int_equal(hopper_queue_id(q, b), 0);
+    assert_string_not_equal(a, b);
+    assert_int_equal(hopper_close(q), 0);
+}
+
 #define HP_T(fn) cmocka_unit_test_setup_teardown(fn, hp_test_dir_setup, hp_test_dir_teardown)
 
 int
@@ -1593,6 +1656,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         HP_T(test_happy_path),
         HP_T(test_open_creates_dir),
+        HP_T(test_queue_id),
         HP_T(test_bad_names),
         HP_T(test_second_opener_locked),
         HP_T(test_zero_byte_record),

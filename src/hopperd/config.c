@@ -49,6 +49,7 @@ enum dtype {
     T_NAMES, /* comma-separated names, stored as "a,b" */
     T_UIDS,  /* comma-separated user names or numbers -> struct hd_idlist */
     T_GIDS,  /* comma-separated group names or numbers -> struct hd_idlist */
+    T_TEXT,  /* free text without spaces: 1..size-1 characters, "" when min == 0 */
 };
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
@@ -56,7 +57,7 @@ static const char *const durability_names[] = {"memory", "disk", NULL};
 static const char *const when_full_names[] = {"block", "reject", "drop_newest", "drop_oldest",
                                               NULL};
 static const char *const source_type_names[] = {"tcp", "unix", NULL};
-static const char *const sink_type_names[] = {"tcp", "file", NULL};
+static const char *const sink_type_names[] = {"tcp", "file", "jetstream", NULL};
 static const char *const format_names[] = {"lines", "octet-counted", "native", NULL};
 static const char *const onoff_names[] = {"off", "on", NULL};
 
@@ -125,6 +126,20 @@ static const struct directive directives[] = {
     {K_SINK, "reconnect_min", T_DURATION, 1, 600000, "100ms", KF(reconnect_min_ms), 1, NULL},
     {K_SINK, "reconnect_max", T_DURATION, 1, 3600000, "30s", KF(reconnect_max_ms), 1, NULL},
     {K_SINK, "batch_bytes", T_SIZE, 1 * KiB, 64 * MiB, "256KiB", KF(batch_bytes), 0, NULL},
+    /* [sink NAME] type = jetstream */
+    {K_SINK, "servers", T_TEXT, 1, 0, NULL, KF(servers), 0, NULL},
+    {K_SINK, "subject", T_TEXT, 1, 0, NULL, KF(subject), 0, NULL},
+    {K_SINK, "stream", T_TEXT, 1, 0, NULL, KF(stream), 0, NULL},
+    {K_SINK, "create_stream", T_ENUM, 0, 0, "off", KF(create_stream), 0, onoff_names},
+    {K_SINK, "replicas", T_UINT, 1, 5, "1", KF(replicas), 0, NULL},
+    {K_SINK, "max_bytes", T_SIZE, 0, UINT64_C(1) << 50, "0", KF(max_bytes), 0, NULL},
+    {K_SINK, "duplicate_window", T_DURATION, 1000, 604800000, "2m", KF(duplicate_window_ms), 0, NULL},
+    {K_SINK, "max_inflight", T_UINT, 1, 65536, "1024", KF(max_inflight), 0, NULL},
+    {K_SINK, "ack_timeout", T_DURATION, 100, 600000, "5s", KF(ack_timeout_ms), 0, NULL},
+    {K_SINK, "creds", T_TEXT, 0, 0, "", KF(creds), 0, NULL},
+    {K_SINK, "user", T_TEXT, 0, 0, "", KF(user), 0, NULL},
+    {K_SINK, "password", T_TEXT, 0, 0, "", KF(password), 0, NULL},
+    {K_SINK, "token", T_TEXT, 0, 0, "", KF(token), 0, NULL},
 };
 #define NDIRECTIVES (sizeof(directives) / sizeof(directives[0]))
 
@@ -571,6 +586,17 @@ set_value(const struct directive *d, void *base, const char *value, char *err, s
     }
     case T_NAMES:
         return set_names(d, field, value, err, errlen);
+    case T_TEXT:
+        if (value[0] == '\0' && d->min == 0) {
+            field[0] = '\0';
+            return 0;
+        }
+        if (value[0] == '\0' || strlen(value) >= d->size || strpbrk(value, " \t") != NULL) {
+            seterr(err, errlen, "%s: must be 1..%zu characters without spaces", d->key, d->size - 1);
+            return -1;
+        }
+        snprintf(field, d->size, "%s", value);
+        return 0;
     case T_UIDS:
     case T_GIDS:
         return set_ids(d, field, value, err, errlen);
@@ -906,6 +932,68 @@ require(struct loader *ld, const struct hd_section *sec, int kind, const char *k
     }
 }
 
+/* type = jetstream: what it needs, what does not apply, and the shape of
+ * servers, subject and stream (docs/man/hopperd.conf.5). */
+static void
+check_jetstream(struct loader *ld, struct hd_sink_conf *k)
+{
+    const struct hd_section *sec = &k->s;
+    require(ld, sec, K_SINK, "servers", " for type = jetstream");
+    require(ld, sec, K_SINK, "subject", " for type = jetstream");
+    require(ld, sec, K_SINK, "stream", " for type = jetstream");
+    static const char *const not_js[] = {"connect", "path", "fsync", "format", "batch_bytes"};
+    for (size_t j = 0; j < sizeof(not_js) / sizeof(not_js[0]); j++) {
+        forbid(ld, sec, K_SINK, not_js[j], "type = jetstream");
+    }
+    if (ld->failed) {
+        return;
+    }
+    /* servers: nats://HOST:PORT or tls://HOST:PORT, comma-separated. */
+    const char *p = k->servers;
+    while (*p != '\0') {
+        size_t n = strcspn(p, ",");
+        int scheme = strncmp(p, "nats://", 7) == 0 ? 7 : strncmp(p, "tls://", 6) == 0 ? 6 : 0;
+        if (scheme == 0 || n <= (size_t)scheme) {
+            ld_error(ld, key_line(sec, K_SINK, "servers"),
+                     "[sink %s]: servers: each entry must be nats://HOST:PORT or tls://HOST:PORT",
+                     sec->name);
+            return;
+        }
+        p += n;
+        if (*p == ',') {
+            p++;
+            if (*p == '\0') {
+                ld_error(ld, key_line(sec, K_SINK, "servers"), "[sink %s]: servers: empty entry",
+                         sec->name);
+                return;
+            }
+        }
+    }
+    if (strpbrk(k->subject, "*>") != NULL || k->subject[0] == '.' ||
+        k->subject[strlen(k->subject) - 1] == '.' || strstr(k->subject, "..") != NULL) {
+        ld_error(ld, key_line(sec, K_SINK, "subject"),
+                 "[sink %s]: subject: no wildcards (* >) and no empty tokens", sec->name);
+    }
+    if (strpbrk(k->stream, ".*>/\\") != NULL) {
+        ld_error(ld, key_line(sec, K_SINK, "stream"),
+                 "[sink %s]: stream: a name without . * > / or \\", sec->name);
+    }
+    int user = is_set(sec, K_SINK, "user"), password = is_set(sec, K_SINK, "password");
+    int nauth = is_set(sec, K_SINK, "creds") + (user || password) + is_set(sec, K_SINK, "token");
+    if (user != password) {
+        ld_error(ld, key_line(sec, K_SINK, user ? "user" : "password"),
+                 "[sink %s]: user and password go together", sec->name);
+    } else if (nauth > 1) {
+        ld_error(ld, sec->line, "[sink %s]: use one of creds, user/password or token", sec->name);
+    }
+    if (!k->create_stream) {
+        static const char *const create_only[] = {"replicas", "max_bytes", "duplicate_window"};
+        for (size_t j = 0; j < sizeof(create_only) / sizeof(create_only[0]); j++) {
+            forbid(ld, sec, K_SINK, create_only[j], "create_stream = off (the stream's own settings apply)");
+        }
+    }
+}
+
 /* s->may_use: the source's queue, then each of `queues` (which must
  * exist; naming the source's own queue again is harmless). */
 static void
@@ -1019,12 +1107,23 @@ validate(struct loader *ld)
     }
     for (size_t i = 0; i < cfg->nsinks; i++) {
         struct hd_sink_conf *k = &cfg->sinks[i];
-        require(ld, &k->s, K_SINK, "type", " (tcp | file)");
+        require(ld, &k->s, K_SINK, "type", " (tcp | file | jetstream)");
         require(ld, &k->s, K_SINK, "queue", "");
         if (ld->failed) {
             return;
         }
-        if (k->type == HD_SINK_TCP) {
+        static const char *const js_only[] = {
+            "servers", "subject", "stream",   "create_stream", "replicas", "max_bytes",
+            "duplicate_window", "max_inflight", "ack_timeout", "creds", "user", "password",
+            "token"};
+        if (k->type != HD_SINK_JETSTREAM) {
+            for (size_t j = 0; j < sizeof(js_only) / sizeof(js_only[0]); j++) {
+                forbid(ld, &k->s, K_SINK, js_only[j], "this type (only to type = jetstream)");
+            }
+        }
+        if (k->type == HD_SINK_JETSTREAM) {
+            check_jetstream(ld, k);
+        } else if (k->type == HD_SINK_TCP) {
             require(ld, &k->s, K_SINK, "connect", " for type = tcp");
             forbid(ld, &k->s, K_SINK, "path", "type = tcp");
             forbid(ld, &k->s, K_SINK, "fsync", "type = tcp");

@@ -26,7 +26,7 @@ enum hd_when_full {
     HD_FULL_DROP_OLDEST = 3,
 };
 enum hd_source_type { HD_SRC_TCP = 0, HD_SRC_UNIX = 1 };
-enum hd_sink_type { HD_SINK_TCP = 0, HD_SINK_FILE = 1 };
+enum hd_sink_type { HD_SINK_TCP = 0, HD_SINK_FILE = 1, HD_SINK_JETSTREAM = 2 };
 enum hd_durability { HD_DUR_MEMORY = 0, HD_DUR_DISK = 1 };
 /* fsync policy: never, always, or every interval_ms (as hopper_fsync). */
 enum hd_fsync_mode { HD_FSYNC_NEVER = 0, HD_FSYNC_INTERVAL = 1, HD_FSYNC_ALWAYS = 2 };
@@ -101,6 +101,20 @@ struct hd_sink_conf {
     uint64_t reconnect_max_ms;
     uint64_t batch_bytes;
     int queue_index;
+    /* type = jetstream (sink_jetstream.c) */
+    char servers[HD_LIST_TEXT];          /* "nats://h:p,nats://h:p" */
+    char subject[HD_NAME_MAX + 1];
+    char stream[HD_NAME_MAX + 1];
+    int create_stream;                   /* 1 = create it when missing */
+    uint64_t replicas;                   /* create_stream */
+    uint64_t max_bytes;                  /* create_stream; 0 = unlimited */
+    uint64_t duplicate_window_ms;        /* create_stream */
+    uint64_t max_inflight;               /* publishes awaiting their ack */
+    uint64_t ack_timeout_ms;
+    char creds[HD_PATH_MAX];             /* "" = none */
+    char user[HD_NAME_MAX + 1];
+    char password[HD_NAME_MAX + 1];
+    char token[HD_NAME_MAX + 1];
 };
 
 struct hd_config {

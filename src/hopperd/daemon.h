@@ -96,6 +96,33 @@ enum hd_sink_state {
 };
 extern const char *const hd_sink_state_names[HD_SINK_NSTATES];
 
+/* Why a JetStream publish failed; every failure is counted under one. */
+enum hd_pub_cause {
+    HD_PUB_TIMEOUT = 0,   /* no publish ack within ack_timeout */
+    HD_PUB_NO_RESPONDERS, /* no stream listens on the subject (or no leader yet) */
+    HD_PUB_STREAM_FULL,   /* the stream refused to store (max_bytes, discard = new) */
+    HD_PUB_AUTH,          /* authentication or authorization refused */
+    HD_PUB_CONNECT,       /* no server reachable, connection lost */
+    HD_PUB_OTHER,
+    HD_PUB_NCAUSES
+};
+extern const char *const hd_pub_cause_names[HD_PUB_NCAUSES];
+
+/* Publish-ack latency histogram: upper bounds in ms, plus +Inf. */
+#define HD_PUB_NBUCKETS 12
+extern const uint64_t hd_pub_bucket_ms[HD_PUB_NBUCKETS];
+
+/* JetStream sink statistics (sink_jetstream.c writes, metrics.c reads). */
+struct hd_publish_stats {
+    atomic_uint_fast64_t inflight;   /* [atomic] gauge: records published, not yet acked */
+    atomic_uint_fast64_t acks;       /* [atomic] positive publish acks */
+    atomic_uint_fast64_t duplicates; /* [atomic] acks saying "duplicate" (counted as delivered) */
+    atomic_uint_fast64_t errors[HD_PUB_NCAUSES]; /* [atomic] */
+    atomic_uint_fast64_t lat_count;  /* [atomic] acks timed */
+    atomic_uint_fast64_t lat_sum_us; /* [atomic] */
+    atomic_uint_fast64_t lat_bucket[HD_PUB_NBUCKETS + 1]; /* [atomic] non-cumulative; last +Inf */
+};
+
 struct hd_daemon;
 struct hd_loop;
 
@@ -117,6 +144,7 @@ struct hd_sink_rt {
     atomic_uint_fast64_t connects;         /* [atomic] successful connects/opens */
     atomic_uint_fast64_t connect_failures; /* [atomic] */
     atomic_uint_fast64_t write_errors;     /* [atomic] */
+    struct hd_publish_stats pub;           /* type = jetstream only */
 };
 
 /* Relay run modes, set by main. */

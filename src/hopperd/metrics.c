@@ -255,6 +255,70 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
                       d->sinks[i].conf->s.name, hd_sink_state_names[k], s == k);
         }
     }
+    /* type = jetstream: publish acks, duplicates, errors by cause, latency. */
+    size_t njs = 0;
+    for (size_t i = 0; i < d->nsinks; i++) {
+        njs += d->sinks[i].conf->type == HD_SINK_JETSTREAM;
+    }
+    if (njs > 0) {
+#define JS(MN, MT, MH, MX)                                                                         \
+    do {                                                                                           \
+        head(&b, MN, MT, MH);                                                                      \
+        for (size_t i = 0; i < d->nsinks; i++) {                                                   \
+            if (d->sinks[i].conf->type == HD_SINK_JETSTREAM) {                                     \
+                sb_printf(&b, MN "{sink=\"%s\"} %" PRIu64 "\n", d->sinks[i].conf->s.name,          \
+                          (uint64_t)(MX));                                                         \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+        JS("hopperd_sink_inflight", "gauge", "records published and waiting for their ack",
+           atomic_load(&d->sinks[i].pub.inflight));
+        JS("hopperd_sink_publish_acks_total", "counter", "positive publish acks",
+           atomic_load(&d->sinks[i].pub.acks));
+        JS("hopperd_sink_duplicates_total", "counter",
+           "publish acks marked duplicate (already in the stream; counted as delivered)",
+           atomic_load(&d->sinks[i].pub.duplicates));
+#undef JS
+        head(&b, "hopperd_sink_publish_errors_total", "counter", "failed publishes by cause");
+        for (size_t i = 0; i < d->nsinks; i++) {
+            if (d->sinks[i].conf->type != HD_SINK_JETSTREAM) {
+                continue;
+            }
+            for (int c = 0; c < HD_PUB_NCAUSES; c++) {
+                sb_printf(&b, "hopperd_sink_publish_errors_total{sink=\"%s\",cause=\"%s\"} %" PRIu64
+                              "\n",
+                          d->sinks[i].conf->s.name, hd_pub_cause_names[c],
+                          (uint64_t)atomic_load(&d->sinks[i].pub.errors[c]));
+            }
+        }
+        head(&b, "hopperd_sink_publish_latency_seconds", "histogram",
+             "time from publish to publish ack");
+        for (size_t i = 0; i < d->nsinks; i++) {
+            const struct hd_publish_stats *ps = &d->sinks[i].pub;
+            if (d->sinks[i].conf->type != HD_SINK_JETSTREAM) {
+                continue;
+            }
+            uint64_t cum = 0;
+            for (int k = 0; k <= HD_PUB_NBUCKETS; k++) {
+                cum += atomic_load(&ps->lat_bucket[k]);
+                if (k < HD_PUB_NBUCKETS) {
+                    sb_printf(&b,
+                              "hopperd_sink_publish_latency_seconds_bucket{sink=\"%s\",le=\"%g\"} "
+                              "%" PRIu64 "\n",
+                              d->sinks[i].conf->s.name, (double)hd_pub_bucket_ms[k] / 1000.0, cum);
+                } else {
+                    sb_printf(&b,
+                              "hopperd_sink_publish_latency_seconds_bucket{sink=\"%s\",le=\"+Inf\"} "
+                              "%" PRIu64 "\n",
+                              d->sinks[i].conf->s.name, cum);
+                }
+            }
+            sb_printf(&b, "hopperd_sink_publish_latency_seconds_sum{sink=\"%s\"} %.6f\n",
+                      d->sinks[i].conf->s.name, (double)atomic_load(&ps->lat_sum_us) / 1e6);
+            sb_printf(&b, "hopperd_sink_publish_latency_seconds_count{sink=\"%s\"} %" PRIu64 "\n",
+                      d->sinks[i].conf->s.name, (uint64_t)atomic_load(&ps->lat_count));
+        }
+    }
     free(st);
     if (b.oom) {
         free(b.p);

@@ -14,6 +14,13 @@
  *   CLOSING      closes the connection; the unacknowledged batch is kept.
  *   BACKOFF      waits min(max, min * 2^n), jittered, before reconnecting.
  *   STOPPED      terminal.
+ * A jetstream sink (sink_jetstream.c, through struct hd_sink_ops) goes
+ * through the same states: CONNECTING connects to NATS and checks the
+ * stream, ESTABLISHED publishes and acknowledges the acked prefix, a failed
+ * publish or an ack timeout goes to CLOSING and then BACKOFF with the
+ * doubling, jittered delay (not only reconnect_min), and it never enters
+ * DRAINING (its acks are asynchronous; in-flight records stay in its
+ * window).
  *
  * Ordering and loss: a batch is built from hopper_recv() and kept until it
  * has been written completely; only then is the last sequence number
@@ -54,6 +61,7 @@
 #include "log.h"
 #include "netutil.h"
 #include "proto.h"
+#include "sink_jetstream.h"
 
 static const unsigned char transitions[HD_SINK_NSTATES][HD_SINK_NSTATES] = {
     [HD_SINK_IDLE] = {[HD_SINK_CONNECTING] = 1, [HD_SINK_STOPPED] = 1},
@@ -120,6 +128,13 @@ struct relay {
     unsigned full_attempt; /* consecutive FULL replies, for the retry delay */
     uint8_t *rbuf;         /* reply frame being read */
     size_t rlen, rcap;
+    /* sinks with their own module (relay.h struct hd_sink_ops) */
+    const struct hd_sink_ops *ops; /* NULL: tcp and file, handled here */
+    void *impl;
+    int ops_connected;
+    int ops_failed;       /* the last step failed: back off exponentially */
+    unsigned err_attempt; /* consecutive failed steps, for that backoff */
+    uint64_t egress_at_fail; /* egress_records when the sink last connected */
 };
 
 /* How long a native sink waits for the downstream's reply to a batch. */
@@ -189,6 +204,15 @@ static void
 serve_drops(struct relay *r)
 {
     struct hd_held held = {0, 0, 0};
+    if (r->ops != NULL) {
+        r->ops->held(r->impl, &held);
+        uint64_t had = held.n;
+        hd_drop_oldest_serve(r->s->queue, r->s->d->wake_fd, &held, r->s->conf->s.name, &r->warn);
+        if (had > 0 && held.n == 0) {
+            r->ops->discard_held(r->impl);
+        }
+        return;
+    }
     if (r->have_batch) {
         held.n = r->nrec;
         held.bytes = r->payload;
@@ -311,6 +335,17 @@ sink_open(struct relay *r, char *err, size_t errlen)
     r->connect_timeout_ms = r->s->connect_timeout_ms;
     r->gen = r->s->generation;
     pthread_mutex_unlock(&r->s->mu);
+    if (r->ops != NULL) {
+        snprintf(r->addr, sizeof(r->addr), "%s", r->s->conf->servers);
+        int cause = HD_PUB_OTHER;
+        int rc = r->ops->connect(r->impl, err, errlen, &cause);
+        if (rc < 0) {
+            atomic_fetch_add(&r->s->pub.errors[cause], 1);
+            return rc;
+        }
+        r->ops_connected = 1;
+        return 0;
+    }
     if (r->s->conf->type == HD_SINK_FILE) {
         int fd = open(r->s->conf->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
         if (fd < 0) {
@@ -355,6 +390,11 @@ file_sync(struct relay *r)
 static void
 sink_close(struct relay *r)
 {
+    if (r->ops != NULL && r->ops_connected) {
+        r->ops->disconnect(r->impl);
+        r->ops_connected = 0;
+        return;
+    }
     if (r->fd < 0) {
         return;
     }
@@ -579,6 +619,37 @@ native_exchange(struct relay *r)
     return NATIVE_RETRY;
 }
 
+/* ESTABLISHED for a sink with its own module: one step. Returns the
+ * step's HD_STEP_* (HD_STEP_BUSY after a failure, which moved to CLOSING). */
+static int
+ops_step(struct relay *r, int wait_ms)
+{
+    struct hd_sink_rt *s = r->s;
+    char why[HD_ERR_LEN];
+    int cause = HD_PUB_OTHER;
+    int rc = r->ops->step(r->impl, wait_ms, why, sizeof(why), &cause);
+    if (rc >= 0) {
+        /* Records acknowledged since the last failure: the sink works
+         * again, so the next failure starts the backoff afresh. */
+        if (r->err_attempt > 0 && atomic_load(&s->egress_records) != r->egress_at_fail) {
+            log_info("relay: sink %s: publishing again", s->conf->s.name);
+            r->err_attempt = 0;
+        }
+        return rc;
+    }
+    atomic_fetch_add(&s->write_errors, 1);
+    if (r->err_attempt == 0) {
+        log_warnx("relay: sink %s: %s: %s [%s]; retrying with backoff", s->conf->s.name, r->addr,
+                  why, hd_pub_cause_names[cause]);
+    } else {
+        log_debug("relay: sink %s: %s: %s [%s]", s->conf->s.name, r->addr, why,
+                  hd_pub_cause_names[cause]);
+    }
+    r->ops_failed = 1;
+    set_state(r, HD_SINK_CLOSING);
+    return HD_STEP_BUSY;
+}
+
 static void
 established_step(struct relay *r)
 {
@@ -590,6 +661,10 @@ established_step(struct relay *r)
         log_info("relay: sink %s: settings changed, reconnecting", s->conf->s.name);
         r->reconnect_now = 1;
         set_state(r, HD_SINK_CLOSING);
+        return;
+    }
+    if (r->ops != NULL) {
+        (void)ops_step(r, mode_of(r) == HD_RUN ? 100 : 0);
         return;
     }
     int is_file = s->conf->type == HD_SINK_FILE;
@@ -667,6 +742,14 @@ relay_main(void *arg)
         if (st != HD_SINK_DRAINING) {
             serve_drops(r);
         }
+        if (mode == HD_DRAIN && r->ops != NULL) {
+            /* Draining ends when the sink is not up, time is up, or nothing
+             * is in flight and the queue has nothing more right now. */
+            if (st != HD_SINK_ESTABLISHED || should_abort(r) || ops_step(r, 0) == HD_STEP_IDLE) {
+                break;
+            }
+            continue;
+        }
         if (mode == HD_DRAIN) {
             /* Draining ends when the sink is not up, time is up, or the
              * queue has nothing more to give right now. */
@@ -696,6 +779,9 @@ relay_main(void *arg)
                              s->conf->type == HD_SINK_FILE ? s->conf->path : r->addr);
                 }
                 r->attempt = 0;
+                /* Acks that arrive from here on are for publishes made on
+                 * this connection: they show the sink works again. */
+                r->egress_at_fail = atomic_load(&s->egress_records);
                 set_state(r, HD_SINK_ESTABLISHED);
             } else {
                 atomic_fetch_add(&s->connect_failures, 1);
@@ -724,6 +810,18 @@ relay_main(void *arg)
             if (r->reconnect_now) {
                 r->reconnect_now = 0;
                 set_state(r, HD_SINK_CONNECTING);
+            } else if (r->ops_failed) {
+                /* A failed publish (timeout, stream full, no responders...):
+                 * back off exponentially, with jitter, until one succeeds. */
+                r->ops_failed = 0;
+                pthread_mutex_lock(&s->mu);
+                uint64_t mn = s->reconnect_min_ms, mx = s->reconnect_max_ms;
+                pthread_mutex_unlock(&s->mu);
+                r->backoff_until = hd_now_ms() + hd_backoff_delay(mn, mx, r->err_attempt, &r->rng);
+                if (r->err_attempt < 64) {
+                    r->err_attempt++;
+                }
+                set_state(r, HD_SINK_BACKOFF);
             } else {
                 pthread_mutex_lock(&s->mu);
                 uint64_t mn = s->reconnect_min_ms;
@@ -760,6 +858,16 @@ relay_main(void *arg)
                  "again after restart",
                  s->conf->s.name, (unsigned long long)r->nrec);
     }
+    if (r->ops != NULL) {
+        struct hd_held h;
+        r->ops->held(r->impl, &h);
+        if (h.n > 0) {
+            log_info("relay: sink %s: %llu records published or waiting without a publish ack; "
+                     "they are published again after restart (same message ids)",
+                     s->conf->s.name, (unsigned long long)h.n);
+        }
+        r->ops->destroy(r->impl);
+    }
     free(r->batch);
     free(r->rbuf);
     free(r);
@@ -785,8 +893,20 @@ hd_relay_start(struct hd_daemon *d)
         }
         r->rng =
             (hd_now_ms() << 16) ^ (uint64_t)getpid() ^ ((uint64_t)i << 40) ^ 0x9e3779b97f4a7c15u;
+        if (s->conf->type == HD_SINK_JETSTREAM) {
+            r->ops = &hd_sink_jetstream_ops;
+            int rc = r->ops->create(s, &r->impl);
+            if (rc < 0) {
+                free(r->rbuf);
+                free(r);
+                return rc;
+            }
+        }
         int rc = pthread_create(&s->thread, NULL, relay_main, r);
         if (rc != 0) {
+            if (r->ops != NULL) {
+                r->ops->destroy(r->impl);
+            }
             free(r->rbuf);
             free(r);
             return -rc;
@@ -805,6 +925,12 @@ hd_relay_stop(struct hd_daemon *d, uint64_t deadline_ms)
         if (d->sinks[i].thread_started) {
             pthread_join(d->sinks[i].thread, NULL);
             d->sinks[i].thread_started = 0;
+        }
+    }
+    for (size_t i = 0; i < d->nsinks; i++) {
+        if (d->sinks[i].conf->type == HD_SINK_JETSTREAM) {
+            hd_sink_jetstream_cleanup();
+            break;
         }
     }
     atomic_store(&d->relay_mode, HD_STOP);

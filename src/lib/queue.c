@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 
 /* ---- failure ------------------------------------------------------------ */
 
@@ -84,6 +85,64 @@ check_name(const char *name)
                  c == '_' || c == '.' || c == '-';
         HP_ENSURE(ok, -EINVAL);
     }
+    return 0;
+}
+
+/* ---- identity ------------------------------------------------------------ */
+
+/* Read DIR/NAME/queue.id, or create it when there is none (a new queue, or
+ * one created before the file existed). Called with the directory lock
+ * held, so no other opener races the creation. A file that is there but
+ * does not hold 32 hex digits is HOPPER_ECORRUPT: replacing it would change
+ * the identity, which consumers may use to deduplicate. */
+static int
+queue_id_load(hopper_queue *q)
+{
+    char text[HP_QID_HEX + 2];
+    int fd = hp_fs_openat(q->dirfd, HP_QID_NAME, O_RDONLY, 0);
+    if (fd >= 0) {
+        ssize_t n = hp_fs_pread_full(fd, text, sizeof(text), 0);
+        hp_fs_close(fd);
+        if (n < 0) {
+            return (int)n;
+        }
+        HP_ENSURE(n == HP_QID_HEX + 1 && text[HP_QID_HEX] == '\n', HOPPER_ECORRUPT);
+        for (int i = 0; i < HP_QID_HEX; i++) {
+            char c = text[i];
+            HP_ENSURE((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'), HOPPER_ECORRUPT);
+        }
+        memcpy(q->qid, text, HP_QID_HEX);
+        q->qid[HP_QID_HEX] = '\0';
+        return 0;
+    }
+    HP_ENSURE(fd == -ENOENT, fd);
+    uint8_t raw[HP_QID_HEX / 2];
+    size_t got = 0;
+    while (got < sizeof(raw)) {
+        ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+        if (n < 0) {
+            HP_ENSURE(errno == EINTR, -errno);
+            continue;
+        }
+        got += (size_t)n;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof(raw); i++) {
+        text[2 * i] = hex[raw[i] >> 4];
+        text[2 * i + 1] = hex[raw[i] & 15];
+    }
+    text[HP_QID_HEX] = '\n';
+    HP_GUARD(hp_fs_atomic_write(q->dirfd, HP_QID_NAME, text, HP_QID_HEX + 1));
+    memcpy(q->qid, text, HP_QID_HEX);
+    q->qid[HP_QID_HEX] = '\0';
+    return 0;
+}
+
+int
+hopper_queue_id(hopper_queue *q, char out[HOPPER_QUEUE_ID_LEN + 1])
+{
+    HP_ENSURE(q != NULL && out != NULL, -EINVAL);
+    memcpy(out, q->qid, HP_QID_HEX + 1);
     return 0;
 }
 
@@ -214,6 +273,10 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
     if (rc < 0) {
         goto fail;
     }
+    rc = queue_id_load(q);
+    if (rc < 0) {
+        goto fail;
+    }
     uint64_t read_next;
     rc = hp_q_ckpt_open(q, &read_next);
     if (rc < 0) {
@@ -222,7 +285,7 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
     q->redeliver_below = read_next;
     /* The checkpoint counts at its full size even while an old or missing one
      * waits to be replaced (checkpoint.c). */
-    q->disk_bytes = HP_CKPT_FILE_SIZE;
+    q->disk_bytes = HP_CKPT_FILE_SIZE + HP_QID_HEX + 1; /* + queue.id */
     rc = hp_q_recover(q);
     if (rc < 0) {
         goto fail;

@@ -214,6 +214,7 @@ struct hopper_queue {
     uint64_t frame_target; /* immutable: frames are closed past this raw size */
     int dirfd;         /* immutable */
     int lockfd;        /* immutable */
+    char qid[HP_QID_HEX + 1]; /* immutable: the queue identity (FORMAT.md §1.1) */
 
     pthread_mutex_t mu;        /* the only lock: guards every field tagged [mu] */
     pthread_cond_t not_empty;  /* the consumer waits for records */

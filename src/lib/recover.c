@@ -282,7 +282,8 @@ our_tmp_name(const char *name, size_t n)
     if (n - 4 == 21 + 8 && strcmp(base + 21, ".bad.why") == 0) {
         base[21] = '\0'; /* a quarantine note */
     }
-    return strcmp(base, HP_CKPT_NAME) == 0 || hp_seg_parse_name(base, &id) == 0 ||
+    return strcmp(base, HP_CKPT_NAME) == 0 || strcmp(base, HP_QID_NAME) == 0 ||
+           hp_seg_parse_name(base, &id) == 0 ||
            index_name(base, strlen(base), seg);
 }
 

@@ -152,6 +152,10 @@ HP_MUST_USE int hp_idx_load(int dirfd, uint64_t id, int seg_fd, uint64_t size, u
 /* The directory lock (FORMAT.md §1): an exclusive flock by the one opener. */
 #define HP_LOCK_NAME "LOCK"
 
+/* The queue identity (FORMAT.md §1.1): 32 lower-case hex digits and '\n'. */
+#define HP_QID_NAME "queue.id"
+#define HP_QID_HEX 32
+
 /* Checkpoint file (FORMAT.md §4). Version 2: two 32-byte slots, at offsets
  * 0 and HP_CKPT_SLOT_STRIDE, each with a generation number; the valid slot
  * of the newer generation holds the positions. Version 1 (still read): the

@@ -121,6 +121,12 @@ test_shipped_conf(void **state)
     assert_int_equal(cfg->sinks[0].type, HD_SINK_FILE);
     assert_int_equal(cfg->sources[0].type, HD_SRC_TCP);
     hd_config_free(cfg);
+    rc = hd_config_load_file(HD_SOURCE_DIR "/conf/hopperd-jetstream.conf", &cfg, err, sizeof(err));
+    if (rc != 0) {
+        fail_msg("conf/hopperd-jetstream.conf: %s", err);
+    }
+    assert_int_equal(cfg->sinks[0].type, HD_SINK_JETSTREAM);
+    hd_config_free(cfg);
 }
 
 /* Under the unit's working directory (/) is read-only: a path in the
@@ -449,6 +455,77 @@ test_names(void **state)
 #define BASE_Q "[queue q]\n"
 #define BASE_SRC_KEYS "type = tcp\nlisten = 127.0.0.1:1\nqueue = q\n"
 #define BASE_SRC "[source s]\n" BASE_SRC_KEYS
+
+/* type = jetstream: every directive parsed, the required ones, what does
+ * not apply, the shapes of servers/subject/stream and the auth choices, all
+ * with FILE:LINE. */
+#define JS_HEAD "[queue q]\n[sink js]\ntype = jetstream\nqueue = q\n"
+static void
+test_jetstream(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = load_ok(JS_HEAD "servers = nats://127.0.0.1:4222,tls://h:4223\n"
+                                            "subject = a.b\nstream = S\ncreate_stream = on\n"
+                                            "replicas = 3\nmax_bytes = 1MiB\n"
+                                            "duplicate_window = 10m\nmax_inflight = 64\n"
+                                            "ack_timeout = 2s\nuser = u\npassword = p\n");
+    const struct hd_sink_conf *k = &cfg->sinks[0];
+    assert_int_equal(k->type, HD_SINK_JETSTREAM);
+    assert_string_equal(k->servers, "nats://127.0.0.1:4222,tls://h:4223");
+    assert_string_equal(k->subject, "a.b");
+    assert_string_equal(k->stream, "S");
+    assert_int_equal(k->create_stream, 1);
+    assert_int_equal(k->replicas, 3);
+    assert_int_equal(k->max_bytes, 1 << 20);
+    assert_int_equal(k->duplicate_window_ms, 600000);
+    assert_int_equal(k->max_inflight, 64);
+    assert_int_equal(k->ack_timeout_ms, 2000);
+    assert_string_equal(k->user, "u");
+    assert_string_equal(k->password, "p");
+    assert_string_equal(k->creds, "");
+    hd_config_free(cfg);
+    cfg = load_ok(JS_HEAD "servers = nats://h:1\nsubject = x\nstream = S\ntoken = t\n");
+    k = &cfg->sinks[0];
+    assert_int_equal(k->create_stream, 0);
+    assert_int_equal(k->max_inflight, 1024);
+    assert_int_equal(k->ack_timeout_ms, 5000);
+    assert_string_equal(k->token, "t");
+    hd_config_free(cfg);
+
+    static const struct {
+        const char *text;
+        const char *want;
+    } cases[] = {
+        {JS_HEAD "subject = x\nstream = S\n", "test.conf:2: [sink js]: 'servers' is required"},
+        {JS_HEAD "servers = nats://h:1\nstream = S\n", "test.conf:2: [sink js]: 'subject' is required"},
+        {JS_HEAD "servers = nats://h:1\nsubject = x\n", "test.conf:2: [sink js]: 'stream' is required"},
+        {JS_HEAD "servers = http://h:1\nsubject = x\nstream = S\n",
+         "test.conf:5: [sink js]: servers: each entry must be nats://HOST:PORT"},
+        {JS_HEAD "servers = nats://h:1,\nsubject = x\nstream = S\n", "test.conf:5: [sink js]: servers: empty entry"},
+        {JS_HEAD "servers = nats://h:1\nsubject = a.*\nstream = S\n", "test.conf:6: [sink js]: subject: no wildcards"},
+        {JS_HEAD "servers = nats://h:1\nsubject = a..b\nstream = S\n", "test.conf:6: [sink js]: subject: no wildcards"},
+        {JS_HEAD "servers = nats://h:1\nsubject = x\nstream = S.T\n", "test.conf:7: [sink js]: stream: a name"},
+        {JS_HEAD "servers = nats://h:1\nsubject = x\nstream = S\nuser = u\n",
+         "test.conf:8: [sink js]: user and password go together"},
+        {JS_HEAD "servers = nats://h:1\nsubject = x\nstream = S\ntoken = t\ncreds = /c\n",
+         "test.conf:2: [sink js]: use one of creds, user/password or token"},
+        {JS_HEAD "servers = nats://h:1\nsubject = x\nstream = S\nreplicas = 3\n",
+         "test.conf:8: [sink js]: 'replicas' does not apply to create_stream = off"},
+        {JS_HEAD "servers = nats://h:1\nsubject = x\nstream = S\nbatch_bytes = 4KiB\n",
+         "test.conf:8: [sink js]: 'batch_bytes' does not apply to type = jetstream"},
+        {JS_HEAD "servers = nats://h:1\nsubject = x\nstream = S\nmax_inflight = 0\n",
+         "test.conf:8: max_inflight = 0 is out of range"},
+        {JS_HEAD "servers = nats://h:1\nsubject = x\nstream = S\nack_timeout = 10ms\n",
+         "test.conf:8: ack_timeout = 10ms is out of range"},
+        {JS_HEAD "servers = nats://h:1\nsubject = two words\nstream = S\n",
+         "test.conf:6: subject: must be 1..128 characters without spaces"},
+        {"[queue q]\n[sink t]\ntype = tcp\nqueue = q\nconnect = 127.0.0.1:1\nstream = S\n",
+         "test.conf:6: [sink t]: 'stream' does not apply to this type"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        expect_error(cases[i].text, cases[i].want);
+    }
+}
 
 static void
 test_errors_with_lines(void **state)
@@ -997,6 +1074,7 @@ main(void)
         cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_preflight_paths),
         cmocka_unit_test(test_diff),
+        cmocka_unit_test(test_jetstream),
     };
     return cmocka_run_group_tests_name("hopperd_config", tests, NULL, NULL);
 }

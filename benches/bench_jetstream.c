@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/* bench_jetstream: the engine's own limit for benches/jetstream-drain.
+ *
+ *   bench_jetstream direct URL STREAM SUBJECT COUNT SIZE [INFLIGHT=1024] [MSGID=1]
+ *
+ * Connects to URL, and publishes COUNT records of SIZE bytes (the payload
+ * layout of bench_native_sink gen, without the '\n') to SUBJECT with
+ * js_PublishAsync, at most INFLIGHT unacknowledged, with a Nats-Msg-Id per
+ * record when MSGID is 1 (as hopperd does), then waits for every publish
+ * ack (js_PublishAsyncComplete). STREAM is created for SUBJECT first (file
+ * storage, discard new, 2 min duplicate window) unless it exists. Prints
+ * `direct.records_per_s`, `direct.mb_per_s` and `direct.seconds`, and
+ * `direct.errors` (publishes without a positive ack); exit 0 when 0. */
+#include <nats/nats.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static atomic_long errors;
+
+static void
+on_err(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)pae;
+    (void)closure;
+    atomic_fetch_add(&errors, 1);
+}
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 7 || strcmp(argv[1], "direct") != 0) {
+        fprintf(stderr, "usage: bench_jetstream direct URL STREAM SUBJECT COUNT SIZE "
+                        "[INFLIGHT=1024] [MSGID=1]\n");
+        return 2;
+    }
+    const char *url = argv[2], *stream = argv[3], *subject = argv[4];
+    long count = atol(argv[5]);
+    int size = atoi(argv[6]);
+    long inflight = argc > 7 ? atol(argv[7]) : 1024;
+    int msgid = argc > 8 ? atoi(argv[8]) : 1;
+    if (count <= 0 || size < 16 || size > 1 << 20 || inflight <= 0) {
+        fprintf(stderr, "bench_jetstream: bad COUNT, SIZE or INFLIGHT\n");
+        return 2;
+    }
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = inflight;
+    jo.PublishAsync.ErrHandler = on_err;
+    natsStatus st = natsConnection_ConnectTo(&nc, url);
+    if (st == NATS_OK) {
+        st = natsConnection_JetStream(&js, nc, &jo);
+    }
+    if (st != NATS_OK) {
+        fprintf(stderr, "bench_jetstream: %s: %s\n", url, natsStatus_GetText(st));
+        return 1;
+    }
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[] = {subject};
+    sc.Name = stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Discard = js_DiscardNew;
+    sc.Duplicates = (int64_t)120 * 1000000000;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_NOT_FOUND) {
+        st = js_AddStream(&si, js, &sc, NULL, &jerr);
+        if (st != NATS_OK) {
+            fprintf(stderr, "bench_jetstream: add stream %s: %s\n", stream, natsStatus_GetText(st));
+            return 1;
+        }
+    }
+    jsStreamInfo_Destroy(si);
+    char *rec = malloc((size_t)size);
+    char id[64];
+    double t0 = now_s();
+    for (long i = 0; i < count && st == NATS_OK; i++) {
+        int n = snprintf(rec, (size_t)size, "seq=%010ld ", i);
+        memset(rec + n, 'a' + (int)(i % 26), (size_t)(size - n));
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        snprintf(id, sizeof(id), "bench-%ld", i);
+        if (msgid) {
+            po.MsgId = id;
+        }
+        do {
+            st = js_PublishAsync(js, subject, rec, size, &po);
+        } while (st == NATS_TIMEOUT); /* stalled at MaxPending: try again */
+    }
+    if (st == NATS_OK) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = 120000;
+        st = js_PublishAsyncComplete(js, &po);
+    }
+    double dt = now_s() - t0;
+    if (st != NATS_OK) {
+        fprintf(stderr, "bench_jetstream: publish: %s\n", natsStatus_GetText(st));
+    }
+    printf("direct.seconds %.3f s\n", dt);
+    printf("direct.records_per_s %.0f rec/s\n", (double)count / dt);
+    printf("direct.mb_per_s %.1f MB/s\n", (double)count * size / dt / 1e6);
+    printf("direct.errors %ld\n", (long)atomic_load(&errors));
+    free(rec);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    nats_Close();
+    return st == NATS_OK && atomic_load(&errors) == 0 ? 0 : 1;
+}
