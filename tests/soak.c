@@ -840,6 +840,9 @@ main(int argc, char **argv)
                "  resurrected %" PRIu64 "  other %" PRIu64,
                g_row_flag[r], t->scenarios, t->cuts, t->cuts_gen2, t->records, t->lost,
                t->duplicated, t->reordered, t->corrupt, t->resurrected, t->other);
+        if (t->late_syncs > 0) {
+            printf("  late interval fsyncs %" PRIu64, t->late_syncs);
+        }
         if (r == HP_ROW_DISK_INTERVAL) {
             if (t->worst_window_ms > 0) {
                 printf("  oldest record lost: %" PRIu64 " ms before the cut (T = %" PRIu64
@@ -863,13 +866,14 @@ main(int argc, char **argv)
         pt.corrupt += t->corrupt;
         pt.resurrected += t->resurrected;
         pt.other += t->other;
+        pt.late_syncs += t->late_syncs;
         pt.failed_scenarios += t->failed_scenarios;
     }
     printf("  %-16s scenarios %5" PRIu64 "  crash points %7" PRIu64 "  records checked %9" PRIu64
            "  lost %" PRIu64 "  duplicated %" PRIu64 "  reordered %" PRIu64 "  corrupt %" PRIu64
-           "  resurrected %" PRIu64 "  other %" PRIu64 "\n",
+           "  resurrected %" PRIu64 "  other %" PRIu64 "  late interval fsyncs %" PRIu64 "\n",
            "all", pt.scenarios, pt.cuts, pt.records, pt.lost, pt.duplicated, pt.reordered,
-           pt.corrupt, pt.resurrected, pt.other);
+           pt.corrupt, pt.resurrected, pt.other, pt.late_syncs);
     if (root) {
         printf("ENOSPC (DISK mode on a 4-16 MiB tmpfs, filled, drained, refilled, reopened):\n");
         print_counts("disk", &g_enospc);
@@ -877,6 +881,7 @@ main(int argc, char **argv)
     hp_test_rmtree(work);
     uint64_t bad = kt.lost + kt.duplicated + kt.reordered + kt.corrupt + pt.lost +
                    pt.duplicated + pt.reordered + pt.corrupt + pt.resurrected + pt.other +
+                   pt.late_syncs +
                    pt.failed_scenarios + g_enospc.lost + g_enospc.duplicated +
                    g_enospc.reordered + g_enospc.corrupt + g_enospc.wedged;
     uint64_t errors = kt.errors + g_enospc.errors;

@@ -62,9 +62,10 @@ print_totals(const char *what, const hp_power_totals *t, uint64_t ms)
             " after a crash during recovery), %" PRIu64 " torn files, %" PRIu64
             " records checked, %" PRIu64 " delivered; lost %" PRIu64 ", duplicated %" PRIu64
             ", reordered %" PRIu64 ", corrupt %" PRIu64 ", resurrected %" PRIu64
-            ", other %" PRIu64 "; %" PRIu64 " ms\n",
+            ", other %" PRIu64 ", late interval fsyncs %" PRIu64 "; %" PRIu64 " ms\n",
             what, t->scenarios, t->cuts, t->cuts_gen2, t->torn_files, t->records, t->delivered,
-            t->lost, t->duplicated, t->reordered, t->corrupt, t->resurrected, t->other, ms);
+            t->lost, t->duplicated, t->reordered, t->corrupt, t->resurrected, t->other,
+            t->late_syncs, ms);
     if (t->worst_lag_t > 0) {
         fprintf(stderr,
                 "[power] fsync=interval: longest from acceptance to the start of the covering"

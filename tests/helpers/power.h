@@ -44,6 +44,7 @@ typedef struct hp_power_totals {
     uint64_t corrupt;       /* wrong bytes, or a record never sent */
     uint64_t resurrected;   /* durably acknowledged, or refused with EFULL, and back */
     uint64_t other;         /* open failed, damage not counted, sync not durable */
+    uint64_t late_syncs;    /* disk+interval: no fsync began within T + slack of a record */
     uint64_t failed_scenarios;
     uint64_t worst_window_ms; /* interval rows: oldest lost record, ms before the cut */
     uint64_t worst_window_t;  /* ... and its scenario's interval T (ms) */
