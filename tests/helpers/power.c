@@ -313,17 +313,27 @@ end_workload(gen *g, hopper_queue *q, uint64_t *rng)
     }
 }
 
-/* One thread does everything, drawing each step from the seed: the log is
- * the same on every run (but for the fsync=interval thread's timing). */
-static void
-work_single(gen *g, uint64_t *rng, int steps, int enospc)
+static hopper_queue *
+open_for_work(gen *g)
 {
     hopper_queue *q = NULL;
     int rc = hopper_open(g->parent, QN, &g->o, &q);
     if (rc != 0) {
         gen_fail(g, "open for the workload: %s", hopper_err_name(rc));
+    }
+    return q;
+}
+
+/* One thread does everything, drawing each step from the seed: the log is
+ * the same on every run (but for the fsync=interval thread's timing). */
+static void
+work_single(gen *g, uint64_t *rng, int steps, int enospc)
+{
+    hopper_queue *q = open_for_work(g);
+    if (q == NULL) {
         return;
     }
+    int rc;
     uint64_t last_seq = 0;
     int have = 0;
     int window = 0;
@@ -430,10 +440,8 @@ consumer_main(void *arg)
 static void
 work_threads(gen *g, uint64_t *rng, int producers, int per)
 {
-    hopper_queue *q = NULL;
-    int rc = hopper_open(g->parent, QN, &g->o, &q);
-    if (rc != 0) {
-        gen_fail(g, "open for the workload: %s", hopper_err_name(rc));
+    hopper_queue *q = open_for_work(g);
+    if (q == NULL) {
         return;
     }
     _Atomic int running = producers;

@@ -8,9 +8,10 @@
  * Everything about a scenario (its row of the table, options, workload,
  * crash points and torn pages) is drawn from one 64-bit seed, so a failure
  * replays with HOPPER_POWER_SEED=<seed> (and HOPPER_POWER_CUT=<entry> for
- * one crash point). Scenarios with several threads or an fsync interval
- * depend on timing: their replay draws the same choices but may record a
- * different log. */
+ * one crash point). Where the library itself goes by the clock (threads, the
+ * fsync interval, the checkpoint interval, the ENOSPC back-off) a replay
+ * draws the same choices but may record a slightly different log; the
+ * pinned seeds of test_power fail every time without their fix. */
 #ifndef HOPPER_TESTS_HELPERS_POWER_H
 #define HOPPER_TESTS_HELPERS_POWER_H
 #include <stddef.h>
