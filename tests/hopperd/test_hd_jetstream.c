@@ -184,7 +184,19 @@ stream_reader(struct env *e)
     so.Ordered = true;
     natsSubscription *sub = NULL;
     jsErrCode jerr = 0;
-    natsStatus st = js_SubscribeSync(&sub, e->js, SUBJECT, NULL, &so, &jerr);
+    natsStatus st = NATS_OK;
+    /* Right after a cluster restart the consumer create can time out or
+     * find no responders while the meta leader is being elected; retry
+     * to a deadline rather than fail on the first answer. */
+    for (int attempt = 0; attempt < 12; attempt++) {
+        st = js_SubscribeSync(&sub, e->js, SUBJECT, NULL, &so, &jerr);
+        if (st != NATS_TIMEOUT && st != NATS_NO_RESPONDERS) {
+            break;
+        }
+        if (st == NATS_NO_RESPONDERS) {
+            nats_Sleep(500); /* back off: that answer comes at once */
+        }
+    }
     if (st != NATS_OK) {
         fail_msg("subscribe: %s (%d)", natsStatus_GetText(st), (int)jerr);
     }
