@@ -385,8 +385,10 @@ main(int argc, char **argv)
         hd_config_free(cfg);
         return 1;
     }
-    if ((rc = hd_relay_start(&d)) < 0 || (rc = hd_loop_start(&d)) < 0 ||
-        (rc = hd_metrics_start(&d)) < 0 || (rc = hd_signals_start()) < 0) {
+    /* The loop starts accepting last: every descriptor the daemon needs for
+     * itself is open before clients can take the rest of the table. */
+    if ((rc = hd_relay_start(&d)) < 0 || (rc = hd_metrics_start(&d)) < 0 ||
+        (rc = hd_signals_start()) < 0 || (rc = hd_loop_start(&d)) < 0) {
         fatalx("main: starting threads: %s", strerror(-rc));
     }
     hd_notify("READY=1\nSTATUS=relaying");
