@@ -241,7 +241,7 @@ struct hopper_queue {
     int writer_active;       /* [mu] */
     uint64_t enospc_until_ns; /* [mu] refuse disk admission until then */
     int dirty;               /* [mu] written data not yet fdatasynced */
-    uint64_t last_sync_ns;   /* [mu] */
+    uint64_t last_sync_ns;   /* [mu; written only in the writer role, so the writer may read it without mu] */
     uint64_t sync_dur_ns;    /* [writer] how long the last fdatasync took */
     uint32_t linger_target;  /* [mu] see sender.c commit_linger() */
     uint64_t linger_until;   /* [mu] */
@@ -365,10 +365,17 @@ uint64_t hp_q_enospc_retry(const hopper_queue *q, uint64_t until);
 /* Take the writer role, write the pending batch, release the role. Called
  * and returns with `mu` held; drops it while writing. [mu, no writer role] */
 void hp_q_run_writer(hopper_queue *q);
-/* Encode a batch into frames and append them to the segment files. [writer;
- * `mu` not held when parallel, held at close] 0 or -errno/-ENOMEM. */
+/* When hp_q_write_batch fdatasyncs the active segment after writing. */
+enum hp_sync_when {
+    HP_SYNC_NO = 0,
+    HP_SYNC_YES,
+    HP_SYNC_IF_DUE, /* fsync=interval: when the interval has run out by the end */
+};
+/* Encode a batch into frames and append them to the segment files, then sync
+ * as `*sync` says; on return `*sync` is 1 when it fdatasynced, else 0.
+ * [writer; `mu` not held when parallel, held at close] 0 or -errno/-ENOMEM. */
 HP_MUST_USE int hp_q_write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id,
-                                 uint64_t *active_id, int do_sync, int parallel);
+                                 uint64_t *active_id, int *sync, int parallel);
 /* Put the files back as they were before a failed batch. [writer] */
 HP_MUST_USE int hp_q_undo_batch(hopper_queue *q, uint64_t *active_id);
 /* ENOSPC or EDQUOT: the file system is full, nothing else is wrong. */

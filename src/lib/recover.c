@@ -436,7 +436,8 @@ hp_q_save_memory(hopper_queue *q)
         }
         if (rc == 0) {
             q->touched.n = 0;
-            rc = hp_q_write_batch(q, &b, &next_id, &active_id, 0, 0); /* mu held */
+            int sync = HP_SYNC_NO; /* close syncs once at the end */
+            rc = hp_q_write_batch(q, &b, &next_id, &active_id, &sync, 0); /* mu held */
             if (rc < 0 && hp_q_is_space_error(rc)) {
                 /* Best effort: the records are counted as lost either way. */
                 int undo_rc = hp_q_undo_batch(q, &active_id);

@@ -221,8 +221,10 @@ ensure_room(hopper_queue *q, uint64_t frame_bytes, uint64_t first_seq, uint64_t 
  * mu). */
 int
 hp_q_write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t *active_id,
-            int do_sync, int parallel)
+            int *sync, int parallel)
 {
+    int when = *sync;
+    *sync = 0;
     q->wlist.n = 0;
     q->aidx_snap = q->aidx;
     if (q->aidx.n > 0) {
@@ -296,9 +298,18 @@ hp_q_write_batch(hopper_queue *q, const hp_batch *b, uint64_t *next_id, uint64_t
     for (uint32_t i = 0; i < HP_ENC_SLOTS; i++) {
         hp_buf_reset(&q->eout[i]); /* a huge record's frame is not kept */
     }
-    if (do_sync) {
+    /* An interval that ran out while this batch was written is served now,
+     * not after the next batch: on a loaded machine a batch can take longer
+     * than the interval. last_sync_ns is written only in the writer role,
+     * which this thread holds. */
+    if (when == HP_SYNC_IF_DUE &&
+        hp_now_mono_ns() - q->last_sync_ns >= (uint64_t)q->o.fsync_interval_ms * 1000000u) {
+        when = HP_SYNC_YES;
+    }
+    if (when == HP_SYNC_YES) {
         uint64_t t0 = hp_now_mono_ns();
         HP_GUARD(hp_fs_fdatasync(q->active_fd));
+        *sync = 1;
         q->sync_dur_ns = hp_now_mono_ns() - t0;
         atomic_fetch_add(&q->c_fsyncs, 1);
         atomic_fetch_add(&q->c_fsync_ns, q->sync_dur_ns);
@@ -525,15 +536,14 @@ hp_q_run_writer(hopper_queue *q)
     uint64_t active_id = q->active_id;
     /* First seq of the batch that belongs to D: D records are the tail. */
     uint64_t d_first = b.first_seq + b.count - b.d_count;
-    int do_sync = q->o.fsync == HOPPER_FSYNC_ALWAYS ||
-                  (q->o.fsync == HOPPER_FSYNC_INTERVAL &&
-                   hp_now_mono_ns() - q->last_sync_ns >=
-                       (uint64_t)q->o.fsync_interval_ms * 1000000u);
+    int do_sync = q->o.fsync == HOPPER_FSYNC_ALWAYS     ? HP_SYNC_YES
+                  : q->o.fsync == HOPPER_FSYNC_INTERVAL ? HP_SYNC_IF_DUE
+                                                        : HP_SYNC_NO;
     hp_mutex_unlock(&q->mu);
 
     q->touched.n = 0;
     q->sealed.n = 0;
-    int rc = hp_q_write_batch(q, &b, &next_id, &active_id, do_sync, 1);
+    int rc = hp_q_write_batch(q, &b, &next_id, &active_id, &do_sync, 1);
     int undo_rc = 0;
     if (rc < 0 && hp_q_is_space_error(rc)) {
         undo_rc = hp_q_undo_batch(q, &active_id);
