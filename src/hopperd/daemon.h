@@ -144,6 +144,8 @@ struct hd_sink_rt {
     atomic_uint_fast64_t connects;         /* [atomic] successful connects/opens */
     atomic_uint_fast64_t connect_failures; /* [atomic] */
     atomic_uint_fast64_t write_errors;     /* [atomic] */
+    atomic_uint_fast64_t keepalives;       /* [atomic] native keep-alives answered */
+    atomic_uint_fast64_t quiet_closes;     /* [atomic] downstream closed a quiet connection */
     struct hd_publish_stats pub;           /* type = jetstream only */
 };
 
