@@ -138,6 +138,9 @@ struct hd_sink_rt {
     uint64_t reconnect_min_ms;   /* [mu] reloadable */
     uint64_t reconnect_max_ms;   /* [mu] reloadable */
     unsigned generation;         /* [mu] bumped when the address changes or a reopen is asked */
+    /* [mu] jetstream sinks: a copy of conf whose servers, creds, user,
+     * password and token SIGHUP replaces (reloadable); NULL for others */
+    struct hd_sink_conf *live;
     atomic_int state;            /* [atomic] enum hd_sink_state */
     atomic_uint_fast64_t egress_records;   /* [atomic] written and acknowledged */
     atomic_uint_fast64_t egress_bytes;     /* [atomic] payload bytes of those */

@@ -356,7 +356,9 @@ sink_open(struct relay *r, char *err, size_t errlen)
     r->gen = r->s->generation;
     pthread_mutex_unlock(&r->s->mu);
     if (r->ops != NULL) {
-        snprintf(r->addr, sizeof(r->addr), "%s", r->s->conf->servers);
+        pthread_mutex_lock(&r->s->mu);
+        snprintf(r->addr, sizeof(r->addr), "%s", r->s->live->servers);
+        pthread_mutex_unlock(&r->s->mu);
         int cause = HD_PUB_OTHER;
         int rc = r->ops->connect(r->impl, err, errlen, &cause);
         if (rc < 0) {
@@ -1063,5 +1065,22 @@ hd_relay_reload(struct hd_sink_rt *s, const struct hd_sink_conf *nc)
     s->connect_timeout_ms = nc->connect_timeout_ms;
     s->reconnect_min_ms = nc->reconnect_min_ms;
     s->reconnect_max_ms = nc->reconnect_max_ms;
+    if (s->live != NULL) {
+        /* jetstream: servers and credentials; a change reconnects (records
+         * in flight are published again, under the same message ids). */
+        struct hd_sink_conf *l = s->live;
+        if (strcmp(l->servers, nc->servers) != 0 || strcmp(l->creds, nc->creds) != 0 ||
+            strcmp(l->user, nc->user) != 0 || strcmp(l->password, nc->password) != 0 ||
+            strcmp(l->token, nc->token) != 0) {
+            log_info("relay: sink %s: servers or credentials changed, reconnecting",
+                     s->conf->s.name);
+            memcpy(l->servers, nc->servers, sizeof(l->servers));
+            memcpy(l->creds, nc->creds, sizeof(l->creds));
+            memcpy(l->user, nc->user, sizeof(l->user));
+            memcpy(l->password, nc->password, sizeof(l->password));
+            memcpy(l->token, nc->token, sizeof(l->token));
+            s->generation++;
+        }
+    }
     pthread_mutex_unlock(&s->mu);
 }

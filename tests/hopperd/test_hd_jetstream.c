@@ -19,7 +19,10 @@
  *                          once (order to within the in-flight window).
  *   test_js_bad_password   server with --user/--pass, hopperd with a wrong
  *                          password: a log line with the server's reason,
- *                          nothing acknowledged (backlog unchanged).
+ *                          nothing acknowledged (backlog unchanged); the
+ *                          right password by SIGHUP: delivered, once each.
+ *   test_js_token          server with --auth: delivered; a reload naming a
+ *                          missing creds file is refused, delivery goes on.
  *   test_js_cluster_leader_kill  3-node cluster, R3 stream: kill -9 the
  *                          stream leader mid-drain, restart it: every
  *                          record exactly once.
@@ -85,6 +88,8 @@ record(long i, char *out)
     out[REC_LEN] = '\0';
 }
 
+/* nats-server on e->nats_port with JetStream; `user` and `pass` set
+ * --user/--pass, `user` alone (pass NULL) sets --auth (a token). */
 static pid_t
 nats_start(struct env *e, const char *user, const char *pass)
 {
@@ -98,9 +103,12 @@ nats_start(struct env *e, const char *user, const char *pass)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        if (user != NULL) {
+        if (user != NULL && pass != NULL) {
             execl(NATS_SERVER, "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
                   "--user", user, "--pass", pass, (char *)NULL);
+        } else if (user != NULL) {
+            execl(NATS_SERVER, "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
+                  "--auth", user, (char *)NULL);
         } else {
             execl(NATS_SERVER, "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
                   (char *)NULL);
@@ -116,8 +124,10 @@ static void
 client_connect(struct env *e, const char *user, const char *pass)
 {
     char url[128];
-    if (user != NULL) {
+    if (user != NULL && pass != NULL) {
         snprintf(url, sizeof(url), "nats://%s:%s@127.0.0.1:%d", user, pass, e->nats_port);
+    } else if (user != NULL) {
+        snprintf(url, sizeof(url), "nats://%s@127.0.0.1:%d", user, e->nats_port);
     } else {
         snprintf(url, sizeof(url), "nats://127.0.0.1:%d", e->nats_port);
     }
@@ -556,6 +566,40 @@ test_js_bad_password(void **state)
     assert_int_equal(e2e_metric(e->metrics_port, BACKLOG), 100);
     assert_int_equal(e2e_metric(e->metrics_port, EGRESS), 0);
     assert_int_equal(stream_msgs(e), 0);
+    /* The password is fixed and SIGHUP applies it: the sink reconnects
+     * with it and delivers, each record once. */
+    write_conf(e, "user = hop\npassword = right\n");
+    assert_int_equal(kill(e->hopperd, SIGHUP), 0);
+    struct e2e_grep changed = {e->log, "servers or credentials changed, reconnecting"};
+    assert_int_equal(e2e_wait_until(e2e_file_contains, &changed, 10000), 0);
+    wait_egress(e, 100, 30000);
+    assert_int_equal(e2e_wait_until(backlog_empty, e, 10000), 0);
+    stream_check(e, 0, 99);
+}
+
+/* Token authentication (nats-server --auth): records delivered. A reload
+ * to a creds file that does not exist is refused as a whole, FILE:LINE,
+ * and the running sink goes on with its token. */
+static void
+test_js_token(void **state)
+{
+    struct env *e = *state;
+    js_up(e, "s3cr3t-token", NULL, -1, "token = s3cr3t-token\n");
+    long n = 1000;
+    send_records(e, 0, n / 2 - 1);
+    wait_egress(e, n / 2, 30000);
+    char bad[1200];
+    snprintf(bad, sizeof(bad), "creds = %s/missing.creds\n", e->dir);
+    write_conf(e, bad);
+    assert_int_equal(kill(e->hopperd, SIGHUP), 0);
+    struct e2e_grep refused = {e->log, "missing.creds: No such file or directory"};
+    assert_int_equal(e2e_wait_until(e2e_file_contains, &refused, 10000), 0);
+    struct e2e_grep kept = {e->log, "reload: rejected; the running configuration stays in effect"};
+    assert_int_equal(e2e_wait_until(e2e_file_contains, &kept, 10000), 0);
+    send_records(e, n / 2, n - 1);
+    wait_egress(e, n, 30000);
+    assert_int_equal(e2e_wait_until(backlog_empty, e, 10000), 0);
+    stream_check(e, 0, n - 1);
 }
 
 /* Server i of the 3-node cluster "hop" (store dir cN, name nN). */
@@ -759,6 +803,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_js_kill9, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_stream_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_bad_password, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_js_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_cluster_leader_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_cluster_all_down, setup, teardown),
     };
