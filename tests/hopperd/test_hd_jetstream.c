@@ -23,6 +23,9 @@
  *                          right password by SIGHUP: delivered, once each.
  *   test_js_token          server with --auth: delivered; a reload naming a
  *                          missing creds file is refused, delivery goes on.
+ *   test_js_creds          server in operator (JWT) mode, hopperd with a
+ *                          creds file: delivered; a stranger's creds by
+ *                          SIGHUP: refused by the server, nothing acked.
  *   test_js_cluster_leader_kill  3-node cluster, R3 stream: kill -9 the
  *                          stream leader mid-drain, restart it: every
  *                          record exactly once.
@@ -88,14 +91,42 @@ record(long i, char *out)
     out[REC_LEN] = '\0';
 }
 
-/* nats-server on e->nats_port with JetStream; `user` and `pass` set
- * --user/--pass, `user` alone (pass NULL) sets --auth (a token). */
+/* How the test's nats-server authenticates clients, and how a client does
+ * (NULL: no authentication). */
+struct nats_auth {
+    const char *user, *pass; /* --user/--pass; a client's URL user:pass */
+    const char *token;       /* --auth; a client's URL token */
+    const char *conf;        /* -c: decentralized JWT auth (operator, accounts) */
+    const char *creds;       /* a client's credentials file, with conf */
+};
+
+/* The JWT setup of tests/data/nats (see gen-jwt.js there). */
+#define NATS_DATA HD_SOURCE_DIR "/tests/data/nats"
+static const struct nats_auth jwt_auth = {
+    .conf = NATS_DATA "/operator.conf", .creds = NATS_DATA "/user.creds"};
+
+/* nats-server on e->nats_port with JetStream and authentication `a`. */
 static pid_t
-nats_start(struct env *e, const char *user, const char *pass)
+nats_start(struct env *e, const struct nats_auth *a)
 {
     char port[16], store[1100];
     snprintf(port, sizeof(port), "%d", e->nats_port);
     snprintf(store, sizeof(store), "%s/js", e->dir);
+    const char *argv[16] = {"nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store};
+    int argc = 8;
+    if (a != NULL && a->user != NULL) {
+        argv[argc++] = "--user";
+        argv[argc++] = a->user;
+        argv[argc++] = "--pass";
+        argv[argc++] = a->pass;
+    } else if (a != NULL && a->token != NULL) {
+        argv[argc++] = "--auth";
+        argv[argc++] = a->token;
+    } else if (a != NULL && a->conf != NULL) {
+        argv[argc++] = "-c";
+        argv[argc++] = a->conf;
+    }
+    argv[argc] = NULL;
     pid_t pid = fork();
     if (pid == 0) {
         int fd = open(e->nats_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -103,16 +134,7 @@ nats_start(struct env *e, const char *user, const char *pass)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        if (user != NULL && pass != NULL) {
-            execl(NATS_SERVER, "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
-                  "--user", user, "--pass", pass, (char *)NULL);
-        } else if (user != NULL) {
-            execl(NATS_SERVER, "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
-                  "--auth", user, (char *)NULL);
-        } else {
-            execl(NATS_SERVER, "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store,
-                  (char *)NULL);
-        }
+        execv(NATS_SERVER, (char *const *)argv);
         _exit(127);
     }
     assert_true(pid > 0);
@@ -121,17 +143,27 @@ nats_start(struct env *e, const char *user, const char *pass)
 }
 
 static void
-client_connect(struct env *e, const char *user, const char *pass)
+client_connect(struct env *e, const struct nats_auth *a)
 {
     char url[128];
-    if (user != NULL && pass != NULL) {
-        snprintf(url, sizeof(url), "nats://%s:%s@127.0.0.1:%d", user, pass, e->nats_port);
-    } else if (user != NULL) {
-        snprintf(url, sizeof(url), "nats://%s@127.0.0.1:%d", user, e->nats_port);
+    if (a != NULL && a->user != NULL) {
+        snprintf(url, sizeof(url), "nats://%s:%s@127.0.0.1:%d", a->user, a->pass, e->nats_port);
+    } else if (a != NULL && a->token != NULL) {
+        snprintf(url, sizeof(url), "nats://%s@127.0.0.1:%d", a->token, e->nats_port);
     } else {
         snprintf(url, sizeof(url), "nats://127.0.0.1:%d", e->nats_port);
     }
-    assert_int_equal(natsConnection_ConnectTo(&e->nc, url), NATS_OK);
+    natsOptions *o = NULL;
+    assert_int_equal(natsOptions_Create(&o), NATS_OK);
+    assert_int_equal(natsOptions_SetURL(o, url), NATS_OK);
+    if (a != NULL && a->creds != NULL) {
+        assert_int_equal(natsOptions_SetUserCredentialsFromFiles(o, a->creds, NULL), NATS_OK);
+    }
+    natsStatus st = natsConnection_Connect(&e->nc, o);
+    natsOptions_Destroy(o);
+    if (st != NATS_OK) {
+        fail_msg("connect %s: %s (nats-server log %s)", url, natsStatus_GetText(st), e->nats_log);
+    }
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = 10000;
@@ -436,13 +468,13 @@ teardown(void **state)
     return 0;
 }
 
-/* nats-server (with user/pass unless NULL), the stream (max_bytes, -1 =
- * none), then hopperd with `sink_extra` in its jetstream sink. */
+/* nats-server (with authentication `a`, or none), the stream (max_bytes,
+ * -1 = none), then hopperd with `sink_extra` in its jetstream sink. */
 static void
-js_up(struct env *e, const char *user, const char *pass, int64_t max_bytes, const char *sink_extra)
+js_up(struct env *e, const struct nats_auth *a, int64_t max_bytes, const char *sink_extra)
 {
-    e->nats = nats_start(e, user, pass);
-    client_connect(e, user, pass);
+    e->nats = nats_start(e, a);
+    client_connect(e, a);
     stream_put(e, max_bytes, 0);
     write_conf(e, sink_extra);
     hopperd_start(e);
@@ -452,7 +484,7 @@ static void
 test_js_exactly_n(void **state)
 {
     struct env *e = *state;
-    js_up(e, NULL, NULL, -1, "");
+    js_up(e, NULL, -1, "");
     long n = nrecords(200000);
     uint64_t t0 = e2e_now_ms();
     send_records(e, 0, n - 1);
@@ -473,7 +505,7 @@ test_js_kill9(void **state)
 {
     struct env *e = *state;
     /* A small window slows the drain so the kill lands in the middle. */
-    js_up(e, NULL, NULL, -1, "max_inflight = 8\n");
+    js_up(e, NULL, -1, "max_inflight = 8\n");
     long n = nrecords(50000);
     /* Kill -9 mid-drain and restart, up to 5 times, until the dedup was
      * exercised: a kill right after the queue marked its position, with
@@ -515,7 +547,7 @@ static void
 test_js_stream_full(void **state)
 {
     struct env *e = *state;
-    js_up(e, NULL, NULL, 64 * 1024, "max_inflight = 64\n");
+    js_up(e, NULL, 64 * 1024, "max_inflight = 64\n");
     long n = 2000; /* 400 KB: far more than the stream takes */
     send_records(e, 0, n - 1);
     struct metric_at_least in = {e->metrics_port, "hopperd_ingress_records_total{queue=\"q\"}",
@@ -551,7 +583,8 @@ static void
 test_js_bad_password(void **state)
 {
     struct env *e = *state;
-    js_up(e, "hop", "right", -1, "user = hop\npassword = wrong\n");
+    const struct nats_auth auth = {.user = "hop", .pass = "right"};
+    js_up(e, &auth, -1, "user = hop\npassword = wrong\n");
     send_records(e, 0, 99);
     struct metric_at_least in = {e->metrics_port, BACKLOG, 100};
     assert_int_equal(e2e_wait_until(metric_at_least, &in, 10000), 0);
@@ -584,7 +617,8 @@ static void
 test_js_token(void **state)
 {
     struct env *e = *state;
-    js_up(e, "s3cr3t-token", NULL, -1, "token = s3cr3t-token\n");
+    const struct nats_auth auth = {.token = "s3cr3t-token"};
+    js_up(e, &auth, -1, "token = s3cr3t-token\n");
     long n = 1000;
     send_records(e, 0, n / 2 - 1);
     wait_egress(e, n / 2, 30000);
@@ -600,6 +634,46 @@ test_js_token(void **state)
     wait_egress(e, n, 30000);
     assert_int_equal(e2e_wait_until(backlog_empty, e, 10000), 0);
     stream_check(e, 0, n - 1);
+}
+
+/* creds = FILE: a nats-server in operator mode (JWT: operator, system
+ * account, account HOPPER with JetStream; tests/data/nats) and hopperd with
+ * the user's credentials file: delivered, each record once. Then the same
+ * hopperd with a creds file of a user no account of this server signed:
+ * the server's reason in the log, nothing acknowledged. */
+static void
+test_js_creds(void **state)
+{
+    struct env *e = *state;
+    char extra[1200];
+    snprintf(extra, sizeof(extra), "creds = %s\n", jwt_auth.creds);
+    js_up(e, &jwt_auth, -1, extra);
+    long n = 1000;
+    send_records(e, 0, n - 1);
+    wait_egress(e, n, 30000);
+    assert_int_equal(e2e_wait_until(backlog_empty, e, 10000), 0);
+    stream_check(e, 0, n - 1);
+    /* A stranger's credentials: well formed, refused by the server. */
+    snprintf(extra, sizeof(extra), "creds = %s/stranger.creds\n", NATS_DATA);
+    write_conf(e, extra);
+    assert_int_equal(kill(e->hopperd, SIGHUP), 0);
+    struct e2e_grep changed = {e->log, "servers or credentials changed, reconnecting"};
+    assert_int_equal(e2e_wait_until(e2e_file_contains, &changed, 10000), 0);
+    /* The relay has left the old connection once a connect failed. */
+    struct metric_at_least refused = {e->metrics_port,
+                                      "hopperd_sink_connect_failures_total{sink=\"js\",queue=\"q\"}", 1};
+    assert_int_equal(e2e_wait_until(metric_at_least, &refused, 20000), 0);
+    send_records(e, n, n + 99);
+    struct metric_at_least in = {e->metrics_port, BACKLOG, 100};
+    assert_int_equal(e2e_wait_until(metric_at_least, &in, 10000), 0);
+    struct e2e_grep g = {e->log, "Authorization Violation"};
+    if (e2e_wait_until(e2e_file_contains, &g, 20000) != 0) {
+        char *log = e2e_read_file(e->log, NULL);
+        fail_msg("no authorization error in the log:\n%s", log != NULL ? log : "");
+        free(log);
+    }
+    assert_int_equal(e2e_metric(e->metrics_port, EGRESS), n);
+    assert_int_equal(stream_msgs(e), (uint64_t)n);
 }
 
 /* Server i of the 3-node cluster "hop" (store dir cN, name nN). */
@@ -804,6 +878,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_js_stream_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_bad_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_js_creds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_cluster_leader_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_cluster_all_down, setup, teardown),
     };
