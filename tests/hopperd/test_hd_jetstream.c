@@ -228,20 +228,23 @@ stream_reader(struct env *e)
     natsSubscription *sub = NULL;
     jsErrCode jerr = 0;
     natsStatus st = NATS_OK;
-    /* Right after a cluster restart the consumer create can time out or
-     * find no responders while the meta leader is being elected; retry
-     * to a deadline rather than fail on the first answer. */
+    /* Right after a cluster restart the consumer create can time out,
+     * find no responders while the meta leader is being elected, or fail
+     * (NATS_ERR, no API code) while the new ephemeral consumer's replicas
+     * are placed; retry to a deadline rather than fail on the first
+     * answer. */
     for (int attempt = 0; attempt < 12; attempt++) {
         st = js_SubscribeSync(&sub, e->js, SUBJECT, NULL, &so, &jerr);
-        if (st != NATS_TIMEOUT && st != NATS_NO_RESPONDERS) {
+        if (st != NATS_TIMEOUT && st != NATS_NO_RESPONDERS && st != NATS_ERR) {
             break;
         }
-        if (st == NATS_NO_RESPONDERS) {
-            nats_Sleep(500); /* back off: that answer comes at once */
+        if (st != NATS_TIMEOUT) {
+            nats_Sleep(500); /* back off: those answers come at once */
         }
     }
     if (st != NATS_OK) {
-        fail_msg("subscribe: %s (%d)", natsStatus_GetText(st), (int)jerr);
+        fail_msg("subscribe: %s (%d): %s", natsStatus_GetText(st), (int)jerr,
+                 nats_GetLastError(NULL) != NULL ? nats_GetLastError(NULL) : "");
     }
     return sub;
 }
