@@ -128,7 +128,7 @@ struct relay {
     unsigned full_attempt; /* consecutive FULL replies, for the retry delay */
     uint8_t *rbuf;         /* reply frame being read */
     size_t rlen, rcap;
-    uint64_t keepalive_ms; /* send an empty `send` after this long without one */
+    uint64_t keepalive_ms; /* native: an empty `send` after this long without a reply */
     uint64_t last_reply_ms; /* when the downstream last answered (0: not yet) */
     /* Quiet connections (tcp): the downstream closed the connection while
      * nothing was outstanding, so reconnect only when a record is there. */
@@ -334,10 +334,11 @@ native_handshake(struct relay *r, char *err, size_t errlen)
         return -EPROTO;
     }
     r->max_frame = m.max_frame;
-    /* Keep the connection alive well inside the downstream's idle_timeout;
-     * one that does not announce it (older hopperd) gets the default's
-     * fifth. The first keep-alive goes at once when there is nothing to
-     * send, which also answers the downstream's handshake_timeout. */
+    /* Keep the connection alive well inside the downstream's idle_timeout
+     * (a third of it); one that does not announce it (an older hopperd)
+     * gets 60 s, a fifth of the default 5 min. The first keep-alive goes at
+     * once when there is nothing to send, which also answers the
+     * downstream's handshake_timeout. */
     r->keepalive_ms = m.idle_timeout > 0 ? m.idle_timeout / 3 : KEEPALIVE_DEFAULT_MS;
     if (r->keepalive_ms < KEEPALIVE_MIN_MS) {
         r->keepalive_ms = KEEPALIVE_MIN_MS;
