@@ -2,15 +2,18 @@
 /* bench_jetstream: the engine's own limit for benches/jetstream-drain.
  *
  *   bench_jetstream direct URL STREAM SUBJECT COUNT SIZE [INFLIGHT=1024] [MSGID=1]
+ *                   [REPLICAS=1]
  *
  * Connects to URL, and publishes COUNT records of SIZE bytes (the payload
  * layout of bench_native_sink gen, without the '\n') to SUBJECT with
  * js_PublishAsync, at most INFLIGHT unacknowledged, with a Nats-Msg-Id per
  * record when MSGID is 1 (as hopperd does), then waits for every publish
  * ack (js_PublishAsyncComplete). STREAM is created for SUBJECT first (file
- * storage, discard new, 2 min duplicate window) unless it exists. Prints
- * `direct.records_per_s`, `direct.mb_per_s` and `direct.seconds`, and
- * `direct.errors` (publishes without a positive ack); exit 0 when 0. */
+ * storage, discard new, 2 min duplicate window, REPLICAS) unless it exists.
+ * Prints `direct.records_per_s`, `direct.mb_per_s` and `direct.seconds`,
+ * the publish-to-ack latency percentiles `direct.publish_latency_pNN_ms`
+ * (every record timed), and `direct.errors` (publishes without a positive
+ * ack); exit 0 when 0. */
 #include <nats/nats.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,15 +22,10 @@
 #include <time.h>
 
 static atomic_long errors;
-
-static void
-on_err(jsCtx *js, jsPubAckErr *pae, void *closure)
-{
-    (void)js;
-    (void)pae;
-    (void)closure;
-    atomic_fetch_add(&errors, 1);
-}
+/* Per record: when it was published (main thread, before the publish) and
+ * its publish-to-ack latency (the ack handler, nats.c's thread), in s. */
+static double *sent_at, *latency;
+static long nrecords;
 
 static double
 now_s(void)
@@ -35,6 +33,28 @@ now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)closure;
+    long i = -1;
+    if (pa == NULL || pae != NULL) {
+        atomic_fetch_add(&errors, 1);
+    } else if (natsMsg_GetDataLength(msg) >= 14 && sscanf(natsMsg_GetData(msg), "seq=%10ld", &i) == 1 &&
+               i >= 0 && i < nrecords) {
+        latency[i] = now_s() - sent_at[i];
+    }
+    natsMsg_Destroy(msg);
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
 }
 
 int
@@ -50,16 +70,25 @@ main(int argc, char **argv)
     int size = atoi(argv[6]);
     long inflight = argc > 7 ? atol(argv[7]) : 1024;
     int msgid = argc > 8 ? atoi(argv[8]) : 1;
-    if (count <= 0 || size < 16 || size > 1 << 20 || inflight <= 0) {
-        fprintf(stderr, "bench_jetstream: bad COUNT, SIZE or INFLIGHT\n");
+    long replicas = argc > 9 ? atol(argv[9]) : 1;
+    if (count <= 0 || size < 16 || size > 1 << 20 || inflight <= 0 || replicas < 1 ||
+        replicas > 5) {
+        fprintf(stderr, "bench_jetstream: bad COUNT, SIZE, INFLIGHT or REPLICAS\n");
         return 2;
+    }
+    nrecords = count;
+    sent_at = calloc((size_t)count, sizeof(*sent_at));
+    latency = calloc((size_t)count, sizeof(*latency));
+    if (sent_at == NULL || latency == NULL) {
+        fprintf(stderr, "bench_jetstream: out of memory\n");
+        return 1;
     }
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.MaxPending = inflight;
-    jo.PublishAsync.ErrHandler = on_err;
+    jo.PublishAsync.AckHandler = on_ack;
     natsStatus st = natsConnection_ConnectTo(&nc, url);
     if (st == NATS_OK) {
         st = natsConnection_JetStream(&js, nc, &jo);
@@ -77,6 +106,7 @@ main(int argc, char **argv)
     sc.Storage = js_FileStorage;
     sc.Discard = js_DiscardNew;
     sc.Duplicates = (int64_t)120 * 1000000000;
+    sc.Replicas = replicas;
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_NOT_FOUND) {
@@ -99,6 +129,7 @@ main(int argc, char **argv)
         if (msgid) {
             po.MsgId = id;
         }
+        sent_at[i] = now_s();
         do {
             st = js_PublishAsync(js, subject, rec, size, &po);
         } while (st == NATS_TIMEOUT); /* stalled at MaxPending: try again */
@@ -116,7 +147,26 @@ main(int argc, char **argv)
     printf("direct.seconds %.3f s\n", dt);
     printf("direct.records_per_s %.0f rec/s\n", (double)count / dt);
     printf("direct.mb_per_s %.1f MB/s\n", (double)count * size / dt / 1e6);
+    /* Percentiles over the records acked (an unacked one has latency 0 and
+     * is counted in errors instead). */
+    long timed = 0;
+    for (long i = 0; i < count; i++) {
+        if (latency[i] > 0) {
+            latency[timed++] = latency[i];
+        }
+    }
+    if (timed > 0) {
+        qsort(latency, (size_t)timed, sizeof(*latency), cmp_double);
+        const int pct[] = {50, 90, 99};
+        for (size_t k = 0; k < sizeof(pct) / sizeof(pct[0]); k++) {
+            long at = (long)((double)pct[k] / 100.0 * (double)(timed - 1));
+            printf("direct.publish_latency_p%d_ms %.2f ms\n", pct[k], latency[at] * 1000.0);
+        }
+        printf("direct.publish_latency_max_ms %.2f ms\n", latency[timed - 1] * 1000.0);
+    }
     printf("direct.errors %ld\n", (long)atomic_load(&errors));
+    free(sent_at);
+    free(latency);
     free(rec);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);

@@ -489,7 +489,7 @@ serve_accept(struct serve *s, int lfd, struct conn *conns, size_t *nconns)
     (*nconns)++;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    int rc = hd_proto_put_hello(&sb, SERVE_MAX_FRAME, SERVE_MAX_RECORD, "bench");
+    int rc = hd_proto_put_hello(&sb, SERVE_MAX_FRAME, SERVE_MAX_RECORD, "bench", 0);
     if (rc == 0) {
         rc = send_all(fd, sb.data, sb.size);
     }

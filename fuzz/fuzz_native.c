@@ -101,7 +101,7 @@ roundtrip(const uint8_t *p, size_t n, const struct hd_msg *m)
     switch (m->op) {
     case HD_OP_HELLO:
         if (queue != NULL) {
-            rc = hd_proto_put_hello(&sb, m->max_frame, m->max_record, queue);
+            rc = hd_proto_put_hello(&sb, m->max_frame, m->max_record, queue, m->idle_timeout);
         }
         break;
     case HD_OP_SEND:
@@ -149,7 +149,7 @@ roundtrip(const uint8_t *p, size_t n, const struct hd_msg *m)
     switch (m->op) {
     case HD_OP_HELLO:
         FZ_CHECK(m2.max_frame == m->max_frame && m2.max_record == m->max_record &&
-                     same_slice(&m2.queue, &m->queue),
+                     m2.idle_timeout == m->idle_timeout && same_slice(&m2.queue, &m->queue),
                  "hello changed");
         break;
     case HD_OP_SEND:

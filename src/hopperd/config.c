@@ -127,7 +127,7 @@ static const struct directive directives[] = {
     {K_SINK, "reconnect_max", T_DURATION, 1, 3600000, "30s", KF(reconnect_max_ms), 1, NULL},
     {K_SINK, "batch_bytes", T_SIZE, 1 * KiB, 64 * MiB, "256KiB", KF(batch_bytes), 0, NULL},
     /* [sink NAME] type = jetstream */
-    {K_SINK, "servers", T_TEXT, 1, 0, NULL, KF(servers), 0, NULL},
+    {K_SINK, "servers", T_TEXT, 1, 0, NULL, KF(servers), 1, NULL},
     {K_SINK, "subject", T_TEXT, 1, 0, NULL, KF(subject), 0, NULL},
     {K_SINK, "stream", T_TEXT, 1, 0, NULL, KF(stream), 0, NULL},
     {K_SINK, "create_stream", T_ENUM, 0, 0, "off", KF(create_stream), 0, onoff_names},
@@ -136,10 +136,10 @@ static const struct directive directives[] = {
     {K_SINK, "duplicate_window", T_DURATION, 1000, 604800000, "2m", KF(duplicate_window_ms), 0, NULL},
     {K_SINK, "max_inflight", T_UINT, 1, 65536, "1024", KF(max_inflight), 0, NULL},
     {K_SINK, "ack_timeout", T_DURATION, 100, 600000, "5s", KF(ack_timeout_ms), 0, NULL},
-    {K_SINK, "creds", T_TEXT, 0, 0, "", KF(creds), 0, NULL},
-    {K_SINK, "user", T_TEXT, 0, 0, "", KF(user), 0, NULL},
-    {K_SINK, "password", T_TEXT, 0, 0, "", KF(password), 0, NULL},
-    {K_SINK, "token", T_TEXT, 0, 0, "", KF(token), 0, NULL},
+    {K_SINK, "creds", T_TEXT, 0, 0, "", KF(creds), 1, NULL},
+    {K_SINK, "user", T_TEXT, 0, 0, "", KF(user), 1, NULL},
+    {K_SINK, "password", T_TEXT, 0, 0, "", KF(password), 1, NULL},
+    {K_SINK, "token", T_TEXT, 0, 0, "", KF(token), 1, NULL},
 };
 #define NDIRECTIVES (sizeof(directives) / sizeof(directives[0]))
 

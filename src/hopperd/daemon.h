@@ -138,12 +138,17 @@ struct hd_sink_rt {
     uint64_t reconnect_min_ms;   /* [mu] reloadable */
     uint64_t reconnect_max_ms;   /* [mu] reloadable */
     unsigned generation;         /* [mu] bumped when the address changes or a reopen is asked */
+    /* [mu] jetstream sinks: a copy of conf whose servers, creds, user,
+     * password and token SIGHUP replaces (reloadable); NULL for others */
+    struct hd_sink_conf *live;
     atomic_int state;            /* [atomic] enum hd_sink_state */
     atomic_uint_fast64_t egress_records;   /* [atomic] written and acknowledged */
     atomic_uint_fast64_t egress_bytes;     /* [atomic] payload bytes of those */
     atomic_uint_fast64_t connects;         /* [atomic] successful connects/opens */
     atomic_uint_fast64_t connect_failures; /* [atomic] */
     atomic_uint_fast64_t write_errors;     /* [atomic] */
+    atomic_uint_fast64_t keepalives;       /* [atomic] native keep-alives answered */
+    atomic_uint_fast64_t quiet_closes;     /* [atomic] downstream closed a quiet connection */
     struct hd_publish_stats pub;           /* type = jetstream only */
 };
 

@@ -139,6 +139,13 @@ daemon_setup(struct hd_daemon *d, struct hd_config *cfg)
         s->reconnect_min_ms = sc->reconnect_min_ms;
         s->reconnect_max_ms = sc->reconnect_max_ms;
         atomic_store(&s->state, HD_SINK_IDLE);
+        if (sc->type == HD_SINK_JETSTREAM) {
+            s->live = malloc(sizeof(*s->live));
+            if (s->live == NULL) {
+                return -ENOMEM;
+            }
+            *s->live = *sc;
+        }
     }
     d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (d->wake_fd < 0) {
@@ -229,6 +236,7 @@ daemon_free(struct hd_daemon *d)
         if (d->sinks[i].d != NULL) {
             pthread_mutex_destroy(&d->sinks[i].mu);
         }
+        free(d->sinks[i].live);
     }
     for (size_t i = 0; d->queues != NULL && i < d->nqueues; i++) {
         if (d->queues[i].drop_wake_fd >= 0) {
@@ -277,6 +285,13 @@ reload(struct hd_daemon *d, const char *path, int debug, int verbose)
     if (hd_config_load_file(path, &next, err, sizeof(err)) < 0) {
         log_errorx("reload: %s", err);
         log_errorx("reload: rejected; the running configuration stays in effect");
+        return;
+    }
+    /* What -n and a start check (a creds file that cannot be read...). */
+    if (hd_preflight(next, err, sizeof(err), NULL, NULL) < 0) {
+        log_errorx("reload: %s", err);
+        log_errorx("reload: rejected; the running configuration stays in effect");
+        hd_config_free(next);
         return;
     }
     char what[HD_ERR_LEN];

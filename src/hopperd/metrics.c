@@ -246,6 +246,11 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
          atomic_load(&d->sinks[i].connect_failures));
     SINK("hopperd_sink_write_errors_total", "counter", "failed writes (batch retried)",
          atomic_load(&d->sinks[i].write_errors));
+    SINK("hopperd_sink_keepalives_total", "counter", "native keep-alives answered",
+         atomic_load(&d->sinks[i].keepalives));
+    SINK("hopperd_sink_quiet_closes_total", "counter",
+         "connections the downstream closed while nothing was outstanding",
+         atomic_load(&d->sinks[i].quiet_closes));
 #undef SINK
     head(&b, "hopperd_sink_state", "gauge", "1 for the sink's current state");
     for (size_t i = 0; i < d->nsinks; i++) {

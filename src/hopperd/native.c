@@ -26,7 +26,7 @@ hd_native_hello(struct hd_conn *c)
 {
     const struct hd_source_rt *src = c->src;
     return hd_proto_put_hello(&c->out, hd_native_max_frame(src), src->queue->conf->max_record_bytes,
-                              src->queue->conf->s.name);
+                              src->queue->conf->s.name, src->conf->idle_timeout_ms);
 }
 
 void

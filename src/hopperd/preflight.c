@@ -4,6 +4,7 @@
 #include "preflight.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -333,12 +334,64 @@ check_unix(struct pf *pf)
     return 0;
 }
 
+/* Jetstream sinks with `creds = FILE`: the file can be read, now, by this
+ * process, and holds a user JWT and an nkey seed (nats.c reads it at every
+ * connect; without this a missing file would only show as a connect error
+ * retried forever). Read, never kept: the seed is a secret. */
+#define CREDS_MAX (64 * 1024)
+static int
+check_creds(struct pf *pf)
+{
+    const struct hd_config *cfg = pf->cfg;
+    for (size_t i = 0; i < cfg->nsinks; i++) {
+        const struct hd_sink_conf *k = &cfg->sinks[i];
+        if (k->type != HD_SINK_JETSTREAM || k->creds[0] == '\0') {
+            continue;
+        }
+        int line = hd_config_key_line(&k->s, "sink", "creds");
+        int fd = open(k->creds, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+            return pf_error(pf, line, "[sink %s]: creds = %s: %s", k->s.name, k->creds,
+                            strerror(errno));
+        }
+        struct stat st;
+        char *text = NULL;
+        const char *why = NULL;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+            why = "not a regular file";
+        } else if (st.st_size <= 0 || st.st_size > CREDS_MAX) {
+            why = "not a NATS credentials file (empty or above 64 KiB)";
+        } else if ((text = calloc(1, (size_t)st.st_size + 1)) == NULL) {
+            why = "out of memory";
+        } else {
+            size_t got = 0;
+            ssize_t r;
+            while (got < (size_t)st.st_size &&
+                   (r = read(fd, text + got, (size_t)st.st_size - got)) > 0) {
+                got += (size_t)r;
+            }
+            if (strstr(text, "BEGIN NATS USER JWT") == NULL ||
+                strstr(text, "NKEY SEED") == NULL) {
+                why = "not a NATS credentials file (no user JWT and nkey seed)";
+            }
+            memset(text, 0, (size_t)st.st_size);
+        }
+        free(text);
+        close(fd);
+        if (why != NULL) {
+            return pf_error(pf, line, "[sink %s]: creds = %s: %s", k->s.name, k->creds, why);
+        }
+    }
+    return 0;
+}
+
 int
 hd_preflight(const struct hd_config *cfg, char *err, size_t errlen, hd_preflight_warn_fn *warn,
              void *arg)
 {
     struct pf pf = {cfg, err, errlen, warn, arg};
-    if (check_tcp(&pf) < 0 || check_unix(&pf) < 0 || check_state_dir(&pf) < 0) {
+    if (check_tcp(&pf) < 0 || check_unix(&pf) < 0 || check_state_dir(&pf) < 0 ||
+        check_creds(&pf) < 0) {
         return -1;
     }
     return 0;

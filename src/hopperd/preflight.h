@@ -9,7 +9,9 @@
  *   - a unix socket path that is another kind of file, or whose directory
  *     is missing or not writable;
  *   - a state_dir (or a queue's directory in it) that is not a directory or
- *     not writable, or that cannot be created where it is missing.
+ *     not writable, or that cannot be created where it is missing;
+ *   - a jetstream sink's `creds` file that cannot be opened, or does not
+ *     hold a user JWT and an nkey seed.
  * A listener that is not on a loopback address is a warning: anyone who can
  * reach the host may connect, and hopperd has no TLS yet.
  * Access checks use access(2), so they judge by the real uid of the

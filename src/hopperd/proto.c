@@ -269,6 +269,7 @@ enum key {
     KEY_FIRST,
     KEY_LAST,
     KEY_SEQ,
+    KEY_IDLE_TIMEOUT,
     KEY_NKEYS
 };
 static const char *const key_names[KEY_NKEYS] = {
@@ -287,6 +288,7 @@ static const char *const key_names[KEY_NKEYS] = {
     [KEY_FIRST] = "first",
     [KEY_LAST] = "last",
     [KEY_SEQ] = "seq",
+    [KEY_IDLE_TIMEOUT] = "idle_timeout",
 };
 
 /* enum key of k, or -1 for a key the protocol does not define. */
@@ -321,6 +323,8 @@ uint_field(struct hd_msg *m, int k)
         return &m->window;
     case KEY_FIRST:
         return &m->first;
+    case KEY_IDLE_TIMEOUT:
+        return &m->idle_timeout;
     default:
         assert(k == KEY_LAST);
         return &m->last;
@@ -522,17 +526,19 @@ put_str(msgpack_packer *pk, const char *s)
 }
 
 int
-hd_proto_put_hello(msgpack_sbuffer *sb, uint64_t max_frame, uint64_t max_record, const char *queue)
+hd_proto_put_hello(msgpack_sbuffer *sb, uint64_t max_frame, uint64_t max_record, const char *queue,
+                   uint64_t idle_timeout_ms)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     size_t at = frame_begin(sb);
-    int rc = msgpack_pack_map(&pk, 5);
+    int rc = msgpack_pack_map(&pk, 6);
     rc |= put_str(&pk, "op") | put_str(&pk, "hello");
     rc |= put_str(&pk, "v") | msgpack_pack_uint64(&pk, HD_PROTO_VERSION);
     rc |= put_str(&pk, "max_frame") | msgpack_pack_uint64(&pk, max_frame);
     rc |= put_str(&pk, "max_record") | msgpack_pack_uint64(&pk, max_record);
     rc |= put_str(&pk, "queue") | put_str(&pk, queue);
+    rc |= put_str(&pk, "idle_timeout") | msgpack_pack_uint64(&pk, idle_timeout_ms);
     return frame_end(sb, at, rc);
 }
 

@@ -70,6 +70,7 @@ struct hd_msg {
     uint64_t version;        /* hello */
     uint64_t max_frame;      /* hello */
     uint64_t max_record;     /* hello */
+    uint64_t idle_timeout;   /* hello: the server's idle_timeout in ms (0: none or not said) */
     uint64_t window;         /* subscribe: records in flight; 0 = default */
     uint64_t first, last;    /* records: sequence numbers of the first and last record */
     uint64_t seq;            /* ack: everything up to and including seq */
@@ -88,7 +89,7 @@ void hd_proto_records_begin(const struct hd_msg *m, size_t *cursor);
 
 /* Encoders: append one whole frame to sb. 0 or -1 (out of memory). */
 int hd_proto_put_hello(msgpack_sbuffer *sb, uint64_t max_frame, uint64_t max_record,
-                       const char *queue);
+                       const char *queue, uint64_t idle_timeout_ms);
 int hd_proto_put_send(msgpack_sbuffer *sb, uint64_t id, const char *queue,
                       const struct hd_slice *recs, size_t n);
 int hd_proto_put_ok(msgpack_sbuffer *sb, uint64_t id, uint64_t count, uint64_t dropped);

@@ -128,6 +128,13 @@ struct relay {
     unsigned full_attempt; /* consecutive FULL replies, for the retry delay */
     uint8_t *rbuf;         /* reply frame being read */
     size_t rlen, rcap;
+    uint64_t keepalive_ms; /* native: an empty `send` after this long without a reply */
+    uint64_t last_reply_ms; /* when the downstream last answered (0: not yet) */
+    /* Quiet connections (tcp): the downstream closed the connection while
+     * nothing was outstanding, so reconnect only when a record is there. */
+    int lazy;
+    int idle_close_logged; /* the first such close is logged, later ones not */
+    int quiet_connect;     /* this connect follows a quiet close: log it at debug level */
     /* sinks with their own module (relay.h struct hd_sink_ops) */
     const struct hd_sink_ops *ops; /* NULL: tcp and file, handled here */
     void *impl;
@@ -139,6 +146,10 @@ struct relay {
 
 /* How long a native sink waits for the downstream's reply to a batch. */
 #define NATIVE_REPLY_TIMEOUT_MS 30000
+/* Native keep-alive period when the downstream's hello has no
+ * idle_timeout, and the shortest period used whatever it says. */
+#define KEEPALIVE_DEFAULT_MS 60000
+#define KEEPALIVE_MIN_MS 100
 
 static int
 state_of(const struct relay *r)
@@ -323,6 +334,16 @@ native_handshake(struct relay *r, char *err, size_t errlen)
         return -EPROTO;
     }
     r->max_frame = m.max_frame;
+    /* Keep the connection alive well inside the downstream's idle_timeout
+     * (a third of it); one that does not announce it (an older hopperd)
+     * gets 60 s, a fifth of the default 5 min. The first keep-alive goes at
+     * once when there is nothing to send, which also answers the
+     * downstream's handshake_timeout. */
+    r->keepalive_ms = m.idle_timeout > 0 ? m.idle_timeout / 3 : KEEPALIVE_DEFAULT_MS;
+    if (r->keepalive_ms < KEEPALIVE_MIN_MS) {
+        r->keepalive_ms = KEEPALIVE_MIN_MS;
+    }
+    r->last_reply_ms = 0;
     native_consume(r, (size_t)n);
     return 0;
 }
@@ -336,7 +357,9 @@ sink_open(struct relay *r, char *err, size_t errlen)
     r->gen = r->s->generation;
     pthread_mutex_unlock(&r->s->mu);
     if (r->ops != NULL) {
-        snprintf(r->addr, sizeof(r->addr), "%s", r->s->conf->servers);
+        pthread_mutex_lock(&r->s->mu);
+        snprintf(r->addr, sizeof(r->addr), "%s", r->s->live->servers);
+        pthread_mutex_unlock(&r->s->mu);
         int cause = HD_PUB_OTHER;
         int rc = r->ops->connect(r->impl, err, errlen, &cause);
         if (rc < 0) {
@@ -538,6 +561,44 @@ pause_unless_stopping(struct relay *r, uint64_t ms)
     }
 }
 
+/* native: send recs[0..n) as one `send` and wait up to timeout_ms for its
+ * reply (DRAINING). Returns the reply's payload length, with the reply in
+ * *m (an ok or error for this send; its slices point into r->rbuf until
+ * the caller's native_consume()), or -errno / -EPROTO. */
+static long
+native_request(struct relay *r, const struct hd_slice *recs, size_t n, uint64_t timeout_ms,
+               struct hd_msg *m)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint64_t id = r->next_id++;
+    int rc = hd_proto_put_send(&sb, id, NULL, recs, n);
+    if (rc == 0) {
+        rc = write_all(r, (const uint8_t *)sb.data, sb.size);
+    } else {
+        rc = -ENOMEM;
+    }
+    msgpack_sbuffer_destroy(&sb);
+    if (rc < 0) {
+        return rc;
+    }
+    set_state(r, HD_SINK_DRAINING);
+    long len = native_read_frame(r, timeout_ms);
+    if (len < 0) {
+        return len;
+    }
+    const char *why;
+    if (hd_proto_parse(r->rbuf + HD_PROTO_HDR, (size_t)len, m, &why) < 0 || m->id != id ||
+        (m->op != HD_OP_OK && m->op != HD_OP_ERROR)) {
+        log_warnx("relay: sink %s: %s: unexpected reply to batch %llu", r->s->conf->s.name,
+                  r->addr, (unsigned long long)id);
+        return -EPROTO;
+    }
+    set_state(r, HD_SINK_ESTABLISHED);
+    r->last_reply_ms = hd_now_ms();
+    return len;
+}
+
 /* native: send the batch as one `send` and wait for its reply (DRAINING).
  * Returns 0 (accepted: acknowledge), NATIVE_RETRY (downstream full or
  * failing: keep the batch, try again), NATIVE_DROP (downstream can never
@@ -558,36 +619,14 @@ native_exchange(struct relay *r)
         sl[i].n = len32;
         off += sizeof(len32) + len32;
     }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    uint64_t id = r->next_id++;
-    int rc = hd_proto_put_send(&sb, id, NULL, sl, (size_t)r->nrec);
+    struct hd_msg m;
+    long n = native_request(r, sl, (size_t)r->nrec, NATIVE_REPLY_TIMEOUT_MS, &m);
     free(sl);
-    if (rc == 0) {
-        rc = write_all(r, (const uint8_t *)sb.data, sb.size);
-    } else {
-        rc = -ENOMEM;
-    }
-    msgpack_sbuffer_destroy(&sb);
-    if (rc < 0) {
-        return rc;
-    }
-    set_state(r, HD_SINK_DRAINING);
-    long n = native_read_frame(r, NATIVE_REPLY_TIMEOUT_MS);
     if (n < 0) {
         return (int)n;
     }
-    struct hd_msg m;
-    const char *why;
-    if (hd_proto_parse(r->rbuf + HD_PROTO_HDR, (size_t)n, &m, &why) < 0 || m.id != id ||
-        (m.op != HD_OP_OK && m.op != HD_OP_ERROR)) {
-        log_warnx("relay: sink %s: %s: unexpected reply to batch %llu", s->conf->s.name, r->addr,
-                  (unsigned long long)id);
-        return -EPROTO;
-    }
-    native_consume(r, (size_t)n);
-    set_state(r, HD_SINK_ESTABLISHED);
     if (m.op == HD_OP_OK) {
+        native_consume(r, (size_t)n);
         r->full_attempt = 0;
         return 0;
     }
@@ -597,6 +636,7 @@ native_exchange(struct relay *r)
                    "dropped",
                    s->conf->s.name, r->addr, (unsigned long long)r->nrec, (int)m.message.n,
                    m.message.p != NULL ? (const char *)m.message.p : "");
+        native_consume(r, (size_t)n);
         return NATIVE_DROP;
     }
     if (m.code == HD_CODE_BAD_FRAME) {
@@ -604,6 +644,7 @@ native_exchange(struct relay *r)
                    (int)m.message.n, m.message.p != NULL ? (const char *)m.message.p : "");
         return -EPROTO;
     }
+    native_consume(r, (size_t)n);
     pthread_mutex_lock(&s->mu);
     uint64_t mn = s->reconnect_min_ms, mx = s->reconnect_max_ms;
     pthread_mutex_unlock(&s->mu);
@@ -617,6 +658,49 @@ native_exchange(struct relay *r)
     }
     pause_unless_stopping(r, delay);
     return NATIVE_RETRY;
+}
+
+/* native, nothing to send: once keepalive_ms passed since the last reply,
+ * an empty `send` (PROTOCOL.md §7), so that the downstream's
+ * handshake_timeout and idle_timeout do not close a quiet link. Its reply
+ * (ok, or an error code: the request was still answered) shows the link
+ * works. 0, or -errno when the connection failed. */
+static int
+native_keepalive(struct relay *r)
+{
+    if (r->last_reply_ms != 0 && hd_now_ms() - r->last_reply_ms < r->keepalive_ms) {
+        return 0;
+    }
+    struct hd_msg m;
+    long n = native_request(r, NULL, 0, NATIVE_REPLY_TIMEOUT_MS, &m);
+    if (n < 0) {
+        return (int)n;
+    }
+    native_consume(r, (size_t)n);
+    atomic_fetch_add(&r->s->keepalives, 1);
+    return 0;
+}
+
+/* The downstream closed a connection with nothing outstanding on it (no
+ * batch written and unanswered): most likely its idle timeout (a hopperd
+ * source's idle_timeout, a syslog relay's). Nothing was lost and it is not
+ * an error: reconnect when the next record is there (BACKOFF with `lazy`),
+ * and say so once rather than at every quiet period. */
+static void
+peer_closed_quiet(struct relay *r)
+{
+    struct hd_sink_rt *s = r->s;
+    if (!r->idle_close_logged) {
+        r->idle_close_logged = 1;
+        log_info("relay: sink %s: %s closed the connection while it was quiet; reconnecting when "
+                 "there are records (further such closes are logged at debug level)",
+                 s->conf->s.name, r->addr);
+    } else {
+        log_debug("relay: sink %s: %s closed the quiet connection", s->conf->s.name, r->addr);
+    }
+    atomic_fetch_add(&s->quiet_closes, 1);
+    r->lazy = 1;
+    set_state(r, HD_SINK_CLOSING);
 }
 
 /* ESTABLISHED for a sink with its own module: one step. Returns the
@@ -671,10 +755,21 @@ established_step(struct relay *r)
     if (!r->have_batch) {
         fill_batch(r, mode_of(r) == HD_RUN ? 100 : 0);
     }
+    int is_native = s->conf->type == HD_SINK_TCP && s->conf->format == HD_FMT_NATIVE;
     if (!r->have_batch) {
+        int rc;
         if (!peer_alive(r)) {
-            log_warnx("relay: sink %s: %s closed the connection", s->conf->s.name, r->addr);
-            set_state(r, HD_SINK_CLOSING);
+            peer_closed_quiet(r);
+        } else if (is_native && (rc = native_keepalive(r)) < 0) {
+            if (rc == -ECONNRESET || rc == -EPIPE) {
+                peer_closed_quiet(r);
+            } else {
+                if (rc != -ECANCELED) {
+                    log_warnx("relay: sink %s: %s: keep-alive: %s", s->conf->s.name, r->addr,
+                              strerror(-rc));
+                }
+                set_state(r, HD_SINK_CLOSING);
+            }
         } else if (is_file && s->conf->fsync.mode == HD_FSYNC_INTERVAL &&
                    hd_now_ms() - r->last_sync_ms >= s->conf->fsync.interval_ms &&
                    file_sync(r) < 0) {
@@ -683,8 +778,8 @@ established_step(struct relay *r)
         return;
     }
     if (!peer_alive(r)) {
-        log_warnx("relay: sink %s: %s closed the connection", s->conf->s.name, r->addr);
-        set_state(r, HD_SINK_CLOSING);
+        /* Found before writing: the batch is intact, reconnect at once. */
+        peer_closed_quiet(r);
         return;
     }
     int rc;
@@ -770,7 +865,9 @@ relay_main(void *arg)
         case HD_SINK_CONNECTING:
             if (sink_open(r, why, sizeof(why)) == 0) {
                 atomic_fetch_add(&s->connects, 1);
-                if (r->attempt > 0) {
+                if (r->quiet_connect) {
+                    log_debug("relay: sink %s: reconnected to %s", s->conf->s.name, r->addr);
+                } else if (r->attempt > 0) {
                     log_info("relay: sink %s: connected to %s after %u failed attempts",
                              s->conf->s.name,
                              s->conf->type == HD_SINK_FILE ? s->conf->path : r->addr, r->attempt);
@@ -779,6 +876,7 @@ relay_main(void *arg)
                              s->conf->type == HD_SINK_FILE ? s->conf->path : r->addr);
                 }
                 r->attempt = 0;
+                r->quiet_connect = 0;
                 /* Acks that arrive from here on are for publishes made on
                  * this connection: they show the sink works again. */
                 r->egress_at_fail = atomic_load(&s->egress_records);
@@ -798,6 +896,7 @@ relay_main(void *arg)
                 if (r->attempt < 64) {
                     r->attempt++;
                 }
+                r->quiet_connect = 0;
                 r->backoff_until = hd_now_ms() + delay;
                 set_state(r, HD_SINK_BACKOFF);
             }
@@ -810,6 +909,9 @@ relay_main(void *arg)
             if (r->reconnect_now) {
                 r->reconnect_now = 0;
                 set_state(r, HD_SINK_CONNECTING);
+            } else if (r->lazy) {
+                r->backoff_until = 0;
+                set_state(r, HD_SINK_BACKOFF);
             } else if (r->ops_failed) {
                 /* A failed publish (timeout, stream full, no responders...):
                  * back off exponentially, with jitter, until one succeeds. */
@@ -835,7 +937,19 @@ relay_main(void *arg)
             pthread_mutex_lock(&s->mu);
             unsigned gen = s->generation;
             pthread_mutex_unlock(&s->mu);
-            if (now >= r->backoff_until || gen != r->gen) {
+            if (r->lazy && gen == r->gen) {
+                /* Quietly disconnected (peer_closed_quiet): connect when a
+                 * record is there to be sent. */
+                if (!r->have_batch) {
+                    fill_batch(r, 50);
+                }
+                if (r->have_batch) {
+                    r->lazy = 0;
+                    r->quiet_connect = 1;
+                    set_state(r, HD_SINK_CONNECTING);
+                }
+            } else if (now >= r->backoff_until || gen != r->gen) {
+                r->lazy = 0;
                 set_state(r, HD_SINK_CONNECTING);
             } else {
                 uint64_t left = r->backoff_until - now;
@@ -952,5 +1066,22 @@ hd_relay_reload(struct hd_sink_rt *s, const struct hd_sink_conf *nc)
     s->connect_timeout_ms = nc->connect_timeout_ms;
     s->reconnect_min_ms = nc->reconnect_min_ms;
     s->reconnect_max_ms = nc->reconnect_max_ms;
+    if (s->live != NULL) {
+        /* jetstream: servers and credentials; a change reconnects (records
+         * in flight are published again, under the same message ids). */
+        struct hd_sink_conf *l = s->live;
+        if (strcmp(l->servers, nc->servers) != 0 || strcmp(l->creds, nc->creds) != 0 ||
+            strcmp(l->user, nc->user) != 0 || strcmp(l->password, nc->password) != 0 ||
+            strcmp(l->token, nc->token) != 0) {
+            log_info("relay: sink %s: servers or credentials changed, reconnecting",
+                     s->conf->s.name);
+            memcpy(l->servers, nc->servers, sizeof(l->servers));
+            memcpy(l->creds, nc->creds, sizeof(l->creds));
+            memcpy(l->user, nc->user, sizeof(l->user));
+            memcpy(l->password, nc->password, sizeof(l->password));
+            memcpy(l->token, nc->token, sizeof(l->token));
+            s->generation++;
+        }
+    }
     pthread_mutex_unlock(&s->mu);
 }

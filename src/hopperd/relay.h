@@ -20,8 +20,10 @@ int hd_relay_start(struct hd_daemon *d);
  * relay thread. A batch written but not acknowledged is delivered again
  * after the next start (at-least-once). */
 void hd_relay_stop(struct hd_daemon *d, uint64_t deadline_ms);
-/* SIGHUP: take the reloadable settings of `nc` (address, timeouts) and
- * reconnect (tcp) or reopen the file (file sinks, for log rotation). */
+/* SIGHUP: take the reloadable settings of `nc` (address, timeouts; for
+ * jetstream sinks servers, creds, user, password, token) and reconnect (tcp
+ * and jetstream, when they changed) or reopen the file (file sinks, for log
+ * rotation). */
 void hd_relay_reload(struct hd_sink_rt *s, const struct hd_sink_conf *nc);
 
 /* Exposed for tests: the sink state machine's transition table. */

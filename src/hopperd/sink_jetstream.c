@@ -60,6 +60,9 @@ struct slot {
 struct js_sink {
     struct hd_sink_rt *s;
     const struct hd_sink_conf *c;
+    /* relay thread: *s->live as the current connection was made with
+     * (servers and credentials: SIGHUP may change them, see relay.h) */
+    struct hd_sink_conf conn;
     char qid[HOPPER_QUEUE_ID_LEN + 1];
     pthread_mutex_t mu;
     pthread_cond_t acked; /* signalled by ack_handler */
@@ -322,11 +325,12 @@ static int
 js_connect(void *impl, char *err, size_t errlen, int *cause)
 {
     struct js_sink *j = impl;
-    const struct hd_sink_conf *c = j->c;
+    const struct hd_sink_conf *c = &j->conn;
     *cause = HD_PUB_CONNECT;
     pthread_mutex_lock(&j->s->mu);
     uint64_t timeout_ms = j->s->connect_timeout_ms;
     uint64_t rmin = j->s->reconnect_min_ms;
+    j->conn = *j->s->live;
     pthread_mutex_unlock(&j->s->mu);
     char list[sizeof(c->servers)];
     snprintf(list, sizeof(list), "%s", c->servers);

@@ -227,10 +227,23 @@ e2e_run(const char *const *args, char *out, size_t outlen)
 int
 e2e_connect(int port)
 {
+    return e2e_connect_from(NULL, port);
+}
+
+int
+e2e_connect_from(const char *from, int port)
+{
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sin;
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
+    if (fd >= 0 && from != NULL) {
+        if (inet_pton(AF_INET, from, &sin.sin_addr) != 1 ||
+            bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+            close(fd);
+            return -1;
+        }
+    }
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     sin.sin_port = htons((uint16_t)port);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {

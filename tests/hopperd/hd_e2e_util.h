@@ -63,6 +63,9 @@ int e2e_peer_closed(int fd);
 int e2e_write_all(int fd, const void *data, size_t len);
 /* Connect to 127.0.0.1:port (blocking, CLOEXEC). The fd, or -1. */
 int e2e_connect(int port);
+/* The same from source address `from` (e.g. "127.0.0.2": all of 127/8 is
+ * loopback on Linux), so that hopperd sees another peer. */
+int e2e_connect_from(const char *from, int port);
 /* Send `req` to 127.0.0.1:port and read until the server closes, within
  * timeout_ms in all: the malloc'd, NUL-terminated reply (its length in
  * *len when len is not NULL), or NULL on a failure or timeout. */

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hd_e2e_util.h"
 #include "config.h"
 #include "log.h"
 #include "netutil.h"
@@ -950,6 +951,41 @@ test_loopback(void **state)
     }
 }
 
+/* Issue 13: a jetstream sink's creds file is checked before any connect:
+ * missing, unreadable, not a file or not credentials is FILE:LINE. */
+static void
+test_preflight_creds(void **state)
+{
+    (void)state;
+    char dir[512], text[4096], path[700];
+    make_tmpdir(dir, sizeof(dir));
+    struct pf_out o;
+#define PF_JS(creds)                                                                               \
+    "[hopperd]\nstate_dir = %s/state\n[queue q]\n" PF_SRC("a", "127.0.0.1:7007")                \
+    "[sink js]\ntype = jetstream\nqueue = q\nservers = nats://127.0.0.1:4222\n"                   \
+    "subject = a\nstream = S\ncreds = " creds "\n"
+    snprintf(text, sizeof(text), PF_JS("%s/none.creds"), dir, dir);
+    preflight_refuses(text, "test.conf:14: [sink js]: creds = ");
+    preflight_refuses(text, "none.creds: No such file or directory");
+    snprintf(text, sizeof(text), PF_JS("%s"), dir, dir);
+    preflight_refuses(text, ": not a regular file");
+    snprintf(path, sizeof(path), "%s/junk.creds", dir);
+    e2e_write_file(path, "user = me\n");
+    snprintf(text, sizeof(text), PF_JS("%s"), dir, path);
+    preflight_refuses(text, "not a NATS credentials file");
+    snprintf(path, sizeof(path), "%s/user.creds", dir);
+    e2e_write_file(path, "-----BEGIN NATS USER JWT-----\neyJ0.e30.x\n------END NATS USER JWT------\n"
+                         "-----BEGIN USER NKEY SEED-----\nSUAX\n------END USER NKEY SEED------\n");
+    snprintf(text, sizeof(text), PF_JS("%s"), dir, path);
+    assert_int_equal(preflight(text, &o), 0);
+    if (geteuid() != 0) {
+        assert_int_equal(chmod(path, 0), 0);
+        preflight_refuses(text, "user.creds: Permission denied");
+    }
+#undef PF_JS
+    remove_tree(dir);
+}
+
 static void
 test_preflight_paths(void **state)
 {
@@ -1073,6 +1109,7 @@ main(void)
         cmocka_unit_test(test_preflight_listeners),
         cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_preflight_paths),
+        cmocka_unit_test(test_preflight_creds),
         cmocka_unit_test(test_diff),
         cmocka_unit_test(test_jetstream),
     };

@@ -304,6 +304,19 @@ wait_log(struct env *e, const char *needle, int timeout_ms)
     return e2e_wait_until(e2e_file_contains, &g, timeout_ms);
 }
 
+/* How many times `needle` occurs in hopperd's log. */
+static int
+log_count(struct env *e, const char *needle)
+{
+    char *log = e2e_read_file(e->log, NULL);
+    int n = 0;
+    for (const char *p = log; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle)) {
+        n++;
+    }
+    free(log);
+    return n;
+}
+
 /* ---- tests ---- */
 
 static void
@@ -1453,6 +1466,120 @@ test_native_chain(void **state)
     pthread_mutex_destroy(&ds.mu);
 }
 
+/* Start hopperd B: a tcp source `in` (format `fmt`) with
+ * handshake_timeout and idle_timeout of 1 s, into a file sink at `out`
+ * (e->out: wait_file_lines() reads B's output).
+ * Returns its pid; *b_in and *b_metrics are its ports. */
+static pid_t
+start_quiet_downstream(struct env *e, const char *fmt, const char *out, int *b_in, int *b_metrics)
+{
+    *b_in = e2e_free_port();
+    *b_metrics = e2e_free_port();
+    char bconf[700], blog[700], btext[4096];
+    snprintf(bconf, sizeof(bconf), "%s/b.conf", e->dir);
+    snprintf(blog, sizeof(blog), "%s/b.log", e->dir);
+    snprintf(btext, sizeof(btext),
+             "[hopperd]\nstate_dir = %s/bstate\nlog_level = debug\n"
+             "metrics_listen = 127.0.0.1:%d\n"
+             "[queue q]\n"
+             "[source in]\ntype = tcp\nlisten = 127.0.0.1:%d\nformat = %s\nqueue = q\n"
+             "handshake_timeout = 1s\nidle_timeout = 1s\n"
+             "[sink out]\ntype = file\npath = %s\nqueue = q\nfsync = never\n",
+             e->dir, *b_metrics, *b_in, fmt, out);
+    e2e_write_file(bconf, btext);
+    pid_t b = e2e_start(bconf, blog);
+    assert_true(b > 0);
+    assert_int_equal(e2e_wait_port(*b_in, 10000), 0);
+    assert_int_equal(e2e_wait_port(*b_metrics, 10000), 0);
+    return b;
+}
+
+/* Issue 11: hopperd -> hopperd over native when the link is quiet for
+ * longer than B's idle_timeout (and its handshake_timeout right after the
+ * connect). A's native sink keeps the connection alive with empty `send`s
+ * at a third of the idle_timeout B announces in its hello, so B never
+ * closes it and A never reconnects: everything arrives once, in order. */
+static void
+test_native_keepalive(void **state)
+{
+    struct env *e = *state;
+    int b_in, b_metrics;
+    pid_t b = start_quiet_downstream(e, "native", e->out, &b_in, &b_metrics);
+    char sink[1024];
+    snprintf(sink, sizeof(sink),
+             "[sink down]\ntype = tcp\nconnect = 127.0.0.1:%d\nformat = native\nqueue = q\n"
+             "reconnect_min = 20ms\nreconnect_max = 200ms\n",
+             b_in);
+    write_conf(e, "", "", sink);
+    start(e);
+    send_records(e, 0, 100);
+    size_t len;
+    free(wait_file_lines(e, 100, 20000, &len));
+    /* Quiet for three of B's idle_timeouts: at least 9 keep-alives. */
+    double v;
+    if (wait_metric_port(e->metrics_port,
+                         "hopperd_sink_keepalives_total{sink=\"down\",queue=\"q\"}", 9, 1, 20000,
+                         &v) < 0) {
+        dump_log(e);
+        fail_msg("%.0f keep-alives", v);
+    }
+    send_records(e, 100, 100);
+    char *data = wait_file_lines(e, 200, 20000, &len);
+    assert_int_equal(e2e_check_sequence(data, len, 200), 0);
+    free(data);
+    assert_true(e2e_metric(e->metrics_port,
+                           "hopperd_sink_connects_total{sink=\"down\",queue=\"q\"}") == 1);
+    assert_true(e2e_metric(e->metrics_port,
+                           "hopperd_sink_quiet_closes_total{sink=\"down\",queue=\"q\"}") == 0);
+    assert_true(e2e_metric(b_metrics, "hopperd_source_connection_timeouts_total{source=\"in\","
+                                      "timeout=\"idle\"}") == 0);
+    assert_true(e2e_metric(b_metrics, "hopperd_source_connection_timeouts_total{source=\"in\","
+                                      "timeout=\"handshake\"}") == 0);
+    stop_expect(e, SIGTERM, 0);
+    assert_int_equal(e2e_stop(b, SIGTERM, 10000), 0);
+}
+
+/* Issue 11: a lines tcp sink cannot send a keep-alive (any byte is data),
+ * so when B closes the quiet connection (idle_timeout) A notes it once at
+ * info level and reconnects only when the next record is there: nothing is
+ * lost or repeated, no warning is logged, and A does not reconnect in a
+ * loop while the link stays quiet. */
+static void
+test_lines_quiet_reconnect(void **state)
+{
+    struct env *e = *state;
+    int b_in, b_metrics;
+    pid_t b = start_quiet_downstream(e, "lines", e->out, &b_in, &b_metrics);
+    char sink[1024];
+    tcp_sink(e, sink, sizeof(sink), b_in);
+    write_conf(e, "", "", sink);
+    start(e);
+    const char *quiet = "hopperd_sink_quiet_closes_total{sink=\"down\",queue=\"q\"}";
+    const char *connects = "hopperd_sink_connects_total{sink=\"down\",queue=\"q\"}";
+    double v;
+    size_t len;
+    for (long round = 0; round < 3; round++) {
+        /* B closes each quiet connection after its 1 s idle_timeout (the
+         * first one: its handshake_timeout, nothing sent yet). */
+        if (wait_metric_port(e->metrics_port, quiet, (double)round + 1, 1, 20000, &v) < 0) {
+            dump_log(e);
+            fail_msg("round %ld: %.0f quiet closes", round, v);
+        }
+        /* Lazy: no reconnect while nothing is to be sent. */
+        assert_true(e2e_metric(e->metrics_port, connects) == (double)round + 1);
+        send_records(e, round * 100, 100);
+        free(wait_file_lines(e, (size_t)(round + 1) * 100, 20000, &len));
+        assert_true(e2e_metric(e->metrics_port, connects) == (double)round + 2);
+    }
+    char *data = wait_file_lines(e, 300, 20000, &len);
+    assert_int_equal(e2e_check_sequence(data, len, 300), 0);
+    free(data);
+    assert_int_equal(log_count(e, "closed the connection while it was quiet"), 1);
+    assert_int_equal(log_count(e, "warning: relay:"), 0);
+    stop_expect(e, SIGTERM, 0);
+    assert_int_equal(e2e_stop(b, SIGTERM, 10000), 0);
+}
+
 /* hopperctl send (native, waits for every ack) and hopperctl stats. */
 static void
 test_hopperctl(void **state)
@@ -1669,19 +1796,6 @@ test_native_subscribe(void **state)
     wait_metric(e, "hopperd_queue_backlog_records", 0, 5000);
     stop_expect(e, SIGTERM, 0);
     msgpack_sbuffer_destroy(&sb);
-}
-
-/* How many times `needle` occurs in hopperd's log. */
-static int
-log_count(struct env *e, const char *needle)
-{
-    char *log = e2e_read_file(e->log, NULL);
-    int n = 0;
-    for (const char *p = log; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle)) {
-        n++;
-    }
-    free(log);
-    return n;
 }
 
 /* Authorization per native source: by default a client may send only to
@@ -1979,6 +2093,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_native_source, setup, teardown),
         cmocka_unit_test_setup_teardown(test_native_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_native_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_native_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lines_quiet_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hopperctl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fd_exhaustion, setup, teardown),
         cmocka_unit_test_setup_teardown(test_native_subscribe, setup, teardown),

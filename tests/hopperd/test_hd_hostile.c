@@ -496,6 +496,58 @@ test_slowloris_per_peer(void **state)
     crowd_then_producer(h, "x", 284, 16);
 }
 
+/* max_connections_per_peer is per peer address: 127.0.0.1 at its cap of 4
+ * (a fifth connection from it evicts its own longest-idle one) does not
+ * keep 127.0.0.2 out. A producer from 127.0.0.2 gets in without evicting
+ * anyone and is delivered; 127.0.0.2's own cap then evicts only its own
+ * connections, and 127.0.0.1's stay. */
+static int *
+open_clients_from(const char *from, int port, int n)
+{
+    int *fds = calloc((size_t)n, sizeof(*fds));
+    assert_non_null(fds);
+    for (int i = 0; i < n; i++) {
+        fds[i] = e2e_connect_from(from, port);
+        assert_true(fds[i] >= 0);
+    }
+    return fds;
+}
+
+static void
+test_per_peer_cap_other_peer(void **state)
+{
+    struct hx *h = *state;
+    hx_conf(h, "", "max_connections_per_peer = 4\nhandshake_timeout = 0\nidle_timeout = 0\n",
+            NULL, "");
+    hx_start(h);
+    const char *evicted = SRC_METRIC("hopperd_source_connections_evicted_total");
+    int *one = open_clients_from("127.0.0.1", h->port, 5);
+    hx_wait_metric(h, SRC_METRIC("hopperd_source_connections_total"), 6, 10000);
+    hx_wait_metric(h, evicted, 1, 10000);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), 4);
+    int fd = e2e_connect_from("127.0.0.2", h->port);
+    assert_true(fd >= 0);
+    send_lines(fd, 0, 1000);
+    hx_expect_delivered(h, 1000);
+    assert_false(e2e_peer_closed(fd));
+    hx_expect_metric(h, evicted, 1);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), 5);
+    /* Four more from 127.0.0.2: its fifth connection evicts its idlest,
+     * the producer; 127.0.0.1 keeps its four. */
+    int *two = open_clients_from("127.0.0.2", h->port, 4);
+    hx_wait_metric(h, evicted, 2, 10000);
+    assert_int_equal(e2e_wait_until(fd_closed, &fd, 10000), 0);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections"), 8);
+    assert_true(e2e_peer_closed(one[0]));
+    assert_int_equal(count_closed(one, 5), 1);
+    assert_int_equal(count_closed(two, 4), 0);
+    hx_expect_metric(h, SRC_METRIC("hopperd_source_connections_rejected_total"), 0);
+    close(fd);
+    close_clients(one, 5);
+    close_clients(two, 4);
+    hx_stop(h);
+}
+
 /* Slowloris against the timeouts: 100 silent connections, 100 that send a
  * byte of a line and then keep sending one byte at a time, and a producer
  * that sends a line every round. The silent ones go after
@@ -708,6 +760,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_pipelined_replies, hx_setup, hx_teardown),
         cmocka_unit_test_setup_teardown(test_slowloris_evict, hx_setup, hx_teardown),
         cmocka_unit_test_setup_teardown(test_slowloris_per_peer, hx_setup, hx_teardown),
+        cmocka_unit_test_setup_teardown(test_per_peer_cap_other_peer, hx_setup, hx_teardown),
         cmocka_unit_test_setup_teardown(test_slowloris_timeouts, hx_setup, hx_teardown),
         cmocka_unit_test_setup_teardown(test_waiting_is_not_idle, hx_setup, hx_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_behind_idle_clients, hx_setup, hx_teardown),

@@ -39,7 +39,7 @@ test_roundtrip(void **state)
     size_t a2 = sb.size;
     assert_int_equal(hd_proto_put_error(&sb, 7, HD_CODE_FULL, "queue full"), 0);
     size_t a3 = sb.size;
-    assert_int_equal(hd_proto_put_hello(&sb, 1 << 20, 65536, "q"), 0);
+    assert_int_equal(hd_proto_put_hello(&sb, 1 << 20, 65536, "q", 300000), 0);
     size_t a4 = sb.size;
     assert_int_equal(hd_proto_put_send(&sb, 1, NULL, recs, 0), 0);
 
@@ -83,6 +83,7 @@ test_roundtrip(void **state)
     assert_int_equal(m.version, HD_PROTO_VERSION);
     assert_int_equal(m.max_frame, 1 << 20);
     assert_int_equal(m.max_record, 65536);
+    assert_int_equal(m.idle_timeout, 300000);
 
     p = payload(&sb, a4, &n);
     assert_int_equal(hd_proto_parse(p, n, &m, &why), 0);
