@@ -294,7 +294,7 @@ conn_readable(struct hd_loop *lp, struct hd_conn *c, int rounds)
         if (c->fr.format == HD_FMT_NATIVE && hd_conn_unsent(c) >= HD_CONN_OUT_LIMIT) {
             return;
         }
-        ssize_t r = hd_conn_read(c);
+        ssize_t r = hd_conn_read(lp, c);
         if (r > 0) {
             hd_slots_heard(hd_slots_of(lp, c->src), c);
             if (conn_process(lp, c) < 0) {
@@ -315,7 +315,7 @@ conn_readable(struct hd_loop *lp, struct hd_conn *c, int rounds)
             }
             return;
         }
-        if (r == -ENOMEM) {
+        if (r == -ENOMEM || r == -EPROTO) {
             close_conn(lp, c);
             return;
         }
@@ -460,6 +460,12 @@ accept_all(struct hd_loop *lp, struct hd_lsock *ls)
             close_conn(lp, c);
             continue;
         }
+        /* TLS: the handshake runs in the connection's events, holding the
+         * slot just taken (handshake_timeout applies). */
+        if (src->conf->tls.enabled && hd_conn_start_tls(c) < 0) {
+            close_conn(lp, c);
+            continue;
+        }
         if (native && hd_native_hello(c) < 0) {
             close_conn(lp, c);
             continue;
@@ -579,6 +585,23 @@ expire_conns(struct hd_loop *lp, uint64_t now)
     return next;
 }
 
+/* TLS connections whose decrypted bytes wait inside OpenSSL, where epoll
+ * cannot see them: read each of those listed now once (one read round may
+ * list it again, for the next pass). */
+static void
+read_tls_ready(struct hd_loop *lp)
+{
+    size_t k = 0;
+    for (struct hd_conn *c = lp->tls_ready.head; c != NULL; c = c->links[HD_LINK_READY].next) {
+        k++;
+    }
+    struct hd_conn *c;
+    while (k-- > 0 && (c = lp->tls_ready.head) != NULL) {
+        hd_conn_unready(lp, c);
+        conn_readable(lp, c, READS_PER_EVENT);
+    }
+}
+
 static void *
 loop_main(void *arg)
 {
@@ -587,6 +610,9 @@ loop_main(void *arg)
     uint64_t due = UINT64_MAX; /* the next timeout of a connection */
     for (;;) {
         int timeout = lp->nblocked > 0 || lp->nsubs > 0 ? RETRY_MS : -1;
+        if (lp->tls_ready.head != NULL) {
+            timeout = 0;
+        }
         uint64_t now = hd_now_ms();
         if (lp->npaused > 0) {
             int left = lp->resume_ms > now ? (int)(lp->resume_ms - now) : 0;
@@ -628,11 +654,15 @@ loop_main(void *arg)
                         }
                     }
                 }
-                if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                /* TLS: OpenSSL may have waited for writability to read (a
+                 * handshake step, an alert to send): read again too. */
+                if ((evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+                    c->ssl != NULL) {
                     conn_readable(lp, c, READS_PER_EVENT);
                 }
             }
         }
+        read_tls_ready(lp);
         for (size_t i = 0; i < nready; i++) {
             accept_all(lp, ready[i]);
         }
