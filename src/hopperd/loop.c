@@ -283,6 +283,28 @@ conn_process(struct hd_loop *lp, struct hd_conn *c)
     return keep_or_close(lp, c, hd_conn_flush(lp, c));
 }
 
+/* The first bytes of a connection to a plaintext tcp source look like a
+ * TLS handshake record (0x16, version 3.x): a TLS client at the wrong port.
+ * Its ClientHello would otherwise become a record of binary garbage (lines)
+ * or a bad frame: refuse it as such, counted as a bad frame and logged
+ * with why. Returns 1 when c was closed. */
+static int
+tls_on_plaintext(struct hd_loop *lp, struct hd_conn *c)
+{
+    if (c->ssl != NULL || c->src->conf->type != HD_SRC_TCP || c->len < 3 || c->buf[0] != 0x16 ||
+        c->buf[1] != 0x03 || c->buf[2] > 0x04) {
+        return 0;
+    }
+    atomic_fetch_add(&c->src->bad_frames, 1);
+    if (hd_loop_warn_ok(lp)) {
+        log_warnx("listener: source %s: %s: a TLS handshake on a plaintext source (tls = off), "
+                  "closing",
+                  c->src->conf->s.name, c->peer);
+    }
+    close_conn(lp, c);
+    return 1;
+}
+
 /* Read until EAGAIN (or `rounds` reads; 0 = no limit), processing as we go. */
 static void
 conn_readable(struct hd_loop *lp, struct hd_conn *c, int rounds)
@@ -295,6 +317,9 @@ conn_readable(struct hd_loop *lp, struct hd_conn *c, int rounds)
             return;
         }
         ssize_t r = hd_conn_read(lp, c);
+        if (r > 0 && c->silent && tls_on_plaintext(lp, c)) {
+            return;
+        }
         if (r > 0) {
             hd_slots_heard(hd_slots_of(lp, c->src), c);
             if (conn_process(lp, c) < 0) {
@@ -547,7 +572,9 @@ time_out(struct hd_loop *lp, struct hd_conn *c, int kind, uint64_t quiet_ms)
     atomic_fetch_add(&c->src->conn_timeouts[kind], 1);
     if (hd_loop_warn_ok(lp)) {
         log_warnx("listener: source %s: %s: %s for %llu ms, closing", c->src->conf->s.name, c->peer,
-                  kind == HD_TIMEOUT_HANDSHAKE ? "nothing received" : "no whole frame or line",
+                  kind != HD_TIMEOUT_HANDSHAKE ? "no whole frame or line"
+                  : c->ssl != NULL && !c->tls_open ? "TLS handshake not finished"
+                                                   : "nothing received",
                   (unsigned long long)quiet_ms);
     }
     close_conn(lp, c);

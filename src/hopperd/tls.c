@@ -212,8 +212,11 @@ hd_tls_ctx_new(const struct hd_tls_settings *s, int *field, char *err, size_t er
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, s->key, SSL_FILETYPE_PEM) != 1) {
             *field = HD_TLS_F_KEY;
+            int mismatch = ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH;
             ossl_reason(why, sizeof(why), "cannot load");
-            snprintf(err, errlen, "%s: %s", s->key, why);
+            snprintf(err, errlen, mismatch ? "%s: the key does not match the certificate (%s)"
+                                           : "%s: %s",
+                     s->key, why);
             goto fail;
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {

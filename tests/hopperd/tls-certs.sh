@@ -7,6 +7,7 @@
 #   client-other.pem/.key         CN=client-other (by ca): verifies, not on allow-lists
 #   client-expired.pem/.key       CN=client-ok, valid 2020-01-01..2020-01-02 (by ca)
 #   rogue-ca.pem, client-rogue.pem/.key   CN=client-ok, signed by another CA
+#   server2.pem server2.key       as server, but signed by rogue-ca (a new certificate on reload)
 # Keys are mode 0600, as hopperd requires. Exit 0, or 1 with openssl's output.
 set -eu
 d=$1
@@ -62,4 +63,6 @@ cert client-other client-other ca "extendedKeyUsage = clientAuth" -days 3650
 cert client-expired client-ok ca "extendedKeyUsage = clientAuth" \
     -startdate 20200101000000Z -enddate 20200102000000Z
 cert client-rogue client-ok rogue-ca "extendedKeyUsage = clientAuth" -days 3650
+cert server2 localhost rogue-ca "subjectAltName = DNS:localhost, IP:127.0.0.1
+extendedKeyUsage = serverAuth" -days 3650
 chmod 600 ./*.key
