@@ -124,8 +124,7 @@ static const struct directive directives[] = {
     {K_SOURCE, "tls_cert", T_FILE, 0, 0, "", SF(tls.cert), 1, NULL},
     {K_SOURCE, "tls_key", T_FILE, 0, 0, "", SF(tls.key), 1, NULL},
     {K_SOURCE, "tls_ca", T_FILE, 0, 0, "", SF(tls.ca), 1, NULL},
-    {K_SOURCE, "tls_verify_client", T_ENUM, 0, 0, "required", SF(tls.verify_client), 1,
-     verify_names},
+    {K_SOURCE, "tls_verify_client", T_ENUM, 0, 0, "required", SF(tls.verify_client), 1, verify_names},
     {K_SOURCE, "tls_allowed_peers", T_IDENTS, 0, 0, "", SF(tls.allowed_peers), 1, NULL},
     {K_SOURCE, "tls_ciphers", T_TEXT, 0, 0, "", SF(tls.ciphers), 1, NULL},
     {K_SOURCE, "tls_ciphersuites", T_TEXT, 0, 0, "", SF(tls.ciphersuites), 1, NULL},
@@ -154,8 +153,7 @@ static const struct directive directives[] = {
     {K_SINK, "user", T_TEXT, 0, 0, "", KF(user), 0, NULL},
     {K_SINK, "password", T_TEXT, 0, 0, "", KF(password), 0, NULL},
     {K_SINK, "token", T_TEXT, 0, 0, "", KF(token), 0, NULL},
-    /* [sink NAME] type = tcp, TLS (tlsconf.c; SIGHUP rebuilds the context for the
-     * next connection) */
+    /* [sink NAME] type = tcp, TLS (tlsconf.c; SIGHUP: the next connection) */
     {K_SINK, "tls", T_ENUM, 0, 0, "off", KF(tls.enabled), 0, onoff_names},
     {K_SINK, "tls_ca", T_FILE, 0, 0, "", KF(tls.ca), 1, NULL},
     {K_SINK, "tls_server_name", T_TEXT, 0, 0, "", KF(tls.server_name), 0, NULL},
