@@ -815,9 +815,141 @@ test_tls_hopperctl(void **state)
     stop(t);
 }
 
-int
-main(void)
+/* ---- syslog-ng (test_hd_tls_syslogng: this binary with --syslog-ng) ---- */
+
+#define SYSLOG_NG "/usr/sbin/syslog-ng"
+
+/* Start syslog-ng in the foreground on dir/NAME.conf holding `body`; its
+ * log in dir/NAME.log. */
+static pid_t
+start_syslog_ng(struct tenv *t, const char *name, const char *body)
 {
+    char conf[700], logp[700], persist[700], pidf[700], ctl[700], text[8192];
+    snprintf(conf, sizeof(conf), "%s/%s.conf", t->dir, name);
+    snprintf(logp, sizeof(logp), "%s/%s.log", t->dir, name);
+    snprintf(persist, sizeof(persist), "%s/%s.persist", t->dir, name);
+    snprintf(pidf, sizeof(pidf), "%s/%s.pid", t->dir, name);
+    snprintf(ctl, sizeof(ctl), "%s/%s.ctl", t->dir, name);
+    snprintf(text, sizeof(text), "@version: 3.38\noptions { stats-freq(0); };\n%s", body);
+    e2e_write_file(conf, text);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(SYSLOG_NG, "syslog-ng", "-F", "-e", "-f", conf, "-R", persist, "-p", pidf, "-c",
+              ctl, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    return pid;
+}
+
+/* syslog-ng as a TLS client (network(transport("tls")), client-ok's
+ * certificate) forwarding what it receives in plaintext into a hopperd TLS
+ * lines source that requires client-ok: intact and in order. */
+static void
+test_syslog_ng_client(void **state)
+{
+    struct tenv *t = *state;
+    char src[2048], body[4096], slog[700];
+    tls_source(t, src, sizeof(src), "");
+    write_conf(t, src, "");
+    start(t);
+    snprintf(body, sizeof(body),
+             "source s_in { network(ip(\"127.0.0.1\") port(%d) transport(\"tcp\") "
+             "flags(no-parse)); };\n"
+             "destination d_tls { network(\"127.0.0.1\" port(%d) transport(\"tls\")\n"
+             "  tls(ca-file(\"%s\") cert-file(\"%s\") key-file(\"%s\") "
+             "peer-verify(required-trusted))\n"
+             "  template(\"${MSG}\\n\")); };\n"
+             "log { source(s_in); destination(d_tls); };\n",
+             t->port2, t->port, cert(t, "ca.pem"), cert(t, "client-ok.pem"),
+             cert(t, "client-ok.key"));
+    pid_t sng = start_syslog_ng(t, "sng-client", body);
+    snprintf(slog, sizeof(slog), "%s/sng-client.log", t->dir);
+    if (e2e_wait_port(t->port2, 10000) != 0) {
+        e2e_dump_log(slog, 0);
+        fail_msg("syslog-ng did not start");
+    }
+    const long n = 5000;
+    size_t len;
+    char *data = records(0, n, &len);
+    assert_int_equal(e2e_send(t->port2, data, len), 0);
+    free(data);
+    wait_lines(t, t->out, n, 30000);
+    expect_sequence(t, t->out, n, 0);
+    wait_metric(t, t->mport, "hopperd_source_tls_handshakes_total{source=\"in\"}", 1, 5000);
+    assert_int_equal(e2e_stop(sng, SIGTERM, 10000), 0);
+    stop(t);
+}
+
+/* hopperd's TLS sink (client-ok's certificate) into a syslog-ng TLS source
+ * that requires a trusted client certificate: intact and in order. */
+static void
+test_syslog_ng_server(void **state)
+{
+    struct tenv *t = *state;
+    char body[4096], sout[700], slog[700], more[2048];
+    snprintf(sout, sizeof(sout), "%s/sng-out", t->dir);
+    snprintf(slog, sizeof(slog), "%s/sng-server.log", t->dir);
+    snprintf(body, sizeof(body),
+             "source s_tls { network(ip(\"127.0.0.1\") port(%d) transport(\"tls\") "
+             "flags(no-parse)\n"
+             "  tls(ca-file(\"%s\") cert-file(\"%s\") key-file(\"%s\") "
+             "peer-verify(required-trusted))); };\n"
+             "destination d_file { file(\"%s\" template(\"${MSG}\\n\")); };\n"
+             "log { source(s_tls); destination(d_file); };\n",
+             t->port2, cert(t, "ca.pem"), cert(t, "server.pem"), cert(t, "server.key"), sout);
+    pid_t sng = start_syslog_ng(t, "sng-server", body);
+    if (e2e_wait_port(t->port2, 10000) != 0) {
+        e2e_dump_log(slog, 0);
+        fail_msg("syslog-ng did not start");
+    }
+    /* A plaintext lines source in, the TLS sink out (instead of the file). */
+    char text[8192];
+    snprintf(more, sizeof(more),
+             "[sink down]\ntype = tcp\nconnect = 127.0.0.1:%d\nqueue = q\n"
+             "reconnect_min = 20ms\nreconnect_max = 200ms\n"
+             "tls = on\ntls_ca = %s\ntls_cert = %s\ntls_key = %s\n",
+             t->port2, cert(t, "ca.pem"), cert(t, "client-ok.pem"), cert(t, "client-ok.key"));
+    snprintf(text, sizeof(text),
+             "[hopperd]\nstate_dir = %s/state\nlog_level = debug\nmetrics_listen = 127.0.0.1:%d\n"
+             "[queue q]\n[source in]\ntype = tcp\nlisten = 127.0.0.1:%d\nqueue = q\n%s",
+             t->dir, t->mport, t->port, more);
+    e2e_write_file(t->conf, text);
+    start(t);
+    const long n = 5000;
+    size_t len;
+    char *data = records(0, n, &len);
+    assert_int_equal(e2e_send(t->port, data, len), 0);
+    free(data);
+    wait_lines(t, sout, n, 30000);
+    stop(t);
+    assert_int_equal(e2e_stop(sng, SIGTERM, 10000), 0);
+    expect_sequence(t, sout, n, 0);
+}
+
+int
+main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (getenv("HD_TEST_FILTER") != NULL) {
+        cmocka_set_test_filter(getenv("HD_TEST_FILTER"));
+    }
+    if (argc > 1 && strcmp(argv[1], "--syslog-ng") == 0) {
+        if (access(SYSLOG_NG, X_OK) != 0) {
+            printf("SKIP: %s is not installed (apt-get install syslog-ng-core)\n", SYSLOG_NG);
+            return 77;
+        }
+        const struct CMUnitTest peers[] = {
+            cmocka_unit_test_setup_teardown(test_syslog_ng_client, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_syslog_ng_server, setup, teardown),
+        };
+        return cmocka_run_group_tests_name("hopperd_tls_syslog_ng", peers, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_tls_check_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_s_client_lines, setup, teardown),
@@ -828,9 +960,5 @@ main(void)
         cmocka_unit_test_setup_teardown(test_tls_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_hopperctl, setup, teardown),
     };
-    if (getenv("HD_TEST_FILTER") != NULL) {
-        cmocka_set_test_filter(getenv("HD_TEST_FILTER"));
-    }
-    signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests_name("hopperd_tls", tests, NULL, NULL);
 }
