@@ -932,6 +932,70 @@ test_syslog_ng_server(void **state)
     expect_sequence(t, sout, n, 0);
 }
 
+/* ---- rsyslog (test_hd_tls_rsyslog: this binary with --rsyslog) ---- */
+
+static char rsyslog_root[600]; /* from rsyslog-private.sh */
+
+/* rsyslog (omfwd with the openssl stream driver, x509/name, client-ok's
+ * certificate) forwarding what it receives in plaintext into a hopperd TLS
+ * lines source that requires client-ok: intact and in order. */
+static void
+test_rsyslog_client(void **state)
+{
+    struct tenv *t = *state;
+    char src[2048], conf[700], logp[700], text[8192];
+    tls_source(t, src, sizeof(src), "");
+    write_conf(t, src, "");
+    start(t);
+    snprintf(conf, sizeof(conf), "%s/rsyslog.conf", t->dir);
+    snprintf(logp, sizeof(logp), "%s/rsyslog.log", t->dir);
+    snprintf(text, sizeof(text),
+             "global(workDirectory=\"%s\" DefaultNetstreamDriver=\"ossl\"\n"
+             "  DefaultNetstreamDriverCAFile=\"%s\" DefaultNetstreamDriverCertFile=\"%s\"\n"
+             "  DefaultNetstreamDriverKeyFile=\"%s\")\n"
+             "module(load=\"imtcp\")\n"
+             "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"%d\")\n"
+             "template(name=\"raw\" type=\"string\" string=\"%%rawmsg%%\\n\")\n"
+             "action(type=\"omfwd\" target=\"127.0.0.1\" port=\"%d\" protocol=\"tcp\" "
+             "template=\"raw\"\n"
+             "  StreamDriver=\"ossl\" StreamDriverMode=\"1\" StreamDriverAuthMode=\"x509/name\"\n"
+             "  StreamDriverPermittedPeers=\"localhost\")\n",
+             t->dir, cert(t, "ca.pem"), cert(t, "client-ok.pem"), cert(t, "client-ok.key"),
+             t->port2, t->port);
+    e2e_write_file(conf, text);
+    char bin[700], libdir[700], moddir[800], pidf[700];
+    snprintf(bin, sizeof(bin), "%s/usr/sbin/rsyslogd", rsyslog_root);
+    snprintf(libdir, sizeof(libdir), "%s/usr/lib/x86_64-linux-gnu", rsyslog_root);
+    snprintf(moddir, sizeof(moddir), "%s/rsyslog", libdir);
+    snprintf(pidf, sizeof(pidf), "%s/rsyslog.pid", t->dir);
+    pid_t rs = fork();
+    if (rs == 0) {
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        setenv("LD_LIBRARY_PATH", libdir, 1);
+        execl(bin, "rsyslogd", "-n", "-f", conf, "-i", pidf, "-M", moddir, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(rs > 0);
+    if (e2e_wait_port(t->port2, 10000) != 0) {
+        e2e_dump_log(logp, 0);
+        fail_msg("rsyslogd did not start");
+    }
+    const long n = 5000;
+    size_t len;
+    char *data = records(0, n, &len);
+    assert_int_equal(e2e_send(t->port2, data, len), 0);
+    free(data);
+    wait_lines(t, t->out, n, 30000);
+    expect_sequence(t, t->out, n, 0);
+    wait_metric(t, t->mport, "hopperd_source_tls_handshakes_total{source=\"in\"}", 1, 5000);
+    assert_int_equal(e2e_stop(rs, SIGTERM, 10000), 0);
+    stop(t);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -949,6 +1013,21 @@ main(int argc, char **argv)
             cmocka_unit_test_setup_teardown(test_syslog_ng_server, setup, teardown),
         };
         return cmocka_run_group_tests_name("hopperd_tls_syslog_ng", peers, NULL, NULL);
+    }
+    if (argc > 1 && strcmp(argv[1], "--rsyslog") == 0) {
+        FILE *p = popen(HD_SOURCE_DIR "/tests/hopperd/rsyslog-private.sh", "r");
+        int got = p != NULL && fgets(rsyslog_root, sizeof(rsyslog_root), p) != NULL;
+        int rc = p != NULL ? pclose(p) : -1;
+        if (!got || rc != 0) {
+            printf("SKIP: no private rsyslog with its openssl driver "
+                   "(tests/hopperd/rsyslog-private.sh said why)\n");
+            return 77;
+        }
+        rsyslog_root[strcspn(rsyslog_root, "\n")] = '\0';
+        const struct CMUnitTest peers[] = {
+            cmocka_unit_test_setup_teardown(test_rsyslog_client, setup, teardown),
+        };
+        return cmocka_run_group_tests_name("hopperd_tls_rsyslog", peers, NULL, NULL);
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_tls_check_config, setup, teardown),
