@@ -173,6 +173,9 @@ tls_read(struct hd_loop *lp, struct hd_conn *c, uint8_t *p, size_t n)
     if (c->tls_broken) {
         return -EPROTO; /* counted when it broke */
     }
+    if (c->tls_eof) {
+        return 0; /* OpenSSL would call a second read after an unclean end an error */
+    }
     if (!c->tls_open) {
         if (tls_handshake(lp, c) < 0) {
             return -EPROTO;
@@ -209,6 +212,7 @@ tls_read(struct hd_loop *lp, struct hd_conn *c, uint8_t *p, size_t n)
     case HD_TLS_IO_WANT_WRITE:
         return -EAGAIN;
     case HD_TLS_IO_EOF:
+        c->tls_eof = 1;
         return 0;
     default: {
         char why[HD_ERR_LEN];

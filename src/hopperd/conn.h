@@ -80,6 +80,7 @@ struct hd_conn {
     SSL *ssl;
     int tls_open;     /* the handshake completed */
     int tls_broken;   /* a TLS operation failed: no close_notify */
+    int tls_eof;      /* the peer closed (close_notify or not): reads return 0 */
     int tls_want_out; /* the handshake or a read waits for writability */
     int tls_want_in;  /* a write waits for readability */
     int tls_ready;    /* on lp->tls_ready */
