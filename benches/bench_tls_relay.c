@@ -54,8 +54,8 @@ make_ctx(const char *dir, int server)
     snprintf(cert, sizeof(cert), "%s/%s.pem", dir, server ? "server" : "client-ok");
     snprintf(key, sizeof(key), "%s/%s.key", dir, server ? "server" : "client-ok");
     snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
-    struct hd_tls_settings s = {.is_server = server, .cert = cert, .key = key, .ca = ca,
-                                .verify = HD_TLS_VERIFY_REQUIRED};
+    struct hd_tls_settings s = {
+        .is_server = server, .cert = cert, .key = key, .ca = ca, .verify = HD_TLS_VERIFY_REQUIRED};
     int field;
     char err[HD_ERR_LEN];
     SSL_CTX *ctx = hd_tls_ctx_new(&s, &field, err, sizeof(err));
@@ -78,8 +78,8 @@ connect_to(int port, SSL_CTX *ctx, struct hd_stream *st)
         fprintf(stderr, "bench_tls_relay: %s\n", err);
         return -1;
     }
-    if (ctx != NULL && hd_tls_connect(ctx, st->fd, "127.0.0.1", 0, NULL, NULL, &st->ssl, err,
-                                      sizeof(err)) < 0) {
+    if (ctx != NULL &&
+        hd_tls_connect(ctx, st->fd, "127.0.0.1", 0, NULL, NULL, &st->ssl, err, sizeof(err)) < 0) {
         fprintf(stderr, "bench_tls_relay: %s\n", err);
         hd_stream_close(st, 1);
         return -1;
@@ -128,7 +128,8 @@ sink(int port, unsigned long long count, SSL_CTX *ctx, int timeout_s)
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(lfd, 16) < 0) {
         perror("bench_tls_relay: sink: bind");

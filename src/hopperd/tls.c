@@ -214,8 +214,8 @@ hd_tls_ctx_new(const struct hd_tls_settings *s, int *field, char *err, size_t er
             *field = HD_TLS_F_KEY;
             int mismatch = ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH;
             ossl_reason(why, sizeof(why), "cannot load");
-            snprintf(err, errlen, mismatch ? "%s: the key does not match the certificate (%s)"
-                                           : "%s: %s",
+            snprintf(err, errlen,
+                     mismatch ? "%s: the key does not match the certificate (%s)" : "%s: %s",
                      s->key, why);
             goto fail;
         }
@@ -405,8 +405,8 @@ hd_tls_summary(SSL *ssl, char *out, size_t outlen)
 
 /* Append s[0..n) to the names unless it holds a NUL (a forged name). */
 static size_t
-add_name(const unsigned char *s, int n, char *buf, size_t buflen, size_t *used,
-         const char **names, size_t count, size_t max)
+add_name(const unsigned char *s, int n, char *buf, size_t buflen, size_t *used, const char **names,
+         size_t count, size_t max)
 {
     if (n <= 0 || count >= max || memchr(s, '\0', (size_t)n) != NULL ||
         *used + (size_t)n + 1 > buflen) {
@@ -427,7 +427,8 @@ hd_tls_cert_names(X509 *cert, char *buf, size_t buflen, const char **names, size
         return 0;
     }
     X509_NAME *subj = X509_get_subject_name(cert);
-    for (int i = -1; subj != NULL && (i = X509_NAME_get_index_by_NID(subj, NID_commonName, i)) >= 0;) {
+    for (int i = -1;
+         subj != NULL && (i = X509_NAME_get_index_by_NID(subj, NID_commonName, i)) >= 0;) {
         ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i));
         unsigned char *utf8 = NULL;
         int n = ASN1_STRING_to_UTF8(&utf8, d);
@@ -463,7 +464,8 @@ hd_tls_connect(SSL_CTX *ctx, int fd, const char *server_name, uint64_t deadline_
         return -ENOMEM;
     }
     unsigned char ip[16];
-    int is_ip = inet_pton(AF_INET, server_name, ip) == 1 || inet_pton(AF_INET6, server_name, ip) == 1;
+    int is_ip =
+        inet_pton(AF_INET, server_name, ip) == 1 || inet_pton(AF_INET6, server_name, ip) == 1;
     int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), server_name)
                    : SSL_set_tlsext_host_name(ssl, server_name) && SSL_set1_host(ssl, server_name);
     if (!ok) {
@@ -551,11 +553,12 @@ hd_stream_write_all(struct hd_stream *st, const void *p, size_t n, uint64_t dead
             continue;
         }
         if (status != HD_TLS_IO_WANT_READ && status != HD_TLS_IO_WANT_WRITE) {
-            return errno != 0 && ERR_peek_error() == 0 ? -errno : status == HD_TLS_IO_EOF ? -EPIPE
-                                                                                          : -EPROTO;
+            return errno != 0 && ERR_peek_error() == 0 ? -errno
+                   : status == HD_TLS_IO_EOF           ? -EPIPE
+                                                       : -EPROTO;
         }
-        int rc = hd_net_wait(st->fd, status == HD_TLS_IO_WANT_READ ? POLLIN : POLLOUT,
-                             deadline_ms, abort_fn, arg);
+        int rc = hd_net_wait(st->fd, status == HD_TLS_IO_WANT_READ ? POLLIN : POLLOUT, deadline_ms,
+                             abort_fn, arg);
         if (rc < 0) {
             return rc;
         }

@@ -34,7 +34,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-enum hd_tls_verify { HD_TLS_VERIFY_NONE = 0, HD_TLS_VERIFY_OPTIONAL = 1, HD_TLS_VERIFY_REQUIRED = 2 };
+enum hd_tls_verify {
+    HD_TLS_VERIFY_NONE = 0,
+    HD_TLS_VERIFY_OPTIONAL = 1,
+    HD_TLS_VERIFY_REQUIRED = 2
+};
 
 /* The setting a context could not be built from (for the caller's
  * FILE:LINE). */
@@ -69,11 +73,11 @@ typedef int hd_tls_check_fn(void *arg, const char *const *names, size_t n, char 
 
 struct hd_tls_settings {
     int is_server;
-    const char *cert; /* PEM chain, leaf first; NULL or "" = none (a client without one) */
-    const char *key;  /* PEM private key of cert */
-    const char *ca;   /* PEM bundle: server: verifies clients; client: verifies the server,
-                       * NULL or "" = the system's trust store */
-    int verify;       /* server: enum hd_tls_verify (a client always verifies) */
+    const char *cert;         /* PEM chain, leaf first; NULL or "" = none (a client without one) */
+    const char *key;          /* PEM private key of cert */
+    const char *ca;           /* PEM bundle: server: verifies clients; client: verifies the server,
+                               * NULL or "" = the system's trust store */
+    int verify;               /* server: enum hd_tls_verify (a client always verifies) */
     const char *ciphers;      /* TLS 1.2 cipher list; NULL or "" = OpenSSL's default */
     const char *ciphersuites; /* TLS 1.3 suites; NULL or "" = OpenSSL's default */
     hd_tls_check_fn *check;   /* server: identity check, or NULL */

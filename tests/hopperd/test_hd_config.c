@@ -562,20 +562,25 @@ test_tls_directives(void **state)
     hd_config_free(cfg);
 
 #define TSRC "[queue a]\n[source t]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = a\n"
-    expect_error(TSRC "tls_cert = /c.pem\n", "test.conf:6: [source t]: 'tls_cert' does not apply to tls = off");
-    expect_error(TSRC "tls = on\ntls_key = /k\n", "test.conf:2: [source t]: 'tls_cert' is required with tls = on");
+    expect_error(TSRC "tls_cert = /c.pem\n",
+                 "test.conf:6: [source t]: 'tls_cert' does not apply to tls = off");
+    expect_error(TSRC "tls = on\ntls_key = /k\n",
+                 "test.conf:2: [source t]: 'tls_cert' is required with tls = on");
     expect_error(TSRC "tls = on\ntls_cert = /c\ntls_key = /k\ntls_verify_client = required\n",
                  "test.conf:9: [source t]: tls_verify_client = required needs tls_ca");
     expect_error(TSRC "tls = on\ntls_cert = /c\ntls_key = /k\ntls_allowed_peers = a\n",
                  "test.conf:9: [source t]: tls_allowed_peers needs tls_ca");
     expect_error(TSRC "tls = on\ntls_cert = /c\ntls_key = /k\ntls_ca = /ca\n"
                       "tls_verify_client = optional\ntls_allowed_peers = a\n",
-                 "test.conf:11: [source t]: tls_allowed_peers needs tls_ca and tls_verify_client = required");
+                 "test.conf:11: [source t]: tls_allowed_peers needs tls_ca and "
+                 "tls_verify_client = required");
     expect_error(TSRC "tls = yes\n", "test.conf:6: tls = 'yes': expected off | on");
     expect_error(TSRC "tls_verify_client = always\n", "expected none | optional | required");
-    expect_error(TSRC "tls = on\ntls_cert = /c\ntls_key = /k\ntls_ca = /ca\ntls_allowed_peers = a,,b\n",
+    expect_error(TSRC "tls = on\ntls_cert = /c\ntls_key = /k\ntls_ca = /ca\n"
+                      "tls_allowed_peers = a,,b\n",
                  "test.conf:10: tls_allowed_peers = 'a,,b': expected certificate names");
-    expect_error(TSRC "tls_ciphers = A B\n", "test.conf:6: tls_ciphers: must be 1..199 characters without spaces");
+    expect_error(TSRC "tls_ciphers = A B\n",
+                 "test.conf:6: tls_ciphers: must be 1..199 characters without spaces");
     expect_error("[queue a]\n[source u]\ntype = unix\npath = /tmp/u\nqueue = a\ntls = on\n"
                  "tls_cert = /c\ntls_key = /k\n",
                  "test.conf:6: [source u]: tls = on needs type = tcp");

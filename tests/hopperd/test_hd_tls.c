@@ -343,9 +343,20 @@ s_client(struct tenv *t, int port, const char *name, const char *input)
     snprintf(out, sizeof(out), "%s/s_client.out", t->dir);
     snprintf(certp, sizeof(certp), "%s/%s.pem", t->certs, name != NULL ? name : "");
     snprintf(keyp, sizeof(keyp), "%s/%s.key", t->certs, name != NULL ? name : "");
-    const char *argv[] = {"openssl", "s_client", "-connect", connect, "-CAfile",
-                          cert(t, "ca.pem"), "-verify_return_error", "-quiet", "-no_ign_eof",
-                          name != NULL ? "-cert" : NULL, certp, "-key", keyp, NULL};
+    const char *argv[] = {"openssl",
+                          "s_client",
+                          "-connect",
+                          connect,
+                          "-CAfile",
+                          cert(t, "ca.pem"),
+                          "-verify_return_error",
+                          "-quiet",
+                          "-no_ign_eof",
+                          name != NULL ? "-cert" : NULL,
+                          certp,
+                          "-key",
+                          keyp,
+                          NULL};
     pid_t pid = fork();
     if (pid == 0) {
         int in = open(input, O_RDONLY);
@@ -497,7 +508,8 @@ test_tls_refusals(void **state)
     } bad[] = {
         {"client-rogue", "verify", "certificate verification failed: unable to get local issuer"},
         {"client-expired", "verify", "certificate verification failed: certificate has expired"},
-        {"client-other", "not_allowed", "certificate name client-other is not in tls_allowed_peers"},
+        {"client-other", "not_allowed",
+         "certificate name client-other is not in tls_allowed_peers"},
         {NULL, "no_certificate", "no client certificate"},
     };
     double count[HD_TLS_FAIL_NKINDS] = {0};
@@ -523,8 +535,8 @@ test_tls_refusals(void **state)
     /* Plaintext to the TLS port. */
     next_warning(t);
     assert_int_equal(e2e_send(t->port, "hello in plaintext\n", 19), 0);
-    wait_metric(t, t->mport, "hopperd_source_tls_failures_total{source=\"in\",reason=\"handshake\"}",
-                1, 10000);
+    wait_metric(t, t->mport,
+                "hopperd_source_tls_failures_total{source=\"in\",reason=\"handshake\"}", 1, 10000);
     wait_log(t, t->log, "(not TLS: plaintext to a TLS port?)");
 
     /* TLS to the plaintext (native) port: refused as a bad frame. */
@@ -572,8 +584,7 @@ test_tls_refusals(void **state)
     hd_stream_close(&good, 0);
     wait_lines(t, t->out, 1001, 10000);
     expect_sequence(t, t->out, 1001, 0);
-    assert_true(e2e_metric(t->mport,
-                           "hopperd_source_tls_handshakes_total{source=\"in\"}") >= 2);
+    assert_true(e2e_metric(t->mport, "hopperd_source_tls_handshakes_total{source=\"in\"}") >= 2);
     stop(t);
 }
 
@@ -839,8 +850,8 @@ start_syslog_ng(struct tenv *t, const char *name, const char *body)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execl(SYSLOG_NG, "syslog-ng", "-F", "-e", "-f", conf, "-R", persist, "-p", pidf, "-c",
-              ctl, (char *)NULL);
+        execl(SYSLOG_NG, "syslog-ng", "-F", "-e", "-f", conf, "-R", persist, "-p", pidf, "-c", ctl,
+              (char *)NULL);
         _exit(127);
     }
     assert_true(pid > 0);
