@@ -711,8 +711,10 @@ test_tls_kill9_and_reset(void **state)
     free(data);
     wait_metric(t, t->mport, "hopperd_ingress_records_total{queue=\"q\"}", (double)n, 30000);
 
-    /* B comes up; kill -9 A once B holds some of the records. */
-    pid_t b = start_b(t, t->port2, b_mport, b_out, b_log, "");
+    /* B comes up; kill -9 A once B holds some of the records. B's queue
+     * is on disk: a kill -9 of B must not lose what B acknowledged either. */
+    const char *b_queue = "durability = disk\nfsync = never\n";
+    pid_t b = start_b(t, t->port2, b_mport, b_out, b_log, b_queue);
     wait_lines(t, b_out, n / 10, 30000);
     assert_int_equal(e2e_stop(t->pid, SIGKILL, 5000), 128 + SIGKILL);
     t->pid = -1;
@@ -720,7 +722,7 @@ test_tls_kill9_and_reset(void **state)
     /* Then B resets the connection: kill -9 B mid-drain, start it again. */
     wait_lines(t, b_out, n / 2, 30000);
     assert_int_equal(e2e_stop(b, SIGKILL, 5000), 128 + SIGKILL);
-    b = start_b(t, t->port2, b_mport, b_out, b_log, "");
+    b = start_b(t, t->port2, b_mport, b_out, b_log, b_queue);
     struct mwait w = {t->mport, "hopperd_queue_backlog_records{queue=\"q\"}", 0, -1};
     if (e2e_wait_until(metric_is, &w, 60000) < 0) {
         e2e_dump_log(t->log, 20000);
