@@ -186,9 +186,17 @@ sink(int port, unsigned long long count, SSL_CTX *ctx, int timeout_s)
             size_t off = 0;
             char *nl;
             while ((nl = memchr(buf + off, '\n', have - off)) != NULL) {
-                unsigned long long seq;
+                /* "seq=%010llu": parsed by hand, since sscanf() would
+                 * measure the whole unterminated buffer first. */
+                unsigned long long seq = 0;
+                const char *q = buf + off;
+                int ok = nl - q >= 14 && memcmp(q, "seq=", 4) == 0;
+                for (int d = 4; ok && d < 14; d++) {
+                    ok = q[d] >= '0' && q[d] <= '9';
+                    seq = seq * 10 + (unsigned long long)(q[d] - '0');
+                }
                 lines++;
-                if (sscanf(buf + off, "seq=%10llu", &seq) == 1 && seq < count) {
+                if (ok && seq < count) {
                     if (seen[seq]) {
                         dups++;
                     } else {
