@@ -297,7 +297,9 @@ hd_conn_sync_events(struct hd_loop *lp, struct hd_conn *c)
         if (c->tls_want_in) {
             want |= EPOLLIN | EPOLLRDHUP;
         }
-        if (c->ssl != NULL && (want & EPOLLIN) && SSL_has_pending(c->ssl)) {
+        /* Decrypted bytes only (SSL_pending): a partial record held by
+         * OpenSSL needs more from the socket, which epoll does report. */
+        if (c->ssl != NULL && (want & EPOLLIN) && SSL_pending(c->ssl) > 0) {
             mark_ready(lp, c);
         }
     }

@@ -620,6 +620,73 @@ test_tls_handshake_limits(void **state)
     stop(t);
 }
 
+/* CPU time (user + system) of process pid so far, in ms; -1 if unknown. */
+static long
+cpu_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL) {
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command may hold blanks */
+    unsigned long ut = 0, st = 0;
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                            &st) != 2) {
+        return -1;
+    }
+    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+static int
+elapsed_1s(void *arg)
+{
+    return e2e_now_ms() >= *(const uint64_t *)arg + 1000;
+}
+
+/* A client that leaves part of a TLS record in flight (after the
+ * handshake, and during it) costs hopperd no CPU while it waits: OpenSSL
+ * holds the partial record, and the loop must not spin on it. */
+static void
+test_tls_partial_record_idle(void **state)
+{
+    struct tenv *t = *state;
+    char src[2048];
+    tls_source(t, src, sizeof(src), "");
+    write_conf(t, src, "");
+    start(t);
+    struct hd_stream st;
+    assert_int_equal(tls_client(t, t->port, "client-ok", "ca.pem", &st), 0);
+    size_t len;
+    char *data = records(0, 10, &len);
+    assert_int_equal(hd_stream_write_all(&st, data, len, 0, NULL, NULL), 0);
+    free(data);
+    wait_lines(t, t->out, 10, 10000);
+    /* An application-data record header announcing 200 bytes, and 20. */
+    static const unsigned char part[25] = {0x17, 0x03, 0x03, 0x00, 0xc8};
+    assert_int_equal(e2e_write_all(st.fd, part, sizeof(part)), 0);
+    /* And a handshake left half way (the start of a ClientHello). */
+    int slow = e2e_connect(t->port);
+    static const unsigned char hello_start[] = {0x16, 0x03, 0x01, 0x00, 0xf0, 0x01, 0x00};
+    assert_int_equal(e2e_write_all(slow, hello_start, sizeof(hello_start)), 0);
+    long c0 = cpu_ms(t->pid);
+    uint64_t t0 = e2e_now_ms();
+    assert_int_equal(e2e_wait_until(elapsed_1s, &t0, 5000), 0); /* nothing may happen */
+    long c1 = cpu_ms(t->pid);
+    assert_true(c0 >= 0 && c1 >= 0);
+    if (c1 - c0 > 300) {
+        e2e_dump_log(t->log, 4000);
+        fail_msg("hopperd used %ld ms of CPU in 1 s with two idle partial TLS records", c1 - c0);
+    }
+    close(slow);
+    hd_stream_close(&st, 1);
+    stop(t);
+}
+
 /* hopper B: a TLS native source requiring client-ok, into a file sink. */
 static pid_t
 start_b(struct tenv *t, int b_port, int b_mport, const char *b_out, const char *b_log,
@@ -1047,6 +1114,7 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_tls_s_client_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_handshake_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_partial_record_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_mutual_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_kill9_and_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_reload, setup, teardown),
