@@ -418,11 +418,7 @@ ctl_recv(int argc, char **argv)
     }
     /* Let the server process the last ack before the connection goes:
      * close our side (close_notify over TLS), read until it closes. */
-    if (ss.st.ssl != NULL) {
-        SSL_shutdown(ss.st.ssl);
-    } else {
-        shutdown(ss.st.fd, SHUT_WR);
-    }
+    hd_stream_shutdown(&ss.st);
     while (read_frame(&ss.st, &ss.buf, &ss.cap) >= 0) {
     }
     msgpack_sbuffer_destroy(&sb);

@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "netutil.h"
 
 const char *const hd_tls_fail_names[HD_TLS_FAIL_NKINDS] = {
@@ -449,6 +451,33 @@ hd_tls_cert_names(X509 *cert, char *buf, size_t buflen, const char **names, size
     return count;
 }
 
+/* Client connections (hd_tls_connect) write through a memory BIO: OpenSSL
+ * encrypts a whole batch into it, one 16 KiB record after another, and it
+ * goes to the socket in large writes here, not in a write(2) per record
+ * (that syscall per record was the largest cost of a TLS sink's drain).
+ * Write what it holds to fd (waiting as hd_write_all() does) and empty it.
+ * 0 or -errno. Connections with a socket BIO (the listener's) have nothing
+ * to flush. */
+static int
+out_flush(SSL *ssl, int fd, uint64_t deadline_ms, int (*abort_fn)(void *), void *arg)
+{
+    BIO *wb = SSL_get_wbio(ssl);
+    if (wb == NULL || BIO_method_type(wb) != BIO_TYPE_MEM) {
+        return 0;
+    }
+    char *p;
+    long n = BIO_get_mem_data(wb, &p);
+    if (n <= 0) {
+        return 0;
+    }
+    int rc = hd_write_all(fd, p, (size_t)n, 1, deadline_ms, abort_fn, arg);
+    (void)BIO_reset(wb);
+    return rc;
+}
+
+/* Flush the memory BIO when it holds this much, within a batch. */
+#define OUT_FLUSH_AT (256 * 1024)
+
 int
 hd_tls_connect(SSL_CTX *ctx, int fd, const char *server_name, uint64_t deadline_ms,
                int (*abort_fn)(void *), void *arg, SSL **out, char *err, size_t errlen)
@@ -456,13 +485,18 @@ hd_tls_connect(SSL_CTX *ctx, int fd, const char *server_name, uint64_t deadline_
     *out = NULL;
     ERR_clear_error();
     SSL *ssl = SSL_new(ctx);
-    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
+    BIO *rb = BIO_new_socket(fd, BIO_NOCLOSE);
+    BIO *wb = BIO_new(BIO_s_mem());
+    if (ssl == NULL || rb == NULL || wb == NULL) {
         char why[256];
         ossl_reason(why, sizeof(why), "out of memory");
         snprintf(err, errlen, "TLS: %s", why);
+        BIO_free(rb);
+        BIO_free(wb);
         SSL_free(ssl);
         return -ENOMEM;
     }
+    SSL_set_bio(ssl, rb, wb); /* the SSL owns both now */
     unsigned char ip[16];
     int is_ip =
         inet_pton(AF_INET, server_name, ip) == 1 || inet_pton(AF_INET6, server_name, ip) == 1;
@@ -474,17 +508,33 @@ hd_tls_connect(SSL_CTX *ctx, int fd, const char *server_name, uint64_t deadline_
         return -EINVAL;
     }
     SSL_set_connect_state(ssl);
+    /* Non-blocking for the handshake, whatever the caller's socket is: a
+     * flight waits in the memory BIO until SSL_do_handshake() returns, so
+     * a read blocking inside it would wait for a reply to nothing. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) {
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    }
     for (;;) {
         ERR_clear_error();
         errno = 0;
         int st = hd_tls_io_status(ssl, SSL_do_handshake(ssl));
+        int rc = out_flush(ssl, fd, deadline_ms, abort_fn, arg);
+        if (rc < 0) {
+            snprintf(err, errlen, "TLS handshake with %s: %s", server_name, strerror(-rc));
+            SSL_free(ssl);
+            return rc;
+        }
         if (st == HD_TLS_IO_DONE) {
+            if (fl >= 0 && !(fl & O_NONBLOCK)) {
+                fcntl(fd, F_SETFL, fl);
+            }
             *out = ssl;
             return 0;
         }
         if (st == HD_TLS_IO_WANT_READ || st == HD_TLS_IO_WANT_WRITE) {
-            int rc = hd_net_wait(fd, st == HD_TLS_IO_WANT_READ ? POLLIN : POLLOUT, deadline_ms,
-                                 abort_fn, arg);
+            rc = hd_net_wait(fd, st == HD_TLS_IO_WANT_READ ? POLLIN : POLLOUT, deadline_ms,
+                             abort_fn, arg);
             if (rc < 0) {
                 snprintf(err, errlen, "TLS handshake with %s: %s", server_name, strerror(-rc));
                 SSL_free(ssl);
@@ -519,7 +569,14 @@ hd_stream_recv(struct hd_stream *st, void *p, size_t n, short *wait)
     ERR_clear_error();
     errno = 0;
     int r = SSL_read(st->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
-    switch (hd_tls_io_status(st->ssl, r)) {
+    int status = hd_tls_io_status(st->ssl, r);
+    /* A read may have made OpenSSL answer something (an alert, a key
+     * update): it goes out now. */
+    int frc = out_flush(st->ssl, st->fd, hd_now_ms() + 5000, NULL, NULL);
+    if (frc < 0 && status != HD_TLS_IO_EOF) {
+        return frc;
+    }
+    switch (status) {
     case HD_TLS_IO_DONE:
         return r;
     case HD_TLS_IO_WANT_READ:
@@ -542,6 +599,7 @@ hd_stream_write_all(struct hd_stream *st, const void *p, size_t n, uint64_t dead
         return hd_write_all(st->fd, p, n, 1, deadline_ms, abort_fn, arg);
     }
     const uint8_t *b = p;
+    BIO *wb = SSL_get_wbio(st->ssl);
     while (n > 0) {
         ERR_clear_error();
         errno = 0;
@@ -550,6 +608,12 @@ hd_stream_write_all(struct hd_stream *st, const void *p, size_t n, uint64_t dead
         if (status == HD_TLS_IO_DONE) {
             b += w;
             n -= (size_t)w;
+            if (BIO_pending(wb) >= OUT_FLUSH_AT) {
+                int rc = out_flush(st->ssl, st->fd, deadline_ms, abort_fn, arg);
+                if (rc < 0) {
+                    return rc;
+                }
+            }
             continue;
         }
         if (status != HD_TLS_IO_WANT_READ && status != HD_TLS_IO_WANT_WRITE) {
@@ -557,13 +621,33 @@ hd_stream_write_all(struct hd_stream *st, const void *p, size_t n, uint64_t dead
                    : status == HD_TLS_IO_EOF           ? -EPIPE
                                                        : -EPROTO;
         }
-        int rc = hd_net_wait(st->fd, status == HD_TLS_IO_WANT_READ ? POLLIN : POLLOUT, deadline_ms,
-                             abort_fn, arg);
+        int rc = out_flush(st->ssl, st->fd, deadline_ms, abort_fn, arg);
+        if (rc == 0) {
+            rc = hd_net_wait(st->fd, status == HD_TLS_IO_WANT_READ ? POLLIN : POLLOUT,
+                             deadline_ms, abort_fn, arg);
+        }
         if (rc < 0) {
             return rc;
         }
     }
-    return 0;
+    /* Written means handed to the kernel, as for plaintext: the relay
+     * acknowledges the batch after this returns. */
+    return out_flush(st->ssl, st->fd, deadline_ms, abort_fn, arg);
+}
+
+void
+hd_stream_shutdown(struct hd_stream *st)
+{
+    if (st->ssl == NULL) {
+        shutdown(st->fd, SHUT_WR);
+        return;
+    }
+    ERR_clear_error();
+    SSL_shutdown(st->ssl);
+    /* At most a second for it: a peer that reads nothing more must not
+     * hold the caller. */
+    (void)out_flush(st->ssl, st->fd, hd_now_ms() + 1000, NULL, NULL);
+    ERR_clear_error();
 }
 
 void
@@ -571,8 +655,7 @@ hd_stream_close(struct hd_stream *st, int broken)
 {
     if (st->ssl != NULL) {
         if (!broken) {
-            ERR_clear_error();
-            SSL_shutdown(st->ssl); /* close_notify; the peer's is not waited for */
+            hd_stream_shutdown(st); /* close_notify; the peer's is not waited for */
         }
         ERR_clear_error();
         SSL_free(st->ssl);

@@ -120,7 +120,8 @@ void hd_tls_summary(SSL *ssl, char *out, size_t outlen);
  * (at most max). */
 size_t hd_tls_cert_names(X509 *cert, char *buf, size_t buflen, const char **names, size_t max);
 
-/* A client handshake on the connected socket fd (blocking or not): SNI and
+/* A client handshake on the connected socket fd (blocking or not; it is
+ * non-blocking during the handshake): SNI and
  * the name check for server_name (a DNS name; an IP address is checked
  * against the certificate's IP addresses and sent without SNI). Waits with
  * poll(2), at most until deadline_ms (monotonic; 0 = none), giving up with
@@ -130,7 +131,8 @@ int hd_tls_connect(SSL_CTX *ctx, int fd, const char *server_name, uint64_t deadl
                    int (*abort_fn)(void *), void *arg, SSL **out, char *err, size_t errlen);
 
 /* A connection seen by a thread that waits with poll(2): plain when ssl is
- * NULL. */
+ * NULL. Over a client SSL (hd_tls_connect) OpenSSL writes into a memory
+ * BIO that these functions flush to fd in large writes. */
 struct hd_stream {
     int fd;
     SSL *ssl;
@@ -144,6 +146,9 @@ ssize_t hd_stream_recv(struct hd_stream *st, void *p, size_t n, short *wait);
  * the deadline and abort_fn). 0 or -errno. */
 int hd_stream_write_all(struct hd_stream *st, const void *p, size_t n, uint64_t deadline_ms,
                         int (*abort_fn)(void *), void *arg);
+/* Our side is done, the peer's may go on: close_notify over TLS (flushed,
+ * at most a second), shutdown(SHUT_WR) in plaintext. */
+void hd_stream_shutdown(struct hd_stream *st);
 /* Send close_notify when the connection is sound (not waiting for the
  * peer's), free the SSL, close fd. `broken`: an operation failed, so skip
  * close_notify. Leaves st->fd = -1, st->ssl = NULL. */
