@@ -2,10 +2,12 @@
 /* hopperctl: operator tool for hopperd.
  *
  *   hopperctl stats [-m HOST:PORT]              metrics as a readable table
- *   hopperctl send  [-a HOST:PORT | -u PATH] [-q QUEUE] [-b N] [-w]
+ *   hopperctl send  [-a HOST:PORT | -u PATH] [-q QUEUE] [-b N] [-w] [TLS]
  *                                               stdin lines -> native records
- *   hopperctl recv  [-a HOST:PORT | -u PATH] [-q QUEUE] [-n COUNT] [-W WINDOW]
+ *   hopperctl recv  [-a HOST:PORT | -u PATH] [-q QUEUE] [-n COUNT] [-W WINDOW] [TLS]
  *                                               native subscription -> stdout lines
+ *   TLS: [--tls] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]
+ *        [--tls-server-name NAME]               (any of them turns TLS on)
  *
  * `send` speaks the native protocol (docs/PROTOCOL.md): it sends batches of
  * N lines and waits for each reply, so when it exits 0 every line was
@@ -42,9 +44,12 @@ void
 ctl_usage(void)
 {
     fprintf(stderr, "usage: hopperctl stats [-m HOST:PORT]\n"
-                    "       hopperctl send [-a HOST:PORT | -u PATH] [-q QUEUE] [-b N] [-w]\n"
+                    "       hopperctl send [-a HOST:PORT | -u PATH] [-q QUEUE] [-b N] [-w] "
+                    "[--tls] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] "
+                    "[--tls-server-name NAME]\n"
                     "       hopperctl recv [-a HOST:PORT | -u PATH] [-q QUEUE] [-n COUNT] "
-                    "[-W WINDOW]\n"
+                    "[-W WINDOW] [--tls] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] "
+                    "[--tls-server-name NAME]\n"
                     "       hopperctl verify DIR\n"
                     "       hopperctl dump [--all] DIR\n"
                     "       hopperctl salvage [--all] [--format lines|octet-counted] DIR OUT\n");

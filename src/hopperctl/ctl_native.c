@@ -10,6 +10,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,7 @@
 #include "ctl.h"
 #include "netutil.h"
 #include "proto.h"
+#include "tls.h"
 #include "wire.h"
 
 /* Largest reply frame accepted from hopperd. */
@@ -34,6 +37,22 @@ struct native_opts {
     int wait_full;             /* send -w: retry batches refused as FULL */
     long long want;            /* recv -n: records to print, -1 = until EOF */
     unsigned long long window; /* recv -W: records in flight */
+    /* TLS (any --tls* option turns it on): verify the source with tls_ca
+     * (default: the system's trust store) for tls_server_name (default: the
+     * host of -a); present tls_cert/tls_key when given. */
+    int tls;
+    const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
+};
+
+/* Long options of send and recv, for TLS (the letters are not enough). */
+enum { OPT_TLS = 1000, OPT_TLS_CA, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_SERVER_NAME };
+static const struct option tls_options[] = {
+    {"tls", no_argument, NULL, OPT_TLS},
+    {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-server-name", required_argument, NULL, OPT_TLS_SERVER_NAME},
+    {NULL, 0, NULL, 0},
 };
 
 /* Parse the options in `optstring` (exits through ctl_usage() on a bad
@@ -41,10 +60,30 @@ struct native_opts {
 static void
 parse_opts(int argc, char **argv, const char *optstring, struct native_opts *o)
 {
-    *o = (struct native_opts){"127.0.0.1:7766", NULL, NULL, 100, 0, -1, 1000};
+    *o = (struct native_opts){"127.0.0.1:7766", NULL, NULL, 100, 0, -1, 1000, 0, NULL, NULL, NULL,
+                              NULL};
     int ch;
-    while ((ch = getopt(argc, argv, optstring)) != -1) {
+    while ((ch = getopt_long(argc, argv, optstring, tls_options, NULL)) != -1) {
         switch (ch) {
+        case OPT_TLS:
+            o->tls = 1;
+            break;
+        case OPT_TLS_CA:
+            o->tls = 1;
+            o->tls_ca = optarg;
+            break;
+        case OPT_TLS_CERT:
+            o->tls = 1;
+            o->tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            o->tls = 1;
+            o->tls_key = optarg;
+            break;
+        case OPT_TLS_SERVER_NAME:
+            o->tls = 1;
+            o->tls_server_name = optarg;
+            break;
         case 'a':
             o->addr = optarg;
             break;
@@ -79,20 +118,37 @@ parse_opts(int argc, char **argv, const char *optstring, struct native_opts *o)
             ctl_usage();
         }
     }
+    if (o->tls && (o->upath != NULL || (o->tls_cert == NULL) != (o->tls_key == NULL))) {
+        fprintf(stderr, "hopperctl: TLS needs -a (not -u), and --tls-cert with --tls-key\n");
+        ctl_usage();
+    }
+}
+
+/* Read some bytes, waiting as long as it takes: the count, 0 at EOF, -1 on
+ * an error. */
+static ssize_t
+stream_read(struct hd_stream *st, void *p, size_t n)
+{
+    for (;;) {
+        short wait;
+        ssize_t r = hd_stream_recv(st, p, n, &wait);
+        if (r != -EAGAIN && r != -EINTR) {
+            return r < 0 ? -1 : r;
+        }
+        struct pollfd pfd = {.fd = st->fd, .events = wait};
+        poll(&pfd, 1, -1);
+    }
 }
 
 /* Read one frame into *buf (grown as needed) and move its payload to the
  * start. Returns the payload length, or -1. */
 static long
-read_frame(int fd, uint8_t **buf, size_t *cap)
+read_frame(struct hd_stream *st, uint8_t **buf, size_t *cap)
 {
     size_t have = 0;
     size_t want = HD_WIRE_HDR;
     while (have < want) {
-        ssize_t r = recv(fd, *buf + have, want - have, 0);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
+        ssize_t r = stream_read(st, *buf + have, want - have);
         if (r <= 0) {
             return -1;
         }
@@ -120,7 +176,7 @@ read_frame(int fd, uint8_t **buf, size_t *cap)
 /* A command's connection to a native source. */
 struct session {
     struct native_opts o;
-    int fd;
+    struct hd_stream st; /* fd, and over TLS the SSL object */
     uint8_t *buf; /* the last frame read (payload at the start) */
     size_t cap;
     uint64_t max_frame; /* from the source's hello */
@@ -131,32 +187,72 @@ struct session {
 static long
 exchange(struct session *ss, msgpack_sbuffer *sb)
 {
-    int wr = hd_write_all(ss->fd, sb->data, sb->size, 1, 0, NULL, NULL);
+    int wr = hd_stream_write_all(&ss->st, sb->data, sb->size, 0, NULL, NULL);
     msgpack_sbuffer_clear(sb);
-    return wr < 0 ? -1 : read_frame(ss->fd, &ss->buf, &ss->cap);
+    return wr < 0 ? -1 : read_frame(&ss->st, &ss->buf, &ss->cap);
 }
 
 /* Parse the command's options (`optstring`), connect to the native source
  * and read its hello. 0, or -1 after printing why (nothing to close). */
+/* The TLS handshake over st->fd (a blocking socket), per the --tls*
+ * options. 0, or -1 after printing why. */
+static int
+ctl_tls(const struct native_opts *o, struct hd_stream *st)
+{
+    signal(SIGPIPE, SIG_IGN); /* OpenSSL writes with write(2) */
+    struct hd_tls_settings ts = {
+        .is_server = 0, .cert = o->tls_cert, .key = o->tls_key, .ca = o->tls_ca};
+    int field;
+    char err[HD_ERR_LEN];
+    SSL_CTX *ctx = hd_tls_ctx_new(&ts, &field, err, sizeof(err));
+    if (ctx == NULL) {
+        fprintf(stderr, "hopperctl: %s\n", err);
+        return -1;
+    }
+    char host[HD_ADDR_MAX], port[16];
+    const char *name = o->tls_server_name;
+    if (name == NULL) {
+        if (hd_parse_addr(o->addr, host, sizeof(host), port, sizeof(port), err, sizeof(err)) < 0) {
+            fprintf(stderr, "hopperctl: %s\n", err);
+            SSL_CTX_free(ctx);
+            return -1;
+        }
+        name = host;
+    }
+    int rc = hd_tls_connect(ctx, st->fd, name, 0, NULL, NULL, &st->ssl, err, sizeof(err));
+    SSL_CTX_free(ctx);
+    if (rc < 0) {
+        fprintf(stderr, "hopperctl: %s: %s\n", o->addr, err);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 open_native(int argc, char **argv, const char *optstring, struct session *ss)
 {
     parse_opts(argc, argv, optstring, &ss->o);
     ss->cap = 1 << 16;
     ss->buf = NULL;
-    ss->fd = ctl_connect(ss->o.addr, ss->o.upath);
-    if (ss->fd < 0) {
+    ss->st.ssl = NULL;
+    ss->st.fd = ctl_connect(ss->o.addr, ss->o.upath);
+    if (ss->st.fd < 0) {
+        return -1;
+    }
+    if (ss->o.tls && ctl_tls(&ss->o, &ss->st) < 0) {
+        hd_stream_close(&ss->st, 1);
         return -1;
     }
     ss->buf = malloc(ss->cap);
     struct hd_msg hello;
     const char *why;
-    long n = ss->buf != NULL ? read_frame(ss->fd, &ss->buf, &ss->cap) : -1;
+    long n = ss->buf != NULL ? read_frame(&ss->st, &ss->buf, &ss->cap) : -1;
     if (n < 0 || hd_proto_parse(ss->buf, (size_t)n, &hello, &why) < 0 ||
         hello.op != HD_OP_HELLO) {
-        fprintf(stderr, "hopperctl: %s: not a native hopperd source\n",
-                ss->o.upath ? ss->o.upath : ss->o.addr);
-        close(ss->fd);
+        fprintf(stderr, "hopperctl: %s: not a native hopperd source%s\n",
+                ss->o.upath ? ss->o.upath : ss->o.addr,
+                ss->o.tls ? " (or it refused our certificate)" : "");
+        hd_stream_close(&ss->st, 1);
         free(ss->buf);
         ss->buf = NULL;
         return -1;
@@ -169,7 +265,7 @@ static void
 close_native(struct session *ss)
 {
     free(ss->buf);
-    close(ss->fd);
+    hd_stream_close(&ss->st, 0);
 }
 
 int
@@ -284,7 +380,7 @@ ctl_recv(int argc, char **argv)
     long long got = 0;
     int status = 0;
     while (want < 0 || got < want) {
-        n = read_frame(ss.fd, &ss.buf, &ss.cap);
+        n = read_frame(&ss.st, &ss.buf, &ss.cap);
         if (n < 0 || hd_proto_parse(ss.buf, (size_t)n, &m, &why) < 0 || m.op != HD_OP_RECORDS) {
             if (n >= 0 && m.op == HD_OP_ERROR) {
                 fprintf(stderr, "hopperctl: error: %.*s\n", (int)m.message.n,
@@ -314,15 +410,16 @@ ctl_recv(int argc, char **argv)
         uint64_t ack = i == m.nrecords ? m.last : m.first + i - 1;
         if (i > 0 && (i == m.nrecords || consecutive) &&
             (hd_proto_put_ack(&sb, ack) < 0 ||
-             hd_write_all(ss.fd, sb.data, sb.size, 1, 0, NULL, NULL) < 0)) {
+             hd_stream_write_all(&ss.st, sb.data, sb.size, 0, NULL, NULL) < 0)) {
             status = 1;
             break;
         }
         msgpack_sbuffer_clear(&sb);
     }
-    /* Let the server process the last ack before the connection goes. */
-    shutdown(ss.fd, SHUT_WR);
-    while (read_frame(ss.fd, &ss.buf, &ss.cap) >= 0) {
+    /* Let the server process the last ack before the connection goes:
+     * close our side (close_notify over TLS), read until it closes. */
+    hd_stream_shutdown(&ss.st);
+    while (read_frame(&ss.st, &ss.buf, &ss.cap) >= 0) {
     }
     msgpack_sbuffer_destroy(&sb);
     close_native(&ss);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -96,6 +97,32 @@ hd_auth_peer(const struct hd_source_conf *sc, const struct hd_peer *p, char *why
              : uids->n == 0 ? "neither its gid nor its groups are in allowed_gids"
                             : "uid not in allowed_uids, gid and groups not in allowed_gids",
              p->groups_truncated ? " (it is in more than 256 groups; they were not read)" : "");
+    return 0;
+}
+
+int
+hd_auth_tls_names(const char *allowed, const char *const *names, size_t n, char *why, size_t len)
+{
+    if (allowed[0] == '\0') {
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strlen(names[i]);
+        for (const char *p = allowed; *p != '\0';) {
+            size_t il = strcspn(p, ",");
+            if (il == nl && strncasecmp(p, names[i], nl) == 0) {
+                return 1;
+            }
+            p += il + (p[il] == ',');
+        }
+    }
+    if (n == 0) {
+        snprintf(why, len, "its certificate has no CN or DNS name; not in tls_allowed_peers");
+        return 0;
+    }
+    /* Name what was offered, shortened: the log line is for an operator. */
+    snprintf(why, len, "certificate %s%.64s%s not in tls_allowed_peers",
+             n == 1 ? "name " : "names ", names[0], n > 1 ? ", ... are" : " is");
     return 0;
 }
 

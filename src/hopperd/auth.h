@@ -11,10 +11,12 @@
  *   - per native request, by what it asks (hd_auth_queue()): `send` to the
  *     source's queues (`queue`, plus `queues`), `subscribe` only with
  *     allow_subscribe = on and to those same queues.
- * TLS, when it lands, reads the verified client certificate into struct
- * hd_peer (a new kind carrying its identity) and hd_auth_peer() checks it
- * against per-source lists of identities the same way; the per-request
- * rules do not change.
+ *   - at the TLS handshake of a source with tls_allowed_peers, by the names
+ *     of the client's verified certificate (hd_auth_tls_names(), called
+ *     from inside the handshake through the context's identity check: see
+ *     tls.h and tlsconf.c), so a client not on the list is refused before
+ *     it takes part in anything;
+ * the per-request rules are the same over TLS.
  *
  * Nothing here logs or counts: the listener does (loop.c, native.c). Pure
  * functions of the configuration and the peer, except hd_peer_read(). */
@@ -51,6 +53,15 @@ void hd_peer_describe(const struct hd_peer *p, char *out, size_t outlen);
 /* May peer p use the source configured by sc? 1 yes; 0 no, with the reason
  * in why. */
 int hd_auth_peer(const struct hd_source_conf *sc, const struct hd_peer *p, char *why, size_t len);
+
+/* tls_allowed_peers: may a client whose verified certificate carries
+ * names[0..n) (subject CNs, DNS subjectAltNames) connect? `allowed` is the
+ * list as stored ("a,b"; "" = any verified client). A name matches an
+ * entry that equals it without regard to ASCII case; there are no
+ * wildcards (a certificate name "*.example" matches only the entry
+ * "*.example"). 1 yes; 0 no, with the reason in why. */
+int hd_auth_tls_names(const char *allowed, const char *const *names, size_t n, char *why,
+                      size_t len);
 
 enum hd_auth_op { HD_AUTH_SEND = 0, HD_AUTH_SUBSCRIBE = 1 };
 

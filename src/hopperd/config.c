@@ -50,6 +50,8 @@ enum dtype {
     T_UIDS,  /* comma-separated user names or numbers -> struct hd_idlist */
     T_GIDS,  /* comma-separated group names or numbers -> struct hd_idlist */
     T_TEXT,  /* free text without spaces: 1..size-1 characters, "" when min == 0 */
+    T_FILE,  /* a file's path, "" = none */
+    T_IDENTS, /* comma-separated TLS identities (CN or DNS name), stored as "a,b" */
 };
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
@@ -60,6 +62,8 @@ static const char *const source_type_names[] = {"tcp", "unix", NULL};
 static const char *const sink_type_names[] = {"tcp", "file", "jetstream", NULL};
 static const char *const format_names[] = {"lines", "octet-counted", "native", NULL};
 static const char *const onoff_names[] = {"off", "on", NULL};
+/* Index = enum hd_tls_verify (tls.h; tlsconf.c maps them). */
+static const char *const verify_names[] = {"none", "optional", "required", NULL};
 
 struct directive {
     int kind; /* enum kind */
@@ -115,6 +119,16 @@ static const struct directive directives[] = {
     {K_SOURCE, "queues", T_NAMES, 0, 0, "", SF(queues), 0, NULL},
     {K_SOURCE, "allowed_uids", T_UIDS, 0, 0, "", SF(allowed_uids), 0, NULL},
     {K_SOURCE, "allowed_gids", T_GIDS, 0, 0, "", SF(allowed_gids), 0, NULL},
+    /* [source NAME] TLS (tlsconf.c builds the context; SIGHUP rebuilds it) */
+    {K_SOURCE, "tls", T_ENUM, 0, 0, "off", SF(tls.enabled), 0, onoff_names},
+    {K_SOURCE, "tls_cert", T_FILE, 0, 0, "", SF(tls.cert), 1, NULL},
+    {K_SOURCE, "tls_key", T_FILE, 0, 0, "", SF(tls.key), 1, NULL},
+    {K_SOURCE, "tls_ca", T_FILE, 0, 0, "", SF(tls.ca), 1, NULL},
+    {K_SOURCE, "tls_verify_client", T_ENUM, 0, 0, "required", SF(tls.verify_client), 1,
+     verify_names},
+    {K_SOURCE, "tls_allowed_peers", T_IDENTS, 0, 0, "", SF(tls.allowed_peers), 1, NULL},
+    {K_SOURCE, "tls_ciphers", T_TEXT, 0, 0, "", SF(tls.ciphers), 1, NULL},
+    {K_SOURCE, "tls_ciphersuites", T_TEXT, 0, 0, "", SF(tls.ciphersuites), 1, NULL},
     /* [sink NAME] */
     {K_SINK, "type", T_ENUM, 0, 0, NULL, KF(type), 0, sink_type_names},
     {K_SINK, "connect", T_ADDR, 1, 0, NULL, KF(connect), 1, NULL},
@@ -140,6 +154,14 @@ static const struct directive directives[] = {
     {K_SINK, "user", T_TEXT, 0, 0, "", KF(user), 1, NULL},
     {K_SINK, "password", T_TEXT, 0, 0, "", KF(password), 1, NULL},
     {K_SINK, "token", T_TEXT, 0, 0, "", KF(token), 1, NULL},
+    /* [sink NAME] type = tcp, TLS (tlsconf.c; SIGHUP: the next connection) */
+    {K_SINK, "tls", T_ENUM, 0, 0, "off", KF(tls.enabled), 0, onoff_names},
+    {K_SINK, "tls_ca", T_FILE, 0, 0, "", KF(tls.ca), 1, NULL},
+    {K_SINK, "tls_server_name", T_TEXT, 0, 0, "", KF(tls.server_name), 0, NULL},
+    {K_SINK, "tls_cert", T_FILE, 0, 0, "", KF(tls.cert), 1, NULL},
+    {K_SINK, "tls_key", T_FILE, 0, 0, "", KF(tls.key), 1, NULL},
+    {K_SINK, "tls_ciphers", T_TEXT, 0, 0, "", KF(tls.ciphers), 1, NULL},
+    {K_SINK, "tls_ciphersuites", T_TEXT, 0, 0, "", KF(tls.ciphersuites), 1, NULL},
 };
 #define NDIRECTIVES (sizeof(directives) / sizeof(directives[0]))
 
@@ -396,6 +418,47 @@ set_names(const struct directive *d, char *field, const char *value, char *err, 
     return 0;
 }
 
+/* T_IDENTS: "host-a.example, Client B" -> "host-a.example,Client B": at
+ * most HD_MAX_IDS identities of printable ASCII (inner blanks allowed: a CN
+ * may have them), no commas; compared without regard to ASCII case
+ * (hd_auth_tls_names). */
+static int
+set_idents(const struct directive *d, char *field, const char *value, char *err, size_t errlen)
+{
+    char out[HD_LIST_TEXT] = "";
+    const char *p = value;
+    int n = 0;
+    for (int more = value[0] != '\0'; more;) {
+        char item[HD_LIST_TEXT];
+        more = next_item(&p, item, sizeof(item));
+        int printable = more >= 0;
+        for (size_t i = 0; printable && item[i] != '\0'; i++) {
+            printable = item[i] >= ' ' && item[i] <= '~';
+        }
+        if (!printable) {
+            seterr(err, errlen,
+                   "%s = '%s': expected certificate names (CN or DNS name) separated by commas",
+                   d->key, value);
+            return -1;
+        }
+        if (++n > HD_MAX_IDS) {
+            seterr(err, errlen, "%s: at most %d entries", d->key, HD_MAX_IDS);
+            return -1;
+        }
+        size_t used = strlen(out), il = strlen(item);
+        if (used + 1 + il >= sizeof(out)) {
+            seterr(err, errlen, "%s: the list is too long", d->key);
+            return -1;
+        }
+        if (used > 0) {
+            out[used++] = ',';
+        }
+        memcpy(out + used, item, il + 1);
+    }
+    snprintf(field, d->size, "%s", out);
+    return 0;
+}
+
 /* A user (T_UIDS) or group (T_GIDS) name -> its id, from the system's
  * databases (getpwnam_r/getgrnam_r: /etc/passwd, or whatever NSS says). */
 static int
@@ -600,6 +663,15 @@ set_value(const struct directive *d, void *base, const char *value, char *err, s
     case T_UIDS:
     case T_GIDS:
         return set_ids(d, field, value, err, errlen);
+    case T_FILE:
+        if (strlen(value) >= d->size) {
+            seterr(err, errlen, "%s: path must be at most %zu characters", d->key, d->size - 1);
+            return -1;
+        }
+        snprintf(field, d->size, "%s", value);
+        return 0;
+    case T_IDENTS:
+        return set_idents(d, field, value, err, errlen);
     default:
         seterr(err, errlen, "%s: internal error: bad directive type", d->key);
         return -1;
@@ -994,6 +1066,58 @@ check_jetstream(struct loader *ld, struct hd_sink_conf *k)
     }
 }
 
+/* TLS keys of a source (kind K_SOURCE) or a sink (K_SINK): they apply
+ * only with tls = on, which applies only to type = tcp; a source's
+ * tls_verify_client defaults to required with tls_ca and none without. */
+static void
+check_tls(struct loader *ld, const struct hd_section *sec, int kind, struct hd_tls_conf *t,
+          int is_tcp)
+{
+    static const char *const source_keys[] = {"tls_cert", "tls_key", "tls_ca",
+                                              "tls_verify_client", "tls_allowed_peers",
+                                              "tls_ciphers", "tls_ciphersuites"};
+    static const char *const sink_keys[] = {"tls_ca", "tls_server_name", "tls_cert",
+                                            "tls_key", "tls_ciphers", "tls_ciphersuites"};
+    const char *const *keys = kind == K_SOURCE ? source_keys : sink_keys;
+    size_t nkeys = kind == K_SOURCE ? sizeof(source_keys) / sizeof(source_keys[0])
+                                    : sizeof(sink_keys) / sizeof(sink_keys[0]);
+    if (!t->enabled) {
+        for (size_t j = 0; j < nkeys; j++) {
+            forbid(ld, sec, kind, keys[j], "tls = off (set tls = on)");
+        }
+        t->verify_client = 0; /* HD_TLS_VERIFY_NONE */
+        return;
+    }
+    if (!is_tcp) {
+        ld_error(ld, key_line(sec, kind, "tls"), "[%s %s]: tls = on needs type = tcp",
+                 kind_names[kind], sec->name);
+        return;
+    }
+    if (kind == K_SOURCE) {
+        require(ld, sec, kind, "tls_cert", " with tls = on");
+        require(ld, sec, kind, "tls_key", " with tls = on");
+        if (!is_set(sec, kind, "tls_verify_client")) {
+            t->verify_client = t->ca[0] != '\0' ? 2 : 0; /* required : none */
+        } else if (t->verify_client != 0 && t->ca[0] == '\0') {
+            ld_error(ld, key_line(sec, kind, "tls_verify_client"),
+                     "[source %s]: tls_verify_client = %s needs tls_ca (the CAs that sign "
+                     "client certificates)",
+                     sec->name, verify_names[t->verify_client]);
+        }
+        if (t->allowed_peers[0] != '\0' && t->verify_client != 2) {
+            ld_error(ld, key_line(sec, kind, "tls_allowed_peers"),
+                     "[source %s]: tls_allowed_peers needs tls_ca and tls_verify_client = "
+                     "required",
+                     sec->name);
+        }
+        return;
+    }
+    if ((t->cert[0] != '\0') != (t->key[0] != '\0')) {
+        ld_error(ld, key_line(sec, kind, t->cert[0] != '\0' ? "tls_cert" : "tls_key"),
+                 "[sink %s]: tls_cert and tls_key go together", sec->name);
+    }
+}
+
 /* s->may_use: the source's queue, then each of `queues` (which must
  * exist; naming the source's own queue again is harmless). */
 static void
@@ -1092,6 +1216,7 @@ validate(struct loader *ld)
             forbid(ld, &s->s, K_SOURCE, "allowed_uids", "type = tcp");
             forbid(ld, &s->s, K_SOURCE, "allowed_gids", "type = tcp");
         }
+        check_tls(ld, &s->s, K_SOURCE, &s->tls, s->type == HD_SRC_TCP);
         if (s->format != HD_FMT_NATIVE) {
             /* Only native clients name queues or subscribe. */
             forbid(ld, &s->s, K_SOURCE, "queues", "this format (native only)");
@@ -1132,6 +1257,7 @@ validate(struct loader *ld)
             forbid(ld, &k->s, K_SINK, "connect", "type = file");
             forbid(ld, &k->s, K_SINK, "connect_timeout", "type = file");
         }
+        check_tls(ld, &k->s, K_SINK, &k->tls, k->type == HD_SINK_TCP);
         if (k->format == HD_FMT_NATIVE && k->type != HD_SINK_TCP) {
             ld_error(ld, key_line(&k->s, K_SINK, "format"),
                      "[sink %s]: format = native needs type = tcp", k->s.name);

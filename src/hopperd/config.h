@@ -14,9 +14,9 @@
 
 #define HD_NAME_MAX 128  /* queue/source/sink names, as hopper_open() allows */
 #define HD_PATH_MAX 1024 /* file paths */
-#define HD_MAX_KEYS 32   /* directives per section kind */
+#define HD_MAX_KEYS 64   /* directives per section kind (bits of hd_section.set_mask) */
 #define HD_LIST_TEXT 200 /* a list's value as written (a line holds at most 197 characters) */
-#define HD_MAX_IDS 32    /* entries of allowed_uids, of allowed_gids */
+#define HD_MAX_IDS 32    /* entries of allowed_uids, of allowed_gids, of tls_allowed_peers */
 #define HD_MAX_SOURCE_QUEUES 64 /* queues one source may use: `queue` and `queues` */
 
 enum hd_when_full {
@@ -64,6 +64,20 @@ struct hd_idlist {
     uint32_t id[HD_MAX_IDS];
 };
 
+/* TLS of a source or a sink (tls.h has the policy; docs/SECURITY.md).
+ * Paths are "" when not given. */
+struct hd_tls_conf {
+    int enabled;                     /* tls = on */
+    char cert[HD_PATH_MAX];          /* PEM chain */
+    char key[HD_PATH_MAX];           /* PEM private key, mode 0600 or stricter */
+    char ca[HD_PATH_MAX];            /* source: verifies clients; sink: the server ("" = system) */
+    int verify_client;               /* source: enum hd_tls_verify, after defaults are resolved */
+    char allowed_peers[HD_LIST_TEXT]; /* source: "a,b": CNs or DNS names; "" = any verified */
+    char server_name[HD_ADDR_MAX];   /* sink: SNI and name check; "" = the host of connect */
+    char ciphers[HD_LIST_TEXT];      /* TLS 1.2 cipher list; "" = OpenSSL's default */
+    char ciphersuites[HD_LIST_TEXT]; /* TLS 1.3 suites; "" = OpenSSL's default */
+};
+
 struct hd_source_conf {
     struct hd_section s;
     int type; /* enum hd_source_type */
@@ -86,6 +100,7 @@ struct hd_source_conf {
     uint64_t max_conns_per_peer;   /* per address (tcp) or uid (unix); 0 = no cap */
     uint64_t handshake_timeout_ms; /* for the first byte; 0 = none */
     uint64_t idle_timeout_ms;      /* between whole frames or lines; 0 = none */
+    struct hd_tls_conf tls;
 };
 
 struct hd_sink_conf {
@@ -115,6 +130,7 @@ struct hd_sink_conf {
     char user[HD_NAME_MAX + 1];
     char password[HD_NAME_MAX + 1];
     char token[HD_NAME_MAX + 1];
+    struct hd_tls_conf tls; /* type = tcp */
 };
 
 struct hd_config {

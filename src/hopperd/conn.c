@@ -4,6 +4,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
+#include <openssl/err.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,16 +75,195 @@ hd_conn_new(struct hd_loop *lp, int fd, struct hd_source_rt *src, size_t max_rec
     return c;
 }
 
+int
+hd_conn_start_tls(struct hd_conn *c)
+{
+    struct hd_source_rt *src = c->src;
+    pthread_mutex_lock(&src->tls_mu);
+    ERR_clear_error();
+    c->ssl = SSL_new(src->tls_ctx); /* takes a reference: a reload cannot free it */
+    pthread_mutex_unlock(&src->tls_mu);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+        ERR_clear_error();
+        log_warnx("listener: source %s: %s: out of memory for TLS, closing", src->conf->s.name,
+                  c->peer);
+        return -1;
+    }
+    hd_tls_note_set(c->ssl, c->tls_note);
+    SSL_set_accept_state(c->ssl);
+    return 0;
+}
+
+/* Put c on lp->tls_ready (OpenSSL holds bytes for it). */
+static void
+mark_ready(struct hd_loop *lp, struct hd_conn *c)
+{
+    if (!c->tls_ready) {
+        HD_LIST_APPEND(&lp->tls_ready, c, HD_LINK_READY);
+        c->tls_ready = 1;
+    }
+}
+
+void
+hd_conn_unready(struct hd_loop *lp, struct hd_conn *c)
+{
+    if (c->tls_ready) {
+        HD_LIST_REMOVE(&lp->tls_ready, c, HD_LINK_READY);
+        c->tls_ready = 0;
+    }
+}
+
+/* A TLS failure on c: counted by kind, logged with the peer (rate-limited
+ * like every warning of this thread); the caller closes c. */
+static void
+tls_fail(struct hd_loop *lp, struct hd_conn *c, int kind, const char *why)
+{
+    c->tls_broken = 1;
+    atomic_fetch_add(&c->src->tls_failures[kind], 1);
+    if (hd_loop_warn_ok(lp)) {
+        log_warnx("listener: source %s: %s: TLS %s [%s]: %s", c->src->conf->s.name, c->peer,
+                  c->tls_open ? "connection failed" : "handshake refused",
+                  hd_tls_fail_names[kind], why);
+    }
+}
+
+/* One step of the handshake. 0 (c->tls_open says whether it completed),
+ * or -1: it failed (counted and logged unless the client left without a
+ * byte); close c. */
+static int
+tls_handshake(struct hd_loop *lp, struct hd_conn *c)
+{
+    int st = hd_tls_accept_step(c->ssl);
+    c->tls_want_out = st == HD_TLS_IO_WANT_WRITE;
+    if (st == HD_TLS_IO_WANT_READ || st == HD_TLS_IO_WANT_WRITE) {
+        return 0;
+    }
+    if (st == HD_TLS_IO_DONE) {
+        c->tls_open = 1;
+        atomic_fetch_add(&c->src->tls_handshakes, 1);
+        if (log_getlevel() >= HD_LOG_DEBUG) {
+            char sum[256];
+            hd_tls_summary(c->ssl, sum, sizeof(sum));
+            log_debug("listener: source %s: %s: TLS %s", c->src->conf->s.name, c->peer, sum);
+        }
+        return 0;
+    }
+    if (st == HD_TLS_IO_EOF && BIO_number_read(SSL_get_rbio(c->ssl)) == 0) {
+        /* Connected and left without a byte (a port probe): no TLS client. */
+        c->tls_broken = 1;
+        log_debug("listener: source %s: %s: closed before the TLS handshake",
+                  c->src->conf->s.name, c->peer);
+        return -1;
+    }
+    char why[HD_ERR_LEN];
+    int kind = HD_TLS_FAIL_HANDSHAKE;
+    if (st == HD_TLS_IO_EOF) {
+        snprintf(why, sizeof(why), "the client closed the connection during the handshake");
+    } else {
+        kind = hd_tls_classify(c->ssl, why, sizeof(why));
+    }
+    tls_fail(lp, c, kind, why);
+    return -1;
+}
+
+/* TLS: decrypt into p[0..n). As hd_conn_read() returns. */
+static ssize_t
+tls_read(struct hd_loop *lp, struct hd_conn *c, uint8_t *p, size_t n)
+{
+    if (c->tls_broken) {
+        return -EPROTO; /* counted when it broke */
+    }
+    if (c->tls_eof) {
+        return 0; /* OpenSSL would call a second read after an unclean end an error */
+    }
+    if (!c->tls_open) {
+        if (tls_handshake(lp, c) < 0) {
+            return -EPROTO;
+        }
+        if (!c->tls_open) {
+            return hd_conn_sync_events(lp, c) < 0 ? -EPROTO : -EAGAIN;
+        }
+        /* native: the hello waits in c->out for the handshake. */
+        if (hd_conn_unsent(c) > 0 && hd_conn_flush(lp, c) < 0) {
+            return -EPROTO;
+        }
+    }
+    if (c->tls_want_in) {
+        c->tls_want_in = 0;
+        if (hd_conn_flush(lp, c) < 0) {
+            return -EPROTO;
+        }
+    }
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_read(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+    int st = hd_tls_io_status(c->ssl, r);
+    int want_out = st == HD_TLS_IO_WANT_WRITE;
+    if (want_out != c->tls_want_out) {
+        c->tls_want_out = want_out;
+        if (hd_conn_sync_events(lp, c) < 0) {
+            return -EPROTO;
+        }
+    }
+    switch (st) {
+    case HD_TLS_IO_DONE:
+        return r;
+    case HD_TLS_IO_WANT_READ:
+    case HD_TLS_IO_WANT_WRITE:
+        return -EAGAIN;
+    case HD_TLS_IO_EOF:
+        c->tls_eof = 1;
+        return 0;
+    default: {
+        char why[HD_ERR_LEN];
+        hd_tls_describe(c->ssl, why, sizeof(why));
+        tls_fail(lp, c, HD_TLS_FAIL_RECORD, why);
+        return -EPROTO;
+    }
+    }
+}
+
+/* TLS: encrypt what the replies buffer holds from c->outoff on. 0 (all
+ * written, or the socket is full), or -EPIPE when the connection failed. */
+static int
+tls_send_some(struct hd_conn *c)
+{
+    while (c->outoff < c->out.size) {
+        size_t n = c->out.size - c->outoff;
+        ERR_clear_error();
+        errno = 0;
+        int w = SSL_write(c->ssl, c->out.data + c->outoff, n > INT_MAX ? INT_MAX : (int)n);
+        int st = hd_tls_io_status(c->ssl, w);
+        if (st == HD_TLS_IO_DONE) {
+            c->outoff += (size_t)w;
+            continue;
+        }
+        if (st == HD_TLS_IO_WANT_WRITE) {
+            return 0; /* EPOLLOUT: replies are pending */
+        }
+        if (st == HD_TLS_IO_WANT_READ) {
+            c->tls_want_in = 1;
+            return 0;
+        }
+        c->tls_broken = 1;
+        ERR_clear_error();
+        return -EPIPE;
+    }
+    return 0;
+}
+
 void
 hd_conn_free(struct hd_loop *lp, struct hd_conn *c)
 {
     if (c->blocked) {
         lp->nblocked--;
     }
+    hd_conn_unready(lp, c);
     if (c->events != 0) {
         epoll_ctl(lp->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     }
-    close(c->fd);
+    struct hd_stream st = {c->fd, c->ssl};
+    hd_stream_close(&st, !c->tls_open || c->tls_broken);
     atomic_fetch_sub(&c->src->conns_active, 1);
     if (c->prev != NULL) {
         c->prev->next = c->next;
@@ -103,11 +284,24 @@ hd_conn_sync_events(struct hd_loop *lp, struct hd_conn *c)
 {
     uint32_t want = 0;
     size_t pending = hd_conn_unsent(c);
-    if (!c->blocked && !c->eof && !c->closing && pending < HD_CONN_OUT_LIMIT) {
-        want |= EPOLLIN | EPOLLRDHUP;
-    }
-    if (pending > 0) {
-        want |= EPOLLOUT;
+    if (c->ssl != NULL && !c->tls_open) {
+        /* Handshaking: nothing to write of ours yet, only OpenSSL's. */
+        want = EPOLLIN | EPOLLRDHUP | (c->tls_want_out ? EPOLLOUT : 0);
+    } else {
+        if (!c->blocked && !c->eof && !c->closing && pending < HD_CONN_OUT_LIMIT) {
+            want |= EPOLLIN | EPOLLRDHUP;
+        }
+        if (pending > 0 || c->tls_want_out) {
+            want |= EPOLLOUT;
+        }
+        if (c->tls_want_in) {
+            want |= EPOLLIN | EPOLLRDHUP;
+        }
+        /* Decrypted bytes only (SSL_pending): a partial record held by
+         * OpenSSL needs more from the socket, which epoll does report. */
+        if (c->ssl != NULL && (want & EPOLLIN) && SSL_pending(c->ssl) > 0) {
+            mark_ready(lp, c);
+        }
     }
     if (want == c->events) {
         return 0;
@@ -146,7 +340,16 @@ hd_conn_set_blocked(struct hd_loop *lp, struct hd_conn *c, int blocked)
 int
 hd_conn_flush(struct hd_loop *lp, struct hd_conn *c)
 {
-    int rc = hd_net_send_some(c->fd, c->out.data, c->out.size, &c->outoff);
+    if (c->ssl != NULL && !c->tls_open) {
+        if (tls_handshake(lp, c) < 0) {
+            return -1;
+        }
+        if (!c->tls_open) {
+            return c->closing ? -1 : hd_conn_sync_events(lp, c);
+        }
+    }
+    int rc = c->ssl != NULL ? tls_send_some(c)
+                            : hd_net_send_some(c->fd, c->out.data, c->out.size, &c->outoff);
     if (rc < 0) {
         log_debug("listener: source %s: %s: write: %s", c->src->conf->s.name, c->peer,
                   strerror(-rc));
@@ -163,7 +366,7 @@ hd_conn_flush(struct hd_loop *lp, struct hd_conn *c)
 }
 
 ssize_t
-hd_conn_read(struct hd_conn *c)
+hd_conn_read(struct hd_loop *lp, struct hd_conn *c)
 {
     size_t limit = c->maxcap;
     if (c->read_filled && limit < READ_BUF_MAX) {
@@ -179,6 +382,22 @@ hd_conn_read(struct hd_conn *c)
         }
         c->buf = nb;
         c->cap = ncap;
+    }
+    if (c->ssl != NULL) {
+        /* One TLS record at most per SSL_read(): fill the buffer as one
+         * read(2) would. */
+        size_t got = 0;
+        ssize_t r = -EAGAIN;
+        while (c->len + got < c->cap &&
+               (r = tls_read(lp, c, c->buf + c->len + got, c->cap - c->len - got)) > 0) {
+            got += (size_t)r;
+        }
+        if (got == 0) {
+            return r;
+        }
+        c->read_filled = c->len + got == c->cap;
+        c->len += got;
+        return (ssize_t)got;
     }
     for (;;) {
         ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len);

@@ -2,8 +2,22 @@
 /* One client connection of a source, owned by the listener thread.
  *
  * All socket I/O of a connection happens in conn.c (hd_conn_read,
- * hd_conn_flush, accept's peer name, the final close), so a transport such
- * as TLS can later slot in here as one read/write/close abstraction.
+ * hd_conn_flush, accept's peer name, the final close), TLS included.
+ *
+ * TLS (a source with tls = on, hd_conn_start_tls()): the connection first
+ * handshakes, driven by whichever of hd_conn_read() and hd_conn_flush()
+ * the loop calls, waiting for what OpenSSL asks (readable, or writable:
+ * tls_want_out); it stays on its source's silent list, so
+ * handshake_timeout covers the handshake and the first record, and it
+ * holds its slot, so handshakes count against max_connections. A failed
+ * handshake or a bad record later is counted by reason and logged with the
+ * peer's address (tls_fail(): once, as the connection closes at once).
+ * After the handshake hd_conn_read() returns decrypted bytes and
+ * hd_conn_flush() encrypts the replies (partial writes continue where they
+ * stopped). OpenSSL may hold decrypted bytes that epoll cannot see: such a
+ * connection goes on lp->tls_ready when it wants reading, and the loop
+ * reads it without waiting. Closing sends close_notify unless the
+ * connection failed.
  *
  * Each connection owns a read buffer that grows up to maxcap =
  * hd_framer_buffer_size() (one maximal frame; 128 KiB for a fast sender),
@@ -30,6 +44,7 @@
 
 #include "framer.h"
 #include "loop_ctx.h"
+#include "tls.h"
 
 struct hd_peer_conns;
 struct hd_source_rt;
@@ -61,6 +76,15 @@ struct hd_conn {
     uint64_t active_ms;                 /* accepted, or last active */
     int silent;                         /* no byte yet: on the silent list */
     struct hd_link links[HD_NLINKS];    /* enum hd_link_kind */
+    /* TLS (NULL ssl: plaintext) */
+    SSL *ssl;
+    int tls_open;     /* the handshake completed */
+    int tls_broken;   /* a TLS operation failed: no close_notify */
+    int tls_eof;      /* the peer closed (close_notify or not): reads return 0 */
+    int tls_want_out; /* the handshake or a read waits for writability */
+    int tls_want_in;  /* a write waits for readability */
+    int tls_ready;    /* on lp->tls_ready */
+    char tls_note[HD_TLS_NOTE_LEN]; /* why the identity check refused it */
 };
 
 /* A connection accepted on fd for src, framing frames of up to max_record
@@ -68,9 +92,14 @@ struct hd_conn {
  * of memory (the fd is then still the caller's). */
 struct hd_conn *hd_conn_new(struct hd_loop *lp, int fd, struct hd_source_rt *src,
                             size_t max_record);
-/* Release c: leave epoll, close the socket, unlink, uncount, free. A
+/* A source with tls = on: c handshakes first, with a TLS object made from
+ * the source's current context. 0, or -1 (logged): close the connection. */
+int hd_conn_start_tls(struct hd_conn *c);
+/* Release c: leave epoll, close the socket (close_notify first over TLS), unlink, uncount, free. A
  * subscription must have been detached (hd_sub_detach) before. */
 void hd_conn_free(struct hd_loop *lp, struct hd_conn *c);
+/* Take c off lp->tls_ready (a no-op when it is not on it). */
+void hd_conn_unready(struct hd_loop *lp, struct hd_conn *c);
 /* Register exactly the epoll interest the connection's state calls for.
  * 0, or -1 (logged): close the connection. */
 int hd_conn_sync_events(struct hd_loop *lp, struct hd_conn *c);
@@ -79,10 +108,12 @@ void hd_conn_set_blocked(struct hd_loop *lp, struct hd_conn *c, int blocked);
  * connection is finished (a write failed, or it was closing and everything
  * is written): close it. */
 int hd_conn_flush(struct hd_loop *lp, struct hd_conn *c);
-/* One read into the buffer, after growing it as far as allowed. Returns the
- * bytes read (> 0), 0 at EOF or on a read error (logged at debug level),
- * -EAGAIN when nothing is there, or -ENOMEM (logged; close the connection). */
-ssize_t hd_conn_read(struct hd_conn *c);
+/* One read into the buffer, after growing it as far as allowed (over TLS:
+ * a step of the handshake first, while it lasts). Returns the bytes read
+ * (> 0), 0 at EOF or on a read error (logged at debug level), -EAGAIN when
+ * nothing is there, -ENOMEM (logged) or -EPROTO (a TLS failure, counted
+ * and logged): close the connection. */
+ssize_t hd_conn_read(struct hd_loop *lp, struct hd_conn *c);
 /* The first n bytes of the buffer are done with. */
 void hd_conn_consume(struct hd_conn *c, size_t n);
 

@@ -23,32 +23,13 @@
 static void
 list_append(struct hd_list *l, struct hd_conn *c, int kind)
 {
-    struct hd_link *k = &c->links[kind];
-    k->prev = l->tail;
-    k->next = NULL;
-    if (l->tail != NULL) {
-        l->tail->links[kind].next = c;
-    } else {
-        l->head = c;
-    }
-    l->tail = c;
+    HD_LIST_APPEND(l, c, kind);
 }
 
 static void
 list_remove(struct hd_list *l, struct hd_conn *c, int kind)
 {
-    struct hd_link *k = &c->links[kind];
-    if (k->prev != NULL) {
-        k->prev->links[kind].next = k->next;
-    } else {
-        l->head = k->next;
-    }
-    if (k->next != NULL) {
-        k->next->links[kind].prev = k->prev;
-    } else {
-        l->tail = k->prev;
-    }
-    k->prev = k->next = NULL;
+    HD_LIST_REMOVE(l, c, kind);
 }
 
 /* ---- peers ---- */

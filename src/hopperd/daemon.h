@@ -5,9 +5,11 @@
  * listener thread (epoll over every source), one relay thread per sink and
  * one metrics thread. Everything below is immutable after startup except:
  *   - fields marked [atomic]: statistics and states, C11 atomics;
- *   - fields marked [mu]: the sink's reloadable settings, under sink->mu.
- * Lock order: a thread holds at most one sink->mu and calls nothing while
- * holding it (copy out, unlock, then use).
+ *   - fields marked [mu]: the sink's reloadable settings, under sink->mu;
+ *   - fields marked [tls_mu]: a source's TLS context, under source->tls_mu.
+ * Lock order: a thread holds at most one of these mutexes and calls nothing
+ * while holding it but SSL_new() / SSL_CTX_up_ref() (copy out, unlock, then
+ * use).
  */
 #ifndef HOPPER_SRC_HOPPERD_DAEMON_H
 #define HOPPER_SRC_HOPPERD_DAEMON_H
@@ -19,6 +21,7 @@
 
 #include "config.h"
 #include "proto.h" /* enum hd_code: native rejections are counted per code */
+#include "tls.h"   /* SSL_CTX, enum hd_tls_fail: TLS failures are counted per reason */
 
 /* Why a record was dropped. Every drop is counted under exactly one cause. */
 enum hd_drop_cause {
@@ -81,6 +84,12 @@ struct hd_source_rt {
     atomic_uint_fast64_t conn_timeouts[HD_TIMEOUT_NKINDS]; /* [atomic] by enum hd_timeout */
     atomic_uint_fast64_t bad_frames;     /* [atomic] connections closed for malformed input */
     atomic_uint_fast64_t native_rejections[HD_CODE_NCODES]; /* [atomic] by enum hd_code */
+    /* tls = on: new connections take this context (SIGHUP replaces it; a
+     * connection keeps the one it was made with). NULL when tls = off. */
+    pthread_mutex_t tls_mu;
+    SSL_CTX *tls_ctx;                       /* [tls_mu] */
+    atomic_uint_fast64_t tls_handshakes;    /* [atomic] completed TLS handshakes */
+    atomic_uint_fast64_t tls_failures[HD_TLS_FAIL_NKINDS]; /* [atomic] by enum hd_tls_fail */
 };
 
 /* Sink connection lifecycle; transitions are checked in relay.c only. */
@@ -141,6 +150,7 @@ struct hd_sink_rt {
     /* [mu] jetstream sinks: a copy of conf whose servers, creds, user,
      * password and token SIGHUP replaces (reloadable); NULL for others */
     struct hd_sink_conf *live;
+    SSL_CTX *tls_ctx;            /* [mu] reloadable; tls = on: the next connection's context */
     atomic_int state;            /* [atomic] enum hd_sink_state */
     atomic_uint_fast64_t egress_records;   /* [atomic] written and acknowledged */
     atomic_uint_fast64_t egress_bytes;     /* [atomic] payload bytes of those */

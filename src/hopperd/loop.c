@@ -283,6 +283,28 @@ conn_process(struct hd_loop *lp, struct hd_conn *c)
     return keep_or_close(lp, c, hd_conn_flush(lp, c));
 }
 
+/* The first bytes of a connection to a plaintext tcp source look like a
+ * TLS handshake record (0x16, version 3.x): a TLS client at the wrong port.
+ * Its ClientHello would otherwise become a record of binary garbage (lines)
+ * or a bad frame: refuse it as such, counted as a bad frame and logged
+ * with why. Returns 1 when c was closed. */
+static int
+tls_on_plaintext(struct hd_loop *lp, struct hd_conn *c)
+{
+    if (c->ssl != NULL || c->src->conf->type != HD_SRC_TCP || c->len < 3 || c->buf[0] != 0x16 ||
+        c->buf[1] != 0x03 || c->buf[2] > 0x04) {
+        return 0;
+    }
+    atomic_fetch_add(&c->src->bad_frames, 1);
+    if (hd_loop_warn_ok(lp)) {
+        log_warnx("listener: source %s: %s: a TLS handshake on a plaintext source (tls = off), "
+                  "closing",
+                  c->src->conf->s.name, c->peer);
+    }
+    close_conn(lp, c);
+    return 1;
+}
+
 /* Read until EAGAIN (or `rounds` reads; 0 = no limit), processing as we go. */
 static void
 conn_readable(struct hd_loop *lp, struct hd_conn *c, int rounds)
@@ -294,7 +316,10 @@ conn_readable(struct hd_loop *lp, struct hd_conn *c, int rounds)
         if (c->fr.format == HD_FMT_NATIVE && hd_conn_unsent(c) >= HD_CONN_OUT_LIMIT) {
             return;
         }
-        ssize_t r = hd_conn_read(c);
+        ssize_t r = hd_conn_read(lp, c);
+        if (r > 0 && c->silent && tls_on_plaintext(lp, c)) {
+            return;
+        }
         if (r > 0) {
             hd_slots_heard(hd_slots_of(lp, c->src), c);
             if (conn_process(lp, c) < 0) {
@@ -315,7 +340,7 @@ conn_readable(struct hd_loop *lp, struct hd_conn *c, int rounds)
             }
             return;
         }
-        if (r == -ENOMEM) {
+        if (r == -ENOMEM || r == -EPROTO) {
             close_conn(lp, c);
             return;
         }
@@ -460,6 +485,12 @@ accept_all(struct hd_loop *lp, struct hd_lsock *ls)
             close_conn(lp, c);
             continue;
         }
+        /* TLS: the handshake runs in the connection's events, holding the
+         * slot just taken (handshake_timeout applies). */
+        if (src->conf->tls.enabled && hd_conn_start_tls(c) < 0) {
+            close_conn(lp, c);
+            continue;
+        }
         if (native && hd_native_hello(c) < 0) {
             close_conn(lp, c);
             continue;
@@ -541,7 +572,9 @@ time_out(struct hd_loop *lp, struct hd_conn *c, int kind, uint64_t quiet_ms)
     atomic_fetch_add(&c->src->conn_timeouts[kind], 1);
     if (hd_loop_warn_ok(lp)) {
         log_warnx("listener: source %s: %s: %s for %llu ms, closing", c->src->conf->s.name, c->peer,
-                  kind == HD_TIMEOUT_HANDSHAKE ? "nothing received" : "no whole frame or line",
+                  kind != HD_TIMEOUT_HANDSHAKE ? "no whole frame or line"
+                  : c->ssl != NULL && !c->tls_open ? "TLS handshake not finished"
+                                                   : "nothing received",
                   (unsigned long long)quiet_ms);
     }
     close_conn(lp, c);
@@ -579,6 +612,23 @@ expire_conns(struct hd_loop *lp, uint64_t now)
     return next;
 }
 
+/* TLS connections whose decrypted bytes wait inside OpenSSL, where epoll
+ * cannot see them: read each of those listed now once (one read round may
+ * list it again, for the next pass). */
+static void
+read_tls_ready(struct hd_loop *lp)
+{
+    size_t k = 0;
+    for (struct hd_conn *c = lp->tls_ready.head; c != NULL; c = c->links[HD_LINK_READY].next) {
+        k++;
+    }
+    struct hd_conn *c;
+    while (k-- > 0 && (c = lp->tls_ready.head) != NULL) {
+        hd_conn_unready(lp, c);
+        conn_readable(lp, c, READS_PER_EVENT);
+    }
+}
+
 static void *
 loop_main(void *arg)
 {
@@ -587,6 +637,9 @@ loop_main(void *arg)
     uint64_t due = UINT64_MAX; /* the next timeout of a connection */
     for (;;) {
         int timeout = lp->nblocked > 0 || lp->nsubs > 0 ? RETRY_MS : -1;
+        if (lp->tls_ready.head != NULL) {
+            timeout = 0;
+        }
         uint64_t now = hd_now_ms();
         if (lp->npaused > 0) {
             int left = lp->resume_ms > now ? (int)(lp->resume_ms - now) : 0;
@@ -628,11 +681,15 @@ loop_main(void *arg)
                         }
                     }
                 }
-                if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                /* TLS: OpenSSL may have waited for writability to read (a
+                 * handshake step, an alert to send): read again too. */
+                if ((evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+                    c->ssl != NULL) {
                     conn_readable(lp, c, READS_PER_EVENT);
                 }
             }
         }
+        read_tls_ready(lp);
         for (size_t i = 0; i < nready; i++) {
             accept_all(lp, ready[i]);
         }

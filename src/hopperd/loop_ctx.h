@@ -43,9 +43,9 @@ struct hd_item {
 };
 
 /* Lists of connections threaded through the connections themselves
- * (connlimit.h): a connection is on up to HD_NLINKS of them at once, one
- * hd_link each. */
-enum hd_link_kind { HD_LINK_SOURCE = 0, HD_LINK_PEER, HD_LINK_SILENT, HD_NLINKS };
+ * (connlimit.h; HD_LINK_READY: conn.c): a connection is on up to HD_NLINKS
+ * of them at once, one hd_link each. */
+enum hd_link_kind { HD_LINK_SOURCE = 0, HD_LINK_PEER, HD_LINK_SILENT, HD_LINK_READY, HD_NLINKS };
 
 struct hd_link {
     struct hd_conn *prev, *next;
@@ -72,7 +72,42 @@ struct hd_loop {
     struct log_limit warn; /* one warning per second from this thread */
     struct hd_subq *subqs; /* one per queue (subscribe.c) */
     size_t nsubs;          /* attached subscribers */
+    /* TLS connections that want reading while OpenSSL holds bytes it
+     * decrypted (epoll cannot see those): loop.c reads them without
+     * waiting (conn.c keeps the list, HD_LINK_READY). */
+    struct hd_list tls_ready;
 };
+
+/* The list operations: append c to l, remove c from l (it is on it). The
+ * links are in struct hd_conn (conn.h), so these need it complete: they
+ * are macros over any type with `links[]`. */
+#define HD_LIST_APPEND(l, c, kind)                                                                 \
+    do {                                                                                           \
+        struct hd_link *k_ = &(c)->links[kind];                                                    \
+        k_->prev = (l)->tail;                                                                      \
+        k_->next = NULL;                                                                           \
+        if ((l)->tail != NULL) {                                                                   \
+            (l)->tail->links[kind].next = (c);                                                     \
+        } else {                                                                                   \
+            (l)->head = (c);                                                                       \
+        }                                                                                          \
+        (l)->tail = (c);                                                                           \
+    } while (0)
+#define HD_LIST_REMOVE(l, c, kind)                                                                 \
+    do {                                                                                           \
+        struct hd_link *k_ = &(c)->links[kind];                                                    \
+        if (k_->prev != NULL) {                                                                    \
+            k_->prev->links[kind].next = k_->next;                                                 \
+        } else {                                                                                   \
+            (l)->head = k_->next;                                                                  \
+        }                                                                                          \
+        if (k_->next != NULL) {                                                                    \
+            k_->next->links[kind].prev = k_->prev;                                                 \
+        } else {                                                                                   \
+            (l)->tail = k_->prev;                                                                  \
+        }                                                                                          \
+        k_->prev = k_->next = NULL;                                                                \
+    } while (0)
 
 /* May the listener thread log a warning now? (log_limit_ok) */
 static inline int

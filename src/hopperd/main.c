@@ -32,6 +32,7 @@
 #include "preflight.h"
 #include "relay.h"
 #include "signals.h"
+#include "tlsconf.h"
 
 #ifndef HOPPERD_VERSION
 #define HOPPERD_VERSION "0.0.0"
@@ -125,6 +126,7 @@ daemon_setup(struct hd_daemon *d, struct hd_config *cfg)
         d->sources[i].conf = &cfg->sources[i];
         d->sources[i].queue = &d->queues[cfg->sources[i].queue_index];
         d->sources[i].fd = -1;
+        pthread_mutex_init(&d->sources[i].tls_mu, NULL);
     }
     for (size_t i = 0; i < d->nsinks; i++) {
         struct hd_sink_rt *s = &d->sinks[i];
@@ -229,14 +231,112 @@ close_queues(struct hd_daemon *d)
     return status;
 }
 
+/* The TLS contexts of cfg (tlsconf.h), built into arrays indexed like its
+ * sources and sinks; NULL entries where tls = off. 0, or -1 with err set. */
+static int
+tls_build(const struct hd_config *cfg, SSL_CTX ***src, SSL_CTX ***sink, char *err, size_t errlen)
+{
+    *src = calloc(cfg->nsources + 1, sizeof(**src));
+    *sink = calloc(cfg->nsinks + 1, sizeof(**sink));
+    if (*src == NULL || *sink == NULL) {
+        snprintf(err, errlen, "out of memory");
+    } else if (hd_tls_contexts_new(cfg, *src, *sink, err, errlen) == 0) {
+        return 0;
+    }
+    free(*src);
+    free(*sink);
+    *src = *sink = NULL;
+    return -1;
+}
+
+/* Startup: every source and sink with tls = on gets its context (the
+ * files are read here, before any thread starts). 0 or -1 (logged). */
+static int
+tls_start(struct hd_daemon *d)
+{
+    char err[HD_ERR_LEN];
+    SSL_CTX **src, **sink;
+    if (tls_build(d->cfg, &src, &sink, err, sizeof(err)) < 0) {
+        log_errorx("main: %s", err);
+        return -1;
+    }
+    for (size_t i = 0; i < d->nsources; i++) {
+        d->sources[i].tls_ctx = src[i];
+    }
+    for (size_t i = 0; i < d->nsinks; i++) {
+        d->sinks[i].tls_ctx = sink[i];
+    }
+    free(src);
+    free(sink);
+    return 0;
+}
+
+/* SIGHUP: new contexts from `next` for the sources and sinks (by name)
+ * that have tls = on in both; connections already made keep theirs. All
+ * or nothing: -1 (logged) when one does not build, and nothing changed. */
+static int
+tls_reload(struct hd_daemon *d, const struct hd_config *next)
+{
+    char err[HD_ERR_LEN];
+    SSL_CTX **src, **sink;
+    if (tls_build(next, &src, &sink, err, sizeof(err)) < 0) {
+        log_errorx("reload: %s", err);
+        return -1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < d->nsources; i++) {
+        struct hd_source_rt *s = &d->sources[i];
+        for (size_t j = 0; j < next->nsources && s->tls_ctx != NULL; j++) {
+            if (src[j] != NULL && strcmp(s->conf->s.name, next->sources[j].s.name) == 0) {
+                pthread_mutex_lock(&s->tls_mu);
+                SSL_CTX *old = s->tls_ctx;
+                s->tls_ctx = src[j];
+                pthread_mutex_unlock(&s->tls_mu);
+                src[j] = old; /* freed below */
+                n++;
+            }
+        }
+    }
+    for (size_t i = 0; i < d->nsinks; i++) {
+        struct hd_sink_rt *s = &d->sinks[i];
+        for (size_t j = 0; j < next->nsinks && s->tls_ctx != NULL; j++) {
+            if (sink[j] != NULL && strcmp(s->conf->s.name, next->sinks[j].s.name) == 0) {
+                pthread_mutex_lock(&s->mu);
+                SSL_CTX *old = s->tls_ctx;
+                s->tls_ctx = sink[j];
+                pthread_mutex_unlock(&s->mu);
+                sink[j] = old;
+                n++;
+            }
+        }
+    }
+    hd_tls_contexts_free(src, next->nsources);
+    hd_tls_contexts_free(sink, next->nsinks);
+    free(src);
+    free(sink);
+    if (n > 0) {
+        log_info("reload: TLS certificates, keys and CAs reloaded for %zu sources and sinks; "
+                 "established connections keep theirs",
+                 n);
+    }
+    return 0;
+}
+
 static void
 daemon_free(struct hd_daemon *d)
 {
     for (size_t i = 0; i < d->nsinks; i++) {
         if (d->sinks[i].d != NULL) {
             pthread_mutex_destroy(&d->sinks[i].mu);
+            SSL_CTX_free(d->sinks[i].tls_ctx);
         }
         free(d->sinks[i].live);
+    }
+    for (size_t i = 0; d->sources != NULL && i < d->nsources; i++) {
+        if (d->sources[i].conf != NULL) {
+            pthread_mutex_destroy(&d->sources[i].tls_mu);
+            SSL_CTX_free(d->sources[i].tls_ctx);
+        }
     }
     for (size_t i = 0; d->queues != NULL && i < d->nqueues; i++) {
         if (d->queues[i].drop_wake_fd >= 0) {
@@ -287,9 +387,17 @@ reload(struct hd_daemon *d, const char *path, int debug, int verbose)
         log_errorx("reload: rejected; the running configuration stays in effect");
         return;
     }
-    /* What -n and a start check (a creds file that cannot be read...). */
+    /* What -n and a start check (a creds file that cannot be read, TLS
+     * files...). */
     if (hd_preflight(next, err, sizeof(err), NULL, NULL) < 0) {
         log_errorx("reload: %s", err);
+        log_errorx("reload: rejected; the running configuration stays in effect");
+        hd_config_free(next);
+        return;
+    }
+    /* Then the certificates: a context that cannot be built rejects the
+     * whole reload. */
+    if (tls_reload(d, next) < 0) {
         log_errorx("reload: rejected; the running configuration stays in effect");
         hd_config_free(next);
         return;
@@ -386,7 +494,7 @@ main(int argc, char **argv)
         fatalx("main: setup: %s", strerror(-rc));
     }
     int status = 0;
-    if (open_queues(&d) < 0) {
+    if (tls_start(&d) < 0 || open_queues(&d) < 0) {
         close_queues(&d);
         daemon_free(&d);
         hd_config_free(cfg);

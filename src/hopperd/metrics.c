@@ -209,6 +209,26 @@ hd_metrics_render(struct hd_daemon *d, char **out, size_t *len)
                       (uint64_t)atomic_load(&d->sources[i].conn_timeouts[k]));
         }
     }
+    head(&b, "hopperd_source_tls_handshakes_total", "counter",
+         "TLS handshakes completed (tls = on sources)");
+    for (size_t i = 0; i < d->nsources; i++) {
+        if (d->sources[i].conf->tls.enabled) {
+            sb_printf(&b, "hopperd_source_tls_handshakes_total{source=\"%s\"} %" PRIu64 "\n",
+                      d->sources[i].conf->s.name,
+                      (uint64_t)atomic_load(&d->sources[i].tls_handshakes));
+        }
+    }
+    head(&b, "hopperd_source_tls_failures_total", "counter",
+         "TLS connections refused or failed, by reason (tls = on sources)");
+    for (size_t i = 0; i < d->nsources; i++) {
+        for (int k = 0; d->sources[i].conf->tls.enabled && k < HD_TLS_FAIL_NKINDS; k++) {
+            sb_printf(&b,
+                      "hopperd_source_tls_failures_total{source=\"%s\",reason=\"%s\"} %" PRIu64
+                      "\n",
+                      d->sources[i].conf->s.name, hd_tls_fail_names[k],
+                      (uint64_t)atomic_load(&d->sources[i].tls_failures[k]));
+        }
+    }
     head(&b, "hopperd_source_native_rejections_total", "counter",
          "native batches refused, by code");
     for (size_t i = 0; i < d->nsources; i++) {

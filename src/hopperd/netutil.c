@@ -348,26 +348,36 @@ hd_write_all(int fd, const void *p, size_t n, int is_socket, uint64_t deadline_m
         }
         /* A slow peer is not an error: wait, but give up when told to stop
          * or at the deadline. */
-        if (abort_fn != NULL && abort_fn(arg)) {
-            return -ECANCELED;
+        int rc = hd_net_wait(fd, POLLOUT, deadline_ms, abort_fn, arg);
+        if (rc < 0) {
+            return rc;
         }
-        int wait_ms = 100;
-        if (deadline_ms != 0) {
-            uint64_t now = hd_now_ms();
-            if (now >= deadline_ms) {
-                return -ETIMEDOUT;
-            }
-            if (deadline_ms - now < 100) {
-                wait_ms = (int)(deadline_ms - now);
-            }
+    }
+    return 0;
+}
+
+int
+hd_net_wait(int fd, short events, uint64_t deadline_ms, int (*abort_fn)(void *), void *arg)
+{
+    if (abort_fn != NULL && abort_fn(arg)) {
+        return -ECANCELED;
+    }
+    int wait_ms = 100;
+    if (deadline_ms != 0) {
+        uint64_t now = hd_now_ms();
+        if (now >= deadline_ms) {
+            return -ETIMEDOUT;
         }
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) {
-            return -errno;
+        if (deadline_ms - now < 100) {
+            wait_ms = (int)(deadline_ms - now);
         }
-        if (pfd.revents & (POLLERR | POLLHUP)) {
-            return -EPIPE;
-        }
+    }
+    struct pollfd pfd = {.fd = fd, .events = events};
+    if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) {
+        return -errno;
+    }
+    if ((events & POLLOUT) && (pfd.revents & (POLLERR | POLLHUP))) {
+        return -EPIPE;
     }
     return 0;
 }

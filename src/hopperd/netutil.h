@@ -53,5 +53,11 @@ int hd_net_send_some(int fd, const void *p, size_t n, size_t *off);
  * when a write makes no progress). */
 int hd_write_all(int fd, const void *p, size_t n, int is_socket, uint64_t deadline_ms,
                  int (*abort_fn)(void *), void *arg);
+/* One wait of a writer or reader that found fd not ready: poll for
+ * `events` at most 100 ms (less when deadline_ms, monotonic, 0 = none, is
+ * nearer). 0 to try again, -ECANCELED when abort_fn (may be NULL) returns
+ * non-zero, -ETIMEDOUT once the deadline passed, -EPIPE when poll reports
+ * an error or hang-up while waiting to write, or -errno. */
+int hd_net_wait(int fd, short events, uint64_t deadline_ms, int (*abort_fn)(void *), void *arg);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "netutil.h"
+#include "tlsconf.h"
 
 /* A tcp listener of the configuration: a source or the metrics endpoint. */
 struct tcp_listener {
@@ -126,7 +127,9 @@ check_tcp(struct pf *pf)
     size_t n = 0;
     for (size_t i = 0; i <= cfg->nsources; i++) {
         struct tcp_listener *t = &l[n];
+        const struct hd_tls_conf *tls = NULL;
         if (i < cfg->nsources && cfg->sources[i].type == HD_SRC_TCP) {
+            tls = cfg->sources[i].tls.enabled ? &cfg->sources[i].tls : NULL;
             const struct hd_source_conf *s = &cfg->sources[i];
             snprintf(t->what, sizeof(t->what), "[source %s]: listen", s->s.name);
             t->addr = s->listen;
@@ -158,12 +161,18 @@ check_tcp(struct pf *pf)
         if (rc < 0) {
             break;
         }
-        if (!hd_net_is_loopback((const struct sockaddr *)&t->ss) && pf->warn != NULL) {
+        /* A TLS source that verifies its clients (tls_verify_client =
+         * required) is meant to face the network. */
+        int authenticated = tls != NULL && tls->verify_client == 2;
+        if (!hd_net_is_loopback((const struct sockaddr *)&t->ss) && pf->warn != NULL &&
+            !authenticated) {
             char msg[sizeof(t->what) + 2 * HD_ADDR_MAX + 160];
             snprintf(msg, sizeof(msg),
                      "%s = %s binds %s, which is not a loopback address: anyone who can reach "
-                     "this host may connect, and everything travels in plaintext (no TLS)",
-                     t->what, t->addr, bound);
+                     "this host may connect%s",
+                     t->what, t->addr, bound,
+                     tls == NULL ? ", and everything travels in plaintext (no TLS)"
+                                 : " (tls_verify_client is not required)");
             pf->warn(pf->arg, msg);
         }
         n++;
@@ -385,13 +394,34 @@ check_creds(struct pf *pf)
     return 0;
 }
 
+/* Every TLS file exists and parses, each certificate matches its key, each
+ * CA bundle loads, keys are private: the contexts are built, then freed. */
+static int
+check_tls(struct pf *pf)
+{
+    const struct hd_config *cfg = pf->cfg;
+    SSL_CTX **src = calloc(cfg->nsources + 1, sizeof(*src));
+    SSL_CTX **sink = calloc(cfg->nsinks + 1, sizeof(*sink));
+    int rc = -1;
+    if (src == NULL || sink == NULL) {
+        pf_error(pf, 0, "out of memory");
+    } else if (hd_tls_contexts_new(cfg, src, sink, pf->err, pf->errlen) == 0) {
+        hd_tls_contexts_free(src, cfg->nsources);
+        hd_tls_contexts_free(sink, cfg->nsinks);
+        rc = 0;
+    }
+    free(src);
+    free(sink);
+    return rc;
+}
+
 int
 hd_preflight(const struct hd_config *cfg, char *err, size_t errlen, hd_preflight_warn_fn *warn,
              void *arg)
 {
     struct pf pf = {cfg, err, errlen, warn, arg};
     if (check_tcp(&pf) < 0 || check_unix(&pf) < 0 || check_state_dir(&pf) < 0 ||
-        check_creds(&pf) < 0) {
+        check_creds(&pf) < 0 || check_tls(&pf) < 0) {
         return -1;
     }
     return 0;

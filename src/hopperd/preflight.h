@@ -11,9 +11,13 @@
  *   - a state_dir (or a queue's directory in it) that is not a directory or
  *     not writable, or that cannot be created where it is missing;
  *   - a jetstream sink's `creds` file that cannot be opened, or does not
- *     hold a user JWT and an nkey seed.
- * A listener that is not on a loopback address is a warning: anyone who can
- * reach the host may connect, and hopperd has no TLS yet.
+ *     hold a user JWT and an nkey seed;
+ *   - every TLS file: it exists and parses, each certificate matches its
+ *     key, each CA bundle loads, no key is readable by group or others
+ *     (tlsconf.h builds the contexts and frees them).
+ * A listener that is not on a loopback address is a warning (anyone who can
+ * reach the host may connect) unless it is a TLS source that requires
+ * client certificates.
  * Access checks use access(2), so they judge by the real uid of the
  * process that runs them: run `-n` as the user hopperd runs as. */
 #ifndef HOPPER_SRC_HOPPERD_PREFLIGHT_H

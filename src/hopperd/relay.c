@@ -106,6 +106,8 @@ hd_backoff_delay(uint64_t min_ms, uint64_t max_ms, unsigned attempt, uint64_t *r
 struct relay {
     struct hd_sink_rt *s;
     int fd;
+    SSL *ssl;       /* tls = on: over fd, from sink_open() to sink_close() */
+    int tls_broken; /* a TLS operation failed: close without close_notify */
     uint8_t *batch;
     size_t blen, bcap;
     uint64_t last_seq;
@@ -284,26 +286,26 @@ native_read_frame(struct relay *r, uint64_t timeout_ms)
         if (now >= deadline) {
             return -ETIMEDOUT;
         }
-        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
-        uint64_t left = deadline - now;
-        int n = poll(&pfd, 1, left < 100 ? (int)left : 100);
-        if (n < 0 && errno != EINTR) {
-            return -errno;
-        }
-        if (n <= 0) {
+        /* Read first: over TLS, OpenSSL may hold bytes poll cannot see. */
+        struct hd_stream st = {r->fd, r->ssl};
+        short wait;
+        ssize_t got = hd_stream_recv(&st, r->rbuf + r->rlen, r->rcap - r->rlen, &wait);
+        if (got > 0) {
+            r->rlen += (size_t)got;
             continue;
         }
-        ssize_t got = recv(r->fd, r->rbuf + r->rlen, r->rcap - r->rlen, MSG_DONTWAIT);
         if (got == 0) {
             return -ECONNRESET;
         }
-        if (got < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                continue;
-            }
+        if (got != -EAGAIN) {
+            r->tls_broken = r->ssl != NULL;
+            return (long)got;
+        }
+        struct pollfd pfd = {.fd = r->fd, .events = wait};
+        uint64_t left = deadline - now;
+        if (poll(&pfd, 1, left < 100 ? (int)left : 100) < 0 && errno != EINTR) {
             return -errno;
         }
-        r->rlen += (size_t)got;
     }
 }
 
@@ -348,6 +350,38 @@ native_handshake(struct relay *r, char *err, size_t errlen)
     return 0;
 }
 
+static void sink_close(struct relay *r);
+
+/* tls = on: the handshake over the connected r->fd, with the context the
+ * sink has now (SIGHUP may have replaced it), checking the server's
+ * certificate against tls_server_name or else the host of connect. */
+static int
+tls_open(struct relay *r, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&r->s->mu);
+    SSL_CTX *ctx = r->s->tls_ctx;
+    SSL_CTX_up_ref(ctx);
+    pthread_mutex_unlock(&r->s->mu);
+    char host[HD_ADDR_MAX], port[16];
+    const char *name = r->s->conf->tls.server_name;
+    if (name[0] == '\0') {
+        if (hd_parse_addr(r->addr, host, sizeof(host), port, sizeof(port), err, errlen) < 0) {
+            SSL_CTX_free(ctx);
+            return -EINVAL;
+        }
+        name = host;
+    }
+    int rc = hd_tls_connect(ctx, r->fd, name, hd_now_ms() + r->connect_timeout_ms, connect_abort,
+                            r, &r->ssl, err, errlen);
+    SSL_CTX_free(ctx);
+    if (rc == 0 && log_getlevel() >= HD_LOG_DEBUG) {
+        char sum[256];
+        hd_tls_summary(r->ssl, sum, sizeof(sum));
+        log_debug("relay: sink %s: %s: TLS %s", r->s->conf->s.name, r->addr, sum);
+    }
+    return rc;
+}
+
 static int
 sink_open(struct relay *r, char *err, size_t errlen)
 {
@@ -385,15 +419,18 @@ sink_open(struct relay *r, char *err, size_t errlen)
         return fd;
     }
     r->fd = fd;
-    if (r->s->conf->format == HD_FMT_NATIVE) {
-        int rc = native_handshake(r, err, errlen);
-        if (rc < 0) {
-            close(r->fd);
-            r->fd = -1;
-            return rc;
-        }
+    int rc = 0;
+    if (r->s->conf->tls.enabled) {
+        rc = tls_open(r, err, errlen);
     }
-    return 0;
+    if (rc == 0 && r->s->conf->format == HD_FMT_NATIVE) {
+        rc = native_handshake(r, err, errlen);
+    }
+    if (rc < 0) {
+        r->tls_broken = 1;
+        sink_close(r);
+    }
+    return rc;
 }
 
 static int
@@ -425,8 +462,11 @@ sink_close(struct relay *r)
         file_sync(r) < 0) {
         log_warn("relay: sink %s: fdatasync %s", r->s->conf->s.name, r->s->conf->path);
     }
-    close(r->fd);
+    struct hd_stream st = {r->fd, r->ssl};
+    hd_stream_close(&st, r->tls_broken);
     r->fd = -1;
+    r->ssl = NULL;
+    r->tls_broken = 0;
 }
 
 /* tcp: has the downstream closed or reset the connection? Anything it
@@ -436,6 +476,21 @@ peer_alive(struct relay *r)
 {
     if (r->s->conf->type != HD_SINK_TCP) {
         return 1;
+    }
+    while (r->ssl != NULL) {
+        /* TLS: what is there is read through OpenSSL (session tickets,
+         * close_notify, an alert); a peer gone shows as EOF or an error. */
+        char scratch[4096];
+        short wait;
+        struct hd_stream st = {r->fd, r->ssl};
+        ssize_t got = hd_stream_recv(&st, scratch, sizeof(scratch), &wait);
+        if (got == -EAGAIN) {
+            return 1;
+        }
+        if (got <= 0) {
+            r->tls_broken = got < 0;
+            return 0;
+        }
     }
     for (;;) {
         struct pollfd pfd = {.fd = r->fd, .events = POLLIN | POLLRDHUP};
@@ -471,6 +526,12 @@ write_all(struct relay *r, const uint8_t *p, size_t n)
 {
     if (state_of(r) != HD_SINK_ESTABLISHED) {
         return -EINVAL;
+    }
+    if (r->ssl != NULL) {
+        struct hd_stream st = {r->fd, r->ssl};
+        int rc = hd_stream_write_all(&st, p, n, 0, relay_should_abort, r);
+        r->tls_broken = rc < 0; /* a record may be half written */
+        return rc;
     }
     return hd_write_all(r->fd, p, n, r->s->conf->type == HD_SINK_TCP, 0, relay_should_abort, r);
 }

@@ -175,6 +175,31 @@ test_peer_read(void **state)
     close(sv[1]);
 }
 
+/* tls_allowed_peers: any of the certificate's names, ASCII case ignored,
+ * no wildcards, no prefixes. */
+static void
+test_tls_names(void **state)
+{
+    (void)state;
+    char why[200];
+    const char *one[] = {"client-ok"};
+    const char *two[] = {"Client-B", "ok.client.test"};
+    const char *star[] = {"*.example"};
+    assert_int_equal(hd_auth_tls_names("", one, 1, why, sizeof(why)), 1);
+    assert_int_equal(hd_auth_tls_names("client-ok", one, 1, why, sizeof(why)), 1);
+    assert_int_equal(hd_auth_tls_names("a,CLIENT-OK", one, 1, why, sizeof(why)), 1);
+    assert_int_equal(hd_auth_tls_names("client", one, 1, why, sizeof(why)), 0);
+    assert_string_equal(why, "certificate name client-ok is not in tls_allowed_peers");
+    assert_int_equal(hd_auth_tls_names("client-ok-2,x", one, 1, why, sizeof(why)), 0);
+    assert_int_equal(hd_auth_tls_names("x,ok.client.test", two, 2, why, sizeof(why)), 1);
+    assert_int_equal(hd_auth_tls_names("x", two, 2, why, sizeof(why)), 0);
+    assert_string_equal(why, "certificate names Client-B, ... are not in tls_allowed_peers");
+    assert_int_equal(hd_auth_tls_names("a.example", star, 1, why, sizeof(why)), 0);
+    assert_int_equal(hd_auth_tls_names("*.example", star, 1, why, sizeof(why)), 1);
+    assert_int_equal(hd_auth_tls_names("a", NULL, 0, why, sizeof(why)), 0);
+    assert_non_null(strstr(why, "no CN or DNS name"));
+}
+
 int
 main(void)
 {
@@ -183,6 +208,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_peer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_ops, setup, teardown),
         cmocka_unit_test(test_peer_read),
+        cmocka_unit_test(test_tls_names),
     };
     return cmocka_run_group_tests_name("hopperd_auth", tests, NULL, NULL);
 }

@@ -528,6 +528,83 @@ test_jetstream(void **state)
     }
 }
 
+/* TLS directives: parsed, defaults resolved, combinations checked
+ * (whether the files load is preflight's: test_hd_tls). */
+static void
+test_tls_directives(void **state)
+{
+    (void)state;
+    struct hd_config *cfg = load_ok(
+        "[queue a]\n[queue b]\n"
+        "[source t]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = a\ntls = on\n"
+        "tls_cert = /c.pem\ntls_key = /k.pem\ntls_ca = /ca.pem\n"
+        "tls_allowed_peers = host-a.example ,  Client B,x\n"
+        "tls_ciphers = ECDHE+AESGCM\ntls_ciphersuites = TLS_AES_128_GCM_SHA256\n"
+        "[source n]\ntype = tcp\nlisten = 127.0.0.1:2\nqueue = a\ntls = on\n"
+        "tls_cert = /c.pem\ntls_key = /k.pem\n"
+        "[source o]\ntype = tcp\nlisten = 127.0.0.1:3\nqueue = a\ntls = on\n"
+        "tls_cert = /c.pem\ntls_key = /k.pem\ntls_ca = /ca.pem\ntls_verify_client = optional\n"
+        "[source p]\ntype = tcp\nlisten = 127.0.0.1:4\nqueue = a\n"
+        "[sink k]\ntype = tcp\nconnect = example.org:6514\nqueue = b\ntls = on\n"
+        "tls_server_name = logs.example\ntls_cert = /c.pem\ntls_key = /k.pem\n");
+    const struct hd_source_conf *t = &cfg->sources[0], *n = &cfg->sources[1];
+    assert_int_equal(t->tls.enabled, 1);
+    assert_string_equal(t->tls.cert, "/c.pem");
+    assert_string_equal(t->tls.ca, "/ca.pem");
+    assert_int_equal(t->tls.verify_client, 2); /* required: the default with tls_ca */
+    assert_string_equal(t->tls.allowed_peers, "host-a.example,Client B,x");
+    assert_string_equal(t->tls.ciphers, "ECDHE+AESGCM");
+    assert_string_equal(t->tls.ciphersuites, "TLS_AES_128_GCM_SHA256");
+    assert_int_equal(n->tls.verify_client, 0); /* none: no tls_ca */
+    assert_int_equal(cfg->sources[2].tls.verify_client, 1);
+    assert_int_equal(cfg->sources[3].tls.enabled, 0);
+    assert_string_equal(cfg->sinks[0].tls.server_name, "logs.example");
+    assert_string_equal(cfg->sinks[0].tls.ca, "");
+    hd_config_free(cfg);
+
+#define TSRC "[queue a]\n[source t]\ntype = tcp\nlisten = 127.0.0.1:1\nqueue = a\n"
+    expect_error(TSRC "tls_cert = /c.pem\n",
+                 "test.conf:6: [source t]: 'tls_cert' does not apply to tls = off");
+    expect_error(TSRC "tls = on\ntls_key = /k\n",
+                 "test.conf:2: [source t]: 'tls_cert' is required with tls = on");
+    expect_error(TSRC "tls = on\ntls_cert = /c\ntls_key = /k\ntls_verify_client = required\n",
+                 "test.conf:9: [source t]: tls_verify_client = required needs tls_ca");
+    expect_error(TSRC "tls = on\ntls_cert = /c\ntls_key = /k\ntls_allowed_peers = a\n",
+                 "test.conf:9: [source t]: tls_allowed_peers needs tls_ca");
+    expect_error(TSRC "tls = on\ntls_cert = /c\ntls_key = /k\ntls_ca = /ca\n"
+                      "tls_verify_client = optional\ntls_allowed_peers = a\n",
+                 "test.conf:11: [source t]: tls_allowed_peers needs tls_ca and "
+                 "tls_verify_client = required");
+    expect_error(TSRC "tls = yes\n", "test.conf:6: tls = 'yes': expected off | on");
+    expect_error(TSRC "tls_verify_client = always\n", "expected none | optional | required");
+    expect_error(TSRC "tls = on\ntls_cert = /c\ntls_key = /k\ntls_ca = /ca\n"
+                      "tls_allowed_peers = a,,b\n",
+                 "test.conf:10: tls_allowed_peers = 'a,,b': expected certificate names");
+    expect_error(TSRC "tls_ciphers = A B\n",
+                 "test.conf:6: tls_ciphers: must be 1..199 characters without spaces");
+    expect_error("[queue a]\n[source u]\ntype = unix\npath = /tmp/u\nqueue = a\ntls = on\n"
+                 "tls_cert = /c\ntls_key = /k\n",
+                 "test.conf:6: [source u]: tls = on needs type = tcp");
+    expect_error("[queue a]\n[sink k]\ntype = tcp\nconnect = h:1\nqueue = a\ntls = on\n"
+                 "tls_cert = /c\n",
+                 "test.conf:7: [sink k]: tls_cert and tls_key go together");
+    expect_error("[queue a]\n[sink k]\ntype = file\npath = /x\nqueue = a\ntls = on\n",
+                 "test.conf:6: [sink k]: tls = on needs type = tcp");
+    expect_error("[queue a]\n[sink k]\ntype = tcp\nconnect = h:1\nqueue = a\n"
+                 "tls_server_name = x\n",
+                 "test.conf:6: [sink k]: 'tls_server_name' does not apply to tls = off");
+    /* 33 identities: one too many. */
+    char text[600];
+    int off = snprintf(text, sizeof(text), TSRC "tls = on\ntls_cert = /c\ntls_key = /k\n"
+                                                "tls_ca = /ca\ntls_allowed_peers = ");
+    for (int i = 0; i < 33; i++) {
+        off += snprintf(text + off, sizeof(text) - (size_t)off, "%sp%d", i ? "," : "", i);
+    }
+    snprintf(text + off, sizeof(text) - (size_t)off, "\n");
+    expect_error(text, "tls_allowed_peers: at most 32 entries");
+#undef TSRC
+}
+
 static void
 test_errors_with_lines(void **state)
 {
@@ -1112,6 +1189,7 @@ main(void)
         cmocka_unit_test(test_preflight_creds),
         cmocka_unit_test(test_diff),
         cmocka_unit_test(test_jetstream),
+        cmocka_unit_test(test_tls_directives),
     };
     return cmocka_run_group_tests_name("hopperd_config", tests, NULL, NULL);
 }
