@@ -1067,7 +1067,8 @@ check_jetstream(struct loader *ld, struct hd_sink_conf *k)
 }
 
 /* TLS keys of a source (kind K_SOURCE) or a sink (K_SINK): they apply
- * only with tls = on, which applies only to type = tcp; a source's
+ * only with tls = on, which applies only to type = tcp (and to sinks of type
+ * jetstream, whose connection nats.c makes with the same files); a source's
  * tls_verify_client defaults to required with tls_ca and none without. */
 static void
 check_tls(struct loader *ld, const struct hd_section *sec, int kind, struct hd_tls_conf *t,
@@ -1089,8 +1090,8 @@ check_tls(struct loader *ld, const struct hd_section *sec, int kind, struct hd_t
         return;
     }
     if (!is_tcp) {
-        ld_error(ld, key_line(sec, kind, "tls"), "[%s %s]: tls = on needs type = tcp",
-                 kind_names[kind], sec->name);
+        ld_error(ld, key_line(sec, kind, "tls"), "[%s %s]: tls = on needs type = tcp%s",
+                 kind_names[kind], sec->name, kind == K_SINK ? " or jetstream" : "");
         return;
     }
     if (kind == K_SOURCE) {
@@ -1257,7 +1258,8 @@ validate(struct loader *ld)
             forbid(ld, &k->s, K_SINK, "connect", "type = file");
             forbid(ld, &k->s, K_SINK, "connect_timeout", "type = file");
         }
-        check_tls(ld, &k->s, K_SINK, &k->tls, k->type == HD_SINK_TCP);
+        check_tls(ld, &k->s, K_SINK, &k->tls,
+                  k->type == HD_SINK_TCP || k->type == HD_SINK_JETSTREAM);
         if (k->format == HD_FMT_NATIVE && k->type != HD_SINK_TCP) {
             ld_error(ld, key_line(&k->s, K_SINK, "format"),
                      "[sink %s]: format = native needs type = tcp", k->s.name);

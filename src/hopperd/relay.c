@@ -1128,12 +1128,14 @@ hd_relay_reload(struct hd_sink_rt *s, const struct hd_sink_conf *nc)
     s->reconnect_min_ms = nc->reconnect_min_ms;
     s->reconnect_max_ms = nc->reconnect_max_ms;
     if (s->live != NULL) {
-        /* jetstream: servers and credentials; a change reconnects (records
+        /* jetstream: servers, credentials and TLS; a change reconnects (records
          * in flight are published again, under the same message ids). */
         struct hd_sink_conf *l = s->live;
+        struct hd_tls_conf nt = nc->tls;
+        nt.enabled = l->tls.enabled; /* `tls` itself needs a restart */
         if (strcmp(l->servers, nc->servers) != 0 || strcmp(l->creds, nc->creds) != 0 ||
             strcmp(l->user, nc->user) != 0 || strcmp(l->password, nc->password) != 0 ||
-            strcmp(l->token, nc->token) != 0) {
+            strcmp(l->token, nc->token) != 0 || memcmp(&l->tls, &nt, sizeof(nt)) != 0) {
             log_info("relay: sink %s: servers or credentials changed, reconnecting",
                      s->conf->s.name);
             memcpy(l->servers, nc->servers, sizeof(l->servers));
@@ -1141,6 +1143,7 @@ hd_relay_reload(struct hd_sink_rt *s, const struct hd_sink_conf *nc)
             memcpy(l->user, nc->user, sizeof(l->user));
             memcpy(l->password, nc->password, sizeof(l->password));
             memcpy(l->token, nc->token, sizeof(l->token));
+            l->tls = nt;
             s->generation++;
         }
     }

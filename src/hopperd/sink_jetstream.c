@@ -321,6 +321,67 @@ ensure_stream(struct js_sink *j, char *err, size_t errlen, int *cause)
     return 0;
 }
 
+/* TLS of the NATS connection, from the sink's tls_* keys (config.c checked
+ * them and tlsconf.c loaded the same files, so -n and reload find a bad
+ * one). nats.c verifies the server against the system's trust store unless
+ * tls_ca names a bundle, requires TLS 1.2, and checks the server's name
+ * only when told one: tls_server_name, or the host of the first server.
+ * A `tls://` server makes nats.c use TLS without tls = on. */
+static natsStatus
+tls_options(natsOptions *o, const struct hd_sink_conf *c)
+{
+    const struct hd_tls_conf *t = &c->tls;
+    int tls_url = strstr(c->servers, "tls://") != NULL;
+    if (!t->enabled && !tls_url) {
+        return NATS_OK;
+    }
+    natsStatus st = natsOptions_SetSecure(o, true);
+    if (st == NATS_OK && t->ca[0] != '\0') {
+        st = natsOptions_LoadCATrustedCertificates(o, t->ca);
+    }
+    if (st == NATS_OK && t->cert[0] != '\0') {
+        st = natsOptions_LoadCertificatesChain(o, t->cert, t->key);
+    }
+    if (st == NATS_OK && t->ciphers[0] != '\0') {
+        st = natsOptions_SetCiphers(o, t->ciphers);
+    }
+    if (st == NATS_OK && t->ciphersuites[0] != '\0') {
+        st = natsOptions_SetCipherSuites(o, t->ciphersuites);
+    }
+    char host[HD_ADDR_MAX];
+    if (t->server_name[0] != '\0') {
+        snprintf(host, sizeof(host), "%s", t->server_name);
+    } else {
+        /* "nats://user:pw@host:port, ...": the first server's host. */
+        const char *u = c->servers;
+        const char *p = strstr(u, "://");
+        p = p != NULL ? p + 3 : u;
+        const char *at = strchr(p, '@');
+        const char *comma = strchr(p, ',');
+        if (at != NULL && (comma == NULL || at < comma)) {
+            p = at + 1;
+        }
+        size_t n = 0;
+        if (*p == '[') { /* [v6]:port */
+            p++;
+            while (p[n] != '\0' && p[n] != ']' && n + 1 < sizeof(host)) {
+                n++;
+            }
+        } else {
+            while (p[n] != '\0' && p[n] != ':' && p[n] != ',' && p[n] != '/' && p[n] != ' ' &&
+                   n + 1 < sizeof(host)) {
+                n++;
+            }
+        }
+        memcpy(host, p, n);
+        host[n] = '\0';
+    }
+    if (st == NATS_OK && host[0] != '\0') {
+        st = natsOptions_SetExpectedHostname(o, host);
+    }
+    return st;
+}
+
 static int
 js_connect(void *impl, char *err, size_t errlen, int *cause)
 {
@@ -368,6 +429,9 @@ js_connect(void *impl, char *err, size_t errlen, int *cause)
     }
     if (st == NATS_OK && c->token[0] != '\0') {
         st = natsOptions_SetToken(o, c->token);
+    }
+    if (st == NATS_OK) {
+        st = tls_options(o, c);
     }
     if (st != NATS_OK) {
         nats_err(err, errlen, "nats options", st);

@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,6 +99,7 @@ struct nats_auth {
     const char *token;       /* --auth; a client's URL token */
     const char *conf;        /* -c: decentralized JWT auth (operator, accounts) */
     const char *creds;       /* a client's credentials file, with conf */
+    const char *tls;         /* tls-certs.sh's directory: mutual TLS (--tlsverify) */
 };
 
 /* The JWT setup of tests/data/nats (see gen-jwt.js there). */
@@ -112,7 +114,7 @@ nats_start(struct env *e, const struct nats_auth *a)
     char port[16], store[1100];
     snprintf(port, sizeof(port), "%d", e->nats_port);
     snprintf(store, sizeof(store), "%s/js", e->dir);
-    const char *argv[16] = {"nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store};
+    const char *argv[24] = {"nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store};
     int argc = 8;
     if (a != NULL && a->user != NULL) {
         argv[argc++] = "--user";
@@ -125,6 +127,19 @@ nats_start(struct env *e, const struct nats_auth *a)
     } else if (a != NULL && a->conf != NULL) {
         argv[argc++] = "-c";
         argv[argc++] = a->conf;
+    }
+    char cert[1100], key[1100], ca[1100];
+    if (a != NULL && a->tls != NULL) {
+        snprintf(cert, sizeof(cert), "%s/server.pem", a->tls);
+        snprintf(key, sizeof(key), "%s/server.key", a->tls);
+        snprintf(ca, sizeof(ca), "%s/ca.pem", a->tls);
+        argv[argc++] = "--tlsverify";
+        argv[argc++] = "--tlscert";
+        argv[argc++] = cert;
+        argv[argc++] = "--tlskey";
+        argv[argc++] = key;
+        argv[argc++] = "--tlscacert";
+        argv[argc++] = ca;
     }
     argv[argc] = NULL;
     pid_t pid = fork();
@@ -158,6 +173,15 @@ client_connect(struct env *e, const struct nats_auth *a)
     assert_int_equal(natsOptions_SetURL(o, url), NATS_OK);
     if (a != NULL && a->creds != NULL) {
         assert_int_equal(natsOptions_SetUserCredentialsFromFiles(o, a->creds, NULL), NATS_OK);
+    }
+    if (a != NULL && a->tls != NULL) {
+        char f[1100], k[1100];
+        assert_int_equal(natsOptions_SetSecure(o, true), NATS_OK);
+        snprintf(f, sizeof(f), "%s/ca.pem", a->tls);
+        assert_int_equal(natsOptions_LoadCATrustedCertificates(o, f), NATS_OK);
+        snprintf(f, sizeof(f), "%s/client-ok.pem", a->tls);
+        snprintf(k, sizeof(k), "%s/client-ok.key", a->tls);
+        assert_int_equal(natsOptions_LoadCertificatesChain(o, f, k), NATS_OK);
     }
     natsStatus st = natsConnection_Connect(&e->nc, o);
     natsOptions_Destroy(o);
@@ -362,7 +386,7 @@ env_free(struct env *e)
 static void
 write_conf(struct env *e, const char *sink_extra)
 {
-    char text[4096];
+    char text[8192];
     snprintf(text, sizeof(text),
              "[hopperd]\nstate_dir = %s/state\nlog_level = info\n"
              "metrics_listen = 127.0.0.1:%d\nshutdown_timeout = 5s\n"
@@ -679,6 +703,56 @@ test_js_creds(void **state)
     assert_int_equal(stream_msgs(e), (uint64_t)n);
 }
 
+/* TLS to the servers: nats-server requires client certificates
+ * (--tlsverify) signed by the test CA (tls-certs.sh, made here with the
+ * openssl command). hopperd's sink with tls_ca, tls_cert and tls_key:
+ * every record once, the server's name checked (localhost, the default
+ * would be 127.0.0.1, which the certificate also names). Then, by SIGHUP,
+ * a client certificate from another CA: refused by the server, nothing more
+ * acknowledged, and back to the good one: the rest delivered once. */
+static void
+test_js_tls(void **state)
+{
+    struct env *e = *state;
+    char certs[1100], cmd[2400];
+    snprintf(certs, sizeof(certs), "%s/certs", e->dir);
+    assert_int_equal(mkdir(certs, 0700), 0);
+    snprintf(cmd, sizeof(cmd), "%s/tests/hopperd/tls-certs.sh %s", HD_SOURCE_DIR, certs);
+    if (system(cmd) != 0) {
+        fail_msg("tls-certs.sh failed: %s", cmd);
+    }
+    const struct nats_auth auth = {.tls = certs};
+    char good[3600], bad[3600];
+    snprintf(good, sizeof(good),
+             "tls = on\ntls_ca = %s/ca.pem\ntls_cert = %s/client-ok.pem\n"
+             "tls_key = %s/client-ok.key\ntls_server_name = localhost\n",
+             certs, certs, certs);
+    snprintf(bad, sizeof(bad),
+             "tls = on\ntls_ca = %s/ca.pem\ntls_cert = %s/client-rogue.pem\n"
+             "tls_key = %s/client-rogue.key\ntls_server_name = localhost\n",
+             certs, certs, certs);
+    js_up(e, &auth, -1, good);
+    long n = 1000;
+    send_records(e, 0, n / 2 - 1);
+    wait_egress(e, n / 2, 30000);
+    write_conf(e, bad);
+    assert_int_equal(kill(e->hopperd, SIGHUP), 0);
+    struct e2e_grep changed = {e->log, "servers or credentials changed, reconnecting"};
+    assert_int_equal(e2e_wait_until(e2e_file_contains, &changed, 10000), 0);
+    struct metric_at_least refused = {e->metrics_port,
+                                      "hopperd_sink_connect_failures_total{sink=\"js\",queue=\"q\"}", 1};
+    assert_int_equal(e2e_wait_until(metric_at_least, &refused, 20000), 0);
+    send_records(e, n / 2, n - 1);
+    struct metric_at_least in = {e->metrics_port, BACKLOG, (double)(n / 2)};
+    assert_int_equal(e2e_wait_until(metric_at_least, &in, 10000), 0);
+    assert_int_equal(stream_msgs(e), (uint64_t)(n / 2));
+    write_conf(e, good);
+    assert_int_equal(kill(e->hopperd, SIGHUP), 0);
+    wait_egress(e, n, 30000);
+    assert_int_equal(e2e_wait_until(backlog_empty, e, 10000), 0);
+    stream_check(e, 0, n - 1);
+}
+
 /* Server i of the 3-node cluster "hop" (store dir cN, name nN). */
 static pid_t
 cluster_start(struct env *e, int i)
@@ -881,6 +955,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_js_stream_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_bad_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_js_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_creds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_cluster_leader_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_js_cluster_all_down, setup, teardown),
