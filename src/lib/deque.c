@@ -1,114 +1,171 @@
 /* SPDX-License-Identifier: MIT */
-/* Ring of hp_entry; capacity doubles when full. Invariant: count <= cap and
- * cap is 0 or a power of two, so index arithmetic is a mask. */
+/* The chunked record deque (layout and the retired chunks: deque.h). */
 #include "deque.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
-/* Double the ring with realloc: a large ring is moved by the kernel's page
- * remapping instead of being copied, and only the new half is fresh memory.
- * The wrapped part [0, head) then moves to [cap, cap + head). */
-static int
-grow(hp_deque *d)
+/* The front chunk leaves the list for the retired ones; the read cursor, if
+ * it pointed at its end, moves to the start of the next chunk. */
+static void
+retire_first(hp_deque *d)
 {
-    size_t ncap = d->cap ? d->cap * 2 : 64;
-    hp_entry *n = realloc(d->ring, ncap * sizeof(*n));
-    if (n == NULL) {
-        return -ENOMEM;
+    hp_chunk *old = d->first;
+    d->first = old->next;
+    d->front_off = 0;
+    if (d->rd.c == old) {
+        d->rd = (hp_dpos){.c = d->first, .off = 0};
     }
-    if (d->head + d->count > d->cap) {
-        memcpy(n + d->cap, n, (d->head + d->count - d->cap) * sizeof(*n));
+    old->next = d->retired;
+    d->retired = old;
+}
+
+/* A chunk with at least `need` bytes: a spare one when it is standard. */
+static hp_chunk *
+chunk_get(hp_deque *d, size_t need)
+{
+    if (need <= HP_CHUNK_BYTES && d->spare != NULL) {
+        hp_chunk *c = d->spare;
+        d->spare = c->next;
+        d->nspare--;
+        c->next = NULL;
+        c->end = 0;
+        return c;
     }
-    d->ring = n;
-    d->cap = ncap;
-    return 0;
+    size_t cap = need <= HP_CHUNK_BYTES ? HP_CHUNK_BYTES : need;
+    hp_chunk *c = malloc(sizeof(*c) + cap);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->next = NULL;
+    c->cap = cap;
+    c->end = 0;
+    return c;
+}
+
+/* A chunk no pointer refers to any more: kept as a spare or freed. */
+static void
+chunk_put(hp_deque *d, hp_chunk *c)
+{
+    if (c->cap == HP_CHUNK_BYTES && d->nspare < d->spare_max) {
+        c->next = d->spare;
+        d->spare = c;
+        d->nspare++;
+        return;
+    }
+    free(c);
 }
 
 int
 hp_deque_push(hp_deque *d, uint64_t seq, uint64_t ts_ms, const void *data, uint32_t len)
 {
-    if (d->count == d->cap) {
-        HP_GUARD(grow(d));
-    }
-    hp_entry *e = &d->ring[(d->head + d->count) & (d->cap - 1)];
-    if (len > HP_ENTRY_INLINE) {
-        uint8_t *copy = malloc(len);
-        if (copy == NULL) {
+    size_t need = hp_entry_size(len);
+    hp_chunk *c = d->last;
+    if (c == NULL || c->cap - c->end < need) {
+        hp_chunk *n = chunk_get(d, need);
+        if (n == NULL) {
             return -ENOMEM;
         }
-        memcpy(copy, data, len);
-        e->u.ptr = copy;
-    } else if (len > 0) {
-        memcpy(e->u.inl, data, len);
+        if (c == NULL) {
+            d->first = n;
+            d->front_off = 0;
+            d->rd = (hp_dpos){.c = n, .off = 0};
+        } else {
+            c->next = n;
+        }
+        d->last = n;
+        c = n;
     }
+    hp_entry *e = (hp_entry *)(void *)(c->data + c->end);
     e->seq = seq;
     e->ts_ms = ts_ms;
     e->len = len;
+    e->reserved = 0;
+    if (len > 0) {
+        memcpy(e + 1, data, len);
+    }
+    c->end += need;
     d->count++;
     return 0;
-}
-
-/* Shrink the ring once it is fifteen sixteenths empty, so a burst does not
- * pin its ring forever, to four times what it holds. The live entries are
- * moved to the front in place and the ring is cut with realloc: the pages
- * kept are not copied or touched again, and a drain copies about a
- * twelfth of the entries it had, instead of half with a halving ring. Best
- * effort: if realloc fails the ring stays as large. */
-static void
-shrink(hp_deque *d)
-{
-    size_t ncap = 64;
-    while (ncap < d->count * 4) {
-        ncap *= 2;
-    }
-    if (d->head + d->count > d->cap) {
-        /* Wrapped: [head, cap) then [0, t). The ring is nearly empty, so
-         * head > cap - count >= count and the moves do not overlap. */
-        size_t first = d->cap - d->head;
-        size_t t = d->count - first;
-        memmove(d->ring + first, d->ring, t * sizeof(*d->ring));
-        memmove(d->ring, d->ring + d->head, first * sizeof(*d->ring));
-    } else {
-        memmove(d->ring, d->ring + d->head, d->count * sizeof(*d->ring));
-    }
-    d->head = 0;
-    hp_entry *n = realloc(d->ring, ncap * sizeof(*n));
-    if (n != NULL) {
-        d->ring = n;
-        d->cap = ncap;
-    }
 }
 
 void
 hp_deque_pop_front(hp_deque *d)
 {
-    hp_entry *e = hp_deque_at(d, 0);
-    if (e->len > HP_ENTRY_INLINE) {
-        free(e->u.ptr);
+    assert(d->count > 0 && d->nread > 0);
+    if (d->front_off == d->first->end) {
+        /* The front chunk was used up while it was the last one: the front
+         * entry is at the start of the next (every chunk but the last holds
+         * an entry, so that one does). */
+        retire_first(d);
     }
-    d->head = (d->head + 1) & (d->cap - 1);
+    hp_entry *e = (hp_entry *)(void *)(d->first->data + d->front_off);
+    d->front_off += hp_entry_size(e->len);
     d->count--;
-    if (d->cap > 256 && d->count < d->cap / 16) {
-        shrink(d);
+    d->nread--;
+    if (d->front_off == d->first->end && d->first != d->last) {
+        retire_first(d);
     }
 }
 
-void
-hp_deque_pop_back(hp_deque *d)
+uint64_t
+hp_deque_truncate(hp_deque *d, hp_dpos at, size_t kept)
 {
-    hp_entry *e = hp_deque_at(d, d->count - 1);
-    if (e->len > HP_ENTRY_INLINE) {
-        free(e->u.ptr);
+    assert(kept >= d->nread && kept <= d->count);
+    uint64_t bytes = 0;
+    if (kept == d->count) {
+        return 0;
     }
-    d->count--;
+    if (at.c == NULL) {
+        at = (hp_dpos){.c = d->first, .off = 0}; /* no chunk held anything then */
+    }
+    hp_dpos p = at;
+    for (size_t i = kept; i < d->count; i++) {
+        hp_entry *e = hp_dpos_entry(&p);
+        bytes += e->len;
+        hp_dpos_next(&p, e);
+    }
+    /* Nothing read lies past `at`: its later chunks are nobody's. */
+    hp_chunk *c = at.c->next;
+    while (c != NULL) {
+        hp_chunk *n = c->next;
+        chunk_put(d, c);
+        c = n;
+    }
+    at.c->next = NULL;
+    at.c->end = at.off;
+    d->last = at.c;
+    d->count = kept;
+    if (d->nread == kept) {
+        d->rd = at;
+    }
+    return bytes;
+}
+
+void
+hp_deque_release_retired(hp_deque *d)
+{
+    while (d->retired != NULL) {
+        hp_chunk *c = d->retired;
+        d->retired = c->next;
+        chunk_put(d, c);
+    }
 }
 
 void
 hp_deque_free(hp_deque *d)
 {
-    while (d->count > 0) {
-        hp_deque_pop_front(d);
+    d->spare_max = 0;
+    hp_deque_release_retired(d);
+    for (hp_chunk *c = d->first; c != NULL;) {
+        hp_chunk *n = c->next;
+        free(c);
+        c = n;
     }
-    free(d->ring);
+    for (hp_chunk *c = d->spare; c != NULL;) {
+        hp_chunk *n = c->next;
+        free(c);
+        c = n;
+    }
     memset(d, 0, sizeof(*d));
 }

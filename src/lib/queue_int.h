@@ -184,7 +184,7 @@ typedef struct hp_reader {
     uint64_t next_off; /* next frame to read in seg_id */
     int positioned;    /* next_off is meaningful for seg_id */
     /* Records taken from the queue under one lock and handed out one per
-     * hopper_recv() without locking (memory copies in sbuf, or pointers into
+     * hopper_recv() without locking (pointers into mem's chunks, or into
      * the decoded frame in raw). */
     struct hp_staged {
         const uint8_t *data;
@@ -194,7 +194,6 @@ typedef struct hp_reader {
     size_t stage_cap;
     size_t stage_n;
     size_t stage_i;
-    hp_buf sbuf;
     uint64_t caller_next; /* every seq below was returned to the caller */
 } hp_reader;
 
@@ -229,9 +228,11 @@ struct hopper_queue {
     int closing;     /* [mu] close in progress: stops the syncer */
     uint64_t next_seq; /* [mu] */
 
-    hp_deque mem;        /* [mu] M, plus delivered-unacknowledged entries */
+    hp_deque mem;        /* [mu] M, plus delivered-unacknowledged entries (mem.nread
+                          * of them, before the read cursor); the payloads of
+                          * delivered entries are also read by the consumer
+                          * without mu (they never change; deque.h) */
     uint64_t mem_bytes;  /* [mu] bytes charged to mem: payload + HP_ENTRY_COST each */
-    size_t mem_read;     /* [mu] index in mem of the next undelivered entry */
     uint64_t visible_next; /* [mu] DISK mode: entries below this seq are written */
 
     hp_batch pend;           /* [mu] batch being filled */

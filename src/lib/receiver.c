@@ -24,9 +24,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-/* The most records / bytes staged from memory under one lock. */
+/* The most records staged from memory under one lock. */
 #define STAGE_MAX_RECORDS 256u
-#define STAGE_MAX_BYTES (256u * 1024u)
 
 /* ---- staging and disk reads --------------------------------------------- */
 
@@ -91,58 +90,39 @@ stage_from_frame(hopper_queue *q)
     return r->stage_n;
 }
 
-/* Stage visible memory records (copies: an acknowledgement may free the
- * entries). Returns the number staged, or -ENOMEM. [consumer, mu] */
-static int
+/* Stage visible memory records: pointers into the deque's chunks, where a
+ * record never moves and stays until its chunk is recycled, which waits for
+ * the next hopper_recv() (deque.h, retired chunks). Returns the number
+ * staged. [consumer, mu] */
+static size_t
 stage_from_memory(hopper_queue *q)
 {
     hp_reader *r = &q->rd;
     r->stage_n = 0;
     r->stage_i = 0;
-    r->sbuf.len = 0;
-    HP_GUARD(stage_reserve(r, STAGE_MAX_RECORDS));
-    /* First the extent (records visible, within the byte cap), then one
-     * reservation and one pass that copies and stages. */
+    size_t avail = q->mem.count - q->mem.nread;
+    size_t max = avail < STAGE_MAX_RECORDS ? avail : STAGE_MAX_RECORDS;
+    int disk_mode = q->o.durability == HOPPER_DURABILITY_DISK;
+    hp_dpos p = q->mem.rd;
     size_t n = 0;
-    size_t bytes = 0;
-    while (q->mem_read + n < q->mem.count && n < STAGE_MAX_RECORDS) {
-        hp_entry *e = hp_deque_at(&q->mem, q->mem_read + n);
-        if (q->o.durability == HOPPER_DURABILITY_DISK && e->seq >= q->visible_next) {
+    while (n < max) {
+        hp_entry *e = hp_dpos_entry(&p);
+        if (disk_mode && e->seq >= q->visible_next) {
             break; /* not written yet */
         }
-        if (n > 0 && bytes + e->len > STAGE_MAX_BYTES) {
-            break;
-        }
-        bytes += e->len;
-        n++;
+        r->stage[n++] = (struct hp_staged){.data = hp_entry_data(e), .len = e->len, .seq = e->seq};
+        hp_dpos_next(&p, e);
     }
     if (n == 0) {
         return 0;
     }
-    if (hp_buf_reserve(&r->sbuf, bytes) < 0) {
-        /* Short of memory: make progress one record at a time. */
-        n = 1;
-        bytes = hp_deque_at(&q->mem, q->mem_read)->len;
-        HP_GUARD(hp_buf_reserve(&r->sbuf, bytes));
+    uint64_t last = r->stage[n - 1].seq;
+    if (last >= q->read_seq) {
+        q->read_seq = last + 1;
     }
-    uint8_t *out = r->sbuf.data;
-    for (size_t i = 0; i < n; i++) {
-        hp_entry *e = hp_deque_at(&q->mem, q->mem_read + i);
-        /* Empty records may leave sbuf without memory: never offset NULL. */
-        const uint8_t *data = out != NULL ? out : (const uint8_t *)"";
-        if (e->len > 0) {
-            memcpy(out, hp_entry_data(e), e->len);
-            out += e->len;
-        }
-        r->stage[i] = (struct hp_staged){.data = data, .len = e->len, .seq = e->seq};
-        if (e->seq >= q->read_seq) {
-            q->read_seq = e->seq + 1;
-        }
-    }
-    r->sbuf.len = bytes;
-    q->mem_read += n;
+    hp_deque_read_advance(&q->mem, n, p);
     r->stage_n = n;
-    return (int)n;
+    return n;
 }
 
 /* Hand out the next staged record; it counts as delivered now. [consumer] */
@@ -294,17 +274,20 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
     uint64_t deadline = 0;
     int rc;
     hp_mutex_lock(&q->mu);
+    /* The record the last call returned is dead now: chunks popped since
+     * can be reused. */
+    hp_deque_release_retired(&q->mem);
+    if (stage_reserve(r, STAGE_MAX_RECORDS) < 0) {
+        rc = -ENOMEM;
+        goto unlock;
+    }
     for (;;) {
         if (q->failed) {
             rc = HOPPER_EFAILED;
             goto unlock;
         }
-        if (q->mem_read < q->mem.count) {
-            rc = stage_from_memory(q);
-            if (rc < 0) {
-                goto unlock;
-            }
-            if (rc > 0) {
+        if (q->mem.nread < q->mem.count) {
+            if (stage_from_memory(q) > 0) {
                 goto delivered;
             }
             /* Memory precedes disk: wait for this entry to be written. */
@@ -483,10 +466,9 @@ hopper_ack(hopper_queue *q, uint64_t seq)
         atomic_fetch_add(&q->c_acked, upto - q->ack_next - passed);
         q->ack_next = upto;
         int freed = 0;
-        while (q->mem_read > 0 && hp_deque_at(&q->mem, 0)->seq < upto) {
-            q->mem_bytes -= hp_deque_at(&q->mem, 0)->len + HP_ENTRY_COST;
+        while (q->mem.nread > 0 && hp_deque_front(&q->mem)->seq < upto) {
+            q->mem_bytes -= hp_deque_front(&q->mem)->len + HP_ENTRY_COST;
             hp_deque_pop_front(&q->mem);
-            q->mem_read--;
             freed = 1;
         }
         if (freed) {

@@ -80,6 +80,7 @@ place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64
 {
     int disk_mode = q->o.durability == HOPPER_DURABILITY_DISK;
     size_t mem_before = q->mem.count;
+    hp_dpos mem_end = hp_deque_end(&q->mem);
     size_t raw_before = q->pend.raw.len;
     uint32_t count_before = q->pend.count;
     uint64_t d_before = q->pend.d_count;
@@ -116,10 +117,9 @@ place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64
         }
     }
     if (rc < 0) {
-        while (q->mem.count > mem_before) {
-            q->mem_bytes -= hp_deque_at(&q->mem, q->mem.count - 1)->len + HP_ENTRY_COST;
-            hp_deque_pop_back(&q->mem);
-        }
+        size_t dropped = q->mem.count - mem_before;
+        q->mem_bytes -= hp_deque_truncate(&q->mem, mem_end, mem_before) +
+                        (uint64_t)dropped * HP_ENTRY_COST;
         q->pend.raw.len = raw_before;
         q->pend.count = count_before;
         q->pend.d_count = d_before;
