@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 /* ---- failure ------------------------------------------------------------ */
 
@@ -223,6 +224,7 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
      * memory budget and 16 chunks (1 MiB). */
     uint64_t spares = q->o.memory_bytes / (16u * (HP_CHUNK_BYTES + 64u));
     q->mem.spare_max = spares < 1 ? 1 : spares > 16 ? 16 : (size_t)spares;
+    q->spin_ok = sysconf(_SC_NPROCESSORS_ONLN) > 1;
     q->dirfd = -1;
     q->lockfd = -1;
     q->active_fd = -1;

@@ -222,11 +222,21 @@ struct hopper_queue {
     pthread_cond_t cr_done;    /* the writer waits for its round's helpers */
 
     int failed;      /* [mu] sticky error code, 0 if healthy */
-    int reader_waiting; /* [mu] the consumer sleeps on not_empty */
+    int reader_waiting; /* [mu] the consumer sleeps on not_empty and no sender
+                         * signalled it since */
+    int spin_ok;        /* immutable: more than one CPU, so the consumer may spin
+                         * for a send before it sleeps (receiver.c) */
     _Atomic int failed_flag; /* mirrors failed != 0, for the lock-free recv path */
     int shutdown;    /* [mu] hopper_shutdown() was called */
     int closing;     /* [mu] close in progress: stops the syncer */
     uint64_t next_seq; /* [mu] */
+    /* next_seq as of the last placement, stored under mu, read by the
+     * consumer's spin without it; padded to a cache line of its own (the
+     * queue comes from calloc, so no _Alignas) so that the spin does not
+     * pull in the lines senders write under mu. */
+    char seq_pub_before[64];
+    _Atomic uint64_t seq_pub;
+    char seq_pub_after[64 - sizeof(uint64_t)];
 
     hp_deque mem;        /* [mu] M, plus delivered-unacknowledged entries (mem.nread
                           * of them, before the read cursor); the payloads of

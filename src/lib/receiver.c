@@ -138,7 +138,11 @@ take_staged(hopper_queue *q, hopper_record *rec)
     rec->len = e->len;
     rec->seq = e->seq;
     r->caller_next = e->seq + 1;
-    atomic_fetch_add_explicit(&q->c_received, 1, memory_order_relaxed);
+    /* The consumer is the counters' only writer: a load and a store, not a
+     * locked read-modify-write per record. */
+    atomic_store_explicit(&q->c_received,
+                          atomic_load_explicit(&q->c_received, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     if (e->seq < q->redeliver_below) {
         atomic_fetch_add_explicit(&q->c_redelivered, 1, memory_order_relaxed);
     }
@@ -263,6 +267,48 @@ ckpt_due(const hopper_queue *q, uint64_t ack_next, uint64_t now, int reclaim)
 
 /* ---- hopper_recv -------------------------------------------------------- */
 
+/* How long the consumer spins for a send before it sleeps. */
+#define RECV_SPIN_NS 20000u
+/* Once sends come in, the spin goes on until this many records arrived or
+ * none came for RECV_GATHER_IDLE pauses (about a microsecond): a consumer
+ * that keeps up then takes records a batch per lock instead of one per
+ * lock, and leaves the lock to the senders meanwhile. */
+#define RECV_GATHER 64u
+#define RECV_GATHER_IDLE 64u
+
+/* Spin without `mu` until senders published new records (1) or
+ * RECV_SPIN_NS passed with none (0). [consumer, no mu] */
+static int
+spin_for_send(hopper_queue *q, uint64_t seen)
+{
+    uint64_t end = 0;
+    uint64_t last = seen;
+    unsigned idle = 0;
+    for (unsigned i = 1;; i++) {
+        uint64_t pub = atomic_load_explicit(&q->seq_pub, memory_order_relaxed);
+        if (pub != last) {
+            last = pub;
+            idle = 0;
+            if (pub - seen >= RECV_GATHER) {
+                return 1;
+            }
+        } else if (last != seen && ++idle >= RECV_GATHER_IDLE) {
+            return 1;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (i % 64u == 0) {
+            uint64_t now = hp_now_mono_ns();
+            if (end == 0) {
+                end = now + RECV_SPIN_NS;
+            } else if (now >= end) {
+                return last != seen;
+            }
+        }
+    }
+}
+
 int
 hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
 {
@@ -272,6 +318,7 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
         return 0; /* taken under an earlier lock */
     }
     uint64_t deadline = 0;
+    int spun = 0;
     int rc;
     hp_mutex_lock(&q->mu);
     /* The record the last call returned is dead now: chunks popped since
@@ -366,6 +413,19 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
             uint64_t at = q->ckpt_ns + ckpt_interval_ns(q);
             at = at > q->ckpt_retry_ns ? at : q->ckpt_retry_ns;
             until = at < until ? at : until;
+        }
+        if (!spun && q->spin_ok && timeout_ms != 0) {
+            /* Spin briefly before sleeping: a producer that is sending will
+             * add a record within microseconds, and a sleep costs both
+             * sides a futex call and the consumer a wake-up (issue 14). */
+            spun = 1;
+            uint64_t seen = atomic_load_explicit(&q->seq_pub, memory_order_relaxed);
+            hp_mutex_unlock(&q->mu);
+            int moved = spin_for_send(q, seen);
+            hp_mutex_lock(&q->mu);
+            if (moved) {
+                continue;
+            }
         }
         q->reader_waiting = 1;
         int wrc = hp_cond_wait_until(&q->not_empty, &q->mu, until);

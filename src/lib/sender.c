@@ -18,11 +18,14 @@
 
 #include <stdatomic.h>
 
-/* Wake the consumer if it sleeps: a signal nobody waits for still costs. [mu] */
+/* Wake the consumer if it sleeps: a signal nobody waits for still costs,
+ * and so does a second one before the consumer ran: the first sender clears
+ * reader_waiting. [mu] */
 static void
 wake_reader(hopper_queue *q)
 {
     if (q->reader_waiting) {
+        q->reader_waiting = 0;
         pthread_cond_signal(&q->not_empty);
     }
 }
@@ -127,6 +130,7 @@ place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64
     }
     q->d_pending += q->pend.d_count - d_before;
     q->next_seq = seq0 + n;
+    atomic_store_explicit(&q->seq_pub, q->next_seq, memory_order_relaxed);
     return 0;
 }
 
