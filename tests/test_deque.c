@@ -3,7 +3,8 @@
  * chunks (small records, records that fill a chunk, records larger than a
  * chunk), the read cursor, truncation of unread entries, and the retired
  * chunks, whose records stay readable until they are released; all checked
- * against a model of the sequence numbers it must hold. */
+ * against a model of the sequence numbers it must hold; with the small
+ * chunks of a small budget and the huge ones of a large budget. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Data bytes of the standard chunk of the deque under test. */
+static size_t g_cap = HP_CHUNK_SMALL - sizeof(hp_chunk);
+
 /* Record `seq`'s length: mostly small, some near a chunk's size, a few
  * larger than a chunk. */
 static uint32_t
@@ -25,9 +29,9 @@ len_of(uint64_t seq)
 {
     switch (seq % 97u) {
     case 13:
-        return HP_CHUNK_BYTES - 24u;
+        return (uint32_t)(g_cap - 24u);
     case 57:
-        return HP_CHUNK_BYTES + 1000u;
+        return (uint32_t)(g_cap + 1000u);
     default:
         return (uint32_t)(seq % 300u);
     }
@@ -100,18 +104,18 @@ check_all(hp_deque *d, uint64_t front)
  * deque holds [front, next), of which [front, read) were read. The entry
  * last popped stays readable until the next release. */
 static void
-test_random_ops(void **state)
+random_ops(uint64_t budget, int rounds)
 {
-    (void)state;
     uint64_t seed = hp_test_seed("test_random_ops");
-    hp_deque d = {0};
-    d.spare_max = 2;
+    hp_deque d;
+    hp_deque_init(&d, budget);
+    g_cap = d.chunk_cap;
     uint64_t front = 0;
     uint64_t read = 0;
     uint64_t next = 0;
     const hp_entry *popped = NULL;
     uint64_t popped_seq = 0;
-    for (int round = 0; round < 60000; round++) {
+    for (int round = 0; round < rounds; round++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
         unsigned r = (unsigned)(seed >> 33) % 100u;
         int growing = (round / 5000) % 2 == 0;
@@ -159,6 +163,22 @@ test_random_ops(void **state)
     hp_deque_free(&d);
 }
 
+static void
+test_random_ops(void **state)
+{
+    (void)state;
+    random_ops(8u << 20, 60000);
+}
+
+/* The same with huge chunks (a budget of HP_DEQUE_HUGE_MIN or more). */
+static void
+test_random_ops_huge(void **state)
+{
+    (void)state;
+    random_ops(HP_DEQUE_HUGE_MIN, 20000);
+    g_cap = HP_CHUNK_SMALL - sizeof(hp_chunk);
+}
+
 /* Truncating back to the end mark taken before pushes (a failed placement)
  * restores the deque, also when the mark is from an empty deque that never
  * had a chunk. */
@@ -201,6 +221,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_ops),
+        cmocka_unit_test(test_random_ops_huge),
         cmocka_unit_test(test_truncate_to_mark),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

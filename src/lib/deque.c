@@ -4,6 +4,29 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+
+/* Data bytes of a standard chunk (a zero-filled deque: small chunks). */
+static size_t
+chunk_cap(const hp_deque *d)
+{
+    return d->chunk_cap != 0 ? d->chunk_cap : HP_CHUNK_SMALL - sizeof(hp_chunk);
+}
+
+void
+hp_deque_init(hp_deque *d, uint64_t memory_bytes)
+{
+    memset(d, 0, sizeof(*d));
+    d->huge = memory_bytes >= HP_DEQUE_HUGE_MIN;
+    size_t bytes = d->huge ? HP_CHUNK_HUGE : HP_CHUNK_SMALL;
+    d->chunk_cap = bytes - sizeof(hp_chunk);
+    /* Enough spares that a consumer keeping up cycles through the same few
+     * (warm) chunks: a thirty-second of the budget, at most 8 MiB and 16
+     * chunks, at least one. */
+    uint64_t keep = memory_bytes / 32u < (8u << 20) ? memory_bytes / 32u : (8u << 20);
+    uint64_t n = keep / bytes;
+    d->spare_max = n < 1 ? 1 : n > 16 ? 16 : (size_t)n;
+}
 
 /* The front chunk leaves the list for the retired ones; the read cursor, if
  * it pointed at its end, moves to the start of the next chunk. */
@@ -24,7 +47,8 @@ retire_first(hp_deque *d)
 static hp_chunk *
 chunk_get(hp_deque *d, size_t need)
 {
-    if (need <= HP_CHUNK_BYTES && d->spare != NULL) {
+    size_t std = chunk_cap(d);
+    if (need <= std && d->spare != NULL) {
         hp_chunk *c = d->spare;
         d->spare = c->next;
         d->nspare--;
@@ -32,8 +56,20 @@ chunk_get(hp_deque *d, size_t need)
         c->end = 0;
         return c;
     }
-    size_t cap = need <= HP_CHUNK_BYTES ? HP_CHUNK_BYTES : need;
-    hp_chunk *c = malloc(sizeof(*c) + cap);
+    size_t cap = need <= std ? std : need;
+    hp_chunk *c = NULL;
+    if (cap == std && d->huge) {
+        void *m = NULL;
+        if (posix_memalign(&m, HP_CHUNK_HUGE, HP_CHUNK_HUGE) != 0) {
+            return NULL;
+        }
+#ifdef MADV_HUGEPAGE
+        (void)madvise(m, HP_CHUNK_HUGE, MADV_HUGEPAGE); /* advice: may be refused */
+#endif
+        c = m;
+    } else {
+        c = malloc(sizeof(*c) + cap);
+    }
     if (c == NULL) {
         return NULL;
     }
@@ -47,7 +83,7 @@ chunk_get(hp_deque *d, size_t need)
 static void
 chunk_put(hp_deque *d, hp_chunk *c)
 {
-    if (c->cap == HP_CHUNK_BYTES && d->nspare < d->spare_max) {
+    if (c->cap == chunk_cap(d) && d->nspare < d->spare_max) {
         c->next = d->spare;
         d->spare = c;
         d->nspare++;

@@ -12,6 +12,13 @@
  * record never moves, so the consumer hands out pointers into the chunks
  * instead of copying (see retired below).
  *
+ * Chunk size (hp_deque_init). Producers that run ahead of the consumer write
+ * into fresh memory, and on the VMs measured a page fault costs more than
+ * copying the page: with a budget of at least HP_DEQUE_HUGE_MIN, chunks are
+ * 2 MiB, aligned and advised as transparent huge pages (one fault per 2 MiB
+ * instead of 512); smaller budgets keep 64 KiB chunks from malloc, so a
+ * small queue does not hold 2 MiB.
+ *
  * Layout: chunk list first -> ... -> last. The front entry is at
  * (first, front_off); new entries go to the end of `last` or to a new chunk.
  * A position (c, off) with off == c->end means the start of c->next. Every
@@ -35,8 +42,12 @@
  * chunks, so that the budget bounds the memory records really take, small
  * ones included. */
 #define HP_ENTRY_COST 48u
-/* Payload bytes of a standard chunk; a larger record gets a chunk of its own. */
-#define HP_CHUNK_BYTES (64u * 1024u - 64u)
+/* Bytes of a standard chunk, header included (hp_deque_init picks one); a
+ * larger record gets a chunk of its own. */
+#define HP_CHUNK_SMALL (64u * 1024u)
+#define HP_CHUNK_HUGE (2u * 1024u * 1024u)
+/* Memory budgets from this size on get huge chunks. */
+#define HP_DEQUE_HUGE_MIN (64ull << 20)
 
 typedef struct hp_chunk {
     struct hp_chunk *next;
@@ -67,7 +78,9 @@ typedef struct hp_deque {
     size_t nread;        /* entries before rd: delivered, not yet popped */
     hp_chunk *spare;     /* standard chunks to reuse, linked by next */
     size_t nspare;
-    size_t spare_max;    /* set by the owner; 0 keeps none */
+    size_t spare_max;    /* hp_deque_init; 0 keeps none */
+    size_t chunk_cap;    /* data bytes of a standard chunk; hp_deque_init */
+    int huge;            /* standard chunks are 2 MiB huge-page allocations */
     hp_chunk *retired;   /* popped chunks, see above */
 } hp_deque;
 
@@ -127,6 +140,9 @@ hp_deque_front(const hp_deque *d)
     return hp_dpos_entry(&p);
 }
 
+/* Choose the chunk size and the spare pool for a memory budget (a
+ * zero-filled deque without it gets 64 KiB chunks and keeps no spare). */
+void hp_deque_init(hp_deque *d, uint64_t memory_bytes);
 /* Append a copy of data[0..len). 0 or -ENOMEM (nothing changed). */
 HP_MUST_USE int hp_deque_push(hp_deque *d, uint64_t seq, uint64_t ts_ms, const void *data,
                               uint32_t len);

@@ -219,11 +219,7 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
     if (q->frame_target < 1024) {
         q->frame_target = 1024;
     }
-    /* Spare chunks of the memory deque: enough that a consumer keeping up
-     * cycles through the same few (warm) chunks, at most a sixteenth of the
-     * memory budget and 16 chunks (1 MiB). */
-    uint64_t spares = q->o.memory_bytes / (16u * (HP_CHUNK_BYTES + 64u));
-    q->mem.spare_max = spares < 1 ? 1 : spares > 16 ? 16 : (size_t)spares;
+    hp_deque_init(&q->mem, q->o.memory_bytes);
     q->spin_ok = sysconf(_SC_NPROCESSORS_ONLN) > 1;
     q->dirfd = -1;
     q->lockfd = -1;
