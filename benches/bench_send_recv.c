@@ -130,7 +130,9 @@ producer_main(void *arg)
     uint8_t rec[65536];
     memset(rec, 0xA5, sizeof(rec));
     uint64_t n = 0;
-    while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+    /* At least one burst per producer: on a loaded machine a producer may
+     * first run after the stop (a round of 0 records, a ratio of 0). */
+    do {
         for (int k = 0; k < 256; k++) {
             memcpy(rec, &n, sizeof(n));
             if (r->use_hopper) {
@@ -140,7 +142,7 @@ producer_main(void *arg)
             }
             n++;
         }
-    }
+    } while (!atomic_load_explicit(&r->stop, memory_order_relaxed));
     atomic_fetch_add(&r->sent, n);
     atomic_fetch_sub(&r->producers_left, 1);
     return NULL;
