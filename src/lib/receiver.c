@@ -5,9 +5,11 @@
  * State and locking: queue_int.h.
  *
  * Staging. hopper_recv takes up to STAGE_MAX_RECORDS records under one lock
- * (copies of memory records, or pointers into the decoded frame) and hands
- * them out one per call without locking. Frame reads and segment opens run
- * with `mu` dropped; the consumer's reader state is its own ([consumer]).
+ * (pointers into the memory deque's chunks, which keep them until the next
+ * hopper_recv, or into the decoded frame) and hands them out one per call
+ * without locking. A consumer that caught up spins briefly for senders
+ * before it sleeps (spin_for_send). Frame reads and segment opens run with
+ * `mu` dropped; the consumer's reader state is its own ([consumer]).
  *
  * Crash safety of reclaim: the checkpoint (ack position) is written durably
  * (in place, then fdatasync; checkpoint.c) BEFORE any segment whose records
