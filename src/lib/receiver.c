@@ -283,9 +283,9 @@ ckpt_due(const hopper_queue *q, uint64_t ack_next, uint64_t now, int reclaim)
  * hundred nanoseconds apart leaves most of those stores local. */
 #define RECV_POLL_PAUSES 4u
 
-/* Spin without `mu` until senders published new records (1) or
- * RECV_SPIN_NS passed with none (0). [consumer, no mu] */
-static int
+/* Spin without `mu` until senders published new records or RECV_SPIN_NS
+ * passed with none. [consumer, no mu] */
+static void
 spin_for_send(hopper_queue *q, uint64_t seen)
 {
     uint64_t end = 0;
@@ -297,10 +297,10 @@ spin_for_send(hopper_queue *q, uint64_t seen)
             last = pub;
             idle = 0;
             if (pub - seen >= RECV_GATHER) {
-                return 1;
+                return;
             }
         } else if (last != seen && ++idle >= RECV_GATHER_IDLE) {
-            return 1;
+            return;
         }
         for (unsigned k = 0; k < RECV_POLL_PAUSES; k++) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -312,7 +312,7 @@ spin_for_send(hopper_queue *q, uint64_t seen)
             if (end == 0) {
                 end = now + RECV_SPIN_NS;
             } else if (now >= end) {
-                return last != seen;
+                return;
             }
         }
     }
@@ -430,11 +430,12 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
             spun = 1;
             uint64_t seen = atomic_load_explicit(&q->seq_pub, memory_order_relaxed);
             hp_mutex_unlock(&q->mu);
-            int moved = spin_for_send(q, seen);
+            spin_for_send(q, seen);
             hp_mutex_lock(&q->mu);
-            if (moved) {
-                continue;
-            }
+            /* Look at everything again, records or not: a shutdown, a
+             * failure or a write may have come while mu was free, and its
+             * broadcast found nobody waiting. */
+            continue;
         }
         q->reader_waiting = 1;
         int wrc = hp_cond_wait_until(&q->not_empty, &q->mu, until);
