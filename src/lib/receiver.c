@@ -278,9 +278,9 @@ ckpt_due(const hopper_queue *q, uint64_t ack_next, uint64_t now, int reclaim)
 #define RECV_GATHER 64u
 #define RECV_GATHER_IDLE 6u
 /* Pauses between two polls of seq_pub (a PAUSE takes 40-60 ns on the EPYC
- * measured): each poll pulls the line away from
- * the sender that stores to it for every placement, so polling a few
- * hundred nanoseconds apart leaves most of those stores local. */
+ * measured): each poll pulls the line away from the sender that stores to
+ * it for every placement, so polling a few hundred nanoseconds apart leaves
+ * most of those stores local. */
 #define RECV_POLL_PAUSES 4u
 
 /* Spin without `mu` until senders published new records or RECV_SPIN_NS
