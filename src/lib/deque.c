@@ -21,9 +21,10 @@ hp_deque_init(hp_deque *d, uint64_t memory_bytes)
     size_t bytes = d->huge ? HP_CHUNK_HUGE : HP_CHUNK_SMALL;
     d->chunk_cap = bytes - sizeof(hp_chunk);
     /* Enough spares that a consumer keeping up cycles through the same few
-     * (warm) chunks: a thirty-second of the budget, at most 8 MiB and 16
-     * chunks, at least one. */
-    uint64_t keep = memory_bytes / 32u < (8u << 20) ? memory_bytes / 32u : (8u << 20);
+     * (warm) chunks, and that a producer running a few milliseconds ahead
+     * does not fault in fresh ones: a thirty-second of the budget, at most
+     * 32 MiB and 16 chunks, at least one. */
+    uint64_t keep = memory_bytes / 32u < (32u << 20) ? memory_bytes / 32u : (32u << 20);
     uint64_t n = keep / bytes;
     d->spare_max = n < 1 ? 1 : n > 16 ? 16 : (size_t)n;
 }
