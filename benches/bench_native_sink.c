@@ -5,6 +5,11 @@
  *
  *   bench_native_sink serve PORT COUNT SIZE [RESET_AT=0] [TIMEOUT_S=120] [IDLE_S=15]
  *   bench_native_sink gen   PORT COUNT SIZE [TIMEOUT_S=120]
+ *   bench_native_sink push  PORT CONNS COUNT SIZE BATCH INFLIGHT [TIMEOUT_S=120]
+ *
+ * push (benches/durable-pipeline, issue 14) is CONNS native producers, one
+ * thread each, that keep up to INFLIGHT `send` batches of BATCH records
+ * unanswered and count a record once the `ok` of its batch arrived.
  *
  * gen connects to 127.0.0.1:PORT and writes COUNT lines of exactly SIZE
  * bytes including the '\n', in the layout of ../shared/peers/tools/gen.c:
@@ -67,6 +72,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -742,6 +748,218 @@ cmd_gen(int argc, char **argv)
     return 0;
 }
 
+
+/* ---- push ---- */
+
+/* One producer connection of `push`. */
+struct pusher {
+    uint16_t port;
+    uint64_t count;    /* records this connection sends */
+    uint64_t seq0;     /* seq of its first record */
+    size_t size;
+    uint32_t batch;
+    uint32_t inflight; /* batches sent and not yet answered, at most */
+    uint64_t deadline_ns;
+    uint64_t acked;    /* records in batches answered `ok` */
+    uint64_t refused;  /* records in batches answered with an error */
+    uint64_t batches;
+    int err;           /* 0, or an errno / EPROTO */
+};
+
+/* Read exactly n bytes (blocking, bounded by SO_RCVTIMEO and deadline). */
+static int
+recv_full(int fd, uint8_t *p, size_t n, uint64_t deadline_ns)
+{
+    while (n > 0) {
+        ssize_t got = recv(fd, p, n, 0);
+        if (got > 0) {
+            p += got;
+            n -= (size_t)got;
+            continue;
+        }
+        if (got < 0 && (errno == EINTR || ((errno == EAGAIN || errno == EWOULDBLOCK) &&
+                                           bn_now_ns() < deadline_ns))) {
+            continue;
+        }
+        return got < 0 ? errno : EPIPE;
+    }
+    return 0;
+}
+
+/* Read one frame into *buf (grown as needed) and parse it. */
+static int
+recv_msg(int fd, uint8_t **buf, size_t *cap, struct hd_msg *m, uint64_t deadline_ns)
+{
+    uint8_t hdr[HD_PROTO_HDR];
+    int rc = recv_full(fd, hdr, sizeof(hdr), deadline_ns);
+    uint32_t flen;
+    if (rc != 0) {
+        return rc;
+    }
+    if (hd_proto_frame_len(hdr, sizeof(hdr), &flen) < 0 || flen == 0 ||
+        flen > SERVE_MAX_FRAME) {
+        return EPROTO;
+    }
+    if (flen > *cap) {
+        uint8_t *nb = realloc(*buf, flen);
+        if (nb == NULL) {
+            return ENOMEM;
+        }
+        *buf = nb;
+        *cap = flen;
+    }
+    rc = recv_full(fd, *buf, flen, deadline_ns);
+    if (rc != 0) {
+        return rc;
+    }
+    const char *why;
+    return hd_proto_parse(*buf, flen, m, &why) == 0 ? 0 : EPROTO;
+}
+
+static void *
+push_main(void *arg)
+{
+    struct pusher *p = arg;
+    uint8_t *rbuf = NULL;
+    size_t rcap = 0;
+    char *recs = malloc((size_t)p->batch * (p->size + 1));
+    struct hd_slice *sl = calloc(p->batch, sizeof(*sl));
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(p->port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (recs == NULL || sl == NULL || fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        p->err = recs == NULL || sl == NULL ? ENOMEM : errno;
+        goto out;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct timeval tv = {.tv_sec = 1};
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    struct hd_msg m;
+    p->err = recv_msg(fd, &rbuf, &rcap, &m, p->deadline_ns); /* the source's hello */
+    if (p->err == 0 && m.op != HD_OP_HELLO) {
+        p->err = EPROTO;
+    }
+    uint64_t next = 0, id = 0, outstanding = 0;
+    while (p->err == 0 && p->acked + p->refused < p->count) {
+        while (outstanding < p->inflight && next < p->count) {
+            uint32_t k = p->count - next < p->batch ? (uint32_t)(p->count - next) : p->batch;
+            for (uint32_t i = 0; i < k; i++) {
+                char *r = recs + (size_t)i * (p->size + 1);
+                fill_line(r, p->seq0 + next + i, p->size + 1); /* the record without '\n' */
+                sl[i] = (struct hd_slice){.p = (const uint8_t *)r, .n = p->size};
+            }
+            sb.size = 0;
+            if (hd_proto_put_send(&sb, ++id, NULL, sl, k) < 0) {
+                p->err = ENOMEM;
+                break;
+            }
+            int rc = send_all(fd, sb.data, sb.size);
+            if (rc < 0) {
+                p->err = -rc;
+                break;
+            }
+            next += k;
+            outstanding++;
+            p->batches++;
+        }
+        if (p->err != 0) {
+            break;
+        }
+        p->err = recv_msg(fd, &rbuf, &rcap, &m, p->deadline_ns);
+        if (p->err != 0) {
+            break;
+        }
+        if (m.op == HD_OP_OK) {
+            p->acked += m.count;
+        } else {
+            fprintf(stderr, "push: batch %llu answered %s (%s)\n", (unsigned long long)m.id,
+                    m.op == HD_OP_ERROR ? "error" : "?", hd_code_name(m.code));
+            p->err = EPROTO;
+            break;
+        }
+        outstanding--;
+    }
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    free(rbuf);
+    free(recs);
+    free(sl);
+    return NULL;
+}
+
+/* push PORT CONNS COUNT SIZE BATCH INFLIGHT [TIMEOUT_S=120]: CONNS native
+ * producers, COUNT records of SIZE bytes in all, each connection keeping up
+ * to INFLIGHT batches of BATCH records unanswered. A record counts once the
+ * `ok` of its batch arrived (with durability = disk and fsync = always,
+ * after its fdatasync). */
+static int
+cmd_push(int argc, char **argv)
+{
+    uint64_t port, conns, count, size, batch, inflight, timeout_s;
+    if (argc < 8 || parse_u64(argv[2], &port) < 0 || port == 0 || port > 65535 ||
+        parse_u64(argv[3], &conns) < 0 || conns == 0 || conns > 256 ||
+        parse_u64(argv[4], &count) < 0 || count < conns || parse_u64(argv[5], &size) < 0 ||
+        size < SEQ_PREFIX_LEN || size > SERVE_MAX_RECORD || parse_u64(argv[6], &batch) < 0 ||
+        batch == 0 || batch > 65536 || parse_u64(argv[7], &inflight) < 0 || inflight == 0 ||
+        inflight > 1024 || parse_u64(bn_arg(argc, argv, 8, "120"), &timeout_s) < 0 ||
+        timeout_s == 0) {
+        fprintf(stderr, "usage: %s push PORT CONNS COUNT SIZE BATCH INFLIGHT [TIMEOUT_S=120]\n",
+                argv[0]);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct pusher *ps = calloc(conns, sizeof(*ps));
+    pthread_t *th = calloc(conns, sizeof(*th));
+    if (ps == NULL || th == NULL) {
+        return 1;
+    }
+    uint64_t t0 = bn_now_ns();
+    uint64_t per = count / conns;
+    for (uint64_t i = 0; i < conns; i++) {
+        ps[i] = (struct pusher){.port = (uint16_t)port,
+                                .count = i + 1 == conns ? count - per * i : per,
+                                .seq0 = per * i,
+                                .size = (size_t)size,
+                                .batch = (uint32_t)batch,
+                                .inflight = (uint32_t)inflight,
+                                .deadline_ns = t0 + timeout_s * 1000000000ull};
+        if (pthread_create(&th[i], NULL, push_main, &ps[i]) != 0) {
+            return 1;
+        }
+    }
+    uint64_t acked = 0, refused = 0, batches = 0;
+    int bad = 0;
+    for (uint64_t i = 0; i < conns; i++) {
+        pthread_join(th[i], NULL);
+        acked += ps[i].acked;
+        refused += ps[i].refused;
+        batches += ps[i].batches;
+        if (ps[i].err != 0) {
+            fprintf(stderr, "push: connection %llu: %s\n", (unsigned long long)i,
+                    strerror(ps[i].err));
+            bad = 1;
+        }
+    }
+    double secs = bn_secs(bn_now_ns() - t0);
+    printf("push.connections %llu -\n", (unsigned long long)conns);
+    printf("push.batch %llu records\n", (unsigned long long)batch);
+    printf("push.inflight %llu batches\n", (unsigned long long)inflight);
+    printf("push.acked %llu records\n", (unsigned long long)acked);
+    printf("push.batches %llu -\n", (unsigned long long)batches);
+    printf("push.secs %.3f s\n", secs);
+    printf("push.rate %.0f records/s\n", secs > 0 ? (double)acked / secs : 0.0);
+    free(ps);
+    free(th);
+    return bad || acked != count ? 1 : 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -751,9 +969,13 @@ main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "gen") == 0) {
         return cmd_gen(argc, argv);
     }
+    if (argc >= 2 && strcmp(argv[1], "push") == 0) {
+        return cmd_push(argc, argv);
+    }
     fprintf(stderr,
             "usage: %s serve PORT COUNT SIZE [RESET_AT=0] [TIMEOUT_S=120] [IDLE_S=15]\n"
-            "       %s gen PORT COUNT SIZE [TIMEOUT_S=120]\n",
-            argv[0], argv[0]);
+            "       %s gen PORT COUNT SIZE [TIMEOUT_S=120]\n"
+            "       %s push PORT CONNS COUNT SIZE BATCH INFLIGHT [TIMEOUT_S=120]\n",
+            argv[0], argv[0], argv[0]);
     return 2;
 }

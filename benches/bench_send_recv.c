@@ -12,8 +12,8 @@
  * bounded ring (one mutex, two condvars, 4096 slots, copy in and copy out),
  * the C equivalent of a synchronous channel. ROUNDS rounds alternate the
  * two (this 2-core machine's scheduling makes single runs of either vary by
- * up to 2x); prints the median of each, the median of the rounds' ratios
- * and its range.
+ * up to 2x); prints the median of each and the median of the rounds'
+ * ratios, each with `runs=ROUNDS range=MIN..MAX`.
  * The memory budget must be large enough that nothing spills; the bench
  * samples the stats and prints how many records ever reached disk. */
 #include "bench_common.h"
@@ -130,7 +130,9 @@ producer_main(void *arg)
     uint8_t rec[65536];
     memset(rec, 0xA5, sizeof(rec));
     uint64_t n = 0;
-    while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+    /* At least one burst per producer: on a loaded machine a producer may
+     * first run after the stop (a round of 0 records, a ratio of 0). */
+    do {
         for (int k = 0; k < 256; k++) {
             memcpy(rec, &n, sizeof(n));
             if (r->use_hopper) {
@@ -140,7 +142,7 @@ producer_main(void *arg)
             }
             n++;
         }
-    }
+    } while (!atomic_load_explicit(&r->stop, memory_order_relaxed));
     atomic_fetch_add(&r->sent, n);
     atomic_fetch_sub(&r->producers_left, 1);
     return NULL;
@@ -302,21 +304,25 @@ main(int argc, char **argv)
         spilled = sp > spilled ? sp : spilled;
         ratios[i] = bases[i] > 0 ? hops[i] / bases[i] : 0;
     }
+    /* Every median is printed with the number of rounds it is taken over
+     * and its range (median() sorts the arrays). */
     double base = median(bases, rounds);
     double hop = median(hops, rounds);
     printf("%s.rounds %d -\n", name, rounds);
     if (do_hop) {
-        printf("%s.hopper %.0f rec/s\n", name, hop);
-        printf("%s.hopper_mb %.1f MB/s\n", name, hop * (double)rec_bytes / 1e6);
-        printf("%s.spilled_max %" PRIu64 " records\n", name, spilled);
+        printf("%s.hopper %.0f rec/s runs=%d range=%.0f..%.0f\n", name, hop, rounds, hops[0],
+               hops[rounds - 1]);
+        printf("%s.hopper_mb %.1f MB/s runs=%d\n", name, hop * (double)rec_bytes / 1e6, rounds);
+        printf("%s.spilled_max %" PRIu64 " records runs=%d\n", name, spilled, rounds);
     }
     if (do_base) {
-        printf("%s.baseline %.0f rec/s\n", name, base);
+        printf("%s.baseline %.0f rec/s runs=%d range=%.0f..%.0f\n", name, base, rounds, bases[0],
+               bases[rounds - 1]);
     }
     if (do_hop && do_base) {
-        printf("%s.ratio %.3f x\n", name, median(ratios, rounds));
-        printf("%s.ratio_min %.3f x\n", name, ratios[0]);
-        printf("%s.ratio_max %.3f x\n", name, ratios[rounds - 1]); /* median() sorted them */
+        double ratio = median(ratios, rounds);
+        printf("%s.ratio %.3f x runs=%d range=%.3f..%.3f\n", name, ratio, rounds, ratios[0],
+               ratios[rounds - 1]);
     }
     BN_CHECK(hopper_close(q));
     bn_rmtree(dir, "q");

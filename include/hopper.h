@@ -297,7 +297,10 @@ typedef struct hopper_record {
  * a record counts as received (stats, redelivery) when it is returned.
  *
  * When it has nothing to hand out, it first writes the acknowledged position
- * to the checkpoint if that moved (see @ref durability_sec).
+ * to the checkpoint if that moved (see @ref durability_sec). Then, with a
+ * timeout other than 0 and more than one CPU, it spins for at most 20
+ * microseconds for a sender (gathering up to 64 records once they come)
+ * before it sleeps.
  *
  * @param[out] rec filled on success. `rec->data` is owned by the queue and is
  *   valid only until the next hopper_recv()/hopper_recv_ack() or hopper_close()

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* The in-memory record deque: FIFO order and contents through growth,
- * wrap-around and shrinking (the shrink compacts a wrapped ring in place),
- * checked against a model of the sequence numbers it must hold. */
+/* The chunked in-memory record deque: FIFO order and contents across
+ * chunks (small records, records that fill a chunk, records larger than a
+ * chunk), the read cursor, truncation of unread entries, and the retired
+ * chunks, whose records stay readable until they are released; all checked
+ * against a model of the sequence numbers it must hold; with the small
+ * chunks of a small budget and the huge ones of a large budget. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,9 +16,27 @@
 #include "hp_test.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* Record `seq` is seq % 40 bytes (inline and owned sizes) of a pattern. */
+/* Data bytes of the standard chunk of the deque under test. */
+static size_t g_cap = HP_CHUNK_SMALL - sizeof(hp_chunk);
+
+/* Record `seq`'s length: mostly small, some near a chunk's size, a few
+ * larger than a chunk. */
+static uint32_t
+len_of(uint64_t seq)
+{
+    switch (seq % 97u) {
+    case 13:
+        return (uint32_t)(g_cap - 24u);
+    case 57:
+        return (uint32_t)(g_cap + 1000u);
+    default:
+        return (uint32_t)(seq % 300u);
+    }
+}
+
 static void
 fill(uint8_t *b, uint64_t seq, uint32_t len)
 {
@@ -25,115 +46,173 @@ fill(uint8_t *b, uint64_t seq, uint32_t len)
 }
 
 static void
-push(hp_deque *d, uint64_t seq)
+check_entry(const hp_entry *e, uint64_t seq)
 {
-    uint8_t b[64];
-    uint32_t len = (uint32_t)(seq % 40u);
-    fill(b, seq, len);
-    assert_int_equal(hp_deque_push(d, seq, seq + 1000u, b, len), 0);
-}
-
-/* The front is `seq` with the right payload; then it is popped. */
-static void
-pop_check(hp_deque *d, uint64_t seq)
-{
-    assert_true(d->count > 0);
-    hp_entry *e = hp_deque_at(d, 0);
     assert_int_equal(e->seq, seq);
     assert_int_equal(e->ts_ms, seq + 1000u);
-    uint8_t b[64];
-    uint32_t len = (uint32_t)(seq % 40u);
-    fill(b, seq, len);
+    uint32_t len = len_of(seq);
     assert_int_equal(e->len, len);
+    uint8_t *b = malloc(len + 1u);
+    assert_non_null(b);
+    fill(b, seq, len);
     assert_memory_equal(hp_entry_data(e), b, len);
-    hp_deque_pop_front(d);
+    free(b);
 }
 
-/* Every index i < count holds head + i: the whole ring is checked. */
 static void
-check_all(hp_deque *d, uint64_t first)
+push(hp_deque *d, uint64_t seq)
 {
+    uint32_t len = len_of(seq);
+    uint8_t *b = malloc(len + 1u);
+    assert_non_null(b);
+    fill(b, seq, len);
+    assert_int_equal(hp_deque_push(d, seq, seq + 1000u, b, len), 0);
+    free(b);
+}
+
+/* Read up to n entries at the read cursor, as the consumer stages them;
+ * returns how many. */
+static size_t
+read_some(hp_deque *d, uint64_t first, size_t n)
+{
+    hp_dpos p = d->rd;
+    size_t k = 0;
+    while (k < n && d->nread + k < d->count) {
+        hp_entry *e = hp_dpos_entry(&p);
+        check_entry(e, first + k);
+        hp_dpos_next(&p, e);
+        k++;
+    }
+    hp_deque_read_advance(d, k, p);
+    return k;
+}
+
+/* Every entry from the front holds front + i. */
+static void
+check_all(hp_deque *d, uint64_t front)
+{
+    hp_dpos p = hp_deque_begin(d);
     for (size_t i = 0; i < d->count; i++) {
-        assert_int_equal(hp_deque_at(d, i)->seq, first + i);
+        hp_entry *e = hp_dpos_entry(&p);
+        check_entry(e, front + i);
+        hp_dpos_next(&p, e);
     }
 }
 
-/* Grow while wrapped, then drain far enough to shrink several times, with
- * the live range wrapped at each shrink. */
+/* A seeded mix of pushes, reads, pops (acknowledgements), truncations of
+ * the unread tail and releases of retired chunks, against a model: the
+ * deque holds [front, next), of which [front, read) were read. The entry
+ * last popped stays readable until the next release. */
 static void
-test_wrap_grow_shrink(void **state)
+random_ops(uint64_t budget, int rounds)
 {
-    (void)state;
-    hp_deque d = {0};
-    uint64_t next = 0;
+    uint64_t seed = hp_test_seed("test_random_ops");
+    hp_deque d;
+    hp_deque_init(&d, budget);
+    g_cap = d.chunk_cap;
     uint64_t front = 0;
-    /* Wrap a small ring: push 48, pop 40, push until it grows twice. */
-    for (int i = 0; i < 48; i++) {
-        push(&d, next++);
-    }
-    for (int i = 0; i < 40; i++) {
-        pop_check(&d, front++);
-    }
-    while (d.cap < 8192) {
-        push(&d, next++);
+    uint64_t read = 0;
+    uint64_t next = 0;
+    const hp_entry *popped = NULL;
+    uint64_t popped_seq = 0;
+    for (int round = 0; round < rounds; round++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned r = (unsigned)(seed >> 33) % 100u;
+        int growing = (round / 5000) % 2 == 0;
+        if (r < (growing ? 55u : 25u)) {
+            push(&d, next++);
+        } else if (r < 75u) {
+            read += read_some(&d, read, 1u + (seed >> 20) % 300u);
+        } else if (r < 95u) {
+            size_t k = 1u + (seed >> 24) % 64u;
+            while (k-- > 0 && front < read) {
+                popped = hp_deque_front(&d);
+                popped_seq = front;
+                hp_deque_pop_front(&d);
+                front++;
+            }
+        } else if (r < 98u) {
+            /* Truncate the unread tail from a random unread entry. */
+            size_t unread = (size_t)(next - read);
+            size_t keep = unread ? (size_t)((seed >> 16) % (unread + 1u)) : 0;
+            hp_dpos p = d.rd;
+            for (size_t i = 0; i < keep; i++) {
+                hp_dpos at = p;
+                hp_entry *e = hp_dpos_entry(&at);
+                p = at;
+                hp_dpos_next(&p, e);
+            }
+            uint64_t want = 0;
+            for (uint64_t s = read + keep; s < next; s++) {
+                want += len_of(s);
+            }
+            assert_int_equal(hp_deque_truncate(&d, p, (size_t)(read - front) + keep), want);
+            next = read + keep;
+        } else {
+            if (popped != NULL) {
+                check_entry(popped, popped_seq); /* not recycled before the release */
+            }
+            hp_deque_release_retired(&d);
+            popped = NULL;
+        }
+        assert_int_equal(d.count, next - front);
+        assert_int_equal(d.nread, read - front);
+        assert_true(d.nspare <= d.spare_max);
     }
     check_all(&d, front);
-    /* Leave just more than a sixteenth (no shrink yet), move the head near
-     * the end so the live range wraps, then drain: the first shrink happens
-     * with the range wrapped. */
-    size_t cap = d.cap;
-    while (d.count > cap / 16 + 8) {
-        pop_check(&d, front++);
-    }
-    assert_int_equal(d.cap, cap);
-    while (d.head < cap - 100) {
-        pop_check(&d, front++);
-        push(&d, next++);
-    }
-    assert_true(d.head + d.count > d.cap); /* wrapped */
-    size_t shrinks = 0;
-    while (d.count > 0) {
-        size_t before = d.cap;
-        int wrapped = d.head + d.count > d.cap;
-        pop_check(&d, front++);
-        if (d.cap < before) {
-            assert_true(shrinks > 0 || wrapped);
-            shrinks++;
-            assert_true(d.cap >= 4 * d.count || d.cap == 64);
-            check_all(&d, front);
-        }
-    }
-    assert_true(shrinks >= 1);
-    assert_int_equal(front, next);
     hp_deque_free(&d);
 }
 
-/* A seeded mix of pushes, pops and pop_backs against a model. */
 static void
 test_random_ops(void **state)
 {
     (void)state;
-    uint64_t seed = hp_test_seed("test_random_ops");
+    random_ops(8u << 20, 60000);
+}
+
+/* The same with huge chunks (a budget of HP_DEQUE_HUGE_MIN or more). */
+static void
+test_random_ops_huge(void **state)
+{
+    (void)state;
+    random_ops(HP_DEQUE_HUGE_MIN, 10000);
+    g_cap = HP_CHUNK_SMALL - sizeof(hp_chunk);
+}
+
+/* Truncating back to the end mark taken before pushes (a failed placement)
+ * restores the deque, also when the mark is from an empty deque that never
+ * had a chunk. */
+static void
+test_truncate_to_mark(void **state)
+{
+    (void)state;
     hp_deque d = {0};
-    uint64_t front = 0;
-    uint64_t next = 0;
-    for (int round = 0; round < 200000; round++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        unsigned r = (unsigned)(seed >> 33) % 100u;
-        /* Phases: grow for a while, then drain, so the ring both grows and
-         * shrinks many times. */
-        int growing = (round / 20000) % 2 == 0;
-        if (r < (growing ? 70u : 30u)) {
-            push(&d, next++);
-        } else if (r < 97u && d.count > 0) {
-            pop_check(&d, front++);
-        } else if (d.count > 0) {
-            hp_deque_pop_back(&d);
-            next--;
-        }
-        assert_int_equal(d.count, next - front);
+    hp_dpos mark = hp_deque_end(&d);
+    assert_null(mark.c);
+    for (uint64_t s = 0; s < 500; s++) {
+        push(&d, s);
     }
-    check_all(&d, front);
+    uint64_t want = 0;
+    for (uint64_t s = 0; s < 500; s++) {
+        want += len_of(s);
+    }
+    assert_int_equal(hp_deque_truncate(&d, mark, 0), want);
+    assert_int_equal(d.count, 0);
+    for (uint64_t s = 0; s < 300; s++) {
+        push(&d, s);
+    }
+    assert_int_equal(read_some(&d, 0, 100), 100);
+    mark = hp_deque_end(&d);
+    for (uint64_t s = 300; s < 600; s++) {
+        push(&d, s);
+    }
+    (void)hp_deque_truncate(&d, mark, 300);
+    assert_int_equal(d.count, 300);
+    for (uint64_t s = 300; s < 400; s++) {
+        push(&d, s);
+    }
+    assert_int_equal(read_some(&d, 100, 1000), 300);
+    check_all(&d, 0);
     hp_deque_free(&d);
 }
 
@@ -141,8 +220,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wrap_grow_shrink),
         cmocka_unit_test(test_random_ops),
+        cmocka_unit_test(test_random_ops_huge),
+        cmocka_unit_test(test_truncate_to_mark),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

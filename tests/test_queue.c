@@ -10,6 +10,9 @@
 
 #include <cmocka.h>
 
+#include <stdatomic.h>
+#include <time.h>
+
 #include "hopper.h"
 #include "hp_test.h"
 
@@ -1099,6 +1102,53 @@ send_blocked_main(void *arg)
     return NULL;
 }
 
+/* A shutdown that lands while the consumer spins for a send (mu free, so
+ * the broadcast finds nobody waiting) still ends its hopper_recv at once.
+ * The consumer used to go to sleep after the spin without looking again,
+ * until its timeout (issue 14). Many short races: the shutdown follows the
+ * consumer's start by 0 to 40 us, so many of them fall into its 20 us
+ * spin. */
+typedef struct spin_recv {
+    waiter_recv w;
+    atomic_int started;
+} spin_recv;
+
+static void *
+spin_recv_main(void *arg)
+{
+    spin_recv *sr = arg;
+    atomic_store(&sr->started, 1);
+    return recv_main(&sr->w);
+}
+
+static void
+test_shutdown_during_spin(void **state)
+{
+    tq_state *s = *state;
+    hopper_opts o;
+    opts_small(&o, 0);
+    for (int i = 0; i < 200; i++) {
+        hopper_queue *q = open_ok(s->dir, &o);
+        spin_recv sr = {.w = {.q = q, .timeout_ms = 3000}};
+        atomic_init(&sr.started, 0);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, spin_recv_main, &sr), 0);
+        while (!atomic_load(&sr.started)) {
+        }
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        long wait_ns = (long)(i % 41) * 1000;
+        do {
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < wait_ns);
+        hopper_shutdown(q);
+        assert_int_equal(pthread_join(th, NULL), 0);
+        assert_int_equal(sr.w.rc, HOPPER_ECLOSED);
+        assert_true(sr.w.elapsed_ms < 1500);
+        assert_int_equal(hopper_close(q), 0);
+    }
+}
+
 static void
 test_shutdown(void **state)
 {
@@ -1674,6 +1724,7 @@ main(void)
         HP_T(test_ack_across_segments_no_corruption),
         HP_T(test_recv_poll_and_timeout),
         HP_T(test_shutdown),
+        HP_T(test_shutdown_during_spin),
         HP_T(test_restart_memory_and_disk),
         HP_T(test_restart_ack),
         HP_T(test_foreign_files),

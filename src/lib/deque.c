@@ -1,114 +1,208 @@
 /* SPDX-License-Identifier: MIT */
-/* Ring of hp_entry; capacity doubles when full. Invariant: count <= cap and
- * cap is 0 or a power of two, so index arithmetic is a mask. */
+/* The chunked record deque (layout and the retired chunks: deque.h). */
 #include "deque.h"
 
+#include <assert.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
-/* Double the ring with realloc: a large ring is moved by the kernel's page
- * remapping instead of being copied, and only the new half is fresh memory.
- * The wrapped part [0, head) then moves to [cap, cap + head). */
-static int
-grow(hp_deque *d)
+/* Data bytes of a standard chunk (a zero-filled deque: small chunks). */
+static size_t
+chunk_cap(const hp_deque *d)
 {
-    size_t ncap = d->cap ? d->cap * 2 : 64;
-    hp_entry *n = realloc(d->ring, ncap * sizeof(*n));
-    if (n == NULL) {
-        return -ENOMEM;
+    return d->chunk_cap != 0 ? d->chunk_cap : HP_CHUNK_SMALL - sizeof(hp_chunk);
+}
+
+void
+hp_deque_init(hp_deque *d, uint64_t memory_bytes)
+{
+    memset(d, 0, sizeof(*d));
+    d->huge = memory_bytes >= HP_DEQUE_HUGE_MIN;
+    size_t bytes = d->huge ? HP_CHUNK_HUGE : HP_CHUNK_SMALL;
+    d->chunk_cap = bytes - sizeof(hp_chunk);
+    /* Enough spares that a consumer keeping up cycles through the same few
+     * (warm) chunks, and that a producer running a few milliseconds ahead
+     * does not fault in fresh ones: a thirty-second of the budget, at most
+     * 32 MiB and 16 chunks, at least one. */
+    uint64_t keep = memory_bytes / 32u < (32u << 20) ? memory_bytes / 32u : (32u << 20);
+    uint64_t n = keep / bytes;
+    d->spare_max = n < 1 ? 1 : n > 16 ? 16 : (size_t)n;
+}
+
+/* The front chunk leaves the list for the retired ones; the read cursor, if
+ * it pointed at its end, moves to the start of the next chunk. */
+static void
+retire_first(hp_deque *d)
+{
+    hp_chunk *old = d->first;
+    d->first = old->next;
+    d->front_off = 0;
+    if (d->rd.c == old) {
+        d->rd = (hp_dpos){.c = d->first, .off = 0};
     }
-    if (d->head + d->count > d->cap) {
-        memcpy(n + d->cap, n, (d->head + d->count - d->cap) * sizeof(*n));
+    old->next = d->retired;
+    d->retired = old;
+}
+
+/* A chunk with at least `need` bytes: a spare one when it is standard. */
+static hp_chunk *
+chunk_get(hp_deque *d, size_t need)
+{
+    size_t std = chunk_cap(d);
+    if (need <= std && d->spare != NULL) {
+        hp_chunk *c = d->spare;
+        d->spare = c->next;
+        d->nspare--;
+        c->next = NULL;
+        c->end = 0;
+        return c;
     }
-    d->ring = n;
-    d->cap = ncap;
-    return 0;
+    size_t cap = need <= std ? std : need;
+    hp_chunk *c = NULL;
+    if (cap == std && d->huge) {
+        void *m = NULL;
+        if (posix_memalign(&m, HP_CHUNK_HUGE, HP_CHUNK_HUGE) != 0) {
+            return NULL;
+        }
+#ifdef MADV_HUGEPAGE
+        (void)madvise(m, HP_CHUNK_HUGE, MADV_HUGEPAGE); /* advice: may be refused */
+#endif
+        c = m;
+    } else {
+        c = malloc(sizeof(*c) + cap);
+    }
+    if (c == NULL) {
+        return NULL;
+    }
+    c->next = NULL;
+    c->cap = cap;
+    c->end = 0;
+    return c;
+}
+
+/* A chunk no pointer refers to any more: kept as a spare or freed. */
+static void
+chunk_put(hp_deque *d, hp_chunk *c)
+{
+    if (c->cap == chunk_cap(d) && d->nspare < d->spare_max) {
+        c->next = d->spare;
+        d->spare = c;
+        d->nspare++;
+        return;
+    }
+    free(c);
 }
 
 int
 hp_deque_push(hp_deque *d, uint64_t seq, uint64_t ts_ms, const void *data, uint32_t len)
 {
-    if (d->count == d->cap) {
-        HP_GUARD(grow(d));
-    }
-    hp_entry *e = &d->ring[(d->head + d->count) & (d->cap - 1)];
-    if (len > HP_ENTRY_INLINE) {
-        uint8_t *copy = malloc(len);
-        if (copy == NULL) {
+    size_t need = hp_entry_size(len);
+    hp_chunk *c = d->last;
+    if (c == NULL || c->cap - c->end < need) {
+        hp_chunk *n = chunk_get(d, need);
+        if (n == NULL) {
             return -ENOMEM;
         }
-        memcpy(copy, data, len);
-        e->u.ptr = copy;
-    } else if (len > 0) {
-        memcpy(e->u.inl, data, len);
+        if (c == NULL) {
+            d->first = n;
+            d->front_off = 0;
+            d->rd = (hp_dpos){.c = n, .off = 0};
+        } else {
+            c->next = n;
+        }
+        d->last = n;
+        c = n;
     }
+    hp_entry *e = (hp_entry *)(void *)(c->data + c->end);
     e->seq = seq;
     e->ts_ms = ts_ms;
     e->len = len;
+    e->reserved = 0;
+    if (len > 0) {
+        memcpy(e + 1, data, len);
+    }
+    c->end += need;
     d->count++;
     return 0;
-}
-
-/* Shrink the ring once it is fifteen sixteenths empty, so a burst does not
- * pin its ring forever, to four times what it holds. The live entries are
- * moved to the front in place and the ring is cut with realloc: the pages
- * kept are not copied or touched again, and a drain copies about a
- * twelfth of the entries it had, instead of half with a halving ring. Best
- * effort: if realloc fails the ring stays as large. */
-static void
-shrink(hp_deque *d)
-{
-    size_t ncap = 64;
-    while (ncap < d->count * 4) {
-        ncap *= 2;
-    }
-    if (d->head + d->count > d->cap) {
-        /* Wrapped: [head, cap) then [0, t). The ring is nearly empty, so
-         * head > cap - count >= count and the moves do not overlap. */
-        size_t first = d->cap - d->head;
-        size_t t = d->count - first;
-        memmove(d->ring + first, d->ring, t * sizeof(*d->ring));
-        memmove(d->ring, d->ring + d->head, first * sizeof(*d->ring));
-    } else {
-        memmove(d->ring, d->ring + d->head, d->count * sizeof(*d->ring));
-    }
-    d->head = 0;
-    hp_entry *n = realloc(d->ring, ncap * sizeof(*n));
-    if (n != NULL) {
-        d->ring = n;
-        d->cap = ncap;
-    }
 }
 
 void
 hp_deque_pop_front(hp_deque *d)
 {
-    hp_entry *e = hp_deque_at(d, 0);
-    if (e->len > HP_ENTRY_INLINE) {
-        free(e->u.ptr);
+    assert(d->count > 0 && d->nread > 0);
+    if (d->front_off == d->first->end) {
+        /* The front chunk was used up while it was the last one: the front
+         * entry is at the start of the next (every chunk but the last holds
+         * an entry, so that one does). */
+        retire_first(d);
     }
-    d->head = (d->head + 1) & (d->cap - 1);
+    hp_entry *e = (hp_entry *)(void *)(d->first->data + d->front_off);
+    d->front_off += hp_entry_size(e->len);
     d->count--;
-    if (d->cap > 256 && d->count < d->cap / 16) {
-        shrink(d);
+    d->nread--;
+    if (d->front_off == d->first->end && d->first != d->last) {
+        retire_first(d);
     }
 }
 
-void
-hp_deque_pop_back(hp_deque *d)
+uint64_t
+hp_deque_truncate(hp_deque *d, hp_dpos at, size_t kept)
 {
-    hp_entry *e = hp_deque_at(d, d->count - 1);
-    if (e->len > HP_ENTRY_INLINE) {
-        free(e->u.ptr);
+    assert(kept >= d->nread && kept <= d->count);
+    uint64_t bytes = 0;
+    if (kept == d->count) {
+        return 0;
     }
-    d->count--;
+    if (at.c == NULL) {
+        at = (hp_dpos){.c = d->first, .off = 0}; /* no chunk held anything then */
+    }
+    hp_dpos p = at;
+    for (size_t i = kept; i < d->count; i++) {
+        hp_entry *e = hp_dpos_entry(&p);
+        bytes += e->len;
+        hp_dpos_next(&p, e);
+    }
+    /* Nothing read lies past `at`: its later chunks are nobody's. */
+    hp_chunk *c = at.c->next;
+    while (c != NULL) {
+        hp_chunk *n = c->next;
+        chunk_put(d, c);
+        c = n;
+    }
+    at.c->next = NULL;
+    at.c->end = at.off;
+    d->last = at.c;
+    d->count = kept;
+    if (d->nread == kept) {
+        d->rd = at;
+    }
+    return bytes;
+}
+
+void
+hp_deque_release_retired(hp_deque *d)
+{
+    while (d->retired != NULL) {
+        hp_chunk *c = d->retired;
+        d->retired = c->next;
+        chunk_put(d, c);
+    }
 }
 
 void
 hp_deque_free(hp_deque *d)
 {
-    while (d->count > 0) {
-        hp_deque_pop_front(d);
+    d->spare_max = 0;
+    hp_deque_release_retired(d);
+    for (hp_chunk *c = d->first; c != NULL;) {
+        hp_chunk *n = c->next;
+        free(c);
+        c = n;
     }
-    free(d->ring);
+    for (hp_chunk *c = d->spare; c != NULL;) {
+        hp_chunk *n = c->next;
+        free(c);
+        c = n;
+    }
     memset(d, 0, sizeof(*d));
 }

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 /* ---- failure ------------------------------------------------------------ */
 
@@ -156,7 +157,6 @@ queue_free(hopper_queue *q)
     hp_q_reader_reset(&q->rd);
     hp_buf_free(&q->rd.win.buf);
     hp_buf_free(&q->rd.raw);
-    hp_buf_free(&q->rd.sbuf);
     free(q->rd.stage);
     hp_dec_free(&q->rd.dec);
     for (uint32_t i = 0; i < HP_ENC_SLOTS; i++) {
@@ -219,6 +219,8 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
     if (q->frame_target < 1024) {
         q->frame_target = 1024;
     }
+    hp_deque_init(&q->mem, q->o.memory_bytes);
+    q->spin_ok = sysconf(_SC_NPROCESSORS_ONLN) > 1;
     q->dirfd = -1;
     q->lockfd = -1;
     q->active_fd = -1;
@@ -400,7 +402,7 @@ hopper_stats_get(hopper_queue *q, hopper_stats *st_out)
     st->backlog_records = q->next_seq - q->ack_next - q->missing_left;
     uint64_t oldest = 0;
     if (q->mem.count > 0) {
-        oldest = hp_deque_at(&q->mem, 0)->ts_ms;
+        oldest = hp_deque_front(&q->mem)->ts_ms;
     }
     if (hp_q_runs_live(q) > 0) {
         uint64_t t = q->runs.v[q->runs_head].ts_ms;

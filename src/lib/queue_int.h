@@ -184,7 +184,7 @@ typedef struct hp_reader {
     uint64_t next_off; /* next frame to read in seg_id */
     int positioned;    /* next_off is meaningful for seg_id */
     /* Records taken from the queue under one lock and handed out one per
-     * hopper_recv() without locking (memory copies in sbuf, or pointers into
+     * hopper_recv() without locking (pointers into mem's chunks, or into
      * the decoded frame in raw). */
     struct hp_staged {
         const uint8_t *data;
@@ -194,7 +194,6 @@ typedef struct hp_reader {
     size_t stage_cap;
     size_t stage_n;
     size_t stage_i;
-    hp_buf sbuf;
     uint64_t caller_next; /* every seq below was returned to the caller */
 } hp_reader;
 
@@ -223,15 +222,27 @@ struct hopper_queue {
     pthread_cond_t cr_done;    /* the writer waits for its round's helpers */
 
     int failed;      /* [mu] sticky error code, 0 if healthy */
-    int reader_waiting; /* [mu] the consumer sleeps on not_empty */
+    int reader_waiting; /* [mu] the consumer sleeps on not_empty and no sender
+                         * signalled it since */
+    int spin_ok;        /* immutable: more than one CPU, so the consumer may spin
+                         * for a send before it sleeps (receiver.c) */
     _Atomic int failed_flag; /* mirrors failed != 0, for the lock-free recv path */
     int shutdown;    /* [mu] hopper_shutdown() was called */
     int closing;     /* [mu] close in progress: stops the syncer */
     uint64_t next_seq; /* [mu] */
+    /* next_seq as of the last placement, stored under mu, read by the
+     * consumer's spin without it; padded to a cache line of its own (the
+     * queue comes from calloc, so no _Alignas) so that the spin does not
+     * pull in the lines senders write under mu. */
+    char seq_pub_before[64];
+    _Atomic uint64_t seq_pub;
+    char seq_pub_after[64 - sizeof(uint64_t)];
 
-    hp_deque mem;        /* [mu] M, plus delivered-unacknowledged entries */
+    hp_deque mem;        /* [mu] M, plus delivered-unacknowledged entries (mem.nread
+                          * of them, before the read cursor); the payloads of
+                          * delivered entries are also read by the consumer
+                          * without mu (they never change; deque.h) */
     uint64_t mem_bytes;  /* [mu] bytes charged to mem: payload + HP_ENTRY_COST each */
-    size_t mem_read;     /* [mu] index in mem of the next undelivered entry */
     uint64_t visible_next; /* [mu] DISK mode: entries below this seq are written */
 
     hp_batch pend;           /* [mu] batch being filled */

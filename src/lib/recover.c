@@ -412,8 +412,10 @@ hp_q_save_memory(hopper_queue *q)
     uint64_t next_id = q->next_seg_id;
     uint64_t active_id = q->active_id;
     const uint64_t chunk = HP_ENC_SLOTS * q->frame_target;
+    hp_dpos p = hp_deque_begin(&q->mem);
     while (i < q->mem.count && rc == 0) {
-        hp_entry *e = hp_deque_at(&q->mem, i);
+        hp_dpos at = p;
+        hp_entry *e = hp_dpos_entry(&at);
         b.raw.len = 0;
         b.first_seq = e->seq;
         b.count = 0;
@@ -421,10 +423,13 @@ hp_q_save_memory(hopper_queue *q)
         /* A chunk ends at a gap in seqs or past `chunk` bytes (a record
          * larger than that is a chunk, and a frame, of its own). */
         while (i < q->mem.count && rc == 0 && b.raw.len < chunk) {
-            e = hp_deque_at(&q->mem, i);
+            at = p;
+            e = hp_dpos_entry(&at);
             if (e->seq != b.first_seq + b.count) {
                 break;
             }
+            p = at;
+            hp_dpos_next(&p, e);
             uint8_t pre[HP_REC_PREFIX];
             hp_put_u32(pre, e->len);
             rc = hp_buf_append(&b.raw, pre, sizeof(pre));

@@ -18,13 +18,28 @@
 
 #include <stdatomic.h>
 
-/* Wake the consumer if it sleeps: a signal nobody waits for still costs. [mu] */
+/* Wake the consumer if it sleeps: a signal nobody waits for still costs,
+ * and so does a second one before the consumer ran: the first sender clears
+ * reader_waiting. [mu] */
 static void
 wake_reader(hopper_queue *q)
 {
     if (q->reader_waiting) {
+        q->reader_waiting = 0;
         pthread_cond_signal(&q->not_empty);
     }
+}
+
+/* Does the disk budget surely hold the pending batch grown to `new_pend`
+ * bytes and, in MEMORY mode, `mem_raw` bytes of memory records (which close
+ * must be able to save)? hp_q_reserve_for(x) <= 2x + 1 KiB (frames >= 1
+ * KiB, segments >= 4 KiB): when even that fits, its divisions are not
+ * needed. [mu] */
+static int
+disk_surely_fits(const hopper_queue *q, uint64_t new_pend, uint64_t mem_raw)
+{
+    uint64_t base = q->disk_bytes + q->inflight_reserve;
+    return base < q->o.disk_bytes && 2 * (new_pend + mem_raw) + 2048 <= q->o.disk_bytes - base;
 }
 
 /* Can the batch be admitted now? 0 yes, HOPPER_EFULL not now, HOPPER_ETOOBIG
@@ -55,11 +70,7 @@ admit(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t *to_mem)
     /* (The charge per record, HP_ENTRY_COST, exceeds its 4-byte prefix.) */
     uint64_t mem_raw = disk_mode ? 0 : q->mem_bytes + mem_add;
     uint64_t base = q->disk_bytes + q->inflight_reserve;
-    /* hp_q_reserve_for(x) <= 2x + 1 KiB (frames >= 1 KiB, segments >= 4 KiB):
-     * when even that fits, skip its divisions (the in-memory fast path). */
-    int surely_fits = base < q->o.disk_bytes &&
-                      2 * (new_pend + mem_raw) + 2048 <= q->o.disk_bytes - base;
-    if (!surely_fits) {
+    if (!disk_surely_fits(q, new_pend, mem_raw)) {
         /* Would it fit an empty queue? If not, it never will. */
         if (HP_CKPT_FILE_SIZE + hp_q_reserve_for(q, all_raw) > q->o.disk_bytes) {
             return HOPPER_ETOOBIG;
@@ -80,6 +91,7 @@ place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64
 {
     int disk_mode = q->o.durability == HOPPER_DURABILITY_DISK;
     size_t mem_before = q->mem.count;
+    hp_dpos mem_end = hp_deque_end(&q->mem);
     size_t raw_before = q->pend.raw.len;
     uint32_t count_before = q->pend.count;
     uint64_t d_before = q->pend.d_count;
@@ -116,10 +128,9 @@ place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64
         }
     }
     if (rc < 0) {
-        while (q->mem.count > mem_before) {
-            q->mem_bytes -= hp_deque_at(&q->mem, q->mem.count - 1)->len + HP_ENTRY_COST;
-            hp_deque_pop_back(&q->mem);
-        }
+        size_t dropped = q->mem.count - mem_before;
+        q->mem_bytes -= hp_deque_truncate(&q->mem, mem_end, mem_before) +
+                        (uint64_t)dropped * HP_ENTRY_COST;
         q->pend.raw.len = raw_before;
         q->pend.count = count_before;
         q->pend.d_count = d_before;
@@ -127,7 +138,32 @@ place(hopper_queue *q, const hopper_iovec *recs, size_t n, size_t to_mem, uint64
     }
     q->d_pending += q->pend.d_count - d_before;
     q->next_seq = seq0 + n;
+    atomic_store_explicit(&q->seq_pub, q->next_seq, memory_order_relaxed);
     return 0;
+}
+
+/* The in-memory fast path of one record in MEMORY mode (the common case
+ * while the consumer keeps up): nothing on disk waits (so the record goes to
+ * memory), the budgets surely hold it and the queue is healthy. Places it
+ * and returns 1; returns 0, changing nothing, when the general path must
+ * decide. The checks are admit()'s and send_batch's for this case. [mu] */
+static int
+send_one_fast(hopper_queue *q, const void *data, uint32_t len, uint64_t ts)
+{
+    uint64_t mem_after = q->mem_bytes + len + HP_ENTRY_COST;
+    if (q->failed || q->shutdown || q->next_seq >= HP_SEQ_LIMIT || hp_q_d_active(q) ||
+        mem_after > q->o.memory_bytes || !disk_surely_fits(q, q->pend.raw.len, mem_after)) {
+        return 0;
+    }
+    if (hp_deque_push(&q->mem, q->next_seq, ts, data, len) < 0) {
+        return 0; /* the general path reports -ENOMEM */
+    }
+    q->mem_bytes = mem_after;
+    q->next_seq++;
+    atomic_store_explicit(&q->seq_pub, q->next_seq, memory_order_relaxed);
+    q->c_sent++;
+    wake_reader(q);
+    return 1;
 }
 
 /* Group commit with synchronous senders (fsync=always). Each sender has one
@@ -163,18 +199,22 @@ hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n, int timeo
         HP_ENSURE(recs[i].data != NULL || recs[i].len == 0, -EINVAL);
         HP_ENSURE(recs[i].len <= q->o.max_record_bytes, HOPPER_ETOOBIG);
     }
+    int has_cv = q->o.durability == HOPPER_DURABILITY_DISK;
+    /* Read the clock before the lock: senders contend for mu, so what runs
+     * under it must be short. */
+    uint64_t ts = hp_now_wall_ms();
     uint64_t deadline = 0;
     hp_waiter w = {0};
-    int has_cv = q->o.durability == HOPPER_DURABILITY_DISK;
     if (has_cv) {
         HP_GUARD(hp_cond_init(&w.cv));
     }
     int rc;
     size_t to_mem = 0;
-    /* Read the clock before the lock: senders contend for mu, so what runs
-     * under it must be short. */
-    uint64_t ts = hp_now_wall_ms();
     hp_mutex_lock(&q->mu);
+    if (n == 1 && !has_cv && send_one_fast(q, recs[0].data, (uint32_t)recs[0].len, ts)) {
+        rc = 0;
+        goto unlock;
+    }
     for (;;) {
         if (q->failed) {
             rc = HOPPER_EFAILED;

@@ -476,14 +476,21 @@ rewind_after(hopper_queue *q, hp_batch *b, int rc)
 {
     uint64_t from = b->first_seq;
     uint64_t dropped = q->next_seq - from;
-    while (q->mem.count > q->mem_read && q->mem.count > 0) {
-        hp_entry *e = hp_deque_at(&q->mem, q->mem.count - 1);
-        if (e->seq < from) {
+    /* The unread memory entries from the first of seq >= from on go. */
+    hp_dpos p = q->mem.rd;
+    size_t kept = q->mem.nread;
+    while (kept < q->mem.count) {
+        hp_dpos at = p;
+        hp_entry *e = hp_dpos_entry(&at);
+        if (e->seq >= from) {
             break;
         }
-        q->mem_bytes -= e->len + HP_ENTRY_COST;
-        hp_deque_pop_back(&q->mem);
+        p = at;
+        hp_dpos_next(&p, e);
+        kept++;
     }
+    size_t gone = q->mem.count - kept;
+    q->mem_bytes -= hp_deque_truncate(&q->mem, p, kept) + (uint64_t)gone * HP_ENTRY_COST;
     q->next_seq = from;
     q->d_pending -= b->d_count + q->pend.d_count;
     q->c_sent -= dropped;

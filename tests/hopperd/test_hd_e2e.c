@@ -548,6 +548,62 @@ test_tcp_sink_outage(void **state)
     pthread_mutex_destroy(&ds.mu);
 }
 
+/* Reaction time (issue 14, goal 6): a downstream that stayed down long
+ * enough for the reconnect back-off to reach reconnect_max comes back; the
+ * first record must reach it within reconnect_max, plus REACTION_SLACK_MS
+ * for the connect, one write and this test's 5 ms polling. Three outages,
+ * each time printed. */
+#define REACTION_CAP_MS 300
+#define REACTION_SLACK_MS 250
+static void
+test_tcp_sink_reaction(void **state)
+{
+    struct env *e = *state;
+    char sink[1024];
+    snprintf(sink, sizeof(sink),
+             "[sink down]\ntype = tcp\nconnect = 127.0.0.1:%d\nqueue = q\n"
+             "reconnect_min = 20ms\nreconnect_max = %dms\nconnect_timeout = 1s\n",
+             e->down_port, REACTION_CAP_MS);
+    write_conf(e, "", "", sink);
+    start(e);
+    char failures[256];
+    snprintf(failures, sizeof(failures),
+             "hopperd_sink_connect_failures_total{sink=\"down\",queue=\"q\"}");
+    struct e2e_downstream ds;
+    memset(&ds, 0, sizeof(ds));
+    pthread_mutex_init(&ds.mu, NULL);
+    long sent = 0;
+    double seen = 0;
+    for (int round = 0; round < 3; round++) {
+        send_records(e, sent, 100);
+        sent += 100;
+        /* Delays 20, 40, 80, 160 ms, then the cap: after 6 more failed
+         * connects the next wait is drawn from [cap/2, cap]. */
+        double v;
+        if (wait_metric_port(e->metrics_port, failures, seen + 6, 1, 30000, &v) < 0) {
+            dump_log(e);
+            fail_msg("round %d: %.0f failed connects, wanted %.0f", round, v, seen + 6);
+        }
+        size_t had = e2e_downstream_lines(&ds);
+        uint64_t t0 = e2e_now_ms();
+        assert_int_equal(e2e_downstream_start(&ds, e->down_port), 0);
+        wait_downstream(e, &ds, had + 1, 30000);
+        uint64_t took = e2e_now_ms() - t0;
+        fprintf(stderr,
+                "reaction: round %d: first record %llu ms after the downstream came back "
+                "(reconnect_max %d ms)\n",
+                round, (unsigned long long)took, REACTION_CAP_MS);
+        assert_true(took <= REACTION_CAP_MS + REACTION_SLACK_MS);
+        wait_downstream(e, &ds, (size_t)sent, 30000);
+        e2e_downstream_stop(&ds);
+        seen = e2e_metric(e->metrics_port, failures);
+    }
+    assert_true(e2e_check_sequence(ds.data, ds.len, sent) >= 0);
+    stop_expect(e, SIGTERM, 0);
+    free(ds.data);
+    pthread_mutex_destroy(&ds.mu);
+}
+
 /* SIGTERM with records only in memory, restart: nothing lost, in order. */
 static void
 test_sigterm_restart(void **state)
@@ -2076,6 +2132,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_check_config_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_to_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_sink_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_sink_reaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_records_logged, setup, teardown),
