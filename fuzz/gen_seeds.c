@@ -359,6 +359,79 @@ gen_segment_scan(void)
     hp_buf_free(&b);
 }
 
+/* fuzz_queue_dir: descriptions of queue directories (qdir_build.h), which
+ * the harness writes with correct CRCs. Op byte = op | a << 3. */
+static void
+gen_queue_dir(void)
+{
+    static const uint8_t honest[] = {
+        0x11,             /* version-2 checkpoint, MEMORY, 2 sends */
+        0x41, 0x85,       /* frame: 3 records from the cursor, deflated */
+        0x01, 10,         /* frame: 1 record */
+        0x02,             /* the true index */
+        0x08,             /* segment, id gap 1 */
+        0x41, 3, 0x02,    /* frame of 3, true index */
+        0x18, 5,          /* segment, id gap 5 */
+        0x01, 0x90,       /* frame of 1 */
+        0x0b, 2, 3,       /* checkpoint: ack_next 2, read_next 5 */
+    };
+    static const uint8_t seq_top[] = {
+        0x34,             /* no checkpoint, DISK, 4 sends */
+        0x01, 5,          /* frame seq 0 */
+        0x11, 3, 4,       /* frame at 2^63 - 3: two seqs fit, then EEXHAUSTED */
+    };
+    static const uint8_t index_lie[] = {
+        0x00,
+        0x81, 1,          /* frame of 5 records */
+        0x12, 50,         /* an index whose last_seq is 50 more */
+        0x00, 0x01, 2,    /* segment 2, frame of 1 */
+    };
+    static const uint8_t leftovers[] = {
+        0x02,             /* version-1 checkpoint */
+        0x01, 1,
+        0x05, 3, 'a', 'b', 'c', 0x0d, 2, 'x', 'y', 0x15, 0, 0x1d, 1, 'z', 0x25, 0,
+        0x2d, 0, 0x35, 4, 'n', 'o', 't', 'e', 0x3d, 0, 0x45, 0, 0x4d, 0,
+        0x00, 0x01, 2,
+        0x03, 0,          /* checkpoint: ack_next = the cursor */
+    };
+    static const uint8_t ckpt_beyond[] = {
+        0x03,             /* version 2, newer slot torn */
+        0x41, 1,
+        0x4b, 1, 200,     /* ack_next 1, read_next 201, generation 1 */
+    };
+    static const uint8_t damage[] = {
+        0x40,             /* fsync ALWAYS */
+        0x41, 7,
+        0x04, 40, 0, 0xff, /* flip a byte of the first frame */
+        0x01, 2,
+        0x06, 4, 'H', 'P', 'F', 'R', /* junk */
+        0x07,             /* the last frame again */
+        0x20,             /* a segment whose header names another id */
+        0x01, 1,
+        0x00,
+        0x09, 0xfe, 3,    /* frame two seqs back from the cursor */
+        0x0c, 60, 0, 0,   /* truncate the segment at 60 */
+    };
+    static const struct {
+        const char *name;
+        const uint8_t *p;
+        size_t n;
+    } seeds[] = {
+        {"honest.bin", honest, sizeof(honest)},
+        {"seq-top.bin", seq_top, sizeof(seq_top)},
+        {"index-lie.bin", index_lie, sizeof(index_lie)},
+        {"leftovers.bin", leftovers, sizeof(leftovers)},
+        {"ckpt-beyond.bin", ckpt_beyond, sizeof(ckpt_beyond)},
+        {"damage.bin", damage, sizeof(damage)},
+    };
+    for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
+        hp_buf b = {0};
+        put(&b, seeds[i].p, seeds[i].n);
+        emit("queue_dir", seeds[i].name, &b);
+        hp_buf_free(&b);
+    }
+}
+
 static void
 gen_queue_ops(void)
 {
@@ -557,6 +630,7 @@ main(int argc, char **argv)
     gen_record_roundtrip();
     gen_segment_scan();
     gen_queue_ops();
+    gen_queue_dir();
     gen_framers();
     gen_config();
     return failed;
