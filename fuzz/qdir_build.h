@@ -41,10 +41,11 @@
  *   5 LEFTOVER a file that is not a segment of the queue: a % 10 picks
  *              `<id>.hseg.tmp`, `<id>.hidx.tmp`, `checkpoint.tmp`,
  *              `<id>.hseg.bad`, `<id>.hseg.bad.why`, an orphan index
- *              `<id+100>.hidx` (valid CRC), `notes.txt`, a directory named
- *              `<id+50>.hseg`, a symlink `<id+60>.hseg` to the current
- *              segment, an empty segment `<id+70>.hseg`; content: next byte
- *              n, then n input bytes.
+ *              `<id+100>.hidx` (valid CRC; it may meet a segment of that id),
+ *              `notes.txt`, and with F = 2^20 (past every segment id): a
+ *              directory named `<id+F+50>.hseg`, a symlink `<id+F+60>.hseg`
+ *              to the current segment, an empty segment `<id+F+70>.hseg`;
+ *              content: next byte n, then n input bytes.
  *   6 JUNK     append next byte n, then n input bytes, to the current
  *              segment (damage between frames; every 'H' made 'h', so junk
  *              never holds a frame the builder did not write).
@@ -70,6 +71,7 @@
 #define QD_MAX_FRAMES 64   /* per segment */
 #define QD_MAX_RECS 4096   /* written records remembered */
 #define QD_TS 1700000000000ull
+#define QD_FAR (UINT64_C(1) << 20) /* beyond every segment id the builder makes */
 
 /* A record the builder wrote in a CRC-valid frame: its payload is
  * qd_payload(seq, len). */
@@ -366,13 +368,13 @@ qd_leftover(qd_plan *pl, qd_in *in, const char *dir, uint64_t id, int kind)
     case 6:
         fz_write_file(dir, "notes.txt", p, n);
         break;
-    case 7:
-        snprintf(name, sizeof(name), "%016" PRIx64 ".hseg", id + 50);
+    case 7: /* far from the ids of the segments (so never one of them) */
+        snprintf(name, sizeof(name), "%016" PRIx64 ".hseg", id + QD_FAR + 50);
         fz_join(path, sizeof(path), dir, name);
         (void)mkdir(path, 0700);
         break;
     case 8:
-        snprintf(name, sizeof(name), "%016" PRIx64 ".hseg", id + 60);
+        snprintf(name, sizeof(name), "%016" PRIx64 ".hseg", id + QD_FAR + 60);
         fz_join(path, sizeof(path), dir, name);
         {
             char target[HP_SEG_NAME_MAX];
@@ -381,7 +383,7 @@ qd_leftover(qd_plan *pl, qd_in *in, const char *dir, uint64_t id, int kind)
         }
         break;
     default:
-        qd_write_name(dir, id + 70, ".hseg", NULL, 0);
+        qd_write_name(dir, id + QD_FAR + 70, ".hseg", NULL, 0);
         break;
     }
 }
