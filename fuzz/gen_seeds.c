@@ -488,7 +488,8 @@ gen_queue_ops(void)
     put_u8(&b, 0x04 | (31 << 3));
     emit(t, "fill-efull.bin", &b);
 
-    /* Compressible text records across several segments, DISK, compression 6. */
+    /* Compressible text records across several segments, DISK, compression
+     * 5, fsync ALWAYS. */
     b.len = 0;
     put_u8(&b, 0x01 | (6 << 1) | (1 << 4));
     for (int i = 0; i < 24; i++) {
@@ -519,6 +520,70 @@ gen_queue_ops(void)
     b.len = 0;
     put(&b, one_open, sizeof(one_open));
     emit(t, "one-open.bin", &b);
+
+    /* Crashes (op 7/2) and faults (op 7/3), issue 15. */
+    static const uint8_t crash_disk_always[] = {
+        0x09,                   /* DISK, fsync ALWAYS, compression 0, memory 256 */
+        0x00, 50, 0x08, 30,     /* send 50 and 480 bytes */
+        0x12, 10, 20, 30,       /* batch of 3 */
+        0x03, 0x05, 0x0f,       /* recv, ack last, sync */
+        0x10, 60,               /* send 3840 bytes: rotates */
+        0x77, 0x05,             /* power cut inside that send (strict) */
+        0x00, 7, 0x08, 90,      /* two more */
+        0x57,                   /* torn power cut now */
+        0x3c,                   /* recv up to 8 */
+        0x37,                   /* strict power cut now */
+        0x00, 1, 0x17,          /* send, kill -9 */
+        0x97, 0x33,             /* torn cut inside the kill's reopen */
+    };
+    static const uint8_t fault_write_eio[] = {
+        0x01,                   /* DISK, fsync NEVER */
+        0x00, 40,               /* send */
+        0x1f, 0x00,             /* next write fails with EIO */
+        0x00, 41, 0x00, 42,     /* the failing send, then EFAILED */
+        0x03, 0x05,             /* recv, ack: EFAILED */
+        0x06,                   /* close (fails) + reopen: kill -9 rules */
+        0x04 | (7 << 3),        /* recv up to 8 */
+    };
+    static const uint8_t fault_enospc[] = {
+        0x09,                   /* DISK, fsync ALWAYS */
+        0x00, 20,
+        0x1f, 0x01,             /* next write: ENOSPC -> EFULL, files put back */
+        0x00, 21, 0x00, 22,
+        0x3f, 0x03,             /* the 2nd fsync from now: ENOSPC */
+        0x10, 50, 0x10, 50, 0x10, 50,
+        0x5f, 0x02,             /* the 2nd rename from now (segment creation): EIO */
+        0x10, 50, 0x10, 50, 0x10, 50,
+        0x04 | (7 << 3), 0x15,  /* recv up to 8, ack all */
+        0x57,                   /* torn power cut */
+    };
+    static const uint8_t memory_faults[] = {
+        0x02,                   /* MEMORY, compression 1, memory 256 */
+        0x7f, 0x00,             /* fsync_dir: EIO */
+        0x08, 20, 0x08, 20, 0x08, 20, /* spill */
+        0xff, 0x00,             /* pread: EIO (transient) */
+        0x03, 0x03, 0x03,
+        0xdf, 0x01,             /* unlink: ENOSPC */
+        0x15, 0x07,             /* ack all, recv_ack */
+        0x06,                   /* reopen */
+        0xbf, 0x00,             /* ftruncate: EIO */
+        0x08, 40, 0x17,         /* send, kill -9 */
+    };
+    static const struct {
+        const char *name;
+        const uint8_t *p;
+        size_t n;
+    } more[] = {
+        {"crash-disk-always.bin", crash_disk_always, sizeof(crash_disk_always)},
+        {"fault-write-eio.bin", fault_write_eio, sizeof(fault_write_eio)},
+        {"fault-enospc.bin", fault_enospc, sizeof(fault_enospc)},
+        {"memory-faults.bin", memory_faults, sizeof(memory_faults)},
+    };
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+        b.len = 0;
+        put(&b, more[i].p, more[i].n);
+        emit(t, more[i].name, &b);
+    }
     hp_buf_free(&b);
 }
 
