@@ -6,12 +6,10 @@
  *                   fed one client connection's byte stream (issue 15).
  * Linked with hopperd_objs (and so libhopper) only, not hopper_internal:
  * one copy of the library, the daemon's.
- * Setup (once per process): a config loaded with hd_config_load_buffer, a
- * daemon built by hand as in tests/hopperd/test_hd_metrics.c with three
- * queues under /dev/shm, three unix-socket sources (lines, octet-counted,
- * native with subscribe allowed), hd_loop_open + hd_loop_start: the real
- * listener thread. Per input: connect to one source, write the stream in
- * chunks, half-close, read every reply until the daemon closes.
+ * Setup (once per process): hd_fixture.h, the real listener thread over
+ * three unix-socket sources (lines, octet-counted, native with subscribe
+ * allowed) and their queues. Per input: connect to one source, write the
+ * stream in chunks, half-close, read every reply until the daemon closes.
  * Property:
  *   - the daemon closes the connection within 5 s of the client's EOF (no
  *     hang, no stalled framing) and never crashes;
@@ -26,100 +24,20 @@
  * Input: byte 0: bits 0-1 the source (0 lines, 1 octet-counted, 2-3
  * native); bits 2-7: chunk size 1 + 61 * v bytes (the client's writes).
  * The rest is the stream. */
-#include "fuzz_common.h"
+#include "hd_fixture.h"
 
-#include "config.h"
-#include "daemon.h"
 #include "framer.h"
-#include "log.h"
-#include "loop.h"
 #include "proto.h"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define NQ 3
-#define MAX_RECORD 4096u
+#define MAX_RECORD 4096u /* the queues' max_record_bytes (hd_fixture.h) */
 #define CLOSE_WAIT_MS 5000
-
-static struct hd_daemon dmn;
-static struct hd_config *cfg;
-static const char *base;
-
-static uint64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void
-setup(void)
-{
-    base = fz_tmpdir("conn");
-    static char text[4096];
-    int n = snprintf(text, sizeof(text),
-                     "[hopperd]\nstate_dir = %s/state\nlog_level = error\n"
-                     "shutdown_timeout = 1s\n"
-                     "[queue ql]\nmax_record_bytes = 4KiB\n"
-                     "[queue qo]\nmax_record_bytes = 4KiB\n"
-                     "[queue qn]\nmax_record_bytes = 4KiB\n"
-                     "[source sl]\ntype = unix\npath = %s/sl.sock\nformat = lines\nqueue = ql\n"
-                     "[source so]\ntype = unix\npath = %s/so.sock\nformat = octet-counted\n"
-                     "queue = qo\n"
-                     "[source sn]\ntype = unix\npath = %s/sn.sock\nformat = native\nqueue = qn\n"
-                     "allow_subscribe = on\n",
-                     base, base, base, base);
-    FZ_CHECK(n > 0 && (size_t)n < sizeof(text), "config text");
-    char err[512];
-    int rc = hd_config_load_buffer("fuzz.conf", text, (size_t)n, &cfg, err, sizeof(err));
-    FZ_CHECK(rc == 0, "config: %s", err);
-    log_init(HD_LOG_ERROR, 0);
-    FZ_CHECK(cfg->nqueues == NQ && cfg->nsources == NQ, "config shape");
-    char state[PATH_MAX];
-    fz_join(state, sizeof(state), base, "state");
-    FZ_CHECK(mkdir(state, 0700) == 0 || errno == EEXIST, "mkdir state");
-
-    /* The daemon by hand (test_hd_metrics.c): queues, sources, wake fd. */
-    static struct hd_queue_rt queues[NQ];
-    static struct hd_source_rt sources[NQ];
-    memset(&dmn, 0, sizeof(dmn));
-    dmn.cfg = cfg;
-    dmn.queues = queues;
-    dmn.nqueues = NQ;
-    dmn.sources = sources;
-    dmn.nsources = NQ;
-    dmn.metrics_fd = -1;
-    dmn.start_ms = now_ms();
-    for (size_t i = 0; i < NQ; i++) {
-        queues[i].conf = &cfg->queues[i];
-        queues[i].drop_wake_fd = -1;
-        hopper_opts o;
-        hopper_opts_init(&o);
-        o.max_record_bytes = (uint32_t)cfg->queues[i].max_record_bytes;
-        o.fsync = HOPPER_FSYNC_NEVER;
-        o.checkpoint_interval_ms = UINT32_MAX;
-        rc = hopper_open(cfg->state_dir, cfg->queues[i].s.name, &o, &queues[i].q);
-        FZ_CHECK(rc == 0, "hopper_open: %s", hopper_err_name(rc));
-        sources[i].conf = &cfg->sources[i];
-        sources[i].queue = &queues[cfg->sources[i].queue_index];
-        sources[i].fd = -1;
-    }
-    dmn.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    FZ_CHECK(dmn.wake_fd >= 0, "eventfd");
-    rc = hd_loop_open(&dmn, err, sizeof(err));
-    FZ_CHECK(rc == 0, "hd_loop_open: %s", err);
-    rc = hd_loop_start(&dmn);
-    FZ_CHECK(rc == 0, "hd_loop_start: %d", rc);
-}
 
 /* Everything the queue holds, taken out (the listener thread does not
  * consume these queues while no subscriber is attached). */
@@ -337,7 +255,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (cfg == NULL) {
-        setup();
+        fz_hd_start("conn", 0);
     }
     size_t si = (data[0] & 3) > 2 ? 2 : (size_t)(data[0] & 3);
     size_t chunk = 1 + 61u * (size_t)(data[0] >> 2);
