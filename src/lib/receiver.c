@@ -198,8 +198,14 @@ skip_lost_tail(hopper_queue *q, const hp_run *run)
 {
     uint64_t from = run->first_seq > q->read_seq ? run->first_seq : q->read_seq;
     uint64_t to = run->last_seq + 1;
-    if (hp_q_runs_live(q) > 1 && q->runs.v[q->runs_head + 1].first_seq < to) {
-        to = q->runs.v[q->runs_head + 1].first_seq;
+    /* Up to the first seq >= from that a later run holds (runs are in
+     * first_seq order: none from the first one starting at `to` on). */
+    for (size_t i = q->runs_head + 1; i < q->runs.n && q->runs.v[i].first_seq < to; i++) {
+        const hp_run *r = &q->runs.v[i];
+        if (r->last_seq >= from) {
+            uint64_t held = r->first_seq > from ? r->first_seq : from;
+            to = held < to ? held : to;
+        }
     }
     if (from >= to) {
         return;
