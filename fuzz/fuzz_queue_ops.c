@@ -27,7 +27,8 @@
  * call the last op made; then reopen and check the durability rules
  * (hopper.h): delivered seqs strictly increase, each is a record that was
  * sent (or whose send failed after a fault: maybe stored) with its bytes,
- * never one refused with HOPPER_EFULL, none below the durable ack position
+ * never one refused with HOPPER_EFULL (unless the cut is inside the send
+ * that refused it: it had not returned), none below the durable ack position
  * (hopper_sync or close), and every unacknowledged record that had to
  * survive does: for a kill -9 every DISK-mode send that returned 0 and
  * everything before the last clean close; for a power cut every DISK +
@@ -107,6 +108,8 @@ typedef struct model {
     uint64_t kill_seq; /* records below survive a kill -9 */
     uint64_t dur_seq;  /* records below survive a power cut */
     uint64_t ack_dur;  /* acknowledged seqs below never come back */
+    mrecs refused;     /* refused (HOPPER_EFULL) by the last op: a power cut
+                        * inside it may still find them, one after it never */
 } model;
 
 typedef struct run {
@@ -231,6 +234,7 @@ model_free(model *m)
 {
     free(m->r.v);
     free(m->hist.v);
+    free(m->refused.v);
     memset(m, 0, sizeof(*m));
 }
 
@@ -355,7 +359,12 @@ after_send(run *r, const hopper_iovec *recs, const int *kinds, size_t n, int rc)
         FZ_CHECK(model_backlog_bytes(&r->m) > 0 || r->space_fault || fault.fired,
                  "HOPPER_EFULL with an empty backlog (send of %zu records, first %zu bytes)", n,
                  recs[0].len);
-        return; /* refused: must never be seen */
+        for (size_t i = 0; i < n; i++) {
+            recs_push(&r->m.refused,
+                      (mrec){.seq = r->m.next_seq + i, .len = (uint32_t)recs[i].len,
+                             .kind = (uint8_t)kinds[i]});
+        }
+        return; /* refused: never seen once the send returned */
     }
     FZ_CHECK(fault.fired, "send of %zu records: %s", n, hopper_err_name(rc));
     /* Failed after a fault: maybe stored, under the seqs it would have had. */
@@ -505,7 +514,7 @@ op_sync(run *r)
 /* Reopen after a crash (or a failed close): the directory holds `img`.
  * Records v[..] unacknowledged with seq < must_hi must be delivered. */
 static void
-recover_check(run *r, uint64_t must_hi, const char *how)
+recover_check(run *r, uint64_t must_hi, int inside_op, const char *how)
 {
     model *m = &r->m;
     queue_open(r);
@@ -541,6 +550,11 @@ recover_check(run *r, uint64_t must_hi, const char *how)
             if (same_record(r, &rec, &m->hist.v[k])) {
                 match = &m->hist.v[k];
                 break;
+            }
+        }
+        for (size_t k = 0; match == NULL && inside_op && k < m->refused.n; k++) {
+            if (same_record(r, &rec, &m->refused.v[k])) {
+                match = &m->refused.v[k]; /* the cut came before send returned */
             }
         }
         FZ_CHECK(match != NULL, "%s: seq %llu (%zu bytes) was never sent (or was refused)", how,
@@ -588,7 +602,7 @@ close_then_reopen(run *r)
     FZ_CHECK(fault.fired || r->failed, "hopper_close: %s", hopper_err_name(rc));
     /* -ENOSPC from the checkpoint: nothing lost, acks may come back. */
     uint64_t must_hi = rc == -ENOSPC || rc == -EDQUOT ? r->m.next_seq : r->m.kill_seq;
-    recover_check(r, must_hi, "after a failed close");
+    recover_check(r, must_hi, 0, "after a failed close");
 }
 
 static void
@@ -687,7 +701,7 @@ op_crash(run *r, uint8_t b, const op_start *os)
     }
 #endif
     hp_pfs_image_free(&img);
-    recover_check(r, must_hi, how);
+    recover_check(r, must_hi, kind == 3 || kind == 4, how);
 }
 
 static void
@@ -791,6 +805,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                             .dur_seq = r.m.dur_seq};
         }
         fault.fired = 0;
+        if (!is_crash) {
+            r.m.refused.n = 0;
+        }
         switch (b & 7) {
         case 0:
         case 1:
