@@ -625,6 +625,7 @@ typedef struct op_start {
     hp_pfs *pfs;
     size_t at;
     uint64_t dur_seq;
+    uint64_t ack_dur;
 } op_start;
 
 static void
@@ -674,7 +675,9 @@ op_crash(run *r, uint8_t b, const op_start *os)
         must_hi = r->m.dur_seq;
         if (kind >= 3 && os->pfs == r->pfs && os->at <= count) {
             cut = os->at + x % (count - os->at + 1);
+            /* Before the op returned: what was durable when it began. */
             must_hi = os->dur_seq;
+            r->m.ack_dur = os->ack_dur;
         }
         uint64_t rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)x << 17) ^ cut;
         int torn = kind == 2 || kind == 4;
@@ -802,7 +805,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int is_crash = (b & 7) == 7 && ((b >> 3) & 3) == 2;
         if (!is_crash) {
             os = (op_start){.pfs = r.pfs, .at = r.pfs ? hp_pfs_count(r.pfs) : 0,
-                            .dur_seq = r.m.dur_seq};
+                            .dur_seq = r.m.dur_seq, .ack_dur = r.m.ack_dur};
         }
         fault.fired = 0;
         if (!is_crash) {

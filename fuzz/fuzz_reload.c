@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Target functions: the SIGHUP reload path of hopperd (main.c reload):
  *                   hd_config_load_buffer of the running and the next
- *                   config, hd_config_diff, hd_daemon_reload_sinks ->
+ *                   config, hd_config_diff, hd_reload_sinks ->
  *                   hd_relay_reload on the running sinks (issue 15).
  * Property: when the running config loads, it differs from itself in
  * nothing (0 changes, empty description), also when loaded twice; when the
@@ -20,6 +20,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "reload.h"
 
 #include <pthread.h>
 
@@ -105,7 +106,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             memcpy(before[i], d.sinks[i].connect, HD_ADDR_MAX);
             gen[i] = d.sinks[i].generation;
         }
-        size_t took = hd_daemon_reload_sinks(&d, b);
+        size_t took = hd_reload_sinks(&d, b);
         size_t want_took = 0;
         for (size_t i = 0; i < nk; i++) {
             const struct hd_sink_rt *s = &d.sinks[i];

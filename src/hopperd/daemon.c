@@ -2,10 +2,6 @@
 /* Small shared pieces of the daemon runtime (see daemon.h). */
 #include "daemon.h"
 
-#include <string.h>
-
-#include "relay.h"
-
 const char *const hd_drop_cause_names[HD_DROP_NCAUSES] = {
     "full", "drop_oldest", "oversize", "queue_failed", "shutdown", "rejected_downstream",
 };
@@ -25,19 +21,3 @@ const char *const hd_pub_cause_names[HD_PUB_NCAUSES] = {
 
 const uint64_t hd_pub_bucket_ms[HD_PUB_NBUCKETS] = {1,   2,   5,    10,   25,   50,
                                                      100, 250, 500, 1000, 2500, 5000};
-
-size_t
-hd_daemon_reload_sinks(struct hd_daemon *d, const struct hd_config *next)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < d->nsinks; i++) {
-        for (size_t j = 0; j < next->nsinks; j++) {
-            if (strcmp(d->sinks[i].conf->s.name, next->sinks[j].s.name) == 0 &&
-                d->sinks[i].conf->type == next->sinks[j].type) {
-                hd_relay_reload(&d->sinks[i], &next->sinks[j]);
-                n++;
-            }
-        }
-    }
-    return n;
-}

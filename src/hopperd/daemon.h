@@ -171,9 +171,4 @@ struct hd_daemon {
     uint64_t start_ms;          /* monotonic start time */
 };
 
-/* SIGHUP, once `next` is loaded (main.c reload): every sink that kept its
- * name and type takes next's reloadable settings (hd_relay_reload). Returns
- * how many did. Main thread. */
-size_t hd_daemon_reload_sinks(struct hd_daemon *d, const struct hd_config *next);
-
 #endif

@@ -31,6 +31,7 @@
 #include "notify.h"
 #include "preflight.h"
 #include "relay.h"
+#include "reload.h"
 #include "signals.h"
 
 #ifndef HOPPERD_VERSION
@@ -285,7 +286,7 @@ reload(struct hd_daemon *d, const char *path, int debug, int verbose)
         log_warnx("reload: %d change(s) need a restart and are not applied (first: %s)", n, what);
     }
     log_setlevel(effective_level(next->log_level, debug, verbose));
-    (void)hd_daemon_reload_sinks(d, next);
+    (void)hd_reload_sinks(d, next);
     log_info("reload: done");
     hd_config_free(next);
 }

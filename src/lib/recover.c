@@ -219,8 +219,14 @@ recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
     }
     if (valid_end < size) {
         if (is_last) {
-            /* Torn tail from a crash mid-append: cut at the last valid frame. */
+            /* Torn tail from a crash mid-append: cut at the last valid frame,
+             * durably: should the cut be lost to a power cut after later
+             * segments were written, the tail would come back as damage at
+             * the end of an earlier segment, which stays (FORMAT.md §5). */
             rc = hp_fs_ftruncate(fd, valid_end);
+            if (rc == 0) {
+                rc = hp_fs_fdatasync(fd);
+            }
             if (rc < 0) {
                 goto out;
             }
