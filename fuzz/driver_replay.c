@@ -8,11 +8,15 @@
  *
  *   fuzz_<target>_replay path/to/crash-or-dir ...
  *
- * A property violation aborts (the harness prints why). Exit status: 0 when
- * every input ran, 1 when a path could not be read, 2 on bad usage. Each
- * input gets a buffer of exactly its size, so ASan builds catch overreads. */
+ * A path with a wildcard (`*`, `?`, `[`) is a glob(3) pattern expanded at
+ * run time, so ctest picks up files added after cmake ran (a pattern that
+ * matches nothing is not an error). A property violation aborts (the harness
+ * prints why). Exit status: 0 when every input ran, 1 when a path could not
+ * be read, 2 on bad usage. Each input gets a buffer of exactly its size, so
+ * ASan builds catch overreads. */
 #include <dirent.h>
 #include <errno.h>
+#include <glob.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -130,11 +134,25 @@ int
 main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s FILE|DIR...\n", argv[0]);
+        fprintf(stderr, "usage: %s FILE|DIR|PATTERN...\n", argv[0]);
         return 2;
     }
     for (int i = 1; i < argc; i++) {
-        replay_path(argv[i]);
+        if (strpbrk(argv[i], "*?[") == NULL) {
+            replay_path(argv[i]);
+            continue;
+        }
+        glob_t g;
+        int rc = glob(argv[i], 0, NULL, &g);
+        if (rc == 0) {
+            for (size_t k = 0; k < g.gl_pathc; k++) {
+                replay_path(g.gl_pathv[k]);
+            }
+        } else if (rc != GLOB_NOMATCH) {
+            fprintf(stderr, "replay: %s: glob failed\n", argv[i]);
+            failures = 1;
+        }
+        globfree(&g);
     }
     fprintf(stderr, "replay: %lu inputs replayed%s\n", replayed,
             failures ? ", some paths could not be read" : "");

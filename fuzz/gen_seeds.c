@@ -359,6 +359,79 @@ gen_segment_scan(void)
     hp_buf_free(&b);
 }
 
+/* fuzz_queue_dir: descriptions of queue directories (qdir_build.h), which
+ * the harness writes with correct CRCs. Op byte = op | a << 3. */
+static void
+gen_queue_dir(void)
+{
+    static const uint8_t honest[] = {
+        0x11,             /* version-2 checkpoint, MEMORY, 2 sends */
+        0x41, 0x85,       /* frame: 3 records from the cursor, deflated */
+        0x01, 10,         /* frame: 1 record */
+        0x02,             /* the true index */
+        0x08,             /* segment, id gap 1 */
+        0x41, 3, 0x02,    /* frame of 3, true index */
+        0x18, 5,          /* segment, id gap 5 */
+        0x01, 0x90,       /* frame of 1 */
+        0x0b, 2, 3,       /* checkpoint: ack_next 2, read_next 5 */
+    };
+    static const uint8_t seq_top[] = {
+        0x34,             /* no checkpoint, DISK, 4 sends */
+        0x01, 5,          /* frame seq 0 */
+        0x11, 3, 4,       /* frame at 2^63 - 3: two seqs fit, then EEXHAUSTED */
+    };
+    static const uint8_t index_lie[] = {
+        0x00,
+        0x81, 1,          /* frame of 5 records */
+        0x12, 50,         /* an index whose last_seq is 50 more */
+        0x00, 0x01, 2,    /* segment 2, frame of 1 */
+    };
+    static const uint8_t leftovers[] = {
+        0x02,             /* version-1 checkpoint */
+        0x01, 1,
+        0x05, 3, 'a', 'b', 'c', 0x0d, 2, 'x', 'y', 0x15, 0, 0x1d, 1, 'z', 0x25, 0,
+        0x2d, 0, 0x35, 4, 'n', 'o', 't', 'e', 0x3d, 0, 0x45, 0, 0x4d, 0,
+        0x00, 0x01, 2,
+        0x03, 0,          /* checkpoint: ack_next = the cursor */
+    };
+    static const uint8_t ckpt_beyond[] = {
+        0x03,             /* version 2, newer slot torn */
+        0x41, 1,
+        0x4b, 1, 200,     /* ack_next 1, read_next 201, generation 1 */
+    };
+    static const uint8_t damage[] = {
+        0x40,             /* fsync ALWAYS */
+        0x41, 7,
+        0x04, 40, 0, 0xff, /* flip a byte of the first frame */
+        0x01, 2,
+        0x06, 4, 'H', 'P', 'F', 'R', /* junk */
+        0x07,             /* the last frame again */
+        0x20,             /* a segment whose header names another id */
+        0x01, 1,
+        0x00,
+        0x09, 0xfe, 3,    /* frame two seqs back from the cursor */
+        0x0c, 60, 0, 0,   /* truncate the segment at 60 */
+    };
+    static const struct {
+        const char *name;
+        const uint8_t *p;
+        size_t n;
+    } seeds[] = {
+        {"honest.bin", honest, sizeof(honest)},
+        {"seq-top.bin", seq_top, sizeof(seq_top)},
+        {"index-lie.bin", index_lie, sizeof(index_lie)},
+        {"leftovers.bin", leftovers, sizeof(leftovers)},
+        {"ckpt-beyond.bin", ckpt_beyond, sizeof(ckpt_beyond)},
+        {"damage.bin", damage, sizeof(damage)},
+    };
+    for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
+        hp_buf b = {0};
+        put(&b, seeds[i].p, seeds[i].n);
+        emit("queue_dir", seeds[i].name, &b);
+        hp_buf_free(&b);
+    }
+}
+
 static void
 gen_queue_ops(void)
 {
@@ -415,7 +488,8 @@ gen_queue_ops(void)
     put_u8(&b, 0x04 | (31 << 3));
     emit(t, "fill-efull.bin", &b);
 
-    /* Compressible text records across several segments, DISK, compression 6. */
+    /* Compressible text records across several segments, DISK, compression
+     * 5, fsync ALWAYS. */
     b.len = 0;
     put_u8(&b, 0x01 | (6 << 1) | (1 << 4));
     for (int i = 0; i < 24; i++) {
@@ -446,6 +520,70 @@ gen_queue_ops(void)
     b.len = 0;
     put(&b, one_open, sizeof(one_open));
     emit(t, "one-open.bin", &b);
+
+    /* Crashes (op 7/2) and faults (op 7/3), issue 15. */
+    static const uint8_t crash_disk_always[] = {
+        0x09,                   /* DISK, fsync ALWAYS, compression 0, memory 256 */
+        0x00, 50, 0x08, 30,     /* send 50 and 480 bytes */
+        0x12, 10, 20, 30,       /* batch of 3 */
+        0x03, 0x05, 0x0f,       /* recv, ack last, sync */
+        0x10, 60,               /* send 3840 bytes: rotates */
+        0x77, 0x05,             /* power cut inside that send (strict) */
+        0x00, 7, 0x08, 90,      /* two more */
+        0x57,                   /* torn power cut now */
+        0x3c,                   /* recv up to 8 */
+        0x37,                   /* strict power cut now */
+        0x00, 1, 0x17,          /* send, kill -9 */
+        0x97, 0x33,             /* torn cut inside the kill's reopen */
+    };
+    static const uint8_t fault_write_eio[] = {
+        0x01,                   /* DISK, fsync NEVER */
+        0x00, 40,               /* send */
+        0x1f, 0x00,             /* next write fails with EIO */
+        0x00, 41, 0x00, 42,     /* the failing send, then EFAILED */
+        0x03, 0x05,             /* recv, ack: EFAILED */
+        0x06,                   /* close (fails) + reopen: kill -9 rules */
+        0x04 | (7 << 3),        /* recv up to 8 */
+    };
+    static const uint8_t fault_enospc[] = {
+        0x09,                   /* DISK, fsync ALWAYS */
+        0x00, 20,
+        0x1f, 0x01,             /* next write: ENOSPC -> EFULL, files put back */
+        0x00, 21, 0x00, 22,
+        0x3f, 0x03,             /* the 2nd fsync from now: ENOSPC */
+        0x10, 50, 0x10, 50, 0x10, 50,
+        0x5f, 0x02,             /* the 2nd rename from now (segment creation): EIO */
+        0x10, 50, 0x10, 50, 0x10, 50,
+        0x04 | (7 << 3), 0x15,  /* recv up to 8, ack all */
+        0x57,                   /* torn power cut */
+    };
+    static const uint8_t memory_faults[] = {
+        0x02,                   /* MEMORY, compression 1, memory 256 */
+        0x7f, 0x00,             /* fsync_dir: EIO */
+        0x08, 20, 0x08, 20, 0x08, 20, /* spill */
+        0xff, 0x00,             /* pread: EIO (transient) */
+        0x03, 0x03, 0x03,
+        0xdf, 0x01,             /* unlink: ENOSPC */
+        0x15, 0x07,             /* ack all, recv_ack */
+        0x06,                   /* reopen */
+        0xbf, 0x00,             /* ftruncate: EIO */
+        0x08, 40, 0x17,         /* send, kill -9 */
+    };
+    static const struct {
+        const char *name;
+        const uint8_t *p;
+        size_t n;
+    } more[] = {
+        {"crash-disk-always.bin", crash_disk_always, sizeof(crash_disk_always)},
+        {"fault-write-eio.bin", fault_write_eio, sizeof(fault_write_eio)},
+        {"fault-enospc.bin", fault_enospc, sizeof(fault_enospc)},
+        {"memory-faults.bin", memory_faults, sizeof(memory_faults)},
+    };
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+        b.len = 0;
+        put(&b, more[i].p, more[i].n);
+        emit(t, more[i].name, &b);
+    }
     hp_buf_free(&b);
 }
 
@@ -557,6 +695,7 @@ main(int argc, char **argv)
     gen_record_roundtrip();
     gen_segment_scan();
     gen_queue_ops();
+    gen_queue_dir();
     gen_framers();
     gen_config();
     return failed;

@@ -1198,6 +1198,46 @@ test_writer_indexes_pass_cross_check(void **state)
     assert_int_equal(file_size(path), HP_IDX_HDR + 2 * HP_IDX_RUN + 4);
 }
 
+/* A damaged last frame under a usable index (found only when read, issue 15
+ * queue_dir): its records become missing when the reader passes them, so
+ * the backlog drains; a later record acknowledged reclaims the segment. */
+static void
+test_damaged_tail_under_index_leaves_backlog(void **state)
+{
+    fx *f = *state;
+    populate(f, NREC);
+    char path[PATH_MAX];
+    seg_path(f, 3, "", path, sizeof(path));
+    flip_at(path, frame_off(PER_SEG - 1) + HP_FRAME_HDR + 10, 0x20);
+    hopper_opts o;
+    opts_disk(&o);
+    hopper_queue *q = NULL;
+    assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
+    hopper_record r;
+    for (uint64_t i = 0; i < NREC - 1; i++) {
+        assert_int_equal(hopper_recv_ack(q, &r, 0), 0);
+        assert_int_equal(r.seq, i);
+    }
+    assert_int_equal(hopper_recv_ack(q, &r, 0), -EAGAIN);
+    hopper_stats st = {.struct_size = sizeof(st)};
+    assert_int_equal(hopper_stats_get(q, &st), 0);
+    assert_int_equal(st.corrupt_frames, 1);
+    assert_int_equal(st.backlog_records, 0);
+    uint8_t buf[PAYLOAD];
+    make_payload(buf, sizeof(buf), NREC);
+    assert_int_equal(hopper_send(q, buf, sizeof(buf), 0), 0);
+    assert_int_equal(hopper_recv_ack(q, &r, 0), 0);
+    assert_int_equal(r.seq, NREC);
+    assert_int_equal(hopper_stats_get(q, &st), 0);
+    assert_int_equal(st.backlog_records, 0);
+    assert_int_equal(hopper_close(q), 0);
+    assert_int_equal(file_size(path), -1); /* segment 3 reclaimed */
+    outcome out;
+    drain(f, &out);
+    expect_range(&out, 0, 0);
+    assert_int_equal(out.st.backlog_records, 0);
+}
+
 /* ---- tests/data/bad fixtures ------------------------------------------------ */
 
 enum fx_kind { KIND_FRAME, KIND_SEGMENT };
@@ -1976,6 +2016,7 @@ main(int argc, char **argv)
         HP_T(test_big_record_after_small_survives_reopen),
         HP_T(test_smaller_max_record_after_reopen),
         HP_T(test_writer_indexes_pass_cross_check),
+        HP_T(test_damaged_tail_under_index_leaves_backlog),
         HP_T(test_bad_fixtures_table),
         HP_T(test_bad_queue_fixtures),
     };

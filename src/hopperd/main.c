@@ -31,6 +31,7 @@
 #include "notify.h"
 #include "preflight.h"
 #include "relay.h"
+#include "reload.h"
 #include "signals.h"
 #include "tlsconf.h"
 
@@ -408,14 +409,7 @@ reload(struct hd_daemon *d, const char *path, int debug, int verbose)
         log_warnx("reload: %d change(s) need a restart and are not applied (first: %s)", n, what);
     }
     log_setlevel(effective_level(next->log_level, debug, verbose));
-    for (size_t i = 0; i < d->nsinks; i++) {
-        for (size_t j = 0; j < next->nsinks; j++) {
-            if (strcmp(d->sinks[i].conf->s.name, next->sinks[j].s.name) == 0 &&
-                d->sinks[i].conf->type == next->sinks[j].type) {
-                hd_relay_reload(&d->sinks[i], &next->sinks[j]);
-            }
-        }
-    }
+    (void)hd_reload_sinks(d, next);
     log_info("reload: done");
     hd_config_free(next);
 }

@@ -444,7 +444,11 @@ mx_reply(struct mx_server *sv, const struct mx_client *c, size_t *len)
                                "Connection: close\r\n\r\n";
     const char *req = c->head;
     const char *fixed = NULL;
-    if (c->hlen >= MX_HEAD_MAX) {
+    /* A full buffer is too large a head only without its blank line: a
+     * client that sent more after a complete head (one read took it all)
+     * gets its answer. */
+    if (c->hlen >= MX_HEAD_MAX && strstr(req, "\r\n\r\n") == NULL &&
+        strstr(req, "\n\n") == NULL) {
         fixed = big;
     } else if (strncmp(req, "GET /metrics ", 13) != 0 && strncmp(req, "GET /metrics\r", 13) != 0 &&
                strncmp(req, "GET / ", 6) != 0) {

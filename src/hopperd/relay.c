@@ -844,13 +844,15 @@ established_step(struct relay *r)
         return;
     }
     int rc;
+    int dropped = 0; /* refused as TOO_BIG: acknowledged, but not egress */
     if (s->conf->format == HD_FMT_NATIVE) {
         rc = native_exchange(r);
         if (rc == NATIVE_RETRY) {
             return;
         }
         if (rc == NATIVE_DROP) {
-            hd_ingest_count_drop(s->queue, HD_DROP_REJECTED, r->nrec, 0);
+            hd_ingest_count_drop(s->queue, HD_DROP_REJECTED, r->nrec, r->payload);
+            dropped = 1;
             rc = 0;
         }
     } else {
@@ -878,8 +880,10 @@ established_step(struct relay *r)
         log_warnx("relay: sink %s: queue %s: ack: %s", s->conf->s.name, s->queue->conf->s.name,
                   hopper_strerror(rc));
     }
-    atomic_fetch_add(&s->egress_records, r->nrec);
-    atomic_fetch_add(&s->egress_bytes, r->payload);
+    if (!dropped) {
+        atomic_fetch_add(&s->egress_records, r->nrec);
+        atomic_fetch_add(&s->egress_bytes, r->payload);
+    }
     batch_clear(r);
 }
 

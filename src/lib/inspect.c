@@ -61,7 +61,14 @@ cmp_run(const void *a, const void *b)
 {
     const in_run *x = a;
     const in_run *y = b;
-    return x->r.first_seq < y->r.first_seq ? -1 : x->r.first_seq > y->r.first_seq;
+    /* The order recovery sorts runs in (recover.c cmp_run). */
+    if (x->r.first_seq != y->r.first_seq) {
+        return x->r.first_seq < y->r.first_seq ? -1 : 1;
+    }
+    if (x->seg_id != y->seg_id) {
+        return x->seg_id < y->seg_id ? -1 : 1;
+    }
+    return x->r.off < y->r.off ? -1 : x->r.off > y->r.off;
 }
 
 static int

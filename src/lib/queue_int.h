@@ -87,7 +87,8 @@ typedef struct hp_run {
     uint64_t ts_ms;     /* timestamp of the first frame */
 } hp_run;
 
-/* Seqs [from, to) that no frame held at open (FORMAT.md §5). */
+/* Seqs [from, to) that no frame held at open (FORMAT.md §5), or that the
+ * reader found only in damaged frames. */
 typedef struct hp_gap {
     uint64_t from;
     uint64_t to;
@@ -272,7 +273,9 @@ struct hopper_queue {
     uint64_t read_seq;       /* [mu] every seq below was delivered (or skipped) */
     uint64_t ack_next;       /* [mu] every seq below is acknowledged */
     uint64_t redeliver_below; /* immutable: seqs below were delivered before open */
-    HP_ARR(hp_gap) gaps;      /* [mu] gaps found at open not yet passed by ack_next */
+    HP_ARR(hp_gap) gaps;      /* [mu] gaps found at open, or in a run's damaged tail when
+                               * read (receiver.c skip_lost_tail), sorted, not yet passed
+                               * by ack_next */
     size_t gaps_head;         /* [mu] first gap of `gaps` still (partly) above ack_next */
     uint64_t missing_left;    /* [mu] seqs of those gaps at or above ack_next */
     uint64_t missing;         /* immutable: seqs in the gaps found at open */

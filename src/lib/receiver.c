@@ -171,6 +171,47 @@ pop_run(hopper_queue *q)
     }
 }
 
+/* The front run `run` was read to its end (or its file is gone) and its
+ * last seqs were not delivered: their frames were damaged (found only now,
+ * when an index spared the scan at open) or lost. They are known missing
+ * from now on, like the gaps found at open (FORMAT.md §5 rule 8): they
+ * leave the backlog and the read position passes them, so an
+ * acknowledgement past them can reclaim the segment; a later run that holds
+ * some of them (seqs of two segments may overlap) still delivers those.
+ * [consumer, mu] */
+static void
+skip_lost_tail(hopper_queue *q, const hp_run *run)
+{
+    uint64_t from = run->first_seq > q->read_seq ? run->first_seq : q->read_seq;
+    uint64_t to = run->last_seq + 1;
+    /* Up to the first seq >= from that a later run holds (runs are in
+     * first_seq order: none from the first one starting at `to` on). */
+    for (size_t i = q->runs_head + 1; i < q->runs.n && q->runs.v[i].first_seq < to; i++) {
+        const hp_run *r = &q->runs.v[i];
+        if (r->last_seq >= from) {
+            uint64_t held = r->first_seq > from ? r->first_seq : from;
+            to = held < to ? held : to;
+        }
+    }
+    if (from >= to) {
+        return;
+    }
+    /* Gaps stay sorted: those found at open lie outside every run. */
+    size_t at = q->gaps.n;
+    while (at > q->gaps_head && q->gaps.v[at - 1].from > from) {
+        at--;
+    }
+    int rc;
+    HP_ARR_PUSH(q->gaps, ((hp_gap){.from = from, .to = to}), rc);
+    if (rc < 0) {
+        return; /* no memory: the backlog stays overstated, nothing is lost */
+    }
+    memmove(q->gaps.v + at + 1, q->gaps.v + at, (q->gaps.n - 1 - at) * sizeof(*q->gaps.v));
+    q->gaps.v[at] = (hp_gap){.from = from, .to = to};
+    q->missing_left += to - from;
+    q->read_seq = to;
+}
+
 /* Read (and decode) the next frame of the current run, `run`, skipping
  * damage. [consumer, no mu] Returns 0 (maybe with nothing decoded when the
  * rest of the run was damaged) or a transient error. */
@@ -355,6 +396,9 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
                 (r->positioned && r->seg_id == run.seg_id && r->next_off >= run.end)) {
                 /* Delivered already (its segment may even be reclaimed), or
                  * read to its end. */
+                if (run.last_seq >= q->read_seq) {
+                    skip_lost_tail(q, &run);
+                }
                 pop_run(q);
                 continue;
             }
@@ -366,6 +410,7 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
                     if (rc == -ENOENT) {
                         /* The file vanished under us: its records are lost. */
                         atomic_fetch_add(&q->c_corrupt_frames, 1);
+                        skip_lost_tail(q, &run);
                         pop_run(q);
                         continue;
                     }

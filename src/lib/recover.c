@@ -79,7 +79,16 @@ cmp_run(const void *a, const void *b)
 {
     const hp_run *x = a;
     const hp_run *y = b;
-    return x->first_seq < y->first_seq ? -1 : x->first_seq > y->first_seq;
+    /* Ties (seqs that two segments claim) in segment and file order, as
+     * hopper_inspect sorts them: qsort is not stable, and the two must
+     * deliver the same records. */
+    if (x->first_seq != y->first_seq) {
+        return x->first_seq < y->first_seq ? -1 : 1;
+    }
+    if (x->seg_id != y->seg_id) {
+        return x->seg_id < y->seg_id ? -1 : 1;
+    }
+    return x->off < y->off ? -1 : x->off > y->off;
 }
 
 /* Delete one of our leftovers (a temp file, a stale index). Should it stay
@@ -210,8 +219,14 @@ recover_segment(hopper_queue *q, uint64_t id, int is_last, uint64_t *max_seq)
     }
     if (valid_end < size) {
         if (is_last) {
-            /* Torn tail from a crash mid-append: cut at the last valid frame. */
+            /* Torn tail from a crash mid-append: cut at the last valid frame,
+             * durably: should the cut be lost to a power cut after later
+             * segments were written, the tail would come back as damage at
+             * the end of an earlier segment, which stays (FORMAT.md §5). */
             rc = hp_fs_ftruncate(fd, valid_end);
+            if (rc == 0) {
+                rc = hp_fs_fdatasync(fd);
+            }
             if (rc < 0) {
                 goto out;
             }

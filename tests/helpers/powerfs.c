@@ -716,6 +716,8 @@ draw(uint64_t *rng, uint64_t n)
     return n == 0 ? 0 : hp_test_rand(rng) % n;
 }
 
+static void how(hp_pfs_image *img, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void
 how(hp_pfs_image *img, const char *fmt, ...)
 {
