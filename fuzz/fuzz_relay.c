@@ -222,7 +222,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t rawn = 0;
         switch (b & 7) {
         case 0:
-            (void)hd_proto_put_hello(&sb, 1024u << (a & 15), 4096, "q");
+            (void)hd_proto_put_hello(&sb, 1024u << (a & 15), 4096, "q", (a & 16) ? 3000 : 0);
             break;
         case 1:
         case 3: {
