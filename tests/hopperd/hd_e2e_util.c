@@ -58,6 +58,20 @@ e2e_file_contains(void *arg)
     return seen;
 }
 
+int
+e2e_file_has_lines(void *arg)
+{
+    struct e2e_lines_wait *w = arg;
+    size_t len = 0;
+    char *data = e2e_read_file(w->path, &len);
+    w->have = 0;
+    for (size_t i = 0; data != NULL && i < len; i++) {
+        w->have += data[i] == '\n';
+    }
+    free(data);
+    return w->have >= w->want;
+}
+
 char *
 e2e_tmpdir(void)
 {

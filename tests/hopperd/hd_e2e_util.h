@@ -25,6 +25,13 @@ struct e2e_grep {
     const char *needle;
 };
 int e2e_file_contains(void *arg);
+/* Does the file at path hold at least `want` lines? (a pred: arg is a
+ * struct e2e_lines_wait; `have` is the count last seen) */
+struct e2e_lines_wait {
+    const char *path;
+    long want, have;
+};
+int e2e_file_has_lines(void *arg);
 char *e2e_tmpdir(void);
 void e2e_rmtree(const char *path);
 /* A TCP port on 127.0.0.1 that was free a moment ago. */

@@ -184,31 +184,12 @@ hx_expect_metric(struct hx *h, const char *prefix, double want)
     }
 }
 
-struct lines_wait {
-    const char *path;
-    long want, have;
-};
-
-static int
-file_has_lines(void *arg)
-{
-    struct lines_wait *w = arg;
-    size_t len = 0;
-    char *data = e2e_read_file(w->path, &len);
-    w->have = 0;
-    for (size_t i = 0; data != NULL && i < len; i++) {
-        w->have += data[i] == '\n';
-    }
-    free(data);
-    return w->have >= w->want;
-}
-
 /* The file sink holds exactly records rec-0..n-1, in order. */
 static void
 hx_expect_delivered(struct hx *h, long n)
 {
-    struct lines_wait w = {h->out, n, 0};
-    if (e2e_wait_until(file_has_lines, &w, 20000) < 0) {
+    struct e2e_lines_wait w = {h->out, n, 0};
+    if (e2e_wait_until(e2e_file_has_lines, &w, 20000) < 0) {
         hx_dump_log(h);
         fail_msg("the file sink has %ld lines, wanted %ld", w.have, n);
     }

@@ -201,30 +201,11 @@ wait_log(struct tenv *t, const char *path, const char *needle)
     t->last_warn_ms = e2e_now_ms(); /* for next_warning() */
 }
 
-struct lines_wait {
-    const char *path;
-    long want, have;
-};
-
-static int
-file_has_lines(void *arg)
-{
-    struct lines_wait *w = arg;
-    size_t len = 0;
-    char *data = e2e_read_file(w->path, &len);
-    w->have = 0;
-    for (size_t i = 0; data != NULL && i < len; i++) {
-        w->have += data[i] == '\n';
-    }
-    free(data);
-    return w->have >= w->want;
-}
-
 static void
 wait_lines(struct tenv *t, const char *path, long want, int timeout_ms)
 {
-    struct lines_wait w = {path, want, 0};
-    if (e2e_wait_until(file_has_lines, &w, timeout_ms) < 0) {
+    struct e2e_lines_wait w = {path, want, 0};
+    if (e2e_wait_until(e2e_file_has_lines, &w, timeout_ms) < 0) {
         e2e_dump_log(t->log, 20000);
         fail_msg("%s has %ld lines, wanted %ld", path, w.have, want);
     }
