@@ -171,32 +171,13 @@ pop_run(hopper_queue *q)
     }
 }
 
-/* The front run `run` was read to its end (or its file is gone) and its
- * last seqs were not delivered: their frames were damaged (found only now,
- * when an index spared the scan at open) or lost. They are known missing
- * from now on, like the gaps found at open (FORMAT.md §5 rule 8): they
- * leave the backlog and the read position passes them, so an
- * acknowledgement past them can reclaim the segment; a later run that holds
- * some of them (seqs of two segments may overlap) still delivers those.
- * [consumer, mu] */
-static void
-skip_lost_tail(hopper_queue *q, const hp_run *run)
+/* Record seqs [from, to) as missing: gaps stay sorted (they never overlap:
+ * those found at open lie outside every run, these inside no later run).
+ * [consumer, mu] Returns 0, or -ENOMEM (the backlog stays overstated,
+ * nothing is lost). */
+static int
+add_gap(hopper_queue *q, uint64_t from, uint64_t to)
 {
-    uint64_t from = run->first_seq > q->read_seq ? run->first_seq : q->read_seq;
-    uint64_t to = run->last_seq + 1;
-    /* Up to the first seq >= from that a later run holds (runs are in
-     * first_seq order: none from the first one starting at `to` on). */
-    for (size_t i = q->runs_head + 1; i < q->runs.n && q->runs.v[i].first_seq < to; i++) {
-        const hp_run *r = &q->runs.v[i];
-        if (r->last_seq >= from) {
-            uint64_t held = r->first_seq > from ? r->first_seq : from;
-            to = held < to ? held : to;
-        }
-    }
-    if (from >= to) {
-        return;
-    }
-    /* Gaps stay sorted: those found at open lie outside every run. */
     size_t at = q->gaps.n;
     while (at > q->gaps_head && q->gaps.v[at - 1].from > from) {
         at--;
@@ -204,12 +185,53 @@ skip_lost_tail(hopper_queue *q, const hp_run *run)
     int rc;
     HP_ARR_PUSH(q->gaps, ((hp_gap){.from = from, .to = to}), rc);
     if (rc < 0) {
-        return; /* no memory: the backlog stays overstated, nothing is lost */
+        return rc;
     }
     memmove(q->gaps.v + at + 1, q->gaps.v + at, (q->gaps.n - 1 - at) * sizeof(*q->gaps.v));
     q->gaps.v[at] = (hp_gap){.from = from, .to = to};
     q->missing_left += to - from;
-    q->read_seq = to;
+    return 0;
+}
+
+/* The front run `run` was read to its end (or its file is gone) and its
+ * last seqs were not delivered: their frames were damaged (found only now,
+ * when an index spared the scan at open) or lost. Those that no later run
+ * holds (seqs of two segments may overlap) are known missing from now on,
+ * like the gaps found at open (FORMAT.md §5 rule 8): they leave the
+ * backlog, and an acknowledgement past them can reclaim the segment. The
+ * read position passes the first of them when it starts at the position.
+ * [consumer, mu] */
+static void
+skip_lost_tail(hopper_queue *q, const hp_run *run)
+{
+    uint64_t cur = run->first_seq > q->read_seq ? run->first_seq : q->read_seq;
+    uint64_t to = run->last_seq + 1;
+    int first = 1;
+    /* Later runs are in first_seq order: sweep the ones starting below
+     * `to`, recording the pieces of [cur, to) none of them holds. */
+    for (size_t i = q->runs_head + 1; cur < to && i <= q->runs.n; i++) {
+        uint64_t held_from = to;
+        uint64_t held_to = to;
+        if (i < q->runs.n && q->runs.v[i].first_seq < to) {
+            held_from = q->runs.v[i].first_seq;
+            held_to = q->runs.v[i].last_seq + 1;
+        } else {
+            i = q->runs.n; /* the last piece, up to `to` */
+        }
+        if (held_to <= cur) {
+            continue;
+        }
+        if (held_from > cur) {
+            if (add_gap(q, cur, held_from) < 0) {
+                return;
+            }
+            if (first && cur == q->read_seq) {
+                q->read_seq = held_from;
+            }
+        }
+        first = 0;
+        cur = held_to > cur ? held_to : cur;
+    }
 }
 
 /* Read (and decode) the next frame of the current run, `run`, skipping
