@@ -818,9 +818,15 @@ check_cut(gen *g, hp_pfs_cursor *cur, size_t cut, uint64_t *trng, const char *cu
             seen[d->id]) {
             continue;
         }
-        if (memory) {
+        const prec *p = &g->rec[d->id];
+        if (memory || (p->rej_idx != NONE && p->ok_idx >= cut)) {
             /* A MEMORY-mode batch undone after ENOSPC goes back to memory:
-             * its frame may be truncated away later, legitimately. */
+             * its frame may be truncated away later, legitimately. So may
+             * a DISK-mode batch whose send was still in flight at the cut
+             * and was refused after it: the undo truncates its frame (even
+             * one a rotation fdatasynced) before the send returns EFULL,
+             * and the cut may land between the truncation and its
+             * fdatasync. Its records were never accepted. */
             const hp_pfs_file *f = img_file(torn, d->file);
             if (f == NULL || f->len < d->end ||
                 memcmp(f->data + d->off, img_file(&strict, d->file)->data + d->off,
