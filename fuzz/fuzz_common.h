@@ -57,8 +57,12 @@ fz_rmtree(const char *path, int self)
             }
             char sub[PATH_MAX];
             fz_join(sub, sizeof(sub), path, de->d_name);
+            /* d_type spares an lstat per file (tmpfs and ext4 fill it). */
             struct stat sb;
-            if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            int is_dir = de->d_type == DT_UNKNOWN
+                             ? lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode)
+                             : de->d_type == DT_DIR;
+            if (is_dir) {
                 fz_rmtree(sub, 1);
             } else {
                 (void)unlink(sub);

@@ -20,6 +20,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,6 +150,22 @@ hopper_queue_id(hopper_queue *q, char out[HOPPER_QUEUE_ID_LEN + 1])
 
 /* ---- open and close ----------------------------------------------------- */
 
+/* The number of online CPUs, asked once per process: sysconf() reads sysfs
+ * (three system calls) each time, and hopper_open() only needs to know
+ * whether spinning can ever help. */
+static long
+online_cpus(void)
+{
+    static _Atomic long cached;
+    long n = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (n == 0) {
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+        n = n > 0 ? n : 1;
+        atomic_store_explicit(&cached, n, memory_order_relaxed);
+    }
+    return n;
+}
+
 /* Release everything; handles every partial state of hopper_open (fds start
  * at -1, pointers at NULL). */
 static void
@@ -220,7 +237,7 @@ hopper_open(const char *dir, const char *name, const hopper_opts *opts, hopper_q
         q->frame_target = 1024;
     }
     hp_deque_init(&q->mem, q->o.memory_bytes);
-    q->spin_ok = sysconf(_SC_NPROCESSORS_ONLN) > 1;
+    q->spin_ok = online_cpus() > 1;
     q->dirfd = -1;
     q->lockfd = -1;
     q->active_fd = -1;
