@@ -333,9 +333,23 @@ HOPPER_API int hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms);
  */
 HOPPER_API int hopper_ack(hopper_queue *q, uint64_t seq);
 
-/** hopper_recv() followed by hopper_ack() of the record returned (at-most-once
- *  from the caller's point of view once the checkpoint is written).
- *  @return as hopper_recv() and hopper_ack(). */
+/**
+ * hopper_recv() followed by hopper_ack() of the record returned (at-most-once
+ * from the caller's point of view once the checkpoint is written).
+ *
+ * An error can come from either step, and the two mean different things:
+ * - from the receive: nothing was received; `rec->seq` is UINT64_MAX (never
+ *   a real seq: seqs stay below 2^63) and the rest of `rec` is unspecified.
+ * - from the acknowledgement (`rec->seq` != UINT64_MAX): the record in `rec`
+ *   WAS received and its acknowledgement may already be recorded, even
+ *   durably (a failed deletion of a reclaimed segment is reported after the
+ *   checkpoint was written and fsynced), so it may never be delivered again:
+ *   process `rec` as delivered. These errors make the queue failed (sticky).
+ * Thread safety: the single consumer thread only.
+ * @param[out] rec as hopper_recv(); `rec->seq` as above on error.
+ * @return 0, an error of hopper_recv() (nothing received), or an error of
+ *   hopper_ack() (the record in `rec` was received).
+ */
 HOPPER_API int hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_ms);
 
 /** Write the checkpoint now (fsynced) if the ack position moved.

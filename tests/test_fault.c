@@ -203,7 +203,9 @@ expect_sticky(hopper_queue *q)
     assert_int_equal(hopper_send_batch(q, v, 2, 0), HOPPER_EFAILED);
     assert_int_equal(hopper_recv(q, &r, 0), HOPPER_EFAILED);
     assert_int_equal(hopper_recv(q, &r, 50), HOPPER_EFAILED);
+    r.seq = 0;
     assert_int_equal(hopper_recv_ack(q, &r, 0), HOPPER_EFAILED);
+    assert_int_equal(r.seq, UINT64_MAX); /* nothing received */
     assert_int_equal(hopper_ack(q, 0), HOPPER_EFAILED);
     assert_int_equal(hopper_ack(q, UINT64_MAX), HOPPER_EFAILED);
     assert_int_equal(hopper_sync(q), HOPPER_EFAILED);
@@ -320,13 +322,24 @@ test_checkpoint_failures_on_reclaim(void **state)
         hopper_stats st = {.struct_size = sizeof(st)};
         assert_int_equal(hopper_stats_get(q, &st), 0);
         assert_int_equal(st.segments, 3);
-        for (uint64_t i = 0; i < 5; i++) {
+        /* Every other case takes the fifth record with hopper_recv_ack(): an
+         * error of its ack step still hands the record out (hopper.h). */
+        int via_recv_ack = c % 2 == 1;
+        for (uint64_t i = 0; i < (via_recv_ack ? 4 : 5); i++) {
             hopper_record r;
             assert_int_equal(hopper_recv(q, &r, 0), 0);
             assert_int_equal(payload_idx(&r), i);
         }
         arm(cases[c].op, 0, cases[c].err, 0);
-        int rc = hopper_ack(q, 4); /* segment 1 is fully acknowledged */
+        int rc;
+        if (via_recv_ack) {
+            hopper_record r;
+            rc = hopper_recv_ack(q, &r, 0); /* segment 1 is fully acknowledged */
+            assert_int_not_equal(r.seq, UINT64_MAX);
+            assert_int_equal(payload_idx(&r), 4);
+        } else {
+            rc = hopper_ack(q, 4); /* segment 1 is fully acknowledged */
+        }
         disarm();
         int full = cases[c].err == -ENOSPC;
         if (rc != (full ? 0 : HOPPER_EFAILED) || atomic_load(&g_fired) != 1) {

@@ -679,8 +679,16 @@ fail:
 int
 hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_ms)
 {
+    /* Seqs stay below 2^63: UINT64_MAX tells the caller nothing was
+     * received, so an error from the ack step (rec filled) is told apart. */
+    if (rec != NULL) {
+        rec->seq = UINT64_MAX;
+    }
     int rc = hopper_recv(q, rec, timeout_ms);
     if (rc < 0) {
+        if (rec != NULL) {
+            rec->seq = UINT64_MAX;
+        }
         return rc;
     }
     return hopper_ack(q, rec->seq);
