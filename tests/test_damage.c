@@ -1466,7 +1466,15 @@ qfx_ckpt(hp_buf *out, uint64_t ack_next, uint64_t read_next, const qfx_frame *fr
 /* Frames 0..4, one record each: the segment the index fixtures describe. */
 static const qfx_frame QFX_FIVE[] = {{0, 1}, {1, 1}, {2, 1}, {3, 1}, {4, 1}};
 
-enum qfx_lie { LIE_SEQ_TOP, LIE_SHORT_RUN, LIE_SHIFTED, LIE_LAST_SEQ, LIE_RECORDS, LIE_MIDDLE };
+enum qfx_lie {
+    LIE_SEQ_TOP,
+    LIE_SHORT_RUN,
+    LIE_SHIFTED,
+    LIE_LAST_SEQ,
+    LIE_RECORDS,
+    LIE_MIDDLE,
+    LIE_MIDDLE_DAMAGED
+};
 
 /* Segment 1 (frames 0..4) with an index that lies, re-encoded (valid CRC). */
 static void
@@ -1475,10 +1483,19 @@ qfx_index_lie(hp_buf *out, enum qfx_lie lie)
     hp_buf seg = {0};
     hp_buf ib = {0};
     hp_segidx x;
-    /* LIE_MIDDLE: frames 0, 1, 100..101, 4; the other lies: frames 0..4. */
+    /* LIE_MIDDLE(_DAMAGED): frames 0, 1, 100..101, 4; the other lies:
+     * frames 0..4. */
     static const qfx_frame middle[] = {{0, 1}, {1, 1}, {100, 2}, {4, 1}};
-    qfx_segment(&seg, 1, lie == LIE_MIDDLE ? middle : QFX_FIVE, lie == LIE_MIDDLE ? 4 : 5, &x);
-    if (lie == LIE_MIDDLE) {
+    int mid = lie == LIE_MIDDLE || lie == LIE_MIDDLE_DAMAGED;
+    qfx_segment(&seg, 1, mid ? middle : QFX_FIVE, mid ? 4 : 5, &x);
+    if (lie == LIE_MIDDLE_DAMAGED) {
+        /* Also the second frame's magic broken (the first, checked with
+         * the index, stays whole): found by fuzz segment_scan,
+         * hopper_inspect gave up on the rest of the run there, where the
+         * consumer resyncs to the next frame. */
+        seg.data[HP_SEG_HDR + FXFRAME] ^= 0xff;
+    }
+    if (mid) {
         /* One run 0..4, right at both ends and in its total: the frame in
          * the middle is not its run's, which only a read can tell. */
         x.runs[0].end = x.size;
@@ -1510,6 +1527,7 @@ qfx_index_lie(hp_buf *out, enum qfx_lie lie)
         x.records = 7;
         break;
     case LIE_MIDDLE:
+    case LIE_MIDDLE_DAMAGED:
         break;
     default:
         fail();
@@ -1558,6 +1576,8 @@ qfx_generate(const char *name, hp_buf *out)
         qfx_index_lie(out, LIE_RECORDS);
     } else if (strcmp(name, "queue_index_middle.bin") == 0) {
         qfx_index_lie(out, LIE_MIDDLE);
+    } else if (strcmp(name, "queue_index_middle_damaged.bin") == 0) {
+        qfx_index_lie(out, LIE_MIDDLE_DAMAGED);
     } else {
         return 0;
     }
@@ -1575,24 +1595,29 @@ typedef struct queue_fixture {
     int send2_rc;
     uint64_t missing;        /* missing_records (library and inspect) */
     uint64_t clamped;        /* checkpoint_clamped (library and inspect) */
+    uint64_t damaged_head;   /* backlog seqs before d[0][0] at open: damage only
+                              * a read finds (an index spared the scan) */
 } queue_fixture;
 
 static const queue_fixture QBAD[] = {
-    {"queue_frame_seq_top.hseg", {{0, 5}, {0, 0}}, 5, 5, 1, 0, 0, 0, 0},
+    {"queue_frame_seq_top.hseg", {{0, 5}, {0, 0}}, 5, 5, 1, 0, 0, 0, 0, 0},
     {"queue_frame_seq_ceiling.hseg", {{0, 3}, {SEQ_LIMIT - 3, SEQ_LIMIT - 1}}, SEQ_LIMIT - 1, 5, 0,
-     0, HOPPER_EEXHAUSTED, SEQ_LIMIT - 6, 0},
-    {"queue_ckpt_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
-    {"queue_ckpt_beyond_data.bin", {{2, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 995},
-    {"queue_seq_gap.hseg", {{0, 3}, {5, 7}}, 7, 5, 0, 0, 0, 2, 0},
-    {"queue_index_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
-    {"queue_index_short_run.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
-    {"queue_index_shifted.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
-    {"queue_index_last_seq.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
-    {"queue_index_records.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0},
+     0, HOPPER_EEXHAUSTED, SEQ_LIMIT - 6, 0, 0},
+    {"queue_ckpt_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0, 0},
+    {"queue_ckpt_beyond_data.bin", {{2, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 995, 0},
+    {"queue_seq_gap.hseg", {{0, 3}, {5, 7}}, 7, 5, 0, 0, 0, 2, 0, 0},
+    {"queue_index_seq_top.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0, 0},
+    {"queue_index_short_run.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0, 0},
+    {"queue_index_shifted.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0, 0},
+    {"queue_index_last_seq.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0, 0},
+    {"queue_index_records.bin", {{0, 5}, {0, 0}}, 5, 5, 0, 0, 0, 0, 0, 0},
     /* The index is used (right at the ends of its run); the frame of 100..101
      * is damage when read: 0, 1, 4 are delivered, 2, 3 never, nothing
      * beyond the run (it could take the seqs of new records). */
-    {"queue_index_middle.bin", {{0, 2}, {4, 5}}, 5, 5, 1, 0, 0, 0, 0},
+    {"queue_index_middle.bin", {{0, 2}, {4, 5}}, 5, 5, 1, 0, 0, 0, 0, 0},
+    /* The same with frame 1 damaged: the reader (and hopper_inspect) resync
+     * inside the run past it, skip 100..101, deliver 4. */
+    {"queue_index_middle_damaged.bin", {{0, 1}, {4, 5}}, 5, 5, 2, 0, 0, 0, 0, 0},
 };
 enum { NQBAD = sizeof(QBAD) / sizeof(QBAD[0]) };
 
@@ -1929,9 +1954,11 @@ test_bad_queue_fixtures(void **state)
                      rep.missing_records, st.checkpoint_clamped, rep.checkpoint_clamped,
                      b->next_seq, b->disk_records, b->missing, b->clamped);
         }
-        /* The backlog: from the first seq delivered (the ack position) up to
-         * the next seq, less what is known missing. */
-        assert_int_equal(st.backlog_records, b->next_seq - b->d[0][0] - b->missing);
+        /* The backlog: from the first seq delivered (the ack position, or
+         * before it damage not yet found) up to the next seq, less what is
+         * known missing. */
+        assert_int_equal(st.backlog_records,
+                         b->next_seq - b->d[0][0] + b->damaged_head - b->missing);
         seqlist got = {.payload_ok = 1};
         hopper_record r;
         int rc;

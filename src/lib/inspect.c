@@ -187,43 +187,23 @@ visit(walk *w, uint64_t from, hopper_inspect_fn fn, void *ctx)
             win.buf.len = 0;
             win.off = 0;
         }
-        win.size = run->r.end;
         uint64_t off = run->r.off;
         while (off < run->r.end && rc == 0) {
+            /* The consumer's reading rules (hp_run_read_frame): what it
+             * skips as damaged is counted here, the rest visited. */
             hp_frame_hdr h;
-            const uint8_t *p;
-            size_t used = 0;
-            rc = hp_seg_frame_at(&win, off, w->max_raw, 0, &h);
-            if (rc == HOPPER_ECORRUPT || rc == HOPPER_ENEEDMORE) {
-                /* The file changed since the scan: the rest of the run is gone. */
+            uint64_t skipped = 0;
+            rc = hp_run_read_frame(&win, &off, run->r.end, w->max_raw, run->r.first_seq,
+                                   run->r.last_seq, &dec, &raw, &h, &skipped);
+            if (rc == 1) {
                 w->rep->corrupt_frames++;
-                w->rep->corrupt_bytes += run->r.end - off;
-                rc = 0;
-                break;
-            }
-            if (rc < 0) {
-                break;
-            }
-            size_t total = HP_FRAME_HDR + (size_t)h.stored_len;
-            rc = hp_win_get(&win, off, total, &p);
-            if (rc == 0) {
-                rc = hp_rec_decode(&dec, p, total, w->max_raw, &h, &raw, &used);
-            }
-            if (rc == 0 && !hp_run_holds(run->r.first_seq, run->r.last_seq, &h)) {
-                rc = HOPPER_EVERSION; /* not its run's seqs, skipped as when read */
-            }
-            if (rc == HOPPER_ECORRUPT || rc == HOPPER_EVERSION || rc == HOPPER_ENEEDMORE) {
-                /* Passed its CRC at scan time but does not decode. */
-                w->rep->corrupt_frames++;
-                w->rep->corrupt_bytes += total;
-                off += total;
+                w->rep->corrupt_bytes += skipped;
                 rc = 0;
                 continue;
             }
             if (rc < 0) {
                 break;
             }
-            off += used;
             w->rep->frames++;
             w->rep->records += h.count;
             size_t pos = 0;

@@ -241,52 +241,20 @@ static int
 read_frame(hopper_queue *q, const hp_run *run)
 {
     hp_reader *r = &q->rd;
-    uint64_t end = run->end;
-    r->win.size = end;
     hp_frame_hdr h;
-    int rc = hp_seg_frame_at(&r->win, r->next_off, q->max_raw, 0, &h);
+    uint64_t skipped = 0;
+    int rc = hp_run_read_frame(&r->win, &r->next_off, run->end, q->max_raw, run->first_seq,
+                               run->last_seq, &r->dec, &r->raw, &h, &skipped);
     if (rc == 0) {
-        const uint8_t *p;
-        size_t total = HP_FRAME_HDR + (size_t)h.stored_len;
-        size_t used;
-        rc = hp_win_get(&r->win, r->next_off, total, &p);
-        if (rc == 0) {
-            rc = hp_rec_decode(&r->dec, p, total, q->max_raw, &h, &r->raw, &used);
-        }
-        if (rc == 0 && !hp_run_holds(run->first_seq, run->last_seq, &h)) {
-            rc = HOPPER_EVERSION; /* not the run's seqs (an index lied): skip it */
-        }
-        if (rc == 0) {
-            r->raw_pos = 0;
-            r->left = h.count;
-            r->rec_seq = h.first_seq;
-            r->next_off += used;
-            return 0;
-        }
-        if (rc == HOPPER_EVERSION) {
-            /* CRC-valid frame we cannot interpret, or whose seqs are not its
-             * run's: skip exactly this frame. */
-            atomic_fetch_add(&q->c_corrupt_frames, 1);
-            atomic_fetch_add(&q->c_corrupt_bytes, total);
-            r->next_off += total;
-            return 0;
-        }
+        r->raw_pos = 0;
+        r->left = h.count;
+        r->rec_seq = h.first_seq;
+    } else if (rc == 1) {
+        atomic_fetch_add(&q->c_corrupt_frames, 1);
+        atomic_fetch_add(&q->c_corrupt_bytes, skipped);
+        rc = 0;
     }
-    if (rc != HOPPER_ECORRUPT && rc != HOPPER_ENEEDMORE) {
-        return rc; /* I/O or memory: retry later, skip nothing */
-    }
-    uint64_t found = end;
-    rc = hp_seg_resync(&r->win, r->next_off + 1, q->max_raw, &found, &h);
-    if (rc < 0) {
-        return rc;
-    }
-    if (rc == 1) {
-        found = end;
-    }
-    atomic_fetch_add(&q->c_corrupt_frames, 1);
-    atomic_fetch_add(&q->c_corrupt_bytes, found - r->next_off);
-    r->next_off = found;
-    return 0;
+    return rc; /* < 0: I/O or memory: retry later, nothing skipped */
 }
 
 /* Open segment `id` for reading. [consumer, no mu] 0 or -errno (-ENOENT also

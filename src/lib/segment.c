@@ -228,6 +228,53 @@ hp_seg_resync(hp_window *w, uint64_t from, uint64_t max_raw, uint64_t *found, hp
 }
 
 int
+hp_run_read_frame(hp_window *w, uint64_t *off, uint64_t end, uint64_t max_raw,
+                  uint64_t first_seq, uint64_t last_seq, hp_decoder *dec, hp_buf *raw,
+                  hp_frame_hdr *h, uint64_t *skipped)
+{
+    w->size = end;
+    int rc = hp_seg_frame_at(w, *off, max_raw, 0, h);
+    if (rc == 0) {
+        const uint8_t *p;
+        size_t total = HP_FRAME_HDR + (size_t)h->stored_len;
+        size_t used = 0;
+        rc = hp_win_get(w, *off, total, &p);
+        if (rc == 0) {
+            rc = hp_rec_decode(dec, p, total, max_raw, h, raw, &used);
+        }
+        if (rc == 0 && !hp_run_holds(first_seq, last_seq, h)) {
+            rc = HOPPER_EVERSION; /* not the run's seqs (an index lied) */
+        }
+        if (rc == 0) {
+            *off += used;
+            return 0;
+        }
+        if (rc == HOPPER_EVERSION) {
+            /* Passes its CRC but cannot be interpreted, or its seqs are
+             * not its run's: skip exactly this frame. */
+            *skipped = total;
+            *off += total;
+            return 1;
+        }
+    }
+    if (rc != HOPPER_ECORRUPT && rc != HOPPER_ENEEDMORE) {
+        return rc;
+    }
+    uint64_t found = end;
+    hp_frame_hdr next;
+    rc = hp_seg_resync(w, *off + 1, max_raw, &found, &next);
+    if (rc < 0) {
+        return rc;
+    }
+    if (rc == 1) {
+        found = end;
+    }
+    *skipped = found - *off;
+    *off = found;
+    return 1;
+}
+
+int
 hp_seg_scan(hp_window *w, uint64_t max_raw, int verify_crc, const hp_scan_ops *ops, void *ctx,
             uint64_t *valid_end)
 {

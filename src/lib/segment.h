@@ -62,6 +62,20 @@ HP_MUST_USE int hp_seg_frame_at(hp_window *w, uint64_t off, uint64_t max_raw, in
 HP_MUST_USE int hp_seg_resync(hp_window *w, uint64_t from, uint64_t max_raw, uint64_t *found,
                               hp_frame_hdr *h);
 
+/* Read the frame at *off of a run [.., end) whose seqs must lie in
+ * [first_seq, last_seq], the way every reader of the runs does (the
+ * consumer, hopper_inspect): check it (CRC), decode it into raw and check
+ * its seqs against the run. Returns
+ *   0   a frame: *h and raw hold it, *off is past it;
+ *   1   damage skipped, *skipped bytes of it (one corrupt frame): a frame
+ *       that passes its CRC but does not decode or holds seqs outside the
+ *       run is skipped exactly; other damage up to the next offset holding
+ *       a frame that passes its CRC, or to `end`; *off is past it;
+ *   < 0 an I/O or memory error (-ENOMEM): nothing skipped, retry later. */
+HP_MUST_USE int hp_run_read_frame(hp_window *w, uint64_t *off, uint64_t end, uint64_t max_raw,
+                                  uint64_t first_seq, uint64_t last_seq, hp_decoder *dec,
+                                  hp_buf *raw, hp_frame_hdr *h, uint64_t *skipped);
+
 typedef struct hp_scan_ops {
     /* A valid frame at off. Return < 0 to stop the scan with that error. */
     int (*frame)(void *ctx, uint64_t off, const hp_frame_hdr *h);
@@ -121,14 +135,6 @@ HP_MUST_USE int hp_idx_encode(const hp_segidx *x, hp_buf *out);
 HP_MUST_USE int hp_idx_decode(const uint8_t *p, size_t n, uint64_t id, uint64_t size,
                               hp_segidx *x);
 void hp_idx_free(hp_segidx *x);
-/* Does a decoded index agree with its segment (FORMAT.md §2.1)? Its runs
- * must tile the body [HP_SEG_HDR, size) exactly; each run's first frame
- * header (parsed with max_raw, no CRC: frames are checked when read) must
- * hold the run's first seq and timestamp, and a frame header ending exactly
- * at the run's end its last seq (found in the run's last bytes, or by a walk
- * of the run's headers); the index's record total must be its runs' seqs.
- * Reads a few headers per run through rd, never the segment. Returns 0
- * (agrees), HOPPER_ECORRUPT (it does not), -ENOMEM or a read error. */
 /* Does a frame of a run [first_seq, last_seq] hold only seqs of it? A frame
  * that does not is damaged when read (only an index that lies in the middle
  * of a run, which hp_idx_verify does not walk, can put one there): its seqs
@@ -138,6 +144,15 @@ hp_run_holds(uint64_t first_seq, uint64_t last_seq, const hp_frame_hdr *h)
 {
     return h->count > 0 && h->first_seq >= first_seq && h->first_seq + h->count - 1 <= last_seq;
 }
+
+/* Does a decoded index agree with its segment (FORMAT.md §2.1)? Its runs
+ * must tile the body [HP_SEG_HDR, size) exactly; each run's first frame
+ * header (parsed with max_raw, no CRC: frames are checked when read) must
+ * hold the run's first seq and timestamp, and a frame header ending exactly
+ * at the run's end its last seq (found in the run's last bytes, or by a walk
+ * of the run's headers); the index's record total must be its runs' seqs.
+ * Reads a few headers per run through rd, never the segment. Returns 0
+ * (agrees), HOPPER_ECORRUPT (it does not), -ENOMEM or a read error. */
 HP_MUST_USE int hp_idx_verify(hp_read_at_fn rd, void *ctx, const hp_segidx *x,
                               uint64_t max_raw);
 /* Load the index of segment `id` (open as seg_fd, `size` bytes) from dirfd
