@@ -22,6 +22,7 @@
 
 #include "crc32c.h"
 #include "hopper.h"
+#include "hp_opts.h"
 #include "hp_test.h"
 #include "record.h"
 #include "segment.h"
@@ -47,16 +48,6 @@ typedef hp_test_dir fx;
 #define FRAME (HP_FRAME_HDR + HP_REC_PREFIX + PAYLOAD) /* 544 */
 #define PER_SEG 7
 #define SEG_FULL (HP_SEG_HDR + PER_SEG * FRAME) /* 3840 */
-
-static void
-opts_disk(hopper_opts *o)
-{
-    hopper_opts_init(o);
-    o->durability = HOPPER_DURABILITY_DISK;
-    o->fsync = HOPPER_FSYNC_NEVER;
-    o->compression = 0;
-    o->segment_bytes = 4096;
-}
 
 static void
 make_payload(uint8_t *p, size_t len, uint64_t idx)
@@ -107,7 +98,7 @@ static void
 populate(const fx *f, size_t nrec)
 {
     hopper_opts o;
-    opts_disk(&o);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     uint8_t buf[PAYLOAD];
@@ -170,7 +161,7 @@ static void
 drain(const fx *f, outcome *out)
 {
     hopper_opts o;
-    opts_disk(&o);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     drain_opts(f, &o, out);
 }
 
@@ -551,7 +542,7 @@ test_zero_length_segments(void **state)
     /* The queue carries on: new records get new seqs and a segment id that
      * collides with nothing quarantined. */
     hopper_opts o;
-    opts_disk(&o);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     uint8_t buf[PAYLOAD];
@@ -695,7 +686,7 @@ test_non_regular_segment_names(void **state)
     expect_kind(f, iname, 'p');
     /* New records go to a segment whose id is above every name seen. */
     hopper_opts o;
-    opts_disk(&o);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     uint8_t buf[PAYLOAD];
@@ -727,7 +718,7 @@ test_non_regular_checkpoint(void **state)
     put_non_regular(f, "checkpoint", 'p', NULL);
     alarm(60);
     hopper_opts o;
-    opts_disk(&o);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     hopper_record r;
@@ -754,7 +745,7 @@ populate_and_ack(const fx *f)
 {
     populate(f, NREC);
     hopper_opts o;
-    opts_disk(&o);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     for (uint64_t i = 0; i < 10; i++) {
@@ -924,7 +915,7 @@ static void
 drain_ack_missing(const fx *f, outcome *out, uint64_t backlog)
 {
     hopper_opts o;
-    opts_disk(&o);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     memset(out, 0, sizeof(*out));
@@ -1210,7 +1201,7 @@ test_damaged_tail_under_index_leaves_backlog(void **state)
     seg_path(f, 3, "", path, sizeof(path));
     flip_at(path, frame_off(PER_SEG - 1) + HP_FRAME_HDR + 10, 0x20);
     hopper_opts o;
-    opts_disk(&o);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     hopper_record r;
@@ -1787,7 +1778,7 @@ test_bad_fixtures_table(void **state)
             seg_path(f, 1, "", sp, sizeof(sp));
             assert_int_equal(hp_test_write_file(sp, p, n), 0);
             hopper_opts o;
-            opts_disk(&o);
+            hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
             hopper_queue *q = NULL;
             assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
             size_t got = 0;
@@ -1939,7 +1930,7 @@ test_bad_queue_fixtures(void **state)
         expect_seqs(b->name, &seen, b->d);
 
         hopper_opts o;
-        opts_disk(&o);
+        hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
         hopper_queue *q = NULL;
         assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
         hopper_stats st = {.struct_size = sizeof(st)};

@@ -15,6 +15,7 @@
 
 #include "fsio.h"
 #include "hopper.h"
+#include "hp_opts.h"
 #include "hp_test.h"
 #include "segment.h"
 
@@ -121,16 +122,6 @@ payload_idx(const hopper_record *r)
     return idx;
 }
 
-static void
-opts_disk(hopper_opts *o, int fsync)
-{
-    hopper_opts_init(o);
-    o->durability = HOPPER_DURABILITY_DISK;
-    o->fsync = fsync;
-    o->compression = 0;
-    o->segment_bytes = 4096;
-}
-
 static int
 send_idx(hopper_queue *q, uint64_t idx, size_t len, int timeout_ms)
 {
@@ -223,7 +214,7 @@ test_write_fails_disk_sticky(void **state)
 {
     fx *f = *state;
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_NEVER);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     for (uint64_t i = 0; i < 3; i++) {
@@ -245,7 +236,7 @@ test_fsync_fails_disk_always_sticky(void **state)
 {
     fx *f = *state;
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_ALWAYS);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_ALWAYS);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     for (uint64_t i = 0; i < 3; i++) {
@@ -310,7 +301,7 @@ test_checkpoint_failures_on_reclaim(void **state)
         {"fsync", -ENOSPC, 5, 5},
     };
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_NEVER);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         reset_dir(f);
         hopper_queue *q = NULL;
@@ -382,7 +373,7 @@ test_sync_failure_sticky(void **state)
     fx *f = *state;
     static const char *ops[] = {"write", "fsync"}; /* in place: FORMAT.md §4 */
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_NEVER);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     o.checkpoint_interval_ms = 600000; /* only hopper_sync writes it */
     for (size_t c = 0; c < sizeof(ops) / sizeof(ops[0]); c++) {
         reset_dir(f);
@@ -435,7 +426,7 @@ test_enospc_is_full_not_failed(void **state)
 {
     fx *f = *state;
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_NEVER);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     hopper_queue *q = NULL;
     assert_int_equal(hopper_open(f->dir, "q", &o, &q), 0);
     uint64_t accepted[64];
@@ -501,7 +492,7 @@ test_enospc_each_site_of_spanning_batch(void **state)
 {
     fx *f = *state;
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_ALWAYS);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_ALWAYS);
     o.segment_bytes = 300u * 1024u;
     const size_t big1 = 130u * 1024u; /* >= 128 KiB: a frame of its own */
     const size_t big2 = 200u * 1024u; /* does not fit after big1: rotate */
@@ -616,7 +607,7 @@ test_open_transient_errors(void **state)
         {"pread", -EINTR}, {"mkdir", -EACCES}, {"open", -ENOMEM},
     };
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_NEVER);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     populate(f, &o, 12); /* 3 segments + checkpoint */
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         long n;
@@ -719,7 +710,7 @@ test_fd_exhaustion_rlimit(void **state)
 {
     fx *f = *state;
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_NEVER);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     populate(f, &o, 12);
     fflush(NULL);
     pid_t pid = fork();
@@ -891,7 +882,7 @@ test_fault_every_site_disk_eio(void **state)
 {
     fx *f = *state;
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_ALWAYS);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_ALWAYS);
     fault_loop(f, &o, -EIO, 1);
 }
 
@@ -900,7 +891,7 @@ test_fault_every_site_disk_enospc(void **state)
 {
     fx *f = *state;
     hopper_opts o;
-    opts_disk(&o, HOPPER_FSYNC_NEVER);
+    hp_test_opts_disk(&o, HOPPER_FSYNC_NEVER);
     fault_loop(f, &o, -ENOSPC, 1);
 }
 

@@ -38,6 +38,7 @@
 
 #include "fsio.h"
 #include "hopper.h"
+#include "hp_opts.h"
 #include "hp_test.h"
 #include "segment.h"
 
@@ -63,11 +64,7 @@ typedef hp_test_dir fx;
 static void
 opts_disk(hopper_opts *o)
 {
-    hopper_opts_init(o);
-    o->durability = HOPPER_DURABILITY_DISK;
-    o->fsync = HOPPER_FSYNC_NEVER;
-    o->compression = 0;
-    o->segment_bytes = 4096;
+    hp_test_opts_disk(o, HOPPER_FSYNC_NEVER);
     o->checkpoint_interval_ms = 3600u * 1000u; /* durable only at sync, reclaim, close */
 }
 
