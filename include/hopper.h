@@ -26,9 +26,9 @@
  * may call hopper_send() / hopper_send_batch() concurrently. Exactly one
  * thread at a time may act as the consumer (hopper_recv(), hopper_recv_ack(),
  * hopper_ack()); calling consumer functions from two threads at once is
- * undefined. hopper_stats_get() and hopper_shutdown() may be called from any
- * thread. hopper_close() must be called once, after every other call on the
- * handle has returned.
+ * undefined. hopper_stats_get(), hopper_commit() and hopper_shutdown() may be
+ * called from any thread. hopper_close() must be called once, after every
+ * other call on the handle has returned.
  *
  * The library starts one background thread per queue only when the fsync
  * policy is HOPPER_FSYNC_INTERVAL; it performs the periodic fdatasync and is
@@ -42,7 +42,13 @@
  * | DISK, fsync NEVER        | nothing lost         | nothing lost                    | unsynced records may be lost   |
  * | DISK, fsync INTERVAL(T)  | nothing lost         | nothing lost                    | at most the last T of records  |
  * | DISK, fsync ALWAYS       | nothing lost         | nothing lost                    | nothing lost                   |
+ * | DISK, fsync COMMIT       | nothing lost         | nothing lost                    | records not yet committed      |
  *
+ * With HOPPER_FSYNC_COMMIT a record is durable once a hopper_commit() that
+ * started after its send returned has returned 0; the consumer never
+ * receives a record before that, so a record handed on downstream is never
+ * taken back by a power cut (and its sequence number never given to another
+ * record).
  * In MEMORY mode a record that reached a segment file (because memory was
  * full) is never lost by a kill -9. Delivery is at-least-once: records that
  * were received but not acknowledged are delivered again after a reopen, and
@@ -143,6 +149,13 @@ enum hopper_fsync {
                                     commit the next one waits (at most half an fdatasync,
                                     200 us) for the senders just released, so one
                                     fdatasync covers as many of them as possible */
+    HOPPER_FSYNC_COMMIT = 3,   /**< DISK mode only: group commit driven by the caller.
+                                    Send returns once the records are written (not
+                                    fdatasynced); hopper_commit() fdatasyncs every record
+                                    written so far, and only then may the consumer receive
+                                    them. For a caller that acknowledges many producers'
+                                    requests from one thread (an event loop): send each,
+                                    commit once, then answer them all */
 };
 
 /** Durability modes (see @ref durability_sec). */
@@ -254,7 +267,8 @@ typedef struct hopper_iovec {
 /**
  * Send one record. The payload is copied (or written) before the call
  * returns; the caller may reuse the buffer at once. On success the record is
- * visible to the receiver immediately. In DISK mode it is in a segment file
+ * visible to the receiver immediately (with HOPPER_FSYNC_COMMIT: once a
+ * hopper_commit() made it durable). In DISK mode it is in a segment file
  * (and fdatasynced with HOPPER_FSYNC_ALWAYS) when the call returns.
  *
  * @param[in] timeout_ms 0 = do not wait for space; -1 = wait forever; N = wait at most N ms
@@ -283,6 +297,29 @@ HOPPER_API int hopper_send(hopper_queue *q, const void *data, size_t len, int ti
  */
 HOPPER_API int hopper_send_batch(hopper_queue *q, const hopper_iovec *recs, size_t n,
                                  int timeout_ms);
+
+/**
+ * Group commit for HOPPER_FSYNC_COMMIT: make every record written so far
+ * durable (fdatasync of the segment being appended; segments sealed before
+ * were fdatasynced when sealed), then let the consumer receive them. Every
+ * record whose hopper_send()/hopper_send_batch() returned 0 before this call
+ * started is durable once it returns 0. Returns at once, without an
+ * fdatasync, when nothing was written since the last commit. Each fdatasync
+ * counts in hopper_stats.fsyncs and fsync_ns_total. Senders may go on
+ * concurrently; their writes wait while the fdatasync runs (it holds the
+ * writer role), and what they write meanwhile needs the next commit.
+ * Until a commit, written records are not received (hopper_recv() waits or
+ * returns -EAGAIN), also after hopper_shutdown(); hopper_close() fdatasyncs
+ * them and a reopen delivers them.
+ * Ownership: borrows `q`.
+ * Thread safety: any thread, concurrently with senders, the consumer and
+ *   other commits (commits are serialised).
+ * @return 0 on success, or one of: -EINVAL (q is NULL, or the queue was not
+ *   opened with HOPPER_FSYNC_COMMIT), HOPPER_EFAILED (the fdatasync failed:
+ *   sticky, and the records' outcome is unknown, as for hopper_send(); or the
+ *   queue had failed before).
+ */
+HOPPER_API int hopper_commit(hopper_queue *q);
 
 /** A received record. */
 typedef struct hopper_record {
@@ -352,7 +389,9 @@ HOPPER_API int hopper_ack(hopper_queue *q, uint64_t seq);
  */
 HOPPER_API int hopper_recv_ack(hopper_queue *q, hopper_record *rec, int timeout_ms);
 
-/** Write the checkpoint now (fsynced) if the ack position moved.
+/** Write the checkpoint now (fsynced) if the ack position moved. It makes
+ *  only the acknowledged position durable, no record (records: the fsync
+ *  policy, or hopper_commit() with HOPPER_FSYNC_COMMIT).
  *  Thread safety: the consumer thread.
  *  @return 0, or one of: -ENOSPC/-EDQUOT (no room: not sticky, the old
  *  checkpoint stands; call again later), HOPPER_EFAILED (also when the write
@@ -401,8 +440,9 @@ typedef struct hopper_stats {
     uint64_t quarantined_bytes;   /**< bytes of segments renamed *.bad */
     uint64_t lost_records;        /**< records known lost (close without room) */
     uint64_t torn_bytes;          /**< bytes cut from a torn tail at open */
-    uint64_t fsyncs;              /**< fdatasyncs of appended data (group commit and the
-                                   *  fsync interval; not those at rotation or close) */
+    uint64_t fsyncs;              /**< fdatasyncs of appended data (group commit, the
+                                   *  fsync interval and hopper_commit(); not those at
+                                   *  rotation or close) */
     uint64_t fsync_ns_total;      /**< time spent in them */
     uint64_t next_seq;            /**< sequence number the next record will get */
     int failed;                   /**< 0, or the sticky error code */

@@ -5,6 +5,9 @@ hopper_add_test(test_queue
 hopper_add_test(test_concurrency
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_concurrency.c
   LABELS concurrency TIMEOUT 240)
+hopper_add_test(test_commit
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_commit.c
+  LABELS "unit;concurrency" TIMEOUT 120)
 hopper_add_test(test_crash
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_crash.c
   LABELS crash TIMEOUT 240)

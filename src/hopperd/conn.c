@@ -223,13 +223,14 @@ tls_read(struct hd_loop *lp, struct hd_conn *c, uint8_t *p, size_t n)
     }
 }
 
-/* TLS: encrypt what the replies buffer holds from c->outoff on. 0 (all
- * written, or the socket is full), or -EPIPE when the connection failed. */
+/* TLS: encrypt what the replies buffer holds from c->outoff to `end`. 0
+ * (all written, or the socket is full), or -EPIPE when the connection
+ * failed. */
 static int
-tls_send_some(struct hd_conn *c)
+tls_send_some(struct hd_conn *c, size_t end)
 {
-    while (c->outoff < c->out.size) {
-        size_t n = c->out.size - c->outoff;
+    while (c->outoff < end) {
+        size_t n = end - c->outoff;
         ERR_clear_error();
         errno = 0;
         int w = SSL_write(c->ssl, c->out.data + c->outoff, n > INT_MAX ? INT_MAX : (int)n);
@@ -259,6 +260,13 @@ hd_conn_free(struct hd_loop *lp, struct hd_conn *c)
         lp->nblocked--;
     }
     hd_conn_unready(lp, c);
+    if (c->on_commit) {
+        /* Held replies die with the connection; the commit still runs for
+         * the queue (its records were sent). */
+        HD_LIST_REMOVE(&lp->commit_conns, c, HD_LINK_COMMIT);
+        c->on_commit = 0;
+    }
+    free(c->defer);
     if (c->events != 0) {
         epoll_ctl(lp->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     }
@@ -291,7 +299,9 @@ hd_conn_sync_events(struct hd_loop *lp, struct hd_conn *c)
         if (!c->blocked && !c->eof && !c->closing && pending < HD_CONN_OUT_LIMIT) {
             want |= EPOLLIN | EPOLLRDHUP;
         }
-        if (pending > 0 || c->tls_want_out) {
+        /* Replies held for a commit are not writable yet: the commit
+         * flushes them (commit.h). */
+        if (hd_conn_out_end(c) > c->outoff || c->tls_want_out) {
             want |= EPOLLOUT;
         }
         if (c->tls_want_in) {
@@ -348,8 +358,9 @@ hd_conn_flush(struct hd_loop *lp, struct hd_conn *c)
             return c->closing ? -1 : hd_conn_sync_events(lp, c);
         }
     }
-    int rc = c->ssl != NULL ? tls_send_some(c)
-                            : hd_net_send_some(c->fd, c->out.data, c->out.size, &c->outoff);
+    size_t end = hd_conn_out_end(c);
+    int rc = c->ssl != NULL ? tls_send_some(c, end)
+                            : hd_net_send_some(c->fd, c->out.data, end, &c->outoff);
     if (rc < 0) {
         log_debug("listener: source %s: %s: write: %s", c->src->conf->s.name, c->peer,
                   strerror(-rc));

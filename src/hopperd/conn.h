@@ -49,6 +49,16 @@
 struct hd_peer_conns;
 struct hd_source_rt;
 
+/* An `ok` reply in c->out held until the queue's next commit (commit.h):
+ * out[off .. off+len) answers request `id`, records sent to queue `queue`
+ * (index in d->queues). */
+struct hd_defer {
+    size_t off;
+    size_t len;
+    uint64_t id;
+    uint32_t queue;
+};
+
 /* native: stop reading a client that does not read its replies */
 #define HD_CONN_OUT_LIMIT (256u * 1024u)
 
@@ -68,6 +78,13 @@ struct hd_conn {
     uint32_t events;     /* epoll interest currently registered (0 = none) */
     msgpack_sbuffer out; /* native: replies not yet written */
     size_t outoff;       /* bytes of out already written */
+    /* Group commit (commit.c): while ndefer > 0, out[held_from ..) waits for
+     * the commit (held_from is defer[0].off; every reply after the first
+     * held one waits too, so replies keep their order). */
+    struct hd_defer *defer;
+    size_t ndefer, defer_cap;
+    size_t held_from;
+    int on_commit; /* on lp->commit_conns */
     char peer[64];
     struct hd_conn *prev, *next; /* lp->conns */
     /* The slot it holds in its source (connlimit.h). */
@@ -117,11 +134,18 @@ ssize_t hd_conn_read(struct hd_loop *lp, struct hd_conn *c);
 /* The first n bytes of the buffer are done with. */
 void hd_conn_consume(struct hd_conn *c, size_t n);
 
-/* Reply bytes not yet written. */
+/* Reply bytes not yet written (held ones included). */
 static inline size_t
 hd_conn_unsent(const struct hd_conn *c)
 {
     return c->out.size - c->outoff;
+}
+
+/* End of the reply bytes that may be written now: the held ones wait. */
+static inline size_t
+hd_conn_out_end(const struct hd_conn *c)
+{
+    return c->ndefer > 0 ? c->held_from : c->out.size;
 }
 
 #endif

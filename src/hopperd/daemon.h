@@ -58,6 +58,10 @@ struct hd_queue_rt {
     atomic_uint_fast64_t drop_need; /* [atomic] */
     int drop_wake_fd;               /* eventfd, or -1 when no sink consumes the queue */
     int has_sink;                   /* a sink consumes the queue (immutable) */
+    /* durability = disk, fsync = always: opened with HOPPER_FSYNC_COMMIT, and
+     * the listener commits once per epoll round for every connection
+     * (commit.h) instead of an fdatasync per batch (immutable). */
+    int group_commit;
     atomic_uint_fast64_t sub_delivered;          /* [atomic] records sent to native subscribers */
     atomic_uint_fast64_t sub_acked;              /* [atomic] records they acknowledged */
     atomic_int subscribed; /* [atomic] 1 while a native subscriber is attached */

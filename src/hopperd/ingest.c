@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "commit.h"
 #include "daemon.h"
 #include "log.h"
 #include "loop_ctx.h"
@@ -62,10 +63,12 @@ hd_ingest_count_drop(struct hd_queue_rt *qr, int cause, uint64_t records, uint64
 }
 
 /* k records of `bytes` payload are in the queue: count them; a pending
- * drop_oldest request is void. */
+ * drop_oldest request is void; a group-commit queue owes a commit (they
+ * are written, not yet durable, commit.h). */
 static void
-count_accepted(struct hd_queue_rt *qr, size_t k, uint64_t bytes)
+count_accepted(struct hd_loop *lp, struct hd_queue_rt *qr, size_t k, uint64_t bytes)
 {
+    hd_commit_note(lp, qr, bytes);
     atomic_fetch_add(&qr->ingress_records, k);
     atomic_fetch_add(&qr->ingress_bytes, bytes);
     if (atomic_load(&qr->drop_need) != 0) {
@@ -181,7 +184,7 @@ hd_ingest_offer(struct hd_loop *lp, struct hd_queue_rt *qr, const hopper_iovec *
     res->rc = rc;
     res->cause = HD_DROP_FULL;
     if (rc == 0) {
-        count_accepted(qr, k, bytes);
+        count_accepted(lp, qr, k, bytes);
         return HD_OFFER_ACCEPTED;
     }
     if (rc == HOPPER_EFULL) {
@@ -254,7 +257,7 @@ hd_ingest_batch(struct hd_loop *lp, struct hd_queue_rt *qr, const struct hd_pend
         bytes += batch[i].len;
     }
     if (hopper_send_batch(qr->q, iov, k, 0) == 0) {
-        count_accepted(qr, k, bytes);
+        count_accepted(lp, qr, k, bytes);
         *off = batch[k - 1].end;
         return 0;
     }

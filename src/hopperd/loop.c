@@ -43,6 +43,7 @@
 
 #include "auth.h"
 #include "clock.h"
+#include "commit.h"
 #include "conn.h"
 #include "connlimit.h"
 #include "daemon.h"
@@ -499,6 +500,31 @@ accept_all(struct hd_loop *lp, struct hd_lsock *ls)
     }
 }
 
+/* End of a round: commit the group-commit queues sent to (commit.h) and
+ * write the replies that waited for it. A connection that stopped framing
+ * because its held replies reached HD_CONN_OUT_LIMIT frames the rest now
+ * (nothing else would come back for it); what that sends is committed at
+ * the end of the next round, which then does not wait in epoll_wait
+ * (hd_commit_pending). */
+static void
+commit_round(struct hd_loop *lp)
+{
+    if (!hd_commit_pending(lp)) {
+        return;
+    }
+    hd_commit_now(lp);
+    struct hd_conn *c;
+    while ((c = hd_commit_pop(lp)) != NULL) {
+        if (keep_or_close(lp, c, hd_conn_flush(lp, c)) < 0) {
+            continue;
+        }
+        if (c->len > 0 && !c->blocked && !c->closing && c->fr.format == HD_FMT_NATIVE &&
+            hd_conn_unsent(c) < HD_CONN_OUT_LIMIT) {
+            conn_process(lp, c);
+        }
+    }
+}
+
 static void
 retry_blocked(struct hd_loop *lp)
 {
@@ -536,6 +562,7 @@ shutdown_phase(struct hd_loop *lp)
             lp->give_up = 1;
         }
         retry_blocked(lp);
+        commit_round(lp);
         if (lp->give_up) {
             while (lp->conns != NULL) {
                 struct hd_conn *c = lp->conns;
@@ -549,6 +576,9 @@ shutdown_phase(struct hd_loop *lp)
         struct timespec ts = {0, RETRY_MS * 1000000L};
         nanosleep(&ts, NULL);
     }
+    /* What the last pass sent (the connections are gone): durable, and
+     * visible to the sinks that drain next. */
+    commit_round(lp);
 }
 
 /* Paused listening sockets rejoin epoll once ACCEPT_PAUSE_MS passed. */
@@ -637,7 +667,7 @@ loop_main(void *arg)
     uint64_t due = UINT64_MAX; /* the next timeout of a connection */
     for (;;) {
         int timeout = lp->nblocked > 0 || lp->nsubs > 0 ? RETRY_MS : -1;
-        if (lp->tls_ready.head != NULL) {
+        if (lp->tls_ready.head != NULL || hd_commit_pending(lp)) {
             timeout = 0;
         }
         uint64_t now = hd_now_ms();
@@ -697,6 +727,8 @@ loop_main(void *arg)
         if (lp->nblocked > 0) {
             retry_blocked(lp);
         }
+        /* Before the subscribers: they get what this round committed. */
+        commit_round(lp);
         for (size_t i = 0; lp->nsubs > 0 && i < lp->d->nqueues; i++) {
             struct hd_conn *c = hd_sub_pump(lp, &lp->subqs[i]);
             if (c != NULL) {
@@ -733,7 +765,8 @@ hd_loop_start(struct hd_daemon *d)
         return -errno;
     }
     lp->lsocks = calloc(d->nsources ? d->nsources : 1, sizeof(*lp->lsocks));
-    if (lp->lsocks == NULL || hd_sub_init(lp) < 0 || hd_slots_init(lp) < 0) {
+    if (lp->lsocks == NULL || hd_sub_init(lp) < 0 || hd_slots_init(lp) < 0 ||
+        hd_commit_init(lp) < 0) {
         return -ENOMEM;
     }
     for (size_t i = 0; i < d->nsources; i++) {
@@ -775,6 +808,7 @@ hd_loop_stop(struct hd_daemon *d)
     free(lp->lsocks);
     hd_sub_free(lp);
     hd_slots_free(lp);
+    hd_commit_free(lp);
     free(lp);
     d->loop = NULL;
 }

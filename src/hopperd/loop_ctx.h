@@ -8,6 +8,8 @@
  *   connlimit.c  who holds a source's slots: per-peer counts, the order
  *                of last activity, the deadlines of the timeouts
  *   subscribe.c  native pull subscriptions: this thread consumes the queue
+ *   commit.c     group commit (fsync = always, disk): replies held until
+ *                the round's hopper_commit()
  *   ingest.c     records -> queue: the when_full policy and drop_oldest
  *   native.c     one native request frame -> its reply
  *   loop.c       the epoll loop, accept, framing a connection's input,
@@ -45,7 +47,14 @@ struct hd_item {
 /* Lists of connections threaded through the connections themselves
  * (connlimit.h; HD_LINK_READY: conn.c): a connection is on up to HD_NLINKS
  * of them at once, one hd_link each. */
-enum hd_link_kind { HD_LINK_SOURCE = 0, HD_LINK_PEER, HD_LINK_SILENT, HD_LINK_READY, HD_NLINKS };
+enum hd_link_kind {
+    HD_LINK_SOURCE = 0,
+    HD_LINK_PEER,
+    HD_LINK_SILENT,
+    HD_LINK_READY,
+    HD_LINK_COMMIT, /* lp->commit_conns (commit.h) */
+    HD_NLINKS
+};
 
 struct hd_link {
     struct hd_conn *prev, *next;
@@ -76,6 +85,16 @@ struct hd_loop {
      * decrypted (epoll cannot see those): loop.c reads them without
      * waiting (conn.c keeps the list, HD_LINK_READY). */
     struct hd_list tls_ready;
+    /* Group commit (commit.c): connections holding replies for the next
+     * commit, or whose replies a commit released and that still need a
+     * flush (HD_LINK_COMMIT); the queues sent to since the last commit
+     * (one flag per queue, d->queues order) and the last commit's results
+     * (same order); payload bytes sent since. */
+    struct hd_list commit_conns;
+    unsigned char *commit_touched;
+    int *commit_rc;
+    size_t ncommit_touched;
+    uint64_t commit_bytes;
 };
 
 /* The list operations: append c to l, remove c from l (it is on it). The

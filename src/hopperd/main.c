@@ -90,7 +90,10 @@ queue_opts(const struct hd_queue_conf *qc, hopper_opts *o)
         o->fsync = HOPPER_FSYNC_NEVER;
         break;
     case HD_FSYNC_ALWAYS:
-        o->fsync = HOPPER_FSYNC_ALWAYS;
+        /* Disk mode: the listener (the only sender) drives the group commit
+         * across its connections (commit.h); the library syncs nothing in
+         * hopper_send_batch() and hands out nothing not yet committed. */
+        o->fsync = qc->durability == HD_DUR_DISK ? HOPPER_FSYNC_COMMIT : HOPPER_FSYNC_ALWAYS;
         break;
     case HD_FSYNC_INTERVAL:
     default:
@@ -122,6 +125,8 @@ daemon_setup(struct hd_daemon *d, struct hd_config *cfg)
     for (size_t i = 0; i < d->nqueues; i++) {
         d->queues[i].conf = &cfg->queues[i];
         d->queues[i].drop_wake_fd = -1;
+        d->queues[i].group_commit =
+            cfg->queues[i].durability == HD_DUR_DISK && cfg->queues[i].fsync.mode == HD_FSYNC_ALWAYS;
     }
     for (size_t i = 0; i < d->nsources; i++) {
         d->sources[i].conf = &cfg->sources[i];

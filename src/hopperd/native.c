@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "commit.h"
 #include "conn.h"
 #include "daemon.h"
 #include "ingest.h"
@@ -136,8 +137,15 @@ native_send(struct hd_loop *lp, struct hd_conn *c, const struct hd_msg *m, const
     int outcome = hd_ingest_offer(lp, qr, iov, k, bytes, 1, &res);
     free(iov);
     switch (outcome) {
-    case HD_OFFER_ACCEPTED:
-        return hd_proto_put_ok(&c->out, m->id, k, 0) < 0 ? -1 : 0;
+    case HD_OFFER_ACCEPTED: {
+        /* A group-commit queue: the `ok` waits for the round's commit. */
+        size_t at = c->out.size;
+        if (hd_proto_put_ok(&c->out, m->id, k, 0) < 0) {
+            return -1;
+        }
+        hd_commit_hold(lp, c, qr, m->id, at);
+        return 0;
+    }
     case HD_OFFER_WAIT:
         return 1;
     case HD_OFFER_DROPPED: /* drop_newest: the batch is dropped, and said so */

@@ -66,10 +66,14 @@ check_opts(const hopper_opts *o)
     HP_ENSURE(o->disk_bytes >= 64u * 1024u, -EINVAL);
     HP_ENSURE(o->segment_bytes >= 4096u && o->segment_bytes <= (1ull << 40), -EINVAL);
     HP_ENSURE(o->compression >= 0 && o->compression <= 9, -EINVAL);
-    HP_ENSURE(o->fsync >= HOPPER_FSYNC_NEVER && o->fsync <= HOPPER_FSYNC_ALWAYS, -EINVAL);
+    HP_ENSURE(o->fsync >= HOPPER_FSYNC_NEVER && o->fsync <= HOPPER_FSYNC_COMMIT, -EINVAL);
     HP_ENSURE(o->fsync != HOPPER_FSYNC_INTERVAL || o->fsync_interval_ms > 0, -EINVAL);
     HP_ENSURE(o->durability == HOPPER_DURABILITY_MEMORY ||
                   o->durability == HOPPER_DURABILITY_DISK,
+              -EINVAL);
+    /* MEMORY mode hands records out before they reach a file: nothing for
+     * hopper_commit() to hold back. */
+    HP_ENSURE(o->fsync != HOPPER_FSYNC_COMMIT || o->durability == HOPPER_DURABILITY_DISK,
               -EINVAL);
     HP_ENSURE(o->max_record_bytes <= HP_RECORD_MAX, -EINVAL);
     return 0;

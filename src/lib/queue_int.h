@@ -244,7 +244,11 @@ struct hopper_queue {
                           * delivered entries are also read by the consumer
                           * without mu (they never change; deque.h) */
     uint64_t mem_bytes;  /* [mu] bytes charged to mem: payload + HP_ENTRY_COST each */
-    uint64_t visible_next; /* [mu] DISK mode: entries below this seq are written */
+    uint64_t visible_next; /* [mu] DISK mode: records below this seq may be handed to the
+                            * consumer: they are written (and, with fsync=commit,
+                            * fdatasynced by hopper_commit) */
+    uint64_t written_next; /* [mu] DISK mode: records below this seq are written; with
+                            * fsync=commit hopper_commit() raises visible_next to it */
 
     hp_batch pend;           /* [mu] batch being filled */
     hp_batch spare;          /* [writer] batch being written (buffer reuse) */
@@ -353,6 +357,15 @@ static inline int
 hp_q_d_active(const hopper_queue *q)
 {
     return hp_q_runs_live(q) > 0 || q->d_pending > 0;
+}
+
+/* fsync=commit: the consumer may hand out only seqs below this (committed);
+ * UINT64_MAX in every other mode. Frames are written a batch at a time and a
+ * commit covers whole batches, so no frame straddles the limit. [mu] */
+static inline uint64_t
+hp_q_commit_limit(const hopper_queue *q)
+{
+    return q->o.fsync == HOPPER_FSYNC_COMMIT ? q->visible_next : UINT64_MAX;
 }
 
 /* Every seq below this was returned to the consumer, in this open or an

@@ -75,6 +75,9 @@ stage_from_frame(hopper_queue *q)
         }
     }
     while (r->left > 0 && r->stage_n < r->stage_cap) {
+        if (r->rec_seq >= hp_q_commit_limit(q)) {
+            break; /* not committed yet (a frame never straddles a commit) */
+        }
         const uint8_t *p;
         size_t len;
         if (hp_rec_next(r->raw.data, r->raw.len, &r->raw_pos, &p, &len) != 0) {
@@ -380,7 +383,8 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
             /* Memory precedes disk: wait for this entry to be written. */
         } else if (stage_from_frame(q) > 0) {
             goto delivered;
-        } else if (hp_q_runs_live(q) > 0) {
+        } else if (hp_q_runs_live(q) > 0 && r->left == 0 && q->read_seq < hp_q_commit_limit(q)) {
+            /* (fsync=commit: the rest of D waits for hopper_commit().) */
             hp_run run = q->runs.v[q->runs_head];
             if (run.last_seq < q->read_seq ||
                 (r->positioned && r->seg_id == run.seg_id && r->next_off >= run.end)) {

@@ -406,6 +406,7 @@ hp_q_recover(hopper_queue *q)
     q->read_seq = q->ack_next;
     q->rd.caller_next = q->ack_next;
     q->visible_next = q->next_seq;
+    q->written_next = q->next_seq;
     return 0;
 }
 

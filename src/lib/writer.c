@@ -461,7 +461,10 @@ publish_batch(hopper_queue *q, const hp_batch *b, uint64_t active_id, uint64_t d
     q->active_id = active_id;
     q->d_pending -= b->d_count;
     if (q->o.durability == HOPPER_DURABILITY_DISK) {
-        q->visible_next = b->first_seq + b->count;
+        q->written_next = b->first_seq + b->count;
+        if (q->o.fsync != HOPPER_FSYNC_COMMIT) {
+            q->visible_next = q->written_next; /* else hopper_commit() does */
+        }
     }
     return 0;
 }
@@ -543,6 +546,7 @@ hp_q_run_writer(hopper_queue *q)
     uint64_t active_id = q->active_id;
     /* First seq of the batch that belongs to D: D records are the tail. */
     uint64_t d_first = b.first_seq + b.count - b.d_count;
+    /* fsync=commit: the caller's hopper_commit() syncs (below). */
     int do_sync = q->o.fsync == HOPPER_FSYNC_ALWAYS     ? HP_SYNC_YES
                   : q->o.fsync == HOPPER_FSYNC_INTERVAL ? HP_SYNC_IF_DUE
                                                         : HP_SYNC_NO;
@@ -600,6 +604,69 @@ hp_q_run_writer(hopper_queue *q)
     writer_released(q);
     pthread_cond_broadcast(&q->not_empty);
     pthread_cond_broadcast(&q->not_full);
+}
+
+/* ---- hopper_commit (fsync=commit) --------------------------------------- */
+
+/* The caller's group commit. Every batch whose send returned was written
+ * and published under `mu` by the writer role's holder, raising
+ * written_next; holding the role here keeps the active segment (its fd)
+ * from changing and no batch is half-written meanwhile. The order that
+ * makes an `ok` after hopper_commit() true:
+ *   1. write   (the senders' batches: segment files, no fdatasync; a sealed
+ *               segment was fdatasynced when sealed, a new one created
+ *               durably, writer.c ensure_room and segment.c)
+ *   2. fdatasync the active segment (here, without `mu`)
+ *   3. visible_next = written_next as of step 2's start: only now may the
+ *      consumer hand those records on, so nothing is relayed downstream
+ *      that a power cut can still take (and whose seq a new record could
+ *      then be given).
+ * A failed fdatasync is sticky (STYLE §6 rule 5): the records stay
+ * invisible, and everything after gets HOPPER_EFAILED. */
+int
+hopper_commit(hopper_queue *q)
+{
+    HP_ENSURE(q != NULL, -EINVAL);
+    HP_ENSURE(q->o.fsync == HOPPER_FSYNC_COMMIT, -EINVAL);
+    int rc = 0;
+    hp_mutex_lock(&q->mu);
+    while (q->writer_active && !q->failed) {
+        hp_cond_wait(&q->written, &q->mu);
+    }
+    if (q->failed) {
+        rc = HOPPER_EFAILED;
+        goto unlock;
+    }
+    uint64_t upto = q->written_next;
+    if (upto == q->visible_next) {
+        goto unlock; /* nothing written since the last commit */
+    }
+    q->writer_active = 1;
+    int fd = q->active_fd;
+    hp_mutex_unlock(&q->mu);
+    uint64_t t0 = hp_now_mono_ns();
+    /* No active segment: the last one was sealed (fdatasynced) since. */
+    rc = fd >= 0 ? hp_fs_fdatasync(fd) : 0;
+    uint64_t t1 = hp_now_mono_ns();
+    hp_mutex_lock(&q->mu);
+    if (fd >= 0) {
+        atomic_fetch_add(&q->c_fsyncs, 1);
+        atomic_fetch_add(&q->c_fsync_ns, t1 - t0);
+    }
+    q->writer_active = 0;
+    if (rc < 0) {
+        hp_q_fail_locked(q, rc);
+        rc = HOPPER_EFAILED;
+    } else {
+        q->dirty = 0;
+        q->last_sync_ns = t1;
+        q->visible_next = upto;
+        pthread_cond_broadcast(&q->not_empty);
+    }
+    writer_released(q);
+unlock:
+    hp_mutex_unlock(&q->mu);
+    return rc;
 }
 
 /* ---- interval syncer ---------------------------------------------------- */
