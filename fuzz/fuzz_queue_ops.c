@@ -38,9 +38,14 @@
  * recovered. At the end the queue is drained, must match an empty model,
  * and a reopen finds nothing.
  *
+ * Group commit (HOPPER_FSYNC_COMMIT): a record is received only after a
+ * hopper_commit() that started after its send (or a reopen), survives a
+ * power cut only then, and a kill -9 once its send returned.
+ *
  * Input: byte 0 configures: bit 0 durability (0 MEMORY, 1 DISK), bits 1-2
- * compression (0, 1, 5, 9), bit 3 fsync ALWAYS (else NEVER), bits 4-7
- * memory budget 256 * (1 + v). Then ops, one byte each (low 3 bits = op,
+ * compression (0, 1, 5, 9), bit 3 fsync ALWAYS, else bit 7 fsync COMMIT
+ * (DISK durability, kept across reopens), else NEVER; bits 4-6 memory
+ * budget 256 * (1 + v). Then ops, one byte each (low 3 bits = op,
  * high 5 bits = argument), some followed by argument bytes:
  *   0,1 send one record: next byte x, length by bits 3-4 (x, 16x, 64x, 0),
  *       payload kind by bits 5-6 (fill, PRNG, input bytes, text)
@@ -50,7 +55,8 @@
  *   5   ack: bits 3-4 pick last received, middle, UINT64_MAX, far beyond
  *   6   close + reopen; bit 3 toggles durability, bit 4 sets compression to
  *       bits 5-7
- *   7   bits 3-4: 0 recv_ack one (poll); 1 hopper_sync;
+ *   7   bits 3-4: 0 recv_ack one (poll); 1 hopper_sync, or with bit 5
+ *         hopper_commit (-EINVAL unless fsync COMMIT);
  *       2 crash, bits 5-7: 0 kill -9, 1 power cut now (strict), 2 torn now,
  *         3 strict inside the last op, 4 torn inside the last op (next byte:
  *         where, and the tearing's seed), 5-7 as 0;
@@ -107,6 +113,8 @@ typedef struct model {
     mrecs hist;
     uint64_t kill_seq; /* records below survive a kill -9 */
     uint64_t dur_seq;  /* records below survive a power cut */
+    uint64_t vis_seq;  /* records below may be received (HOPPER_FSYNC_COMMIT:
+                        * committed; otherwise every record sent) */
     uint64_t ack_dur;  /* acknowledged seqs below never come back */
     mrecs refused;     /* refused (HOPPER_EFULL) by the last op: a power cut
                         * inside it may still find them, one after it never */
@@ -349,6 +357,9 @@ after_send(run *r, const hopper_iovec *recs, const int *kinds, size_t n, int rc)
                 r->m.dur_seq = r->m.next_seq;
             }
         }
+        if (r->o.fsync != HOPPER_FSYNC_COMMIT) {
+            r->m.vis_seq = r->m.next_seq;
+        }
         return;
     }
     if (r->failed) {
@@ -402,9 +413,10 @@ recv_one(run *r, int and_ack)
          * in memory to be written is not handed out before the retry. */
         return 0;
     }
-    if (m->cur == m->r.n) {
-        FZ_CHECK(rc == -EAGAIN, "model is drained but recv gave %s (seq %llu)",
-                 hopper_err_name(rc), rc == 0 ? (unsigned long long)rec.seq : 0ull);
+    if (m->cur == m->r.n || m->r.v[m->cur].seq >= m->vis_seq) {
+        FZ_CHECK(rc == -EAGAIN, "model has nothing to receive (%s) but recv gave %s (seq %llu)",
+                 m->cur == m->r.n ? "drained" : "not committed", hopper_err_name(rc),
+                 rc == 0 ? (unsigned long long)rec.seq : 0ull);
         return 0;
     }
     const mrec *want = &m->r.v[m->cur];
@@ -511,6 +523,24 @@ op_sync(run *r)
     }
 }
 
+static void
+op_commit(run *r)
+{
+    int rc = hopper_commit(r->q);
+    if (r->o.fsync != HOPPER_FSYNC_COMMIT) {
+        FZ_CHECK(rc == -EINVAL, "hopper_commit without fsync COMMIT: %s", hopper_err_name(rc));
+        return;
+    }
+    if (r->failed) {
+        FZ_CHECK(rc == HOPPER_EFAILED, "commit on a failed queue: %s", hopper_err_name(rc));
+        return;
+    }
+    FZ_CHECK(rc == 0 || fault.fired, "hopper_commit: %s", hopper_err_name(rc));
+    if (rc == 0) {
+        r->m.dur_seq = r->m.vis_seq = r->m.next_seq;
+    }
+}
+
 /* Reopen after a crash (or a failed close): the directory holds `img`.
  * Records v[..] unacknowledged with seq < must_hi must be delivered. */
 static void
@@ -582,7 +612,7 @@ recover_check(run *r, uint64_t must_hi, int inside_op, const char *how)
     m->head = 0;
     m->cur = got.n;
     m->next_seq = st.next_seq;
-    m->kill_seq = m->dur_seq = st.next_seq;
+    m->kill_seq = m->dur_seq = m->vis_seq = st.next_seq;
 }
 
 /* Close; a close that failed counts as a kill -9 (the files as left). */
@@ -593,7 +623,7 @@ close_then_reopen(run *r)
     r->q = NULL;
     if (rc == 0) {
         FZ_CHECK(!r->failed, "close of a failed queue returned 0");
-        r->m.kill_seq = r->m.dur_seq = r->m.next_seq;
+        r->m.kill_seq = r->m.dur_seq = r->m.vis_seq = r->m.next_seq;
         r->m.ack_dur = model_ack_pos(&r->m);
         r->m.cur = r->m.head; /* delivered but unacknowledged records come again */
         queue_open(r);
@@ -608,7 +638,7 @@ close_then_reopen(run *r)
 static void
 op_reopen(run *r, uint8_t b)
 {
-    if (b & 0x08) {
+    if ((b & 0x08) && r->o.fsync != HOPPER_FSYNC_COMMIT) {
         r->o.durability = r->o.durability == HOPPER_DURABILITY_DISK ? HOPPER_DURABILITY_MEMORY
                                                                     : HOPPER_DURABILITY_DISK;
     }
@@ -775,8 +805,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r.o.durability = (data[0] & 1) ? HOPPER_DURABILITY_DISK : HOPPER_DURABILITY_MEMORY;
     static const int levels[4] = {0, 1, 5, 9};
     r.o.compression = levels[(data[0] >> 1) & 3];
-    r.o.fsync = (data[0] & 8) ? HOPPER_FSYNC_ALWAYS : HOPPER_FSYNC_NEVER;
-    r.o.memory_bytes = 256u * (1u + (data[0] >> 4));
+    r.o.fsync = (data[0] & 8)      ? HOPPER_FSYNC_ALWAYS
+                : (data[0] & 0x80) ? HOPPER_FSYNC_COMMIT
+                                   : HOPPER_FSYNC_NEVER;
+    if (r.o.fsync == HOPPER_FSYNC_COMMIT) {
+        r.o.durability = HOPPER_DURABILITY_DISK;
+    }
+    r.o.memory_bytes = 256u * (1u + ((data[0] >> 4) & 7));
     r.o.disk_bytes = DISK_BUDGET;
     r.o.segment_bytes = SEGMENT_BYTES;
     r.o.max_record_bytes = MAX_RECORD;
@@ -841,7 +876,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 (void)recv_one(&r, 1);
                 break;
             case 1:
-                op_sync(&r);
+                if (b & 0x20) {
+                    op_commit(&r);
+                } else {
+                    op_sync(&r);
+                }
                 break;
             case 2:
                 op_crash(&r, b, &os);
@@ -860,6 +899,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fault.fired = 0;
     if (r.failed || r.space_fault) {
         close_then_reopen(&r); /* no sticky failure, no ENOSPC pause */
+    }
+    if (r.o.fsync == HOPPER_FSYNC_COMMIT) {
+        op_commit(&r); /* what is not committed is not received */
     }
     while (recv_one(&r, 1)) {
     }

@@ -475,7 +475,7 @@ gen_queue_ops(void)
     /* Fill the 64 KiB disk budget with 16 KiB records until EFULL, then
      * drain some and send again. */
     b.len = 0;
-    put_u8(&b, 0x02 | (15 << 4)); /* MEMORY, compression 1, memory 4096 */
+    put_u8(&b, 0x02 | (7 << 4)); /* MEMORY, compression 1, memory 2048 */
     for (int i = 0; i < 6; i++) {
         put_u8(&b, 0x30); /* send 64x, PRNG */
         put_u8(&b, 255);
@@ -569,11 +569,31 @@ gen_queue_ops(void)
         0xbf, 0x00,             /* ftruncate: EIO */
         0x08, 40, 0x17,         /* send, kill -9 */
     };
+    /* Group commit (HOPPER_FSYNC_COMMIT): nothing received before a
+     * commit, a power cut takes what was not committed, a kill -9 does not,
+     * a failed commit is sticky. */
+    static const uint8_t commit_group[] = {
+        0x81,                   /* DISK, fsync COMMIT, compression 0, memory 256 */
+        0x00, 50, 0x08, 30,     /* two sends: written, not yet received */
+        0x03,                   /* recv: nothing before a commit */
+        0x2f,                   /* commit */
+        0x3c,                   /* recv up to 8 */
+        0x12, 10, 20, 30,       /* batch of 3 */
+        0x37,                   /* strict power cut now: the batch may go */
+        0x00, 40, 0x2f, 0x05,   /* send, commit, ack last */
+        0x10, 60, 0x2f,         /* 3840 bytes (rotates), commit */
+        0x00, 9, 0x17,          /* send, kill -9: written, so it survives */
+        0x3f, 0x00,             /* next fsync: EIO */
+        0x00, 11, 0x2f,         /* send; the commit fails (sticky) */
+        0x06,                   /* close (fails) + reopen */
+        0x04 | (7 << 3), 0x15,  /* recv up to 8, ack all */
+    };
     static const struct {
         const char *name;
         const uint8_t *p;
         size_t n;
     } more[] = {
+        {"commit-group.bin", commit_group, sizeof(commit_group)},
         {"crash-disk-always.bin", crash_disk_always, sizeof(crash_disk_always)},
         {"fault-write-eio.bin", fault_write_eio, sizeof(fault_write_eio)},
         {"fault-enospc.bin", fault_enospc, sizeof(fault_enospc)},
