@@ -135,6 +135,7 @@ tls_handshake(struct hd_loop *lp, struct hd_conn *c)
 {
     int st = hd_tls_accept_step(c->ssl);
     c->tls_want_out = st == HD_TLS_IO_WANT_WRITE;
+    c->tls_read_dry = st == HD_TLS_IO_WANT_READ;
     if (st == HD_TLS_IO_WANT_READ || st == HD_TLS_IO_WANT_WRITE) {
         return 0;
     }
@@ -198,6 +199,7 @@ tls_read(struct hd_loop *lp, struct hd_conn *c, uint8_t *p, size_t n)
     errno = 0;
     int r = SSL_read(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
     int st = hd_tls_io_status(c->ssl, r);
+    c->tls_read_dry = st == HD_TLS_IO_WANT_READ;
     int want_out = st == HD_TLS_IO_WANT_WRITE;
     if (want_out != c->tls_want_out) {
         c->tls_want_out = want_out;
@@ -307,9 +309,13 @@ hd_conn_sync_events(struct hd_loop *lp, struct hd_conn *c)
         if (c->tls_want_in) {
             want |= EPOLLIN | EPOLLRDHUP;
         }
-        /* Decrypted bytes only (SSL_pending): a partial record held by
-         * OpenSSL needs more from the socket, which epoll does report. */
-        if (c->ssl != NULL && (want & EPOLLIN) && SSL_pending(c->ssl) > 0) {
+        /* OpenSSL holds the rest of a decrypted record (SSL_pending), or
+         * records it read ahead (SSL_has_pending) that no read since has
+         * found incomplete: epoll will not report those. A partial record
+         * alone (the last read wanted the socket) needs more from the
+         * socket, which epoll does report: listing it would spin. */
+        if (c->ssl != NULL && (want & EPOLLIN) &&
+            (SSL_pending(c->ssl) > 0 || (!c->tls_read_dry && SSL_has_pending(c->ssl)))) {
             mark_ready(lp, c);
         }
     }

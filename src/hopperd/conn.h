@@ -14,7 +14,8 @@
  * peer's address (tls_fail(): once, as the connection closes at once).
  * After the handshake hd_conn_read() returns decrypted bytes and
  * hd_conn_flush() encrypts the replies (partial writes continue where they
- * stopped). OpenSSL may hold decrypted bytes that epoll cannot see: such a
+ * stopped). OpenSSL may hold bytes that epoll cannot see (the rest of a
+ * decrypted record, or whole records read ahead, tls.h): such a
  * connection goes on lp->tls_ready when it wants reading, and the loop
  * reads it without waiting. Closing sends close_notify unless the
  * connection failed.
@@ -100,6 +101,7 @@ struct hd_conn {
     int tls_eof;      /* the peer closed (close_notify or not): reads return 0 */
     int tls_want_out; /* the handshake or a read waits for writability */
     int tls_want_in;  /* a write waits for readability */
+    int tls_read_dry; /* the last read wanted the socket: OpenSSL holds no whole record */
     int tls_ready;    /* on lp->tls_ready */
     char tls_note[HD_TLS_NOTE_LEN]; /* why the identity check refused it */
 };

@@ -64,6 +64,10 @@ enum hd_tls_fail {
 extern const char *const hd_tls_fail_names[HD_TLS_FAIL_NKINDS];
 
 #define HD_TLS_NOTE_LEN 160 /* the identity check's reason for a refusal */
+/* OpenSSL's read buffer per connection: reads run ahead, a read(2) takes
+ * up to this much (many records). Records read ahead are invisible to
+ * poll/epoll: read until WANT_READ before waiting. */
+#define HD_TLS_READ_BUF (64 * 1024)
 #define HD_TLS_MAX_NAMES 32 /* certificate names looked at */
 
 /* May a client whose verified certificate carries names[0..n) connect?
@@ -131,7 +135,7 @@ int hd_tls_connect(SSL_CTX *ctx, int fd, const char *server_name, uint64_t deadl
                    int (*abort_fn)(void *), void *arg, SSL **out, char *err, size_t errlen);
 
 /* A connection seen by a thread that waits with poll(2): plain when ssl is
- * NULL. Over a client SSL (hd_tls_connect) OpenSSL writes into a memory
+ * NULL. Over a client SSL (hd_tls_connect) OpenSSL writes into a buffer
  * BIO that these functions flush to fd in large writes. */
 struct hd_stream {
     int fd;
@@ -140,7 +144,8 @@ struct hd_stream {
 /* Read some into p[0..n): the count (> 0), 0 at EOF, -EAGAIN when nothing
  * is there now (*wait: the poll events to wait for), or -errno (-EPROTO: a
  * TLS failure; hd_tls_describe() says which). Never blocks on a
- * non-blocking fd. */
+ * non-blocking fd. Over TLS, wait (poll) only after -EAGAIN: until then
+ * OpenSSL may hold records it read ahead, which poll does not see. */
 ssize_t hd_stream_recv(struct hd_stream *st, void *p, size_t n, short *wait);
 /* Write all of p[0..n) (see hd_write_all(), netutil.h, for the waiting,
  * the deadline and abort_fn). 0 or -errno. */

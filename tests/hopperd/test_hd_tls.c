@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -668,6 +669,111 @@ test_tls_partial_record_idle(void **state)
     stop(t);
 }
 
+struct lines_wait {
+    struct e2e_downstream *ds;
+    size_t want;
+};
+
+static int
+downstream_has(void *arg)
+{
+    struct lines_wait *w = arg;
+    return e2e_downstream_lines(w->ds) >= w->want;
+}
+
+/* The metric has not moved for 300 ms (w->want: its last value). */
+static int
+ingress_settled(void *arg)
+{
+    struct mwait *w = arg;
+    double before = e2e_metric(w->port, w->prefix);
+    uint64_t t0 = e2e_now_ms();
+    while (e2e_now_ms() < t0 + 300) {
+        poll(NULL, 0, 50);
+    }
+    w->last = e2e_metric(w->port, w->prefix);
+    return w->last > 0 && w->last == before;
+}
+
+/* Records that OpenSSL read ahead (tls.h: a read(2) takes many records)
+ * wait inside it, where epoll cannot see them. A client sends a burst in
+ * one write and then waits, connection open: the queue fills (the sink is
+ * down), the connection stops reading with records still in OpenSSL and
+ * none in the socket, and once the sink drains the queue every record
+ * must still come out without the client sending another byte. (This
+ * exercises the path; the stranding itself needs the source's buffer to
+ * fill exactly at a record boundary when it blocks, which this test makes
+ * likely but could not be shown to force against the old check.) */
+static void
+test_tls_read_ahead_burst(void **state)
+{
+    struct tenv *t = *state;
+    char src[2048], more[1024];
+    tls_source(t, src, sizeof(src), "");
+    snprintf(more, sizeof(more),
+             "[sink down]\ntype = tcp\nconnect = 127.0.0.1:%d\nqueue = q2\n"
+             "reconnect_min = 10ms\nreconnect_max = 50ms\n"
+             "[queue q2]\nmemory_bytes = 4KiB\ndisk_bytes = 64KiB\nsegment_bytes = 64KiB\n"
+             "max_record_bytes = 1KiB\n",
+             t->port2);
+    write_conf(t, src, more);
+    /* The source feeds q2 (write_conf's file sink keeps q, now unused). */
+    size_t clen;
+    char *text = e2e_read_file(t->conf, &clen);
+    assert_non_null(text);
+    char *q = strstr(text, "queue = q\n");
+    assert_non_null(q);
+    char *edited = malloc(clen + 2);
+    assert_non_null(edited);
+    snprintf(edited, clen + 2, "%.*squeue = q2\n%s", (int)(q - text), text,
+             q + strlen("queue = q\n"));
+    e2e_write_file(t->conf, edited);
+    free(edited);
+    free(text);
+    start(t);
+    struct hd_stream st;
+    assert_int_equal(tls_client(t, t->port, "client-ok", "ca.pem", &st), 0);
+    /* q2 takes ~2100 of these records (4 KiB in memory, 64 KiB of
+     * compressed segments); the rest is less than the source's buffer
+     * and OpenSSL's read buffer hold, so the socket is left empty. */
+    const long n = 2300;
+    /* A record per line of 1 KiB, so that a read filling the source's
+     * buffer (16 KiB, growing to 128 KiB) ends on a record boundary:
+     * nothing decrypted is left over, only whole records read ahead. All
+     * of them leave in one write(2) (hd_stream_write_all flushes). */
+    char line[1024];
+    memset(line, 'x', sizeof(line));
+    line[sizeof(line) - 1] = '\n';
+    for (long i = 0; i < n; i++) {
+        char head[16];
+        int h = snprintf(head, sizeof(head), "rec-%08ld ", i);
+        memcpy(line, head, (size_t)h);
+        assert_int_equal(SSL_write(st.ssl, line, (int)sizeof(line)), (int)sizeof(line));
+    }
+    assert_int_equal(hd_stream_write_all(&st, "", 0, 0, NULL, NULL), 0);
+    /* The queue is full: the connection waits, part of the burst in
+     * OpenSSL. Then the downstream comes up. */
+    struct mwait full = {t->mport, "hopperd_ingress_records_total{queue=\"q2\"}", 0, -1};
+    assert_int_equal(e2e_wait_until(ingress_settled, &full, 10000), 0);
+    struct e2e_downstream ds;
+    memset(&ds, 0, sizeof(ds));
+    pthread_mutex_init(&ds.mu, NULL);
+    assert_int_equal(e2e_downstream_start(&ds, t->port2), 0);
+    struct lines_wait w = {&ds, (size_t)n};
+    int rc = e2e_wait_until(downstream_has, &w, 15000);
+    e2e_downstream_stop(&ds);
+    hd_stream_close(&st, 1);
+    if (rc < 0) {
+        e2e_dump_log(t->log, 20000);
+        fail_msg("%zu of %ld records came out while the client waited",
+                 e2e_downstream_lines(&ds), n);
+    }
+    assert_int_equal(e2e_check_sequence(ds.data, ds.len, n), 0);
+    free(ds.data);
+    pthread_mutex_destroy(&ds.mu);
+    stop(t);
+}
+
 /* hopper B: a TLS native source requiring client-ok, into a file sink. */
 static pid_t
 start_b(struct tenv *t, int b_port, int b_mport, const char *b_out, const char *b_log,
@@ -1096,6 +1202,7 @@ main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_tls_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_handshake_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_partial_record_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_read_ahead_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_mutual_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_kill9_and_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_reload, setup, teardown),
