@@ -823,6 +823,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     queue_open(&r);
     check_stats(&r);
 
+    /* Where the last op began; the open, before the first. Not static: a
+     * crash "inside the last op" as an input's first op read the previous
+     * input's bounds (and, when malloc gave the new recorder the old one's
+     * address, its stale dur_seq and ack_dur) in AFL++'s persistent loop. */
+    op_start os = {.pfs = r.pfs, .at = r.pfs ? hp_pfs_count(r.pfs) : 0,
+                   .dur_seq = r.m.dur_seq, .ack_dur = r.m.ack_dur};
     for (int ops = 0; ops < MAX_OPS; ops++) {
         uint8_t b;
         if (!next_byte(&r, &b)) {
@@ -836,7 +842,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (reopens && ++r.reopens > MAX_REOPENS) {
             continue; /* over the budget: a no-op */
         }
-        static op_start os;
         int is_crash = (b & 7) == 7 && ((b >> 3) & 3) == 2;
         if (!is_crash) {
             os = (op_start){.pfs = r.pfs, .at = r.pfs ? hp_pfs_count(r.pfs) : 0,
