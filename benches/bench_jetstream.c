@@ -3,6 +3,7 @@
  *
  *   bench_jetstream direct URL STREAM SUBJECT COUNT SIZE [INFLIGHT=1024] [MSGID=1]
  *                   [REPLICAS=1]
+ *   bench_jetstream wait URL STREAM COUNT TIMEOUT_S
  *
  * Connects to URL, and publishes COUNT records of SIZE bytes (the payload
  * layout of bench_native_sink gen, without the '\n') to SUBJECT with
@@ -13,7 +14,18 @@
  * Prints `direct.records_per_s`, `direct.mb_per_s` and `direct.seconds`,
  * the publish-to-ack latency percentiles `direct.publish_latency_pNN_ms`
  * (every record timed), and `direct.errors` (publishes without a positive
- * ack); exit 0 when 0. */
+ * ack); exit 0 when 0. It also prints `direct.stream_seconds` and
+ * `direct.stream_records_per_s`: the same drain timed by the stream itself,
+ * from its first message's timestamp to its last one's.
+ *
+ * wait: connects to URL (retrying until the server is up), polls STREAM's
+ * info every 250 ms until it holds COUNT messages or TIMEOUT_S passes, and
+ * prints `stream.msgs`, `stream.seconds` and `stream.records_per_s` timed
+ * the same way. This is how jetstream-drain times hopperd's drain: by the
+ * stream, like the direct publisher's, and without polling hopperd's
+ * metrics with a curl process every few ms, whose CPU (about a quarter of a
+ * core here) competed with the drain it measured. Exit 0 when the stream
+ * holds exactly COUNT messages, 1 otherwise. */
 #include <nats/nats.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -50,6 +62,63 @@ on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
     natsMsg_Destroy(msg);
 }
 
+/* Messages in `stream` and the seconds from its first to its last message
+ * (the server's timestamps); -1 seconds when it cannot be read. */
+static double
+stream_span(jsCtx *js, const char *stream, uint64_t *msgs)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    *msgs = 0;
+    if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) != NATS_OK || si == NULL) {
+        return -1;
+    }
+    *msgs = si->State.Msgs;
+    double s = (double)(si->State.LastTime - si->State.FirstTime) / 1e9;
+    jsStreamInfo_Destroy(si);
+    return s;
+}
+
+static int
+wait_stream(const char *url, const char *stream, long count, long timeout_s)
+{
+    double deadline = now_s() + (double)timeout_s;
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    while (natsConnection_ConnectTo(&nc, url) != NATS_OK) {
+        if (now_s() > deadline) {
+            fprintf(stderr, "bench_jetstream: wait: cannot connect to %s\n", url);
+            return 1;
+        }
+        nats_Sleep(100);
+    }
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 5000;
+    if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK) {
+        fprintf(stderr, "bench_jetstream: wait: no JetStream context\n");
+        return 1;
+    }
+    uint64_t msgs = 0;
+    double span = -1;
+    for (;;) {
+        span = stream_span(js, stream, &msgs);
+        if (msgs >= (uint64_t)count || now_s() > deadline) {
+            break;
+        }
+        nats_Sleep(250);
+    }
+    printf("stream.msgs %llu\n", (unsigned long long)msgs);
+    if (msgs >= (uint64_t)count && span > 0) {
+        printf("stream.seconds %.3f s\n", span);
+        printf("stream.records_per_s %.0f rec/s\n", (double)(msgs - 1) / span);
+    }
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    nats_Close();
+    return msgs == (uint64_t)count ? 0 : 1;
+}
+
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -60,9 +129,18 @@ cmp_double(const void *a, const void *b)
 int
 main(int argc, char **argv)
 {
+    if (argc == 6 && strcmp(argv[1], "wait") == 0) {
+        long n = atol(argv[4]), t = atol(argv[5]);
+        if (n <= 0 || t <= 0) {
+            fprintf(stderr, "bench_jetstream: bad COUNT or TIMEOUT_S\n");
+            return 2;
+        }
+        return wait_stream(argv[2], argv[3], n, t);
+    }
     if (argc < 7 || strcmp(argv[1], "direct") != 0) {
         fprintf(stderr, "usage: bench_jetstream direct URL STREAM SUBJECT COUNT SIZE "
-                        "[INFLIGHT=1024] [MSGID=1]\n");
+                        "[INFLIGHT=1024] [MSGID=1] [REPLICAS=1]\n"
+                        "       bench_jetstream wait URL STREAM COUNT TIMEOUT_S\n");
         return 2;
     }
     const char *url = argv[2], *stream = argv[3], *subject = argv[4];
@@ -147,6 +225,12 @@ main(int argc, char **argv)
     printf("direct.seconds %.3f s\n", dt);
     printf("direct.records_per_s %.0f rec/s\n", (double)count / dt);
     printf("direct.mb_per_s %.1f MB/s\n", (double)count * size / dt / 1e6);
+    uint64_t msgs = 0;
+    double span = stream_span(js, stream, &msgs);
+    if (span > 0 && msgs > 1) {
+        printf("direct.stream_seconds %.3f s\n", span);
+        printf("direct.stream_records_per_s %.0f rec/s\n", (double)(msgs - 1) / span);
+    }
     /* Percentiles over the records acked (an unacked one has latency 0 and
      * is counted in errors instead). */
     long timed = 0;

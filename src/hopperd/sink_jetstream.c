@@ -31,11 +31,23 @@
  * rare, after a failure the sink probes: one publish at a time until one
  * is acked, then the full window again.
  *
+ * Cost per record. On this path hopperd competes for the CPU with the
+ * server it publishes to, so the sink keeps its own work per record small:
+ * a slot keeps its payload buffer for the next record (no malloc/free per
+ * record), TOSEND slots are claimed and released in batches under `mu`, and
+ * ack_handler() wakes the relay thread only when it waits and a batch of
+ * acks (wake_batch) can be popped, not once per ack. The ack timeout is the
+ * sink's own (js_step); no per-publish MaxWait goes to nats.c, whose 3.4
+ * async publish would then allocate a tracker per message and, MaxWait
+ * later, post a second (timeout) message per publish to the ack thread even
+ * when the ack came long before.
+ *
  * Threads: the relay thread, and nats.c's threads in ack_handler() (which
  * takes only `mu` and calls nothing that blocks).
  */
 #include "sink_jetstream.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <nats/nats.h>
 #include <stdio.h>
@@ -51,11 +63,18 @@ enum { SLOT_TOSEND = 0, SLOT_INFLIGHT, SLOT_ACKED, SLOT_FAILED };
 
 struct slot {
     uint64_t seq;
-    uint8_t *data; /* owned */
-    size_t len;
+    uint8_t *data;    /* owned; kept for the slot's next record */
+    size_t len, room; /* payload length; size of data */
     int st;           /* [mu] */
     uint64_t sent_us; /* [mu] when published, monotonic */
 };
+
+/* A slot's buffer larger than this is freed when the slot is popped rather
+ * than kept for the next record: a few big records must not pin
+ * max_inflight x their size. */
+#define SLOT_KEEP_MAX (64u * 1024u)
+/* TOSEND slots claimed under one hold of `mu` (publish_pending). */
+#define PUBLISH_BATCH 64u
 
 struct js_sink {
     struct hd_sink_rt *s;
@@ -65,9 +84,12 @@ struct js_sink {
     struct hd_sink_conf conn;
     char qid[HOPPER_QUEUE_ID_LEN + 1];
     pthread_mutex_t mu;
-    pthread_cond_t acked; /* signalled by ack_handler */
+    pthread_cond_t acked; /* signalled by ack_handler when `waiting` */
     struct slot *w;       /* ring of cap slots */
     size_t cap, head, n;  /* [mu] n slots from head */
+    size_t acked_front;   /* [mu] the first acked_front slots are ACKED */
+    size_t wake_batch;    /* acked_front that wakes the relay thread (immutable) */
+    int waiting;          /* [mu] the relay thread waits on `acked` */
     int fail_cause;       /* [mu] cause of the first FAILED ack, -1 none */
     char fail_text[160];  /* [mu] */
     uint64_t held_bytes;  /* payload bytes in the ring [relay thread] */
@@ -90,6 +112,16 @@ static struct slot *
 slot_at(struct js_sink *j, size_t i)
 {
     return &j->w[(j->head + i) % j->cap];
+}
+
+/* Whether the relay thread, waiting for acks, has work again: a batch of
+ * slots (or all of them) can be popped, a publish failed, or there are
+ * slots to publish and no probe in flight. [mu] */
+static int
+relay_wanted(const struct js_sink *j)
+{
+    return j->acked_front >= j->wake_batch || (j->n > 0 && j->acked_front == j->n) ||
+           j->fail_cause >= 0 || (j->next_send < j->n && !(j->probe && j->inflight > 0));
 }
 
 /* The seq in "<qid>-<seq>", or UINT64_MAX. */
@@ -166,7 +198,6 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
             }
         }
     }
-    int wake = 0;
     if (sl != NULL && sl->st != SLOT_ACKED) {
         if (sl->st == SLOT_INFLIGHT && j->inflight > 0) {
             j->inflight--;
@@ -183,7 +214,11 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
                 atomic_fetch_add(&ps->lat_sum_us, us);
             }
             sl->st = SLOT_ACKED;
-            wake = at == 0 || j->probe; /* the head can be popped: room again */
+            if (at == j->acked_front) {
+                while (j->acked_front < j->n && slot_at(j, j->acked_front)->st == SLOT_ACKED) {
+                    j->acked_front++;
+                }
+            }
             j->probe = 0;
             atomic_fetch_add(&ps->acks, 1);
             if (pa->Duplicate) {
@@ -193,7 +228,6 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
             int cause = cause_of(pae->Err, pae->ErrCode, pae->ErrText);
             atomic_fetch_add(&ps->errors[cause], 1);
             sl->st = SLOT_FAILED;
-            wake = 1;
             if (j->fail_cause < 0) {
                 j->fail_cause = cause;
                 snprintf(j->fail_text, sizeof(j->fail_text), "%s (%s, code %d)",
@@ -202,7 +236,7 @@ ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closu
             }
         }
     }
-    if (wake) {
+    if (j->waiting && relay_wanted(j)) {
         pthread_cond_signal(&j->acked);
     }
     pthread_mutex_unlock(&j->mu);
@@ -219,6 +253,9 @@ js_create(struct hd_sink_rt *s, void **out)
     j->s = s;
     j->c = s->conf;
     j->cap = (size_t)j->c->max_inflight;
+    /* 1/16 of the window: the relay thread wakes a few times per window's
+     * worth of acks, and refills while most of it is still in flight. */
+    j->wake_batch = j->cap / 16 > 64 ? 64 : j->cap / 16 > 0 ? j->cap / 16 : 1;
     j->w = calloc(j->cap, sizeof(*j->w));
     if (j->w == NULL) {
         free(j);
@@ -474,63 +511,90 @@ js_connect(void *impl, char *err, size_t errlen, int *cause)
 }
 
 /* Publish every TOSEND slot, in order. A publish nats.c refuses now (its
- * pending limit, a reconnect in progress) stays TOSEND for the next round. */
+ * pending limit, a reconnect in progress) stays TOSEND for the next round.
+ * Slots are claimed (TOSEND -> INFLIGHT) PUBLISH_BATCH at a time under one
+ * hold of `mu` and published outside it (js_PublishMsgAsync may stall);
+ * claimed slots not published go back to TOSEND. Only this thread moves the
+ * head or claims, so a claimed index stays its slot meanwhile. */
 static int
 publish_pending(struct js_sink *j, int *sent)
 {
     const struct hd_sink_conf *c = j->c;
     char id[HOPPER_QUEUE_ID_LEN + 24];
-    pthread_mutex_lock(&j->mu);
-    if (j->probe && j->inflight > 0) {
-        /* Probing: the one publish in flight must be acked first. */
-        pthread_mutex_unlock(&j->mu);
-        return 0;
-    }
-    for (size_t i = j->next_send; i < j->n; i++) {
-        struct slot *sl = slot_at(j, i);
-        if (sl->st != SLOT_TOSEND) {
-            continue;
-        }
-        sl->st = SLOT_INFLIGHT;
-        j->inflight++;
-        sl->sent_us = now_us();
-        uint64_t seq = sl->seq;
-        const uint8_t *data = sl->data;
-        size_t len = sl->len;
-        pthread_mutex_unlock(&j->mu);
-        /* Slots are freed only by this thread, so data stays valid. */
-        snprintf(id, sizeof(id), "%s-%llu", j->qid, (unsigned long long)seq);
-        natsMsg *m = NULL;
-        natsStatus st = natsMsg_Create(&m, c->subject, NULL, (const char *)data, (int)len);
-        if (st == NATS_OK) {
-            jsPubOptions po;
-            jsPubOptions_Init(&po);
-            po.MsgId = id;
-            po.MaxWait = (int64_t)c->ack_timeout_ms;
-            st = js_PublishMsgAsync(j->js, &m, &po);
-        }
-        natsMsg_Destroy(m); /* no-op when nats.c took it */
+    size_t claim[PUBLISH_BATCH];
+    for (;;) {
+        size_t nc = 0;
         pthread_mutex_lock(&j->mu);
-        if (st != NATS_OK) {
-            if (sl->st == SLOT_INFLIGHT) {
-                sl->st = SLOT_TOSEND;
-                j->inflight--;
+        if (j->probe && j->inflight > 0) {
+            /* Probing: the one publish in flight must be acked first. */
+            pthread_mutex_unlock(&j->mu);
+            return 0;
+        }
+        /* One timestamp per batch: publishing a batch takes well under the
+         * latency histogram's 1 ms resolution. */
+        uint64_t t = now_us();
+        size_t i = j->next_send;
+        for (; i < j->n && nc < PUBLISH_BATCH; i++) {
+            struct slot *sl = slot_at(j, i);
+            if (sl->st != SLOT_TOSEND) {
+                continue;
             }
+            sl->st = SLOT_INFLIGHT;
+            sl->sent_us = t;
+            j->inflight++;
+            claim[nc++] = i;
+            if (j->probe) {
+                i++;
+                break; /* one at a time until one is acked */
+            }
+        }
+        j->next_send = i;
+        int more = !j->probe && i < j->n;
+        pthread_mutex_unlock(&j->mu);
+        if (nc == 0) {
+            return 0;
+        }
+        size_t k = 0;
+        natsStatus st = NATS_OK;
+        for (; k < nc; k++) {
+            /* Slots are freed only by this thread, so data stays valid. */
+            const struct slot *sl = slot_at(j, claim[k]);
+            snprintf(id, sizeof(id), "%s-%llu", j->qid, (unsigned long long)sl->seq);
+            natsMsg *m = NULL;
+            st = natsMsg_Create(&m, c->subject, NULL, (const char *)sl->data, (int)sl->len);
+            if (st == NATS_OK) {
+                jsPubOptions po;
+                jsPubOptions_Init(&po);
+                po.MsgId = id;
+                st = js_PublishMsgAsync(j->js, &m, &po);
+            }
+            natsMsg_Destroy(m); /* no-op when nats.c took it */
+            if (st != NATS_OK) {
+                break;
+            }
+            (*sent)++;
+        }
+        if (k < nc) {
+            /* claim[k..] were not published: no ack can come for them. */
+            pthread_mutex_lock(&j->mu);
+            for (size_t u = k; u < nc; u++) {
+                struct slot *sl = slot_at(j, claim[u]);
+                if (sl->st == SLOT_INFLIGHT) {
+                    sl->st = SLOT_TOSEND;
+                    j->inflight--;
+                }
+            }
+            j->next_send = claim[k];
             pthread_mutex_unlock(&j->mu);
             if (st == NATS_TIMEOUT) {
                 return 0; /* stalled at MaxPending: retry next round */
             }
             return -(int)st;
         }
-        (*sent)++;
-        /* Only this thread moves the head, so index i is still this slot. */
-        j->next_send = i + 1;
-        if (j->probe) {
-            break; /* one at a time until one is acked */
+        if (!more) {
+            return 0;
         }
     }
-    pthread_mutex_unlock(&j->mu);
-    return 0;
 }
 
 static int
@@ -543,15 +607,20 @@ js_step(void *impl, int wait_ms, char *err, size_t errlen, int *cause)
     uint64_t last = 0, nrec = 0, bytes = 0, oldest_us = 0;
     int failed = -1;
     pthread_mutex_lock(&j->mu);
-    while (j->n > 0 && slot_at(j, 0)->st == SLOT_ACKED) {
+    while (j->acked_front > 0) {
         struct slot *sl = slot_at(j, 0);
+        assert(j->n > 0 && sl->st == SLOT_ACKED);
         last = sl->seq;
         nrec++;
         bytes += sl->len;
-        free(sl->data);
-        sl->data = NULL;
+        if (sl->room > SLOT_KEEP_MAX) {
+            free(sl->data);
+            sl->data = NULL;
+            sl->room = 0;
+        }
         j->head = (j->head + 1) % j->cap;
         j->n--;
+        j->acked_front--;
         j->next_send = j->next_send > 0 ? j->next_send - 1 : 0;
     }
     uint64_t inflight = j->inflight;
@@ -608,17 +677,22 @@ js_step(void *impl, int wait_ms, char *err, size_t errlen, int *cause)
             }
             break;
         }
-        uint8_t *copy = malloc(rec.len > 0 ? rec.len : 1);
-        if (copy == NULL) {
-            /* Received but not kept: it must not be skipped (relay.c's rule). */
-            fatalx("relay: sink %s: out of memory holding a record", j->c->s.name);
-        }
-        memcpy(copy, rec.data, rec.len);
-        pthread_mutex_lock(&j->mu);
+        /* Slots past n are this thread's alone: fill it before taking mu. */
         struct slot *sl = slot_at(j, j->n);
+        if (sl->room < rec.len || sl->data == NULL) {
+            size_t room = rec.len > 256 ? rec.len : 256;
+            uint8_t *p = realloc(sl->data, room);
+            if (p == NULL) {
+                /* Received but not kept: it must not be skipped (relay.c's rule). */
+                fatalx("relay: sink %s: out of memory holding a record", j->c->s.name);
+            }
+            sl->data = p;
+            sl->room = room;
+        }
+        memcpy(sl->data, rec.data, rec.len);
         sl->seq = rec.seq;
-        sl->data = copy;
         sl->len = rec.len;
+        pthread_mutex_lock(&j->mu);
         sl->st = SLOT_TOSEND;
         j->n++;
         pthread_mutex_unlock(&j->mu);
@@ -638,7 +712,9 @@ js_step(void *impl, int wait_ms, char *err, size_t errlen, int *cause)
     pthread_mutex_lock(&j->mu);
     size_t n = j->n;
     if (n > 0 && sent == 0 && got == 0) {
-        /* Everything is in flight: wait a little for an ack. */
+        /* Everything is in flight: wait a little for a batch of acks (or
+         * all of them, a failure, or a probe's ack). The caller steps again
+         * after at most 20 ms either way, for the ack timeout. */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 20 * 1000000L;
@@ -646,7 +722,12 @@ js_step(void *impl, int wait_ms, char *err, size_t errlen, int *cause)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        pthread_cond_timedwait(&j->acked, &j->mu, &ts);
+        j->waiting = 1;
+        int wrc = 0;
+        while (wrc != ETIMEDOUT && !relay_wanted(j)) {
+            wrc = pthread_cond_timedwait(&j->acked, &j->mu, &ts);
+        }
+        j->waiting = 0;
     }
     pthread_mutex_unlock(&j->mu);
     return n > 0 ? HD_STEP_BUSY : HD_STEP_IDLE;
@@ -667,12 +748,16 @@ static void
 ring_clear(struct js_sink *j)
 {
     pthread_mutex_lock(&j->mu);
-    for (size_t i = 0; i < j->n; i++) {
-        free(slot_at(j, i)->data);
-        slot_at(j, i)->data = NULL;
+    for (size_t i = 0; i < j->cap; i++) {
+        free(j->w[i].data);
+        j->w[i].data = NULL;
+        j->w[i].room = 0;
     }
     j->n = 0;
     j->head = 0;
+    j->acked_front = 0;
+    j->next_send = 0;
+    j->inflight = 0;
     pthread_mutex_unlock(&j->mu);
     j->held_bytes = 0;
 }
