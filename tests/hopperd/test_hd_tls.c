@@ -22,6 +22,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -681,40 +682,137 @@ downstream_has(void *arg)
     return e2e_downstream_lines(w->ds) >= w->want;
 }
 
-/* The metric has not moved for 300 ms (w->want: its last value). */
-static int
-ingress_settled(void *arg)
+/* Where the bytes of a loopback TCP connection are, from /proc/net/tcp:
+ * the client's unacknowledged send queue and the server's unread receive
+ * queue. */
+struct tcp_queues {
+    int server_port, client_port;
+    long client_tx, server_rx; /* -1: the socket was not found */
+};
+
+static void
+read_tcp_queues(struct tcp_queues *q)
 {
-    struct mwait *w = arg;
-    double before = e2e_metric(w->port, w->prefix);
-    uint64_t t0 = e2e_now_ms();
-    while (e2e_now_ms() < t0 + 300) {
-        poll(NULL, 0, 50);
+    q->client_tx = q->server_rx = -1;
+    FILE *fp = fopen("/proc/net/tcp", "r");
+    if (fp == NULL) {
+        return;
     }
-    w->last = e2e_metric(w->port, w->prefix);
-    return w->last > 0 && w->last == before;
+    char line[512];
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        unsigned lport, rport, st;
+        unsigned long tx, rx;
+        if (sscanf(line, " %*u: %*x:%x %*x:%x %x %lx:%lx", &lport, &rport, &st, &tx, &rx) != 5 ||
+            st != 1 /* TCP_ESTABLISHED */) {
+            continue;
+        }
+        if ((int)lport == q->client_port && (int)rport == q->server_port) {
+            q->client_tx = (long)tx;
+        } else if ((int)lport == q->server_port && (int)rport == q->client_port) {
+            q->server_rx = (long)rx;
+        }
+    }
+    fclose(fp);
 }
 
-/* Records that OpenSSL read ahead (tls.h: a read(2) takes many records)
- * wait inside it, where epoll cannot see them. A client sends a burst in
- * one write and then waits, connection open: the queue fills (the sink is
- * down), the connection stops reading with records still in OpenSSL and
- * none in the socket, and once the sink drains the queue every record
- * must still come out without the client sending another byte. (This
- * exercises the path; the stranding itself needs the source's buffer to
- * fill exactly at a record boundary when it blocks, which this test makes
- * likely but could not be shown to force against the old check.) */
+/* Everything the client wrote is past the kernel: delivered (acknowledged)
+ * and read by the server process. */
+static int
+tcp_all_read(void *arg)
+{
+    struct tcp_queues *q = arg;
+    read_tcp_queues(q);
+    return q->client_tx == 0 && q->server_rx == 0;
+}
+
+/* Lines "PREFIX%08ld ..." in data: -1 (printed) on a gap or reorder, else
+ * how many of 0, 1, 2, ... arrived (a duplicate, from a resend, is
+ * allowed). Other lines are skipped. */
+static long
+prefix_sequence(const char *data, size_t len, const char *prefix)
+{
+    long next = 0;
+    size_t plen = strlen(prefix);
+    for (const char *p = data, *end = data + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL) {
+            break;
+        }
+        long v = -1;
+        if ((size_t)(nl - p) > plen && strncmp(p, prefix, plen) == 0 &&
+            sscanf(p + plen, "%ld", &v) == 1 && v > next) {
+            fprintf(stderr, "gap or reorder: got %s%ld, expected %s%ld\n", prefix, v, prefix,
+                    next);
+            return -1;
+        }
+        next += v == next;
+        p = nl + 1;
+    }
+    return next;
+}
+
+/* A client that fills the queue from a thread: its write stays blocked
+ * while hopperd pushes back, until the sink drains the queue. */
+struct filler {
+    struct hd_stream st;
+    char *data;
+    size_t len;
+    int rc;
+};
+
+static void *
+filler_main(void *arg)
+{
+    struct filler *f = arg;
+    f->rc = hd_stream_write_all(&f->st, f->data, f->len, e2e_now_ms() + 60000, NULL, NULL);
+    return NULL;
+}
+
+/* Records that OpenSSL read ahead wait inside it, where epoll cannot see
+ * them (tls.h); conn.c lists such a connection as ready when its reads
+ * stop while SSL_has_pending() says whole records are held. This puts a
+ * connection in exactly that state and checks its records still come out:
+ *
+ *   1. The sink is down; a filler client F fills queue q2 until the queue
+ *      refuses a record (hopperd_queue_full_rejections_total > 0): full,
+ *      and it stays full until the sink drains it.
+ *   2. Client T, connected and idle, sends T_RECORDS lines of 1 KiB, each
+ *      its own TLS record (1046 bytes with the AEAD overhead), in one
+ *      write(2) of ~25 KiB: one segment on loopback (under half the
+ *      window, so TCP does not push part of it early), so it is all in the
+ *      socket when hopperd reads. OpenSSL's read-ahead takes the lot in
+ *      one read(2) (64 KiB buffer); T's read buffer is 16 KiB (its initial
+ *      size: the queue's max_record_bytes is left at 64 KiB, so 16 KiB is
+ *      below the buffer's limit) and takes exactly 16 whole records, with
+ *      nothing of a record left decrypted (SSL_pending() == 0). The first
+ *      record is refused: T is blocked with 16 records in its buffer, the
+ *      other T_RECORDS - 16 in OpenSSL, and the socket empty. The test
+ *      checks the last two: /proc/net/tcp shows nothing unread or
+ *      unacknowledged, and q2 took nothing more.
+ *   3. The sink comes up; the queue drains; T's 16 records go in on a
+ *      retry and T wants reading again. Nothing will arrive on its socket
+ *      (T waits, connection open), so only the SSL_has_pending() rule gets
+ *      the other records read. Every record of T (and of F) must reach the
+ *      sink within the deadline, in order.
+ *
+ * Without the rule (conn.c hd_conn_sync_events() checking SSL_pending()
+ * alone), T's last records stay in OpenSSL and this fails. */
+#define T_RECORDS 24
+#define F_RECORDS 400
+
 static void
 test_tls_read_ahead_burst(void **state)
 {
     struct tenv *t = *state;
     char src[2048], more[1024];
     tls_source(t, src, sizeof(src), "");
+    /* 4 KiB of memory and 128 KiB of disk (the least max_record_bytes'
+     * default allows), uncompressed: ~130 of F's records fill it. */
     snprintf(more, sizeof(more),
              "[sink down]\ntype = tcp\nconnect = 127.0.0.1:%d\nqueue = q2\n"
              "reconnect_min = 10ms\nreconnect_max = 50ms\n"
-             "[queue q2]\nmemory_bytes = 4KiB\ndisk_bytes = 64KiB\nsegment_bytes = 64KiB\n"
-             "max_record_bytes = 1KiB\n",
+             "[queue q2]\nmemory_bytes = 4KiB\ndisk_bytes = 128KiB\nsegment_bytes = 64KiB\n"
+             "compression = 0\n",
              t->port2);
     write_conf(t, src, more);
     /* The source feeds q2 (write_conf's file sink keeps q, now unused). */
@@ -731,46 +829,82 @@ test_tls_read_ahead_burst(void **state)
     free(edited);
     free(text);
     start(t);
+
     struct hd_stream st;
     assert_int_equal(tls_client(t, t->port, "client-ok", "ca.pem", &st), 0);
-    /* q2 takes ~2100 of these records (4 KiB in memory, 64 KiB of
-     * compressed segments); the rest is less than the source's buffer
-     * and OpenSSL's read buffer hold, so the socket is left empty. */
-    const long n = 2300;
-    /* A record per line of 1 KiB, so that a read filling the source's
-     * buffer (16 KiB, growing to 128 KiB) ends on a record boundary:
-     * nothing decrypted is left over, only whole records read ahead. All
-     * of them leave in one write(2) (hd_stream_write_all flushes). */
+    struct filler f = {.len = (size_t)F_RECORDS * 1024};
+    assert_int_equal(tls_client(t, t->port, "client-ok", "ca.pem", &f.st), 0);
+    f.data = malloc(f.len);
+    assert_non_null(f.data);
+    uint32_t x = 12345; /* letters that compress poorly, should compression be on */
+    for (long i = 0; i < F_RECORDS; i++) {
+        char *l = f.data + i * 1024;
+        int h = snprintf(l, 16, "fill-%08ld ", i);
+        for (int j = h; j < 1023; j++) {
+            x = x * 1103515245u + 12345u;
+            l[j] = (char)('a' + (x >> 16) % 26);
+        }
+        l[1023] = '\n';
+    }
+    pthread_t ft;
+    assert_int_equal(pthread_create(&ft, NULL, filler_main, &f), 0);
+    struct mwait full = {t->mport, "hopperd_queue_full_rejections_total{queue=\"q2\"}", 1, -1};
+    if (e2e_wait_until(metric_at_least, &full, 20000) < 0) {
+        e2e_dump_log(t->log, 20000);
+        fail_msg("q2 never refused a record (rejections %.0f)", full.last);
+    }
+    double taken = e2e_metric(t->mport, "hopperd_ingress_records_total{queue=\"q2\"}");
+
     char line[1024];
     memset(line, 'x', sizeof(line));
     line[sizeof(line) - 1] = '\n';
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < T_RECORDS; i++) {
         char head[16];
         int h = snprintf(head, sizeof(head), "rec-%08ld ", i);
         memcpy(line, head, (size_t)h);
         assert_int_equal(SSL_write(st.ssl, line, (int)sizeof(line)), (int)sizeof(line));
     }
-    assert_int_equal(hd_stream_write_all(&st, "", 0, 0, NULL, NULL), 0);
-    /* The queue is full: the connection waits, part of the burst in
-     * OpenSSL. Then the downstream comes up. */
-    struct mwait full = {t->mport, "hopperd_ingress_records_total{queue=\"q2\"}", 0, -1};
-    assert_int_equal(e2e_wait_until(ingress_settled, &full, 10000), 0);
+    assert_int_equal(hd_stream_write_all(&st, "", 0, 0, NULL, NULL), 0); /* one write(2) */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    assert_int_equal(getsockname(st.fd, (struct sockaddr *)&ss, &sl), 0);
+    struct tcp_queues tq = {t->port, ntohs(((struct sockaddr_in *)&ss)->sin_port), -1, -1};
+    if (e2e_wait_until(tcp_all_read, &tq, 10000) < 0) {
+        e2e_dump_log(t->log, 20000);
+        fail_msg("setup: T's bytes not all read by hopperd (client tx %ld, server rx %ld)",
+                 tq.client_tx, tq.server_rx);
+    }
+    double taken_after = e2e_metric(t->mport, "hopperd_ingress_records_total{queue=\"q2\"}");
+    if (taken_after != taken) {
+        e2e_dump_log(t->log, 20000);
+        fail_msg("setup: q2 was not full: it took %.0f records after refusing one",
+                 taken_after - taken);
+    }
+
     struct e2e_downstream ds;
     memset(&ds, 0, sizeof(ds));
     pthread_mutex_init(&ds.mu, NULL);
     assert_int_equal(e2e_downstream_start(&ds, t->port2), 0);
-    struct lines_wait w = {&ds, (size_t)n};
-    int rc = e2e_wait_until(downstream_has, &w, 15000);
+    struct lines_wait w = {&ds, (size_t)(T_RECORDS + F_RECORDS)};
+    int rc = e2e_wait_until(downstream_has, &w, 20000);
     e2e_downstream_stop(&ds);
+    pthread_join(ft, NULL);
+    long got_t = prefix_sequence(ds.data, ds.len, "rec-");
+    long got_f = prefix_sequence(ds.data, ds.len, "fill-");
     hd_stream_close(&st, 1);
-    if (rc < 0) {
-        e2e_dump_log(t->log, 20000);
-        fail_msg("%zu of %ld records came out while the client waited",
-                 e2e_downstream_lines(&ds), n);
-    }
-    assert_int_equal(e2e_check_sequence(ds.data, ds.len, n), 0);
+    hd_stream_close(&f.st, 1);
+    free(f.data);
     free(ds.data);
     pthread_mutex_destroy(&ds.mu);
+    if (rc < 0) {
+        e2e_dump_log(t->log, 20000);
+        fail_msg("%ld of T's %d records and %ld of F's %d came out within 20 s "
+                 "(T's client waits with the connection open)",
+                 got_t, T_RECORDS, got_f, F_RECORDS);
+    }
+    assert_int_equal(f.rc, 0);
+    assert_int_equal(got_t, T_RECORDS);
+    assert_int_equal(got_f, F_RECORDS);
     stop(t);
 }
 
