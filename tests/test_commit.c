@@ -86,7 +86,7 @@ recv_n(hopper_queue *q, long from, long n)
     for (long i = from; i < from + n; i++) {
         hopper_record r;
         assert_int_equal(hopper_recv(q, &r, 1000), 0);
-        char want[16];
+        char want[24];
         snprintf(want, sizeof(want), "r%08ld", i);
         assert_memory_equal(r.data, want, strlen(want));
         assert_int_equal(hopper_ack(q, r.seq), 0);
