@@ -40,6 +40,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "hd_e2e_util.h"
+#include "hd_native_client.h"
 #include "log.h"
 #include "loop.h"
 #include "proto.h"
@@ -168,40 +169,6 @@ rig_free(struct rig *r)
 
 /* ---- a native client --------------------------------------------------------- */
 
-static int
-client_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(0x7f000001);
-    sin.sin_port = htons((uint16_t)port);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    struct timeval tv = {20, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
-}
-
-/* One whole frame's payload into buf; its length (0 at EOF). */
-static size_t
-client_read(int fd, uint8_t *buf, size_t cap)
-{
-    size_t have = 0;
-    size_t size = 0;
-    for (;;) {
-        assert_int_equal(hd_wire_frame_size(buf, have, cap - HD_WIRE_HDR, &size), 0);
-        if (size > 0 && have >= size) {
-            memmove(buf, buf + HD_WIRE_HDR, size - HD_WIRE_HDR);
-            return size - HD_WIRE_HDR;
-        }
-        ssize_t n = recv(fd, buf + have, (size > 0 ? size : HD_WIRE_HDR) - have, 0);
-        if (n == 0) {
-            return 0;
-        }
-        assert_true(n > 0);
-        have += (size_t)n;
-    }
-}
-
 /* Batch `b` of connection `conn`: records "@@rec <conn> <b> <i>" padded. */
 static void
 client_send(int fd, int conn, long b, int nrec)
@@ -243,10 +210,10 @@ client_main(void *arg)
 {
     struct client *c = arg;
     static _Thread_local uint8_t buf[1 << 16];
-    int fd = client_connect(c->port);
+    int fd = e2e_native_connect(c->port, 20);
     struct hd_msg m;
     const char *why;
-    size_t n = client_read(fd, buf, sizeof(buf));
+    size_t n = e2e_native_read(fd, buf, sizeof(buf));
     assert_int_equal(hd_proto_parse(buf, n, &m, &why), 0);
     assert_int_equal(m.op, HD_OP_HELLO);
     long sent = 0;
@@ -257,7 +224,7 @@ client_main(void *arg)
             client_send(fd, c->id, sent, BATCH);
             sent++;
         }
-        n = client_read(fd, buf, sizeof(buf));
+        n = e2e_native_read(fd, buf, sizeof(buf));
         assert_true(n > 0);
         assert_int_equal(hd_proto_parse(buf, n, &m, &why), 0);
         /* Replies come in request order. */

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "hd_e2e_util.h"
+#include "hd_native_client.h"
 #include "proto.h"
 #include "wire.h"
 
@@ -1247,42 +1248,6 @@ test_sd_notify(void **state)
     close(fd);
 }
 
-static int
-native_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(0x7f000001);
-    sin.sin_port = htons((uint16_t)port);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    struct timeval tv = {10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
-}
-
-/* Read one frame into buf; returns its payload length, 0 on EOF. */
-static size_t
-native_read(int fd, uint8_t *buf, size_t cap)
-{
-    size_t have = 0;
-    size_t size = 0;
-    for (;;) {
-        assert_int_equal(hd_wire_frame_size(buf, have, cap - HD_WIRE_HDR, &size), 0);
-        if (size > 0 && have >= size) {
-            memmove(buf, buf + HD_WIRE_HDR, size - HD_WIRE_HDR);
-            return size - HD_WIRE_HDR;
-        }
-        ssize_t r = recv(fd, buf + have, (size > 0 ? size : HD_WIRE_HDR) - have, 0);
-        if (r == 0) {
-            return 0;
-        }
-        assert_true(r > 0);
-        have += (size_t)r;
-    }
-}
-
 static void
 native_send(int fd, uint64_t id, const char *queue, long from, long n, int pad)
 {
@@ -1309,7 +1274,7 @@ static void
 native_expect(int fd, uint64_t id, int op, int code, uint64_t count)
 {
     static uint8_t buf[1 << 20];
-    size_t n = native_read(fd, buf, sizeof(buf));
+    size_t n = e2e_native_read(fd, buf, sizeof(buf));
     assert_true(n > 0);
     struct hd_msg m;
     const char *why;
@@ -1358,9 +1323,9 @@ test_native_source(void **state)
                "compression = 0\nmax_record_bytes = 1KiB\nwhen_full = reject\n",
                "format = native\n", sink);
     start(e);
-    int fd = native_connect(e->in_port);
+    int fd = e2e_native_connect(e->in_port, 10);
     static uint8_t buf[1 << 20];
-    size_t n = native_read(fd, buf, sizeof(buf));
+    size_t n = e2e_native_read(fd, buf, sizeof(buf));
     struct hd_msg m;
     const char *why;
     assert_int_equal(hd_proto_parse(buf, n, &m, &why), 0);
@@ -1381,7 +1346,7 @@ test_native_source(void **state)
     uint64_t id = 4;
     for (;; id++) {
         native_send(fd, id, "q", accepted, 50, 100);
-        size_t rn = native_read(fd, buf, sizeof(buf));
+        size_t rn = e2e_native_read(fd, buf, sizeof(buf));
         assert_int_equal(hd_proto_parse(buf, rn, &m, &why), 0);
         assert_int_equal(m.id, id);
         if (m.op == HD_OP_ERROR) {
@@ -1399,11 +1364,11 @@ test_native_source(void **state)
     /* Malformed: a frame whose payload is not a message. */
     assert_int_equal(e2e_write_all(fd, "\0\0\0\3abc", 7), 0);
     native_expect(fd, 0, HD_OP_ERROR, HD_CODE_BAD_FRAME, 0);
-    assert_int_equal(native_read(fd, buf, sizeof(buf)), 0);
+    assert_int_equal(e2e_native_read(fd, buf, sizeof(buf)), 0);
     close(fd);
     /* A bad length closes too; hopperd carries on. */
-    fd = native_connect(e->in_port);
-    native_read(fd, buf, sizeof(buf));
+    fd = e2e_native_connect(e->in_port, 10);
+    e2e_native_read(fd, buf, sizeof(buf));
     assert_int_equal(e2e_write_all(fd, "\xff\xff\xff\xff", 4), 0);
     native_expect(fd, 0, HD_OP_ERROR, HD_CODE_BAD_FRAME, 0);
     close(fd);
@@ -1432,9 +1397,9 @@ test_native_block(void **state)
                "compression = 0\nmax_record_bytes = 1KiB\nwhen_full = block\n",
                "format = native\n", sink);
     start(e);
-    int fd = native_connect(e->in_port);
+    int fd = e2e_native_connect(e->in_port, 10);
     static uint8_t buf[1 << 20];
-    native_read(fd, buf, sizeof(buf));
+    e2e_native_read(fd, buf, sizeof(buf));
     /* Pipeline 80 batches of 50 x 114 bytes (~456 KB of payload, more than
      * the budgets hold) without reading replies. */
     for (uint64_t id = 0; id < 80; id++) {
@@ -1750,7 +1715,7 @@ sub_read(int fd, long *next, long want)
     long got = 0;
     uint64_t last = 0;
     while (got < want) {
-        size_t n = native_read(fd, buf, sizeof(buf));
+        size_t n = e2e_native_read(fd, buf, sizeof(buf));
         assert_true(n > 0);
         struct hd_msg m;
         const char *why;
@@ -1798,8 +1763,8 @@ test_native_subscribe(void **state)
     static uint8_t buf[1 << 20];
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    int fd = native_connect(nat);
-    native_read(fd, buf, sizeof(buf));
+    int fd = e2e_native_connect(nat, 10);
+    e2e_native_read(fd, buf, sizeof(buf));
     native_subscribe(fd, 1, NULL, 100);
     native_expect(fd, 1, HD_OP_OK, 0, 0);
     long next = 0;
@@ -1809,8 +1774,8 @@ test_native_subscribe(void **state)
     wait_metric(e, "hopperd_subscriber_acked_records_total", 60, 5000);
 
     /* A second subscriber, and a subscriber of a queue with a sink: BUSY. */
-    int fd2 = native_connect(nat);
-    native_read(fd2, buf, sizeof(buf));
+    int fd2 = e2e_native_connect(nat, 10);
+    e2e_native_read(fd2, buf, sizeof(buf));
     hd_proto_put_subscribe(&sb, 7, "q", 10);
     hd_proto_put_subscribe(&sb, 8, "other", 10);
     hd_proto_put_subscribe(&sb, 9, "nope", 10);
@@ -1824,8 +1789,8 @@ test_native_subscribe(void **state)
     /* Leave with 40 unacknowledged: the next subscriber starts at 60. */
     close(fd);
     wait_metric(e, "hopperd_subscriber_connected", 0, 5000);
-    fd = native_connect(nat);
-    native_read(fd, buf, sizeof(buf));
+    fd = e2e_native_connect(nat, 10);
+    e2e_native_read(fd, buf, sizeof(buf));
     native_subscribe(fd, 2, NULL, 1000);
     native_expect(fd, 2, HD_OP_OK, 0, 0);
     next = 60;
@@ -1875,8 +1840,8 @@ test_native_forbidden(void **state)
     static uint8_t buf[1 << 20];
 
     /* Source `in`, defaults. */
-    int fd = native_connect(e->in_port);
-    native_read(fd, buf, sizeof(buf));
+    int fd = e2e_native_connect(e->in_port, 10);
+    e2e_native_read(fd, buf, sizeof(buf));
     native_send(fd, 1, "other", 0, 1, 0);
     native_expect(fd, 1, HD_OP_ERROR, HD_CODE_FORBIDDEN, 0);
     native_subscribe(fd, 2, NULL, 10);
@@ -1897,8 +1862,8 @@ test_native_forbidden(void **state)
     assert_int_equal(log_count(e, "subscribe of queue q refused"), 0);
 
     /* Source `wide`: queues = other, allow_subscribe = on. */
-    fd = native_connect(wide);
-    native_read(fd, buf, sizeof(buf));
+    fd = e2e_native_connect(wide, 10);
+    e2e_native_read(fd, buf, sizeof(buf));
     native_send(fd, 6, "other", 0, 1, 0);
     native_expect(fd, 6, HD_OP_OK, 0, 1);
     size_t len;
