@@ -631,6 +631,23 @@ elapsed_1s(void *arg)
     return e2e_now_ms() >= *(const uint64_t *)arg + 1000;
 }
 
+/* The opening two tests share: a TLS lines source, hopperd started, a
+ * verified client `st` that sent records 0..n-1, all of them delivered. */
+static void
+start_and_send(struct tenv *t, struct hd_stream *st, long n)
+{
+    char src[2048];
+    tls_source(t, src, sizeof(src), "");
+    write_conf(t, src, "");
+    start(t);
+    assert_int_equal(tls_client(t, t->port, "client-ok", "ca.pem", st), 0);
+    size_t len;
+    char *data = records(0, n, &len);
+    assert_int_equal(hd_stream_write_all(st, data, len, 0, NULL, NULL), 0);
+    free(data);
+    wait_lines(t, t->out, n, 10000);
+}
+
 /* A client that leaves part of a TLS record in flight (after the
  * handshake, and during it) costs hopperd no CPU while it waits: OpenSSL
  * holds the partial record, and the loop must not spin on it. */
@@ -638,17 +655,8 @@ static void
 test_tls_partial_record_idle(void **state)
 {
     struct tenv *t = *state;
-    char src[2048];
-    tls_source(t, src, sizeof(src), "");
-    write_conf(t, src, "");
-    start(t);
     struct hd_stream st;
-    assert_int_equal(tls_client(t, t->port, "client-ok", "ca.pem", &st), 0);
-    size_t len;
-    char *data = records(0, 10, &len);
-    assert_int_equal(hd_stream_write_all(&st, data, len, 0, NULL, NULL), 0);
-    free(data);
-    wait_lines(t, t->out, 10, 10000);
+    start_and_send(t, &st, 10);
     /* An application-data record header announcing 200 bytes, and 20. */
     static const unsigned char part[25] = {0x17, 0x03, 0x03, 0x00, 0xc8};
     assert_int_equal(e2e_write_all(st.fd, part, sizeof(part)), 0);
@@ -1028,17 +1036,8 @@ static void
 test_tls_reload(void **state)
 {
     struct tenv *t = *state;
-    char src[2048];
-    tls_source(t, src, sizeof(src), "");
-    write_conf(t, src, "");
-    start(t);
     struct hd_stream old;
-    assert_int_equal(tls_client(t, t->port, "client-ok", "ca.pem", &old), 0);
-    size_t len;
-    char *data = records(0, 10, &len);
-    assert_int_equal(hd_stream_write_all(&old, data, len, 0, NULL, NULL), 0);
-    free(data);
-    wait_lines(t, t->out, 10, 10000);
+    start_and_send(t, &old, 10);
 
     /* A key readable by others: rejected, the old context stays. */
     assert_int_equal(chmod(cert(t, "server.key"), 0644), 0);
@@ -1061,7 +1060,8 @@ test_tls_reload(void **state)
     wait_log(t, t->log, "reload: done");
     assert_true(tls_client(t, t->port, "client-ok", "ca.pem", &st) < 0);
     assert_int_equal(tls_client(t, t->port, "client-ok", "rogue-ca.pem", &st), 0);
-    data = records(10, 5, &len);
+    size_t len;
+    char *data = records(10, 5, &len);
     assert_int_equal(hd_stream_write_all(&st, data, len, 0, NULL, NULL), 0);
     free(data);
     hd_stream_close(&st, 0);
