@@ -1148,6 +1148,28 @@ start_syslog_ng(struct tenv *t, const char *name, const char *body)
     return pid;
 }
 
+/* A real TLS client (pid, listening on t->port2 with its log at logp)
+ * forwards 5000 lines into hopperd's TLS source: every one arrives, in
+ * order, over a completed handshake; then both stop. */
+static void
+relay_through_client(struct tenv *t, pid_t client, const char *what, const char *logp)
+{
+    if (e2e_wait_port(t->port2, 10000) != 0) {
+        e2e_dump_log(logp, 0);
+        fail_msg("%s did not start", what);
+    }
+    const long n = 5000;
+    size_t len;
+    char *data = records(0, n, &len);
+    assert_int_equal(e2e_send(t->port2, data, len), 0);
+    free(data);
+    wait_lines(t, t->out, n, 30000);
+    expect_sequence(t, t->out, n, 0);
+    wait_metric(t, t->mport, "hopperd_source_tls_handshakes_total{source=\"in\"}", 1, 5000);
+    assert_int_equal(e2e_stop(client, SIGTERM, 10000), 0);
+    stop(t);
+}
+
 /* syslog-ng as a TLS client (network(transport("tls")), client-ok's
  * certificate) forwarding what it receives in plaintext into a hopperd TLS
  * lines source that requires client-ok: intact and in order. */
@@ -1171,20 +1193,7 @@ test_syslog_ng_client(void **state)
              cert(t, "client-ok.key"));
     pid_t sng = start_syslog_ng(t, "sng-client", body);
     snprintf(slog, sizeof(slog), "%s/sng-client.log", t->dir);
-    if (e2e_wait_port(t->port2, 10000) != 0) {
-        e2e_dump_log(slog, 0);
-        fail_msg("syslog-ng did not start");
-    }
-    const long n = 5000;
-    size_t len;
-    char *data = records(0, n, &len);
-    assert_int_equal(e2e_send(t->port2, data, len), 0);
-    free(data);
-    wait_lines(t, t->out, n, 30000);
-    expect_sequence(t, t->out, n, 0);
-    wait_metric(t, t->mport, "hopperd_source_tls_handshakes_total{source=\"in\"}", 1, 5000);
-    assert_int_equal(e2e_stop(sng, SIGTERM, 10000), 0);
-    stop(t);
+    relay_through_client(t, sng, "syslog-ng", slog);
 }
 
 /* hopperd's TLS sink (client-ok's certificate) into a syslog-ng TLS source
@@ -1281,20 +1290,7 @@ test_rsyslog_client(void **state)
         _exit(127);
     }
     assert_true(rs > 0);
-    if (e2e_wait_port(t->port2, 10000) != 0) {
-        e2e_dump_log(logp, 0);
-        fail_msg("rsyslogd did not start");
-    }
-    const long n = 5000;
-    size_t len;
-    char *data = records(0, n, &len);
-    assert_int_equal(e2e_send(t->port2, data, len), 0);
-    free(data);
-    wait_lines(t, t->out, n, 30000);
-    expect_sequence(t, t->out, n, 0);
-    wait_metric(t, t->mport, "hopperd_source_tls_handshakes_total{source=\"in\"}", 1, 5000);
-    assert_int_equal(e2e_stop(rs, SIGTERM, 10000), 0);
-    stop(t);
+    relay_through_client(t, rs, "rsyslogd", logp);
 }
 
 int
