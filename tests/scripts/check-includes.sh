@@ -54,6 +54,7 @@ declare -A allow=(
     [fsio]="internal"
     [record]="internal buf crc32c"
     [segment]="internal buf crc32c record fsio"
+    [segindex]="segment internal buf crc32c record fsio"
 )
 while read -r dir from to path; do
     [ "$dir" = lib ] || continue
@@ -68,8 +69,8 @@ done <<<"$edges"
 # 3. Daemon and hopperctl: public header and their own headers only; the
 #    daemon's codec and socket helpers are leaves that never include its
 #    run-time modules, and hopperctl links only those leaves.
-runtime=" config daemon listener loop conn connlimit ingest native subscribe relay metrics signals notify main "
-leaves=" log clock framer wire proto netutil "
+runtime=" config daemon listener loop loop_ctx conn connlimit ingest native subscribe commit relay sink_jetstream metrics signals notify reload preflight auth tlsconf main "
+leaves=" log clock framer wire proto netutil tls "
 while read -r dir from to path; do
     case "$dir" in hopperd | hopperctl) ;; *) continue ;; esac
     case "$path" in
