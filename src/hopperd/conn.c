@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <openssl/err.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -382,6 +383,26 @@ hd_conn_flush(struct hd_loop *lp, struct hd_conn *c)
     return hd_conn_sync_events(lp, c);
 }
 
+/* A TCP client that has been read dry gets its ACK now, not after the
+ * delayed-ACK timer. A client that leaves Nagle on (most syslog senders
+ * do) holds each small write until the previous one is acknowledged; when
+ * its writes are all about the same size, the kernel's heuristic sees no
+ * "pushed" segment and delays the ACK by up to 40 ms, so records waited
+ * that long before hopperd even saw them (the peers harness's latency
+ * scenario: p50 13 ms at 10k records/s). TCP_QUICKACK is not sticky, so
+ * it is set after every read that did not fill the buffer (a sender
+ * fast enough to fill it keeps full segments in flight and needs no
+ * help). */
+static void
+quick_ack(struct hd_conn *c)
+{
+    if (c->read_filled || c->src->conf->type != HD_SRC_TCP) {
+        return;
+    }
+    int one = 1;
+    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 ssize_t
 hd_conn_read(struct hd_loop *lp, struct hd_conn *c)
 {
@@ -414,6 +435,7 @@ hd_conn_read(struct hd_loop *lp, struct hd_conn *c)
         }
         c->read_filled = c->len + got == c->cap;
         c->len += got;
+        quick_ack(c);
         return (ssize_t)got;
     }
     for (;;) {
@@ -421,6 +443,7 @@ hd_conn_read(struct hd_loop *lp, struct hd_conn *c)
         if (r > 0) {
             c->read_filled = (size_t)r == c->cap - c->len;
             c->len += (size_t)r;
+            quick_ack(c);
             return r;
         }
         if (r < 0 && errno == EINTR) {

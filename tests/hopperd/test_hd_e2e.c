@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -500,6 +502,68 @@ test_lines_to_file(void **state)
     wait_metric(e, "hopperd_ingress_records_total", (double)n, 5000);
     assert_int_equal(
         e2e_metric(e->metrics_port, "hopperd_egress_records_total{sink=\"out\",queue=\"q\"}"), n);
+    stop_expect(e, SIGTERM, 0);
+}
+
+static int
+cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* A client that leaves Nagle on and writes one burst of 10 lines of 200
+ * bytes every millisecond (the peers harness's paced generator at 10k
+ * records/s) must not have its writes held back: hopperd acknowledges what
+ * it read at once (conn.c quick_ack). Without that, equal-sized bursts get
+ * delayed ACKs, Nagle holds each next burst until one comes, and right
+ * after a send the socket holds ~11 bursts unacknowledged (median,
+ * measured) instead of the one just written. The socket's send queue
+ * (SIOCOUTQ: bytes not yet acknowledged) after each write is the measure;
+ * its median over 400 bursts must stay within 3 bursts. */
+static void
+test_tcp_source_acks_promptly(void **state)
+{
+    struct env *e = *state;
+    char sink[1024];
+    file_sink(e, sink, sizeof(sink));
+    write_conf(e, "", "", sink);
+    start(e);
+    int fd = e2e_connect(e->in_port);
+    assert_true(fd >= 0);
+    enum { BURSTS = 400, LINES = 10, LINE = 200 };
+    char burst[LINES * LINE];
+    int outq[BURSTS];
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    for (int i = 0; i < BURSTS; i++) {
+        for (int k = 0; k < LINES; k++) {
+            char *l = burst + k * LINE;
+            memset(l, 'x', LINE);
+            int n = snprintf(l, LINE, "rec-%08d ", i * LINES + k);
+            l[n] = 'x';
+            l[LINE - 1] = '\n';
+        }
+        assert_int_equal(e2e_write_all(fd, burst, sizeof(burst)), 0);
+        assert_int_equal(ioctl(fd, SIOCOUTQ, &outq[i]), 0);
+        /* pacing the generator, not waiting for hopperd */
+        next.tv_nsec += 1000000;
+        if (next.tv_nsec >= 1000000000) {
+            next.tv_nsec -= 1000000000;
+            next.tv_sec++;
+        }
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+    }
+    close(fd);
+    size_t len;
+    char *data = wait_file_lines(e, (size_t)BURSTS * LINES, 20000, &len);
+    assert_int_equal(e2e_check_sequence(data, len, (long)BURSTS * LINES), 0);
+    free(data);
+    qsort(outq, BURSTS, sizeof(outq[0]), cmp_int);
+    int median = outq[BURSTS / 2];
+    print_message("unacknowledged bytes after a write: median %d, p90 %d, max %d\n", median,
+                  outq[BURSTS * 9 / 10], outq[BURSTS - 1]);
+    assert_true(median <= 3 * (int)sizeof(burst));
     stop_expect(e, SIGTERM, 0);
 }
 
@@ -2093,6 +2157,7 @@ main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_check_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_source_acks_promptly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_config_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_config_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_to_file, setup, teardown),
