@@ -4,7 +4,8 @@
  * chunk), the read cursor, truncation of unread entries, and the retired
  * chunks, whose records stay readable until they are released; all checked
  * against a model of the sequence numbers it must hold; with the small
- * chunks of a small budget and the huge ones of a large budget. */
+ * chunks of a small budget and the huge ones of a large budget; and the
+ * spare chunks, reused up to the budget's worth and trimmed when idle. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -216,6 +217,71 @@ test_truncate_to_mark(void **state)
     hp_deque_free(&d);
 }
 
+/* Read and pop every entry, then release the retired chunks. */
+static void
+read_pop_all(hp_deque *d)
+{
+    for (size_t n = d->count; n > 0; n--) {
+        hp_dpos p = d->rd;
+        hp_entry *e = hp_dpos_entry(&p);
+        hp_dpos_next(&p, e);
+        d->rd = p;
+        d->nread++;
+        hp_deque_pop_front(d);
+    }
+    hp_deque_release_retired(d);
+}
+
+/* Spares: a deque emptied after holding 32 chunks keeps them (up to its
+ * budget's worth) and refills from exactly those chunks, so a producer that
+ * runs the budget ahead writes into memory it has written before; trimming
+ * (the queue idle) keeps spare_idle. Fixed-size records, so that every
+ * chunk is a standard one. */
+static void
+test_spares_reused_then_trimmed(void **state)
+{
+    (void)state;
+    hp_deque d;
+    hp_deque_init(&d, 8u << 20); /* 64 KiB chunks: 128 may be kept, 4 when idle */
+    assert_int_equal(d.spare_max, (8u << 20) / HP_CHUNK_SMALL);
+    assert_int_equal(d.spare_idle, 4);
+    enum { NCH = 32 };
+    uint8_t rec[1000];
+    memset(rec, 7, sizeof(rec));
+    hp_chunk *seen[NCH + 1];
+    size_t nseen = 0;
+    uint64_t seq = 0;
+    while (nseen < NCH) {
+        assert_int_equal(hp_deque_push(&d, seq++, 0, rec, sizeof(rec)), 0);
+        if (nseen == 0 || seen[nseen - 1] != d.last) {
+            seen[nseen++] = d.last;
+        }
+    }
+    read_pop_all(&d);
+    /* every chunk but the last (still the deque's) went to the spares */
+    assert_int_equal(d.nspare, NCH - 1);
+    size_t reused = 0;
+    hp_chunk *prev = d.last;
+    while (d.nspare > 0) {
+        assert_int_equal(hp_deque_push(&d, seq++, 0, rec, sizeof(rec)), 0);
+        if (d.last != prev) {
+            prev = d.last;
+            int found = 0;
+            for (size_t i = 0; i < nseen; i++) {
+                found |= seen[i] == d.last;
+            }
+            assert_true(found);
+            reused++;
+        }
+    }
+    assert_int_equal(reused, NCH - 1);
+    read_pop_all(&d);
+    assert_true(d.nspare > d.spare_idle);
+    hp_deque_trim(&d);
+    assert_int_equal(d.nspare, d.spare_idle);
+    hp_deque_free(&d);
+}
+
 int
 main(void)
 {
@@ -223,6 +289,7 @@ main(void)
         cmocka_unit_test(test_random_ops),
         cmocka_unit_test(test_random_ops_huge),
         cmocka_unit_test(test_truncate_to_mark),
+        cmocka_unit_test(test_spares_reused_then_trimmed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,13 +20,27 @@ hp_deque_init(hp_deque *d, uint64_t memory_bytes)
     d->huge = memory_bytes >= HP_DEQUE_HUGE_MIN;
     size_t bytes = d->huge ? HP_CHUNK_HUGE : HP_CHUNK_SMALL;
     d->chunk_cap = bytes - sizeof(hp_chunk);
-    /* Enough spares that a consumer keeping up cycles through the same few
-     * (warm) chunks, and that a producer running a few milliseconds ahead
-     * does not fault in fresh ones: a thirty-second of the budget, at most
-     * 32 MiB and 16 chunks, at least one. */
+    /* Spares while busy: up to the budget's worth (deque.h). */
+    uint64_t all = memory_bytes / bytes;
+    d->spare_max = all < 1 ? 1 : all > SIZE_MAX / 2 ? SIZE_MAX / 2 : (size_t)all;
+    /* Spares while idle: enough that a consumer keeping up cycles through
+     * the same few (warm) chunks, and that a producer running a few
+     * milliseconds ahead does not fault in fresh ones: a thirty-second of
+     * the budget, at most 32 MiB and 16 chunks, at least one. */
     uint64_t keep = memory_bytes / 32u < (32u << 20) ? memory_bytes / 32u : (32u << 20);
     uint64_t n = keep / bytes;
-    d->spare_max = n < 1 ? 1 : n > 16 ? 16 : (size_t)n;
+    d->spare_idle = n < 1 ? 1 : n > 16 ? 16 : (size_t)n;
+}
+
+void
+hp_deque_trim(hp_deque *d)
+{
+    while (d->nspare > d->spare_idle) {
+        hp_chunk *c = d->spare;
+        d->spare = c->next;
+        d->nspare--;
+        free(c);
+    }
 }
 
 /* The front chunk leaves the list for the retired ones; the read cursor, if

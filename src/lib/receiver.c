@@ -8,7 +8,8 @@
  * (pointers into the memory deque's chunks, which keep them until the next
  * hopper_recv, or into the decoded frame) and hands them out one per call
  * without locking. A consumer that caught up spins briefly for senders
- * before it sleeps (spin_for_send). Frame reads and segment opens run with
+ * before it sleeps (spin_for_send), for as long as such spins have been
+ * paying off (spin_adaptive). Frame reads and segment opens run with
  * `mu` dropped; the consumer's reader state is its own ([consumer]).
  *
  * Crash safety of reclaim: the checkpoint (ack position) is written durably
@@ -303,8 +304,16 @@ ckpt_due(const hopper_queue *q, uint64_t ack_next, uint64_t now, int reclaim)
 
 /* ---- hopper_recv -------------------------------------------------------- */
 
-/* How long the consumer spins for a send before it sleeps. */
+/* How long the consumer spins for a send before it sleeps, at most. */
 #define RECV_SPIN_NS 20000u
+/* Below this budget a spin is not worth starting: the consumer sleeps at
+ * once, and tries a full spin again after RECV_SPIN_PROBE such waits. A
+ * consumer fed in bursts (a relay at 10k records/s gets one burst per
+ * millisecond) would otherwise burn RECV_SPIN_NS for nothing after every
+ * burst; one that keeps finding records while it spins keeps the full
+ * budget. */
+#define RECV_SPIN_MIN_NS 1000u
+#define RECV_SPIN_PROBE 32u
 /* Once sends come in, the spin goes on until this many records arrived or
  * none came for RECV_GATHER_IDLE polls (about a microsecond): a consumer
  * that keeps up then takes records a batch per lock instead of one per
@@ -317,10 +326,10 @@ ckpt_due(const hopper_queue *q, uint64_t ack_next, uint64_t now, int reclaim)
  * most of those stores local. */
 #define RECV_POLL_PAUSES 4u
 
-/* Spin without `mu` until senders published new records or RECV_SPIN_NS
- * passed with none. [consumer, no mu] */
-static void
-spin_for_send(hopper_queue *q, uint64_t seen)
+/* Spin without `mu` until senders published new records or budget_ns
+ * passed with none. 1 when records came, else 0. [consumer, no mu] */
+static int
+spin_for_send(hopper_queue *q, uint64_t seen, uint64_t budget_ns)
 {
     uint64_t end = 0;
     uint64_t last = seen;
@@ -331,10 +340,10 @@ spin_for_send(hopper_queue *q, uint64_t seen)
             last = pub;
             idle = 0;
             if (pub - seen >= RECV_GATHER) {
-                return;
+                return 1;
             }
         } else if (last != seen && ++idle >= RECV_GATHER_IDLE) {
-            return;
+            return 1;
         }
         for (unsigned k = 0; k < RECV_POLL_PAUSES; k++) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -344,12 +353,29 @@ spin_for_send(hopper_queue *q, uint64_t seen)
         if (i % 8u == 0) {
             uint64_t now = hp_now_mono_ns();
             if (end == 0) {
-                end = now + RECV_SPIN_NS;
+                end = now + budget_ns;
             } else if (now >= end) {
-                return;
+                return last != seen;
             }
         }
     }
+}
+
+/* Spin before sleeping, within the adaptive budget (hp_reader.spin_shift).
+ * [consumer, no mu] */
+static void
+spin_adaptive(hopper_queue *q, hp_reader *r)
+{
+    uint32_t shift = r->spin_shift;
+    if ((RECV_SPIN_NS >> shift) < RECV_SPIN_MIN_NS) {
+        if (++r->spin_skips < RECV_SPIN_PROBE) {
+            return;
+        }
+        shift = 0; /* a probe: has the senders' pace changed? */
+    }
+    r->spin_skips = 0;
+    uint64_t seen = atomic_load_explicit(&q->seq_pub, memory_order_relaxed);
+    r->spin_shift = spin_for_send(q, seen, RECV_SPIN_NS >> shift) ? 0 : shift + 1;
 }
 
 int
@@ -467,9 +493,8 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
              * add a record within microseconds, and a sleep costs both
              * sides a futex call and the consumer a wake-up (issue 14). */
             spun = 1;
-            uint64_t seen = atomic_load_explicit(&q->seq_pub, memory_order_relaxed);
             hp_mutex_unlock(&q->mu);
-            spin_for_send(q, seen);
+            spin_adaptive(q, r);
             hp_mutex_lock(&q->mu);
             /* Look at everything again, records or not: a shutdown, a
              * failure or a write may have come while mu was free, and its
@@ -479,6 +504,9 @@ hopper_recv(hopper_queue *q, hopper_record *rec, int timeout_ms)
         q->reader_waiting = 1;
         int wrc = hp_cond_wait_until(&q->not_empty, &q->mu, until);
         q->reader_waiting = 0;
+        if (wrc == -ETIMEDOUT && q->mem.count == 0) {
+            hp_deque_trim(&q->mem); /* idle: the spare chunks go back */
+        }
         if (wrc == -ETIMEDOUT && hp_now_mono_ns() >= deadline) {
             rc = timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
             goto unlock;
