@@ -196,12 +196,13 @@ typedef struct hp_reader {
     size_t stage_n;
     size_t stage_i;
     uint64_t caller_next; /* every seq below was returned to the caller */
-    /* The spin before a sleep adapts (receiver.c spin_adaptive): its budget
-     * is RECV_SPIN_NS >> spin_shift; a spin that saw no send halves it, one
-     * that did restores it (shift 0, as calloc leaves it). Too small a
-     * budget is not spun: the consumer sleeps at once and tries a full spin
-     * again every RECV_SPIN_PROBE waits (spin_skips counts them). */
-    uint32_t spin_shift;
+    /* The spin before a sleep adapts (receiver.c spin_adaptive): after
+     * RECV_SPIN_TOLERATE spins in a row that saw no send (spin_fails
+     * counts them; one that did resets it, as calloc leaves it) each next
+     * spin gets half the budget; too small a budget is not spun: the
+     * consumer sleeps at once and tries a full spin again every
+     * RECV_SPIN_PROBE waits (spin_skips counts them). */
+    uint32_t spin_fails;
     uint32_t spin_skips;
 } hp_reader;
 

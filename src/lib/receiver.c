@@ -314,6 +314,9 @@ ckpt_due(const hopper_queue *q, uint64_t ack_next, uint64_t now, int reclaim)
  * budget. */
 #define RECV_SPIN_MIN_NS 1000u
 #define RECV_SPIN_PROBE 32u
+/* Spins that saw no send in a row before the budget starts to halve: a
+ * consumer that keeps up with busy producers misses now and then. */
+#define RECV_SPIN_TOLERATE 4u
 /* Once sends come in, the spin goes on until this many records arrived or
  * none came for RECV_GATHER_IDLE polls (about a microsecond): a consumer
  * that keeps up then takes records a batch per lock instead of one per
@@ -361,21 +364,29 @@ spin_for_send(hopper_queue *q, uint64_t seen, uint64_t budget_ns)
     }
 }
 
-/* Spin before sleeping, within the adaptive budget (hp_reader.spin_shift).
+/* Spin before sleeping, within the adaptive budget (hp_reader.spin_fails).
  * [consumer, no mu] */
 static void
 spin_adaptive(hopper_queue *q, hp_reader *r)
 {
-    uint32_t shift = r->spin_shift;
-    if ((RECV_SPIN_NS >> shift) < RECV_SPIN_MIN_NS) {
+    uint32_t fails = r->spin_fails;
+    uint32_t budget = fails < RECV_SPIN_TOLERATE ? RECV_SPIN_NS
+                      : fails - RECV_SPIN_TOLERATE + 1 >= 32u
+                          ? 0
+                          : RECV_SPIN_NS >> (fails - RECV_SPIN_TOLERATE + 1);
+    if (budget < RECV_SPIN_MIN_NS) {
         if (++r->spin_skips < RECV_SPIN_PROBE) {
             return;
         }
-        shift = 0; /* a probe: has the senders' pace changed? */
+        budget = RECV_SPIN_NS; /* a probe: has the senders' pace changed? */
     }
     r->spin_skips = 0;
     uint64_t seen = atomic_load_explicit(&q->seq_pub, memory_order_relaxed);
-    r->spin_shift = spin_for_send(q, seen, RECV_SPIN_NS >> shift) ? 0 : shift + 1;
+    if (spin_for_send(q, seen, budget)) {
+        r->spin_fails = 0;
+    } else if (fails < UINT32_MAX) {
+        r->spin_fails = fails + 1;
+    }
 }
 
 int
