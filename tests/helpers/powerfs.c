@@ -275,6 +275,27 @@ hp_pfs_load(hp_pfs *p)
     return rc;
 }
 
+int
+hp_pfs_load_files(hp_pfs *p, const hp_pfs_file *files, size_t n)
+{
+    p->base_qdir = 1;
+    for (size_t i = 0; i < n; i++) {
+        int rc;
+        GROW(p->base, p->nbase, p->cbase, rc);
+        char *name = rc == 0 ? strdup(files[i].name) : NULL;
+        uint8_t *data = name != NULL ? malloc(files[i].len ? files[i].len : 1) : NULL;
+        if (data == NULL) {
+            free(name);
+            return -ENOMEM;
+        }
+        if (files[i].len > 0) {
+            memcpy(data, files[i].data, files[i].len);
+        }
+        p->base[p->nbase++] = (struct base_file){.name = name, .data = data, .len = files[i].len};
+    }
+    return 0;
+}
+
 void
 hp_pfs_attach(hp_pfs *p, int (*inner)(const char *op))
 {

@@ -109,6 +109,10 @@ typedef struct hp_pfs_image {
     char how[512];     /* what was torn, for failure messages */
 } hp_pfs_image;
 
+/* hp_pfs_load from memory (a harness whose queue directory is not on disk):
+ * the queue directory exists and holds these n files (copied). 0 or -ENOMEM. */
+int hp_pfs_load_files(hp_pfs *p, const hp_pfs_file *files, size_t n);
+
 /* Crash images in increasing cut order: a cursor replays the log once. */
 typedef struct hp_pfs_cursor hp_pfs_cursor;
 hp_pfs_cursor *hp_pfs_cursor_new(hp_pfs *p);
