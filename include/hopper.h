@@ -15,7 +15,11 @@
  * @section model_sec Memory and disk
  * Records are held in an in-memory deque up to `memory_bytes` (each record
  * costs its payload plus 48 bytes of bookkeeping, so small records are
- * counted honestly).
+ * counted honestly). The memory the deque allocates follows the high-water
+ * mark of what it held, never more than about `memory_bytes`: chunks freed
+ * by acknowledgements are kept for reuse while the queue is busy, and all
+ * but a few are given back once the consumer's hopper_recv() waits out a
+ * timeout on an empty queue.
  * Past that budget they spill to segment files as CRC-protected,
  * deflate-compressed frames (several records per frame), up to `disk_bytes`
  * of files on disk (headers included). The receiver always gets records in
