@@ -3,6 +3,8 @@
  * (at the end of this file). */
 #include "memfs.h"
 
+#include "buf.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -22,9 +24,7 @@ typedef struct mdir mdir;
 
 /* A regular file: alive while it has a name or an open description. */
 struct mnode {
-    uint8_t *d;
-    size_t n;
-    size_t cap;
+    hp_buf b; /* the file's bytes (b.len is its size) */
     int nlink;
     int nopen;
     uint64_t ino;
@@ -111,7 +111,7 @@ static void
 node_put(mnode *f)
 {
     if (f != NULL && f->nlink == 0 && f->nopen == 0) {
-        free(f->d);
+        hp_buf_free(&f->b);
         free(f);
     }
 }
@@ -248,26 +248,15 @@ ofd_put(ofd *o)
     free(o);
 }
 
-/* Room for n bytes in f (new bytes zero). */
+/* f's size becomes n (new bytes zero). */
 static int
 node_size(mnode *f, size_t n)
 {
-    if (n > f->cap) {
-        size_t nc = f->cap ? f->cap : 256;
-        while (nc < n) {
-            nc *= 2;
-        }
-        uint8_t *nd = realloc(f->d, nc);
-        if (nd == NULL) {
-            return -ENOMEM;
-        }
-        f->d = nd;
-        f->cap = nc;
+    if (n > f->b.len) {
+        HP_GUARD(hp_buf_reserve(&f->b, n - f->b.len));
+        memset(f->b.data + f->b.len, 0, n - f->b.len);
     }
-    if (n > f->n) {
-        memset(f->d + f->n, 0, n - f->n);
-    }
-    f->n = n;
+    f->b.len = n;
     return 0;
 }
 
@@ -337,7 +326,7 @@ openat_locked(int dirfd, const char *name, int flags)
         o->file = e->file;
         o->file->nopen++;
         if ((flags & O_TRUNC) && acc != O_RDONLY) {
-            o->file->n = 0;
+            o->file->b.len = 0;
         }
     }
     int fd = fd_alloc(o);
@@ -385,18 +374,18 @@ write_at(int fd, const void *p, size_t n, int64_t at)
         FAIL(EISDIR);
     }
     mnode *f = o->file;
-    uint64_t off = (o->flags & O_APPEND) ? f->n : at < 0 ? o->pos : (uint64_t)at;
+    uint64_t off = (o->flags & O_APPEND) ? f->b.len : at < 0 ? o->pos : (uint64_t)at;
     if (off + n < off || off + n > (uint64_t)SSIZE_MAX) {
         FAIL(EFBIG);
     }
-    if (off + n > f->n) {
+    if (off + n > f->b.len) {
         int rc = node_size(f, (size_t)(off + n));
         if (rc < 0) {
             FAIL(-rc);
         }
     }
     if (n > 0) {
-        memcpy(f->d + off, p, n);
+        memcpy(f->b.data + off, p, n);
     }
     if (at < 0) {
         o->pos = off + n;
@@ -437,9 +426,9 @@ memfs_pread(int fd, void *p, size_t n, off_t off)
     }
     mnode *f = o->file;
     size_t got = 0;
-    if ((uint64_t)off < f->n) {
-        got = f->n - (size_t)off < n ? f->n - (size_t)off : n;
-        memcpy(p, f->d + off, got);
+    if ((uint64_t)off < f->b.len) {
+        got = f->b.len - (size_t)off < n ? f->b.len - (size_t)off : n;
+        memcpy(p, f->b.data + off, got);
     }
     pthread_mutex_unlock(&g_mu);
     return (ssize_t)got;
@@ -455,7 +444,7 @@ memfs_lseek(int fd, off_t off, int whence)
     }
     int64_t base = whence == SEEK_SET   ? 0
                    : whence == SEEK_CUR ? (int64_t)o->pos
-                   : whence == SEEK_END && o->file != NULL ? (int64_t)o->file->n
+                   : whence == SEEK_END && o->file != NULL ? (int64_t)o->file->b.len
                                                            : -1;
     if (base < 0 || base + off < 0) {
         FAIL(EINVAL);
@@ -683,7 +672,7 @@ fill_stat(struct stat *sb, const mnode *f, const mdir *d)
     memset(sb, 0, sizeof(*sb));
     if (f != NULL) {
         sb->st_mode = S_IFREG | 0600;
-        sb->st_size = (off_t)f->n;
+        sb->st_size = (off_t)f->b.len;
         sb->st_nlink = (nlink_t)f->nlink;
         sb->st_ino = (ino_t)f->ino;
     } else {
@@ -984,15 +973,15 @@ memfs_snapshot(const char *dir, memfs_file **files, size_t *n)
             continue;
         }
         v[k].name = strdup(e->name);
-        v[k].len = e->file->n;
-        v[k].data = malloc(e->file->n ? e->file->n : 1);
+        v[k].len = e->file->b.len;
+        v[k].data = malloc(e->file->b.len ? e->file->b.len : 1);
         k++;
         if (v[k - 1].name == NULL || v[k - 1].data == NULL) {
             rc = -ENOMEM;
             break;
         }
-        if (e->file->n > 0) {
-            memcpy(v[k - 1].data, e->file->d, e->file->n);
+        if (e->file->b.len > 0) {
+            memcpy(v[k - 1].data, e->file->b.data, e->file->b.len);
         }
     }
     pthread_mutex_unlock(&g_mu);
@@ -1047,13 +1036,14 @@ memfs_restore(const char *dir, const memfs_file *files, size_t n)
         }
         f->nlink++;
         nv[k].file = f;
-        if (f->n == files[k].len && (f->n == 0 || memcmp(f->d, files[k].data, f->n) == 0)) {
+        if (f->b.len == files[k].len &&
+            (f->b.len == 0 || memcmp(f->b.data, files[k].data, f->b.len) == 0)) {
             continue;
         }
-        f->n = 0;
+        f->b.len = 0;
         rc = node_size(f, files[k].len);
         if (rc == 0 && files[k].len > 0) {
-            memcpy(f->d, files[k].data, files[k].len);
+            memcpy(f->b.data, files[k].data, files[k].len);
         }
     }
     if (rc < 0) {
