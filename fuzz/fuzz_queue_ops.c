@@ -144,6 +144,9 @@ typedef struct run {
     char qdir[PATH_MAX];
     hopper_queue *q;
     hp_pfs *pfs;
+    /* Bumped with every new recorder: an op_start names its recorder by
+     * this, not by address (a new recorder may get a freed one's). */
+    unsigned pfs_gen;
     int failed;      /* the queue reported a sticky failure (this open) */
     int space_fault; /* an ENOSPC was injected (this open): EFULL may come */
     int reopens;     /* reopen and crash ops run so far */
@@ -382,6 +385,7 @@ pfs_restart(run *r)
     }
     r->pfs = hp_pfs_new(r->base, "q");
     FZ_CHECK(r->pfs != NULL, "hp_pfs_new");
+    r->pfs_gen++;
     hp_pfs_image img;
     snapshot_qdir(r, &img);
     if (img.has_qdir) {
@@ -713,7 +717,7 @@ op_reopen(run *r, uint8_t b)
 /* The state the last op started from: the crash bounds, and where it began
  * in the file-system log. */
 typedef struct op_start {
-    hp_pfs *pfs;
+    unsigned pfs_gen; /* the recorder it began with (run.pfs_gen) */
     size_t at;
     uint64_t dur_seq;
     uint64_t ack_dur;
@@ -744,7 +748,7 @@ op_crash(run *r, uint8_t b, const op_start *os)
         size_t count = hp_pfs_count(r->pfs);
         size_t cut = count;
         must_hi = r->m.dur_seq;
-        if (kind >= 3 && os->pfs == r->pfs && os->at <= count) {
+        if (kind >= 3 && os->pfs_gen == r->pfs_gen && os->at <= count) {
             cut = os->at + x % (count - os->at + 1);
             /* Before the op returned: what was durable when it began. */
             must_hi = os->dur_seq;
@@ -893,7 +897,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * crash "inside the last op" as an input's first op read the previous
      * input's bounds (and, when malloc gave the new recorder the old one's
      * address, its stale dur_seq and ack_dur) in AFL++'s persistent loop. */
-    op_start os = {.pfs = r.pfs, .at = r.pfs ? hp_pfs_count(r.pfs) : 0,
+    op_start os = {.pfs_gen = r.pfs_gen, .at = r.pfs ? hp_pfs_count(r.pfs) : 0,
                    .dur_seq = r.m.dur_seq, .ack_dur = r.m.ack_dur};
     for (int ops = 0; ops < MAX_OPS; ops++) {
         uint8_t b;
@@ -910,7 +914,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         int is_crash = (b & 7) == 7 && ((b >> 3) & 3) == 2;
         if (!is_crash) {
-            os = (op_start){.pfs = r.pfs, .at = r.pfs ? hp_pfs_count(r.pfs) : 0,
+            os = (op_start){.pfs_gen = r.pfs_gen, .at = r.pfs ? hp_pfs_count(r.pfs) : 0,
                             .dur_seq = r.m.dur_seq, .ack_dur = r.m.ack_dur};
         }
         fault.fired = 0;
