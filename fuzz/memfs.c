@@ -248,18 +248,6 @@ ofd_put(ofd *o)
     free(o);
 }
 
-/* f's size becomes n (new bytes zero). */
-static int
-node_size(mnode *f, size_t n)
-{
-    if (n > f->b.len) {
-        HP_GUARD(hp_buf_reserve(&f->b, n - f->b.len));
-        memset(f->b.data + f->b.len, 0, n - f->b.len);
-    }
-    f->b.len = n;
-    return 0;
-}
-
 #define FAIL(err)                                                                              \
     do {                                                                                       \
         errno = (err);                                                                         \
@@ -378,14 +366,9 @@ write_at(int fd, const void *p, size_t n, int64_t at)
     if (off + n < off || off + n > (uint64_t)SSIZE_MAX) {
         FAIL(EFBIG);
     }
-    if (off + n > f->b.len) {
-        int rc = node_size(f, (size_t)(off + n));
-        if (rc < 0) {
-            FAIL(-rc);
-        }
-    }
-    if (n > 0) {
-        memcpy(f->b.data + off, p, n);
+    int rc = hp_buf_put_at(&f->b, (size_t)off, p, n);
+    if (rc < 0) {
+        FAIL(-rc);
     }
     if (at < 0) {
         o->pos = off + n;
@@ -556,7 +539,7 @@ memfs_ftruncate(int fd, off_t len)
     if (len < 0) {
         FAIL(EINVAL);
     }
-    int rc = node_size(o->file, (size_t)len);
+    int rc = hp_buf_resize(&o->file->b, (size_t)len);
     if (rc < 0) {
         FAIL(-rc);
     }
@@ -1041,10 +1024,7 @@ memfs_restore(const char *dir, const memfs_file *files, size_t n)
             continue;
         }
         f->b.len = 0;
-        rc = node_size(f, files[k].len);
-        if (rc == 0 && files[k].len > 0) {
-            memcpy(f->b.data, files[k].data, files[k].len);
-        }
+        rc = hp_buf_put_at(&f->b, 0, files[k].data, files[k].len);
     }
     if (rc < 0) {
         for (size_t k = 0; k < n && nv[k].file != NULL; k++) {

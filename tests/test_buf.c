@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* hp_buf (buf.c) and the little-endian helpers of internal.h: growth keeps
  * the content, reserve guarantees room without changing len, a size that
- * would overflow is refused with the buffer untouched, reset keeps small
+ * would overflow is refused with the buffer untouched, resize and put_at
+ * extend with zeros as truncate and pwrite extend a file, reset keeps small
  * buffers and frees large ones, and every hp_put_uN / hp_get_uN pair
  * round-trips with the byte order FORMAT.md fixes (little-endian). */
 #include <setjmp.h>
@@ -106,6 +107,55 @@ test_overflow_refused(void **state)
 }
 
 static void
+test_resize_zero_fills_and_shrinks(void **state)
+{
+    (void)state;
+    hp_buf b = {0};
+    assert_int_equal(hp_buf_append(&b, "abc", 3), 0);
+    /* Growth: the old bytes stay, the new ones are zero, even where the
+     * memory held something before (shrink, scribble, grow again). */
+    assert_int_equal(hp_buf_resize(&b, 10), 0);
+    assert_int_equal(b.len, 10);
+    assert_memory_equal(b.data, "abc\0\0\0\0\0\0\0", 10);
+    memset(b.data + 3, 'z', 7);
+    assert_int_equal(hp_buf_resize(&b, 2), 0);
+    assert_int_equal(b.len, 2);
+    assert_memory_equal(b.data, "ab", 2);
+    assert_int_equal(hp_buf_resize(&b, 6), 0);
+    assert_memory_equal(b.data, "ab\0\0\0\0", 6);
+    /* Too large: refused, the buffer untouched. */
+    assert_int_equal(hp_buf_resize(&b, SIZE_MAX), -ENOMEM);
+    assert_int_equal(b.len, 6);
+    hp_buf_free(&b);
+}
+
+static void
+test_put_at_extends_like_pwrite(void **state)
+{
+    (void)state;
+    hp_buf b = {0};
+    /* Past the end: the gap reads as zeros. */
+    assert_int_equal(hp_buf_put_at(&b, 4, "xy", 2), 0);
+    assert_int_equal(b.len, 6);
+    assert_memory_equal(b.data, "\0\0\0\0xy", 6);
+    /* Inside: overwrites, the length stays. */
+    assert_int_equal(hp_buf_put_at(&b, 1, "AB", 2), 0);
+    assert_int_equal(b.len, 6);
+    assert_memory_equal(b.data, "\0AB\0xy", 6);
+    /* Straddling the end: grows by the part past it. */
+    assert_int_equal(hp_buf_put_at(&b, 5, "123", 3), 0);
+    assert_int_equal(b.len, 8);
+    assert_memory_equal(b.data, "\0AB\0x123", 8);
+    /* Nothing to copy at an offset past the end: still grows to it. */
+    assert_int_equal(hp_buf_put_at(&b, 10, NULL, 0), 0);
+    assert_int_equal(b.len, 10);
+    /* An end past SIZE_MAX: refused, the buffer untouched. */
+    assert_int_equal(hp_buf_put_at(&b, SIZE_MAX - 1, "abc", 3), -ENOMEM);
+    assert_int_equal(b.len, 10);
+    hp_buf_free(&b);
+}
+
+static void
 test_reset_keeps_small_frees_large(void **state)
 {
     (void)state;
@@ -200,6 +250,8 @@ main(void)
         cmocka_unit_test(test_append_empty),
         cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_overflow_refused),
+        cmocka_unit_test(test_resize_zero_fills_and_shrinks),
+        cmocka_unit_test(test_put_at_extends_like_pwrite),
         cmocka_unit_test(test_reset_keeps_small_frees_large),
         cmocka_unit_test(test_le_byte_order),
         cmocka_unit_test(test_le_round_trips),

@@ -38,6 +38,32 @@ hp_buf_append(hp_buf *b, const void *p, size_t n)
     return 0;
 }
 
+int
+hp_buf_resize(hp_buf *b, size_t n)
+{
+    if (n > b->len) {
+        HP_GUARD(hp_buf_reserve(b, n - b->len));
+        memset(b->data + b->len, 0, n - b->len);
+    }
+    b->len = n;
+    return 0;
+}
+
+int
+hp_buf_put_at(hp_buf *b, size_t off, const void *p, size_t n)
+{
+    if (off > SIZE_MAX - n) {
+        return -ENOMEM;
+    }
+    if (off + n > b->len) {
+        HP_GUARD(hp_buf_resize(b, off + n));
+    }
+    if (n > 0) {
+        memcpy(b->data + off, p, n);
+    }
+    return 0;
+}
+
 void
 hp_buf_free(hp_buf *b)
 {

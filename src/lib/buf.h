@@ -17,6 +17,13 @@ typedef struct hp_buf {
 HP_MUST_USE int hp_buf_reserve(hp_buf *b, size_t extra);
 /* Append bytes. 0 or -ENOMEM. */
 HP_MUST_USE int hp_buf_append(hp_buf *b, const void *p, size_t n);
+/* Set the length to n; bytes past the old length read as zeros.
+ * 0 or -ENOMEM (the buffer unchanged). */
+HP_MUST_USE int hp_buf_resize(hp_buf *b, size_t n);
+/* Copy p[0..n) to offset off. When off + n is past len the buffer first
+ * grows to it (hp_buf_resize(): zeros in any gap), as a write extends a
+ * file; even with n = 0. 0 or -ENOMEM (the buffer unchanged). */
+HP_MUST_USE int hp_buf_put_at(hp_buf *b, size_t off, const void *p, size_t n);
 /* Release the memory; the buffer is empty and reusable afterwards. */
 void hp_buf_free(hp_buf *b);
 /* Forget the content, keep the memory (unless it is large: then shrink). */

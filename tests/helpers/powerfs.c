@@ -3,6 +3,7 @@
  * the replay that builds crash images. */
 #include "powerfs.h"
 
+#include "buf.h"
 #include "fsio.h"
 #include "hp_test.h"
 
@@ -336,51 +337,8 @@ hp_pfs_at(const hp_pfs *p, size_t i)
 
 /* ---- replay -------------------------------------------------------------- */
 
-typedef struct bytes {
-    uint8_t *d;
-    size_t n;
-    size_t cap;
-} bytes;
-
-static int
-bytes_size(bytes *b, size_t n)
-{
-    if (n > b->cap) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc < n) {
-            nc *= 2;
-        }
-        uint8_t *nd = realloc(b->d, nc);
-        if (nd == NULL) {
-            return -ENOMEM;
-        }
-        b->d = nd;
-        b->cap = nc;
-    }
-    if (n > b->n) {
-        memset(b->d + b->n, 0, n - b->n);
-    }
-    b->n = n;
-    return 0;
-}
-
-static int
-bytes_put(bytes *b, uint64_t off, const uint8_t *p, size_t n)
-{
-    if (off + n > b->n) {
-        int rc = bytes_size(b, (size_t)(off + n));
-        if (rc < 0) {
-            return rc;
-        }
-    }
-    if (n > 0) {
-        memcpy(b->d + off, p, n);
-    }
-    return 0;
-}
-
 typedef struct inode {
-    bytes dur;     /* durable content */
+    hp_buf dur;     /* durable content */
     size_t *pend;  /* log indices of pending WRITE/TRUNC */
     size_t np;
     size_t pcap;
@@ -548,12 +506,12 @@ push_pend(inode *in, size_t idx)
 
 /* Apply one pending WRITE/TRUNC entry to b. */
 static int
-apply_op(bytes *b, const hp_pfs_ev *e)
+apply_op(hp_buf *b, const hp_pfs_ev *e)
 {
     if (e->kind == HP_PFS_TRUNC) {
-        return bytes_size(b, (size_t)e->off);
+        return hp_buf_resize(b, (size_t)e->off);
     }
-    return bytes_put(b, e->off, e->data, e->len);
+    return hp_buf_put_at(b, (size_t)e->off, e->data, e->len);
 }
 
 hp_pfs_cursor *
@@ -567,7 +525,7 @@ hp_pfs_cursor_new(hp_pfs *p)
     c->qdir_cur = c->qdir_dur = p->base_qdir;
     for (size_t i = 0; i < p->nbase; i++) {
         int ino = new_inode(c);
-        if (ino < 0 || bytes_put(&c->ino[ino].dur, 0, p->base[i].data, p->base[i].len) < 0 ||
+        if (ino < 0 || hp_buf_put_at(&c->ino[ino].dur, 0, p->base[i].data, p->base[i].len) < 0 ||
             dtab_set(&c->cur, p->base[i].name, ino) < 0 ||
             dtab_set(&c->dur, p->base[i].name, ino) < 0) {
             hp_pfs_cursor_free(c);
@@ -584,7 +542,7 @@ hp_pfs_cursor_free(hp_pfs_cursor *c)
         return;
     }
     for (size_t i = 0; i < c->nino; i++) {
-        free(c->ino[i].dur.d);
+        free(c->ino[i].dur.data);
         free(c->ino[i].pend);
     }
     free(c->ino);
@@ -754,10 +712,10 @@ how(hp_pfs_image *img, const char *fmt, ...)
 /* The content a file may have after the cut: durable content plus, when
  * torn, some of what was pending (see powerfs.h). `desc` says what. */
 static int
-torn_content(hp_pfs_cursor *c, const inode *in, uint64_t *rng, bytes *out, char *desc,
+torn_content(hp_pfs_cursor *c, const inode *in, uint64_t *rng, hp_buf *out, char *desc,
              size_t cap)
 {
-    int rc = bytes_put(out, 0, in->dur.d, in->dur.n);
+    int rc = hp_buf_put_at(out, 0, in->dur.data, in->dur.len);
     desc[0] = '\0';
     if (rc < 0 || rng == NULL || in->np == 0) {
         return rc;
@@ -790,25 +748,25 @@ torn_content(hp_pfs_cursor *c, const inode *in, uint64_t *rng, bytes *out, char 
         size_t l = strlen(desc);
         if (mode < 60) {
             /* Written up to a byte. */
-            rc = bytes_put(out, nx->off, nx->data, (size_t)(cut - nx->off));
+            rc = hp_buf_put_at(out, (size_t)nx->off, nx->data, (size_t)(cut - nx->off));
             snprintf(desc + l, cap - l, ", next write %zu of %zu bytes",
                      (size_t)(cut - nx->off), nx->len);
         } else if (mode < 72) {
             /* The size reached the disk, the data did not. */
-            if (nx->off + nx->len > out->n) {
-                rc = bytes_size(out, (size_t)(nx->off + nx->len));
+            if (nx->off + nx->len > out->len) {
+                rc = hp_buf_resize(out, (size_t)(nx->off + nx->len));
             }
             snprintf(desc + l, cap - l, ", next write (%zu bytes) as zeros", nx->len);
         } else {
             /* Written up to a byte, the rest of that 4 KiB page garbage. */
             uint64_t pg_end = (cut / PAGE + 1) * PAGE;
             uint64_t end = nx->off + nx->len < pg_end ? nx->off + nx->len : pg_end;
-            rc = bytes_put(out, nx->off, nx->data, (size_t)(cut - nx->off));
-            if (rc == 0 && end > out->n) {
-                rc = bytes_size(out, (size_t)end);
+            rc = hp_buf_put_at(out, (size_t)nx->off, nx->data, (size_t)(cut - nx->off));
+            if (rc == 0 && end > out->len) {
+                rc = hp_buf_resize(out, (size_t)end);
             }
             for (uint64_t b = cut; rc == 0 && b < end; b++) {
-                out->d[b] = (uint8_t)hp_test_rand(rng);
+                out->data[b] = (uint8_t)hp_test_rand(rng);
             }
             snprintf(desc + l, cap - l, ", next write %zu of %zu bytes then %zu garbage",
                      (size_t)(cut - nx->off), nx->len, (size_t)(end - cut));
@@ -817,34 +775,34 @@ torn_content(hp_pfs_cursor *c, const inode *in, uint64_t *rng, bytes *out, char 
     }
     /* Pages written back in any order: each 4 KiB page of the final content
      * independently new or old; the size either old or new. */
-    bytes fin = {0};
-    rc = bytes_put(&fin, 0, in->dur.d, in->dur.n);
+    hp_buf fin = {0};
+    rc = hp_buf_put_at(&fin, 0, in->dur.data, in->dur.len);
     for (size_t k = 0; k < in->np && rc == 0; k++) {
         rc = apply_op(&fin, &ev[in->pend[k]]);
     }
     size_t taken = 0;
     if (rc == 0) {
-        size_t size = draw(rng, 2) ? fin.n : in->dur.n;
-        size_t old = out->n;
-        rc = bytes_size(out, size);
+        size_t size = draw(rng, 2) ? fin.len : in->dur.len;
+        size_t old = out->len;
+        rc = hp_buf_resize(out, size);
         for (size_t pg = 0; rc == 0 && pg * PAGE < size; pg++) {
             size_t lo = pg * PAGE;
             size_t hi = lo + PAGE < size ? lo + PAGE : size;
-            if (draw(rng, 2) && lo < fin.n) {
-                size_t top = hi < fin.n ? hi : fin.n;
-                memcpy(out->d + lo, fin.d + lo, top - lo);
+            if (draw(rng, 2) && lo < fin.len) {
+                size_t top = hi < fin.len ? hi : fin.len;
+                memcpy(out->data + lo, fin.data + lo, top - lo);
                 if (top < hi) {
-                    memset(out->d + top, 0, hi - top);
+                    memset(out->data + top, 0, hi - top);
                 }
                 taken++;
             } else if (lo >= old) {
-                memset(out->d + lo, 0, hi - lo);
+                memset(out->data + lo, 0, hi - lo);
             }
         }
         snprintf(desc, cap, "pages of %zu pending: %zu pages new, size %zu (final %zu)", in->np,
-                 taken, size, fin.n);
+                 taken, size, fin.len);
     }
-    free(fin.d);
+    free(fin.data);
     return rc;
 }
 
@@ -902,15 +860,15 @@ hp_pfs_image_at(hp_pfs_cursor *c, size_t cut, uint64_t *rng, hp_pfs_image *img)
     }
     for (size_t k = 0; rc == 0 && img->has_qdir && k < names.n; k++) {
         const inode *in = &c->ino[names.v[k].ino];
-        bytes b = {0};
+        hp_buf b = {0};
         char desc[160];
         rc = torn_content(c, in, rng, &b, desc, sizeof(desc));
         if (desc[0] != '\0') {
             how(img, "; %s: %s", names.v[k].name, desc);
         }
         img->files[img->n].name = strdup(names.v[k].name);
-        img->files[img->n].data = b.d;
-        img->files[img->n].len = b.n;
+        img->files[img->n].data = b.data;
+        img->files[img->n].len = b.len;
         img->n++;
         if (img->files[img->n - 1].name == NULL) {
             rc = -ENOMEM;
