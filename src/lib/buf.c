@@ -56,7 +56,12 @@ hp_buf_put_at(hp_buf *b, size_t off, const void *p, size_t n)
         return -ENOMEM;
     }
     if (off + n > b->len) {
-        HP_GUARD(hp_buf_resize(b, off + n));
+        /* Zero only the gap before off: the copy covers the rest. */
+        HP_GUARD(hp_buf_reserve(b, off + n - b->len));
+        if (off > b->len) {
+            memset(b->data + b->len, 0, off - b->len);
+        }
+        b->len = off + n;
     }
     if (n > 0) {
         memcpy(b->data + off, p, n);

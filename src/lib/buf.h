@@ -20,8 +20,8 @@ HP_MUST_USE int hp_buf_append(hp_buf *b, const void *p, size_t n);
 /* Set the length to n; bytes past the old length read as zeros.
  * 0 or -ENOMEM (the buffer unchanged). */
 HP_MUST_USE int hp_buf_resize(hp_buf *b, size_t n);
-/* Copy p[0..n) to offset off. When off + n is past len the buffer first
- * grows to it (hp_buf_resize(): zeros in any gap), as a write extends a
+/* Copy p[0..n) to offset off. When off + n is past len the buffer grows
+ * to it, with zeros in any gap between len and off, as a write extends a
  * file; even with n = 0. 0 or -ENOMEM (the buffer unchanged). */
 HP_MUST_USE int hp_buf_put_at(hp_buf *b, size_t off, const void *p, size_t n);
 /* Release the memory; the buffer is empty and reusable afterwards. */
